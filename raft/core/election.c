@@ -1,0 +1,242 @@
+/* election.c — leader election: timeouts, pre-vote, RequestVote, and the
+ * changes of role they cause (Raft §5.2, §5.4.1; thesis §9.6, §6.2, §4.2.3).
+ *
+ *                    timeout                  pre-vote majority
+ *   FOLLOWER  ----------------> PRE_CANDIDATE -----------------> CANDIDATE
+ *      ^   ^                         |                            |  |
+ *      |   +---- higher term, or ----+                            |  | vote majority
+ *      |         a current leader                                 |  v
+ *      +------------------- higher term / current leader ---- LEADER
+ *
+ * With pre-vote off (a teaching knob) a timeout goes straight to CANDIDATE.
+ */
+#include "core.h"
+
+void election_reset_timer(struct raft *r)
+{
+    /* Raft §5.2: randomized timeouts in [T, 2T) make split votes rare. */
+    uint64_t t = r->cfg.election_timeout_ms;
+    r->election_deadline_ms = r->now_ms + t + raft_random(r) % t;
+}
+
+bool election_in_leader_lease(const struct raft *r)
+{
+    /* thesis §4.2.3 and §9.6: a server that heard from a current leader within
+     * the minimum election timeout believes that leader is alive. */
+    if (r->role == RAFT_LEADER)
+        return true;
+    return r->leader_id != 0 && r->now_ms - r->leader_contact_ms < r->cfg.election_timeout_ms;
+}
+
+static void set_role(struct raft *r, enum raft_role role, raft_id leader)
+{
+    if (r->role != role || r->leader_id != leader)
+        r->role_dirty = true;
+    if (r->role == RAFT_LEADER && role != RAFT_LEADER)
+        readindex_fail_all(r);
+    r->role = role;
+    r->leader_id = leader;
+}
+
+void election_become_follower(struct raft *r, raft_term term, raft_id leader)
+{
+    bool was_follower = r->role == RAFT_FOLLOWER;
+    if (term > r->current_term) {
+        /* Figure 2, rules for all servers: a higher term makes us a follower. */
+        r->current_term = term;
+        r->voted_for = 0;
+        update_hard_state(r);
+    }
+    set_role(r, RAFT_FOLLOWER, leader);
+    if (leader)
+        r->leader_contact_ms = r->now_ms;
+    if (!was_follower)
+        update_trace(r, "§5.2 became follower", leader, 0, NULL, 0);
+    election_reset_timer(r);
+}
+
+static void reset_votes(struct raft *r)
+{
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        r->servers[i].vote_responded = false;
+        r->servers[i].vote_granted = false;
+    }
+    r->self->vote_responded = true;
+    r->self->vote_granted = true;
+}
+
+static void become_leader(struct raft *r)
+{
+    set_role(r, RAFT_LEADER, r->cfg.id);
+    update_trace(r, "§5.2 won election: votes from a majority", 0, 0, "votes",
+                 quorum_votes_granted(r));
+    for (unsigned i = 0; i < r->n_servers; i++)
+        progress_reset(r, &r->servers[i]);
+    r->self->match_index = log_last_index(&r->log);
+    r->term_start_index = log_last_index(&r->log) + 1;
+    r->uncommitted_bytes = 0;
+    r->read_seq = 0;
+    r->read_round_wanted = false;
+    r->heartbeat_deadline_ms = r->now_ms + r->cfg.heartbeat_interval_ms;
+    r->check_quorum_deadline_ms = r->now_ms + r->cfg.election_timeout_ms;
+    /* Raft §8 / thesis §6.4: a no-op of our own term lets us learn which
+     * entries are committed (Figure 8 forbids counting older ones). The
+     * Figure-8 teaching knob leaves it out as well, as first implementations
+     * do: with the no-op riding in the same message as the old entries, the
+     * unsafe counting rule almost never shows (docs/figure8.md). */
+    if (!r->cfg.unsafe_commit_old_term && replication_append_noop(r) != RAFT_OK)
+        r->oom = 1;
+    replication_broadcast(r, false);
+    commit_maybe_advance(r);
+}
+
+static void send_request_votes(struct raft *r, bool pre_vote)
+{
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        struct raft_server *s = &r->servers[i];
+        if (s == r->self || !s->is_voter)
+            continue;
+        struct raft_message *m = update_message(r, RAFT_MSG_REQUEST_VOTE, s->id);
+        /* thesis §9.6: a pre-vote asks about the term we would use. */
+        m->term = pre_vote ? r->current_term + 1 : r->current_term;
+        /* Host contract 1: our vote for ourselves must be durable first. */
+        m->after_persist = !pre_vote;
+        m->request_vote.last_log_index = log_last_index(&r->log);
+        m->request_vote.last_log_term = log_last_term(&r->log);
+        m->request_vote.pre_vote = pre_vote;
+    }
+}
+
+static void start_election(struct raft *r)
+{
+    /* Raft §5.2: increment currentTerm, vote for self, send RequestVote. */
+    r->current_term++;
+    r->voted_for = r->cfg.id;
+    update_hard_state(r);
+    set_role(r, RAFT_CANDIDATE, 0);
+    reset_votes(r);
+    election_reset_timer(r);
+    update_trace(r, "§5.2 became candidate: starting election", 0, 0, "term", r->current_term);
+    if (quorum_votes_granted(r) >= quorum_size(r)) {
+        become_leader(r);
+        return;
+    }
+    send_request_votes(r, false);
+}
+
+static void start_pre_vote(struct raft *r)
+{
+    set_role(r, RAFT_PRE_CANDIDATE, 0);
+    reset_votes(r);
+    election_reset_timer(r);
+    update_trace(r, "thesis §9.6 became pre-candidate: asking whether we could win", 0, 0, "term",
+                 r->current_term + 1);
+    if (quorum_votes_granted(r) >= quorum_size(r)) {
+        start_election(r);
+        return;
+    }
+    send_request_votes(r, true);
+}
+
+void election_tick(struct raft *r)
+{
+    if (r->role == RAFT_LEADER || r->now_ms < r->election_deadline_ms)
+        return;
+    if (!r->self->is_voter) { /* a learner never stands */
+        election_reset_timer(r);
+        return;
+    }
+    update_trace(r, "§5.2 election timeout: no leader heard", 0, 0, NULL, 0);
+    if (r->cfg.prevote_off)
+        start_election(r);
+    else
+        start_pre_vote(r);
+}
+
+/* Raft §5.4.1: the candidate's log is at least as up-to-date as ours when
+ * its last term is higher, or equal with an index at least as high. */
+static bool log_up_to_date(const struct raft *r, const struct raft_request_vote *rv)
+{
+    raft_term our_term = log_last_term(&r->log);
+    if (rv->last_log_term != our_term)
+        return rv->last_log_term > our_term;
+    return rv->last_log_index >= log_last_index(&r->log);
+}
+
+static void reply_vote(struct raft *r, const struct raft_message *m, bool granted, raft_term term)
+{
+    struct raft_message *res = update_message(r, RAFT_MSG_REQUEST_VOTE_RESULT, m->from);
+    res->term = term;
+    res->after_persist = !m->request_vote.pre_vote;
+    res->request_vote_result.vote_granted = granted;
+    res->request_vote_result.pre_vote = m->request_vote.pre_vote;
+}
+
+static void receive_pre_vote(struct raft *r, const struct raft_message *m)
+{
+    const char *why = NULL;
+    if (m->term <= r->current_term)
+        why = "thesis §9.6 pre-vote denied: candidate's term is not ahead of ours";
+    else if (election_in_leader_lease(r))
+        why = "thesis §9.6 pre-vote denied: we heard from a leader within the election timeout";
+    else if (!log_up_to_date(r, &m->request_vote))
+        why = "§5.4.1 pre-vote denied: candidate log not up-to-date";
+    if (why) {
+        update_trace(r, why, m->from, 0, "term", m->term);
+        reply_vote(r, m, false, r->current_term);
+        return;
+    }
+    update_trace(r, "thesis §9.6 pre-vote granted", m->from, 0, "term", m->term);
+    /* A granted pre-vote carries the candidate's proposed term. */
+    reply_vote(r, m, true, m->term);
+}
+
+void election_receive_request_vote(struct raft *r, const struct raft_message *m)
+{
+    if (m->request_vote.pre_vote) {
+        receive_pre_vote(r, m);
+        return;
+    }
+    /* Figure 2, RequestVote receiver 2: one vote per term, first come first
+     * served, and only for a log at least as up-to-date as ours. */
+    const char *why = NULL;
+    if (r->voted_for != 0 && r->voted_for != m->from)
+        why = "§5.2 vote denied: already voted in this term";
+    else if (!log_up_to_date(r, &m->request_vote))
+        why = "§5.4.1 vote denied: candidate log not up-to-date";
+    if (why) {
+        update_trace(r, why, m->from, 0, "voted_for", r->voted_for);
+        reply_vote(r, m, false, r->current_term);
+        return;
+    }
+    if (r->voted_for != m->from) {
+        r->voted_for = m->from;
+        update_hard_state(r);
+    }
+    /* Figure 2, rules for followers: granting a vote resets the timer. */
+    election_reset_timer(r);
+    update_trace(r, "§5.2 vote granted", m->from, 0, NULL, 0);
+    reply_vote(r, m, true, r->current_term);
+}
+
+void election_receive_request_vote_result(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_request_vote_result *res = &m->request_vote_result;
+    bool counting = (r->role == RAFT_PRE_CANDIDATE && res->pre_vote) ||
+                    (r->role == RAFT_CANDIDATE && !res->pre_vote);
+    struct raft_server *s = server_find(r, m->from);
+    if (!counting || !s || !s->is_voter || s->vote_responded)
+        return;
+    s->vote_responded = true;
+    s->vote_granted = res->vote_granted;
+    if (quorum_votes_granted(r) >= quorum_size(r)) {
+        if (r->role == RAFT_PRE_CANDIDATE)
+            start_election(r);
+        else
+            become_leader(r);
+    } else if (quorum_votes_denied(r) >= quorum_size(r)) {
+        update_trace(r, "§5.2 election lost: a majority refused", 0, 0, "refusals",
+                     quorum_votes_denied(r));
+        election_become_follower(r, r->current_term, 0);
+    }
+}

@@ -1,0 +1,58 @@
+/* invariants.c — what must hold inside one server after every step.
+ *
+ * Numbered as in SQLite's pager.c so a failure names its rule. The global
+ * properties (Election Safety, Log Matching across servers, Leader
+ * Completeness, State Machine Safety) need more than one server and are
+ * checked by the simulator (raft/sim/check.c).
+ *
+ *  1. appliedIndex <= commitIndex <= lastIndex, persistedIndex <= lastIndex.
+ *  2. Terms along the log never decrease and never exceed currentTerm.
+ *  3. Only a leader has leaderId == self; a leader and a candidate voted for
+ *     themselves in their term.
+ *  4. A leader's progress is sane: matchIndex < nextIndex <= lastIndex + 1,
+ *     inflight within its window.
+ *  5. Only a leader holds pending reads.
+ */
+#include "core.h"
+
+enum { INVARIANT_LOG_SCAN = 4096 }; /* entries of the tail checked for rule 2 */
+
+const char *raft_check_invariants(const struct raft *r)
+{
+    raft_index last = log_last_index(&r->log);
+    if (r->applied_index > r->commit_index || r->commit_index > last)
+        return "1: appliedIndex <= commitIndex <= lastIndex";
+    if (r->persisted_index > last)
+        return "1: persistedIndex <= lastIndex";
+
+    raft_index from = last > INVARIANT_LOG_SCAN ? last - INVARIANT_LOG_SCAN : 0;
+    if (from < r->log.offset)
+        from = r->log.offset;
+    raft_term prev = log_term_at(&r->log, from);
+    for (raft_index i = from + 1; i <= last; i++) {
+        raft_term t = log_term_at(&r->log, i);
+        if (t < prev || t > r->current_term)
+            return "2: log terms non-decreasing and <= currentTerm";
+        prev = t;
+    }
+
+    if ((r->role == RAFT_LEADER) != (r->leader_id == r->cfg.id))
+        return "3: leaderId == self exactly when leader";
+    if ((r->role == RAFT_LEADER || r->role == RAFT_CANDIDATE) && r->voted_for != r->cfg.id)
+        return "3: leaders and candidates voted for themselves";
+
+    if (r->role == RAFT_LEADER) {
+        for (unsigned i = 0; i < r->n_servers; i++) {
+            const struct raft_server *s = &r->servers[i];
+            if (s == r->self)
+                continue;
+            if (s->match_index >= s->next_index || s->next_index > last + 1)
+                return "4: matchIndex < nextIndex <= lastIndex + 1";
+            if (s->inflight_count > r->cfg.max_inflight)
+                return "4: inflight within the window";
+        }
+    } else if (r->reads_count != 0) {
+        return "5: only a leader holds pending reads";
+    }
+    return NULL;
+}

@@ -1,0 +1,70 @@
+/* progress.c — the leader's view of one follower, and flow control.
+ *
+ * Figure 2 keeps nextIndex and matchIndex per follower. To replicate fast the
+ * leader does not wait for each AppendEntries to be answered: in the
+ * REPLICATE state it sends ahead ("pipelining"), advancing nextIndex
+ * optimistically, with at most max_inflight messages unacknowledged (host
+ * contract 4). When a follower rejects, the leader no longer knows where the
+ * logs agree and falls back to PROBE: one message at a time until a success
+ * tells it. Every new leader starts all followers in PROBE.
+ *
+ *            success                     rejection (not stale)
+ *   PROBE  ------------>  REPLICATE  ------------------------->  PROBE
+ */
+#include "core.h"
+
+void progress_reset(struct raft *r, struct raft_server *s)
+{
+    s->next_index = log_last_index(&r->log) + 1;
+    s->match_index = 0;
+    s->state = PROGRESS_PROBE;
+    s->probe_sent = false;
+    s->recent_active = false;
+    s->read_seq_acked = 0;
+    s->inflight_head = 0;
+    s->inflight_count = 0;
+}
+
+bool progress_inflight_full(const struct raft *r, const struct raft_server *s)
+{
+    return s->inflight_count >= r->cfg.max_inflight;
+}
+
+void progress_sent(struct raft *r, struct raft_server *s, raft_index last_sent)
+{
+    if (s->state == PROGRESS_PROBE) {
+        s->probe_sent = true;
+        return;
+    }
+    uint32_t slot = (s->inflight_head + s->inflight_count) % r->cfg.max_inflight;
+    s->inflight[slot] = last_sent;
+    s->inflight_count++;
+    s->next_index = last_sent + 1;
+}
+
+/* The follower holds everything up to index: free the messages it covers. */
+void progress_acked(const struct raft *r, struct raft_server *s, raft_index index)
+{
+    while (s->inflight_count > 0 && s->inflight[s->inflight_head] <= index) {
+        s->inflight_head = (s->inflight_head + 1) % r->cfg.max_inflight;
+        s->inflight_count--;
+    }
+}
+
+void progress_become_probe(struct raft_server *s, raft_index next_index)
+{
+    s->state = PROGRESS_PROBE;
+    s->next_index = next_index;
+    s->probe_sent = false;
+    s->inflight_head = 0;
+    s->inflight_count = 0;
+}
+
+void progress_become_replicate(struct raft_server *s)
+{
+    s->state = PROGRESS_REPLICATE;
+    s->next_index = s->match_index + 1;
+    s->probe_sent = false;
+    s->inflight_head = 0;
+    s->inflight_count = 0;
+}

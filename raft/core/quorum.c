@@ -1,0 +1,94 @@
+/* quorum.c — majority arithmetic over the voting servers.
+ *
+ * Raft's safety rests on any two majorities of the same configuration
+ * sharing a server (§5.2, §5.4). Learners (non-voters) never count.
+ */
+#include "core.h"
+
+#include <stdlib.h>
+
+struct raft_server *server_find(struct raft *r, raft_id id)
+{
+    for (unsigned i = 0; i < r->n_servers; i++)
+        if (r->servers[i].id == id)
+            return &r->servers[i];
+    return NULL;
+}
+
+const struct raft_server *server_find_const(const struct raft *r, raft_id id)
+{
+    return server_find((struct raft *)r, id);
+}
+
+static unsigned n_voters(const struct raft *r)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->n_servers; i++)
+        n += r->servers[i].is_voter;
+    return n;
+}
+
+unsigned quorum_size(const struct raft *r)
+{
+    return n_voters(r) / 2 + 1;
+}
+
+/* What a server holds durably, as far as the leader knows. */
+static raft_index durable_match(const struct raft *r, const struct raft_server *s)
+{
+    /* thesis §10.2.1: the leader counts itself only once its own write is done. */
+    return s == r->self ? r->persisted_index : s->match_index;
+}
+
+raft_index quorum_match_index(const struct raft *r)
+{
+    /* The quorum-th largest match index is held by a majority. Configurations
+     * are small (a handful of voters), so count instead of sorting. */
+    unsigned need = quorum_size(r);
+    raft_index best = 0;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        const struct raft_server *c = &r->servers[i];
+        if (!c->is_voter)
+            continue;
+        raft_index candidate = durable_match(r, c);
+        if (candidate <= best)
+            continue;
+        unsigned holders = 0;
+        for (unsigned j = 0; j < r->n_servers; j++) {
+            const struct raft_server *s = &r->servers[j];
+            holders += s->is_voter && durable_match(r, s) >= candidate;
+        }
+        if (holders >= need)
+            best = candidate;
+    }
+    return best;
+}
+
+unsigned quorum_read_acks(const struct raft *r, uint64_t seq)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        const struct raft_server *s = &r->servers[i];
+        if (s->is_voter && (s == r->self || s->read_seq_acked >= seq))
+            n++;
+    }
+    return n;
+}
+
+unsigned quorum_votes_granted(const struct raft *r)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->n_servers; i++)
+        n += r->servers[i].is_voter && r->servers[i].vote_granted;
+    return n;
+}
+
+unsigned quorum_votes_denied(const struct raft *r)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        const struct raft_server *s = &r->servers[i];
+        n += s->is_voter && s->vote_responded && !s->vote_granted;
+    }
+    return n;
+}

@@ -1,0 +1,336 @@
+/* raft.c — creating an instance, the event dispatcher, and queries.
+ *
+ * raft_step() is the whole interface: one event in, one update out. Message
+ * handling follows etcd's shape: check the term first (Figure 2, rules for
+ * all servers), then switch on the message type; each handler lives in the
+ * file of its rule.
+ */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void raft_config_default(struct raft_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->election_timeout_ms = 1000;
+    cfg->heartbeat_interval_ms = 100;
+    cfg->max_append_entries = 1024;
+    cfg->max_append_bytes = 1 << 20;
+    cfg->max_inflight = 64;
+    cfg->max_uncommitted_bytes = (size_t)64 << 20;
+    cfg->max_entry_bytes = (size_t)8 << 20;
+    cfg->max_pending_reads = 4096;
+}
+
+/* splitmix64: small, fast, and good enough for timeouts (host contract 3). */
+uint64_t raft_random(struct raft *r)
+{
+    uint64_t z = (r->prng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int check_config(const struct raft_config *cfg)
+{
+    if (cfg->id == 0 || cfg->election_timeout_ms == 0 || cfg->heartbeat_interval_ms == 0 ||
+        cfg->heartbeat_interval_ms >= cfg->election_timeout_ms || cfg->max_append_entries == 0 ||
+        cfg->max_inflight == 0 || cfg->max_pending_reads == 0 || cfg->max_entry_bytes == 0 ||
+        cfg->max_entry_bytes > UINT32_MAX)
+        return RAFT_EINVAL;
+    bool unsafe = cfg->prevote_off || cfg->check_quorum_off || cfg->unsafe_commit_old_term;
+    if (unsafe && !cfg->allow_unsafe)
+        return RAFT_EUNSAFE;
+    return RAFT_OK;
+}
+
+static int check_persisted(const struct raft_config *cfg, const struct raft_persisted *st)
+{
+    if (st->n_voters == 0 || !st->voters)
+        return RAFT_EINVAL;
+    bool member = false;
+    for (size_t i = 0; i < st->n_voters; i++) {
+        if (st->voters[i] == 0)
+            return RAFT_EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (st->voters[j] == st->voters[i])
+                return RAFT_EINVAL;
+        member |= st->voters[i] == cfg->id;
+    }
+    if (!member)
+        return RAFT_EINVAL;
+    raft_term prev = 0;
+    for (size_t i = 0; i < st->n_entries; i++) {
+        const struct raft_entry *e = &st->entries[i];
+        if (e->term < prev || e->term > st->current_term || e->term == 0 ||
+            (e->index != 0 && e->index != i + 1))
+            return RAFT_ECORRUPT;
+        prev = e->term;
+    }
+    if (st->applied_index > st->n_entries)
+        return RAFT_ECORRUPT;
+    return RAFT_OK;
+}
+
+int raft_init(struct raft **out, const struct raft_config *cfg, const struct raft_persisted *st)
+{
+    int rv;
+    *out = NULL;
+    if ((rv = check_config(cfg)) != RAFT_OK || (rv = check_persisted(cfg, st)) != RAFT_OK)
+        return rv;
+
+    struct raft *r = raft_calloc(1, sizeof(*r));
+    if (!r)
+        return RAFT_ENOMEM;
+    r->cfg = *cfg;
+    r->current_term = st->current_term;
+    r->voted_for = st->voted_for;
+    log_init(&r->log);
+    r->prng = cfg->seed ^ (cfg->id * 0x9e3779b97f4a7c15ULL);
+
+    rv = RAFT_ENOMEM;
+    r->n_servers = (unsigned)st->n_voters;
+    r->servers = raft_calloc(r->n_servers, sizeof(*r->servers));
+    if (!r->servers)
+        goto err_after_alloc;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        struct raft_server *s = &r->servers[i];
+        s->id = st->voters[i];
+        s->is_voter = true;
+        s->inflight = raft_calloc(cfg->max_inflight, sizeof(*s->inflight));
+        if (!s->inflight)
+            goto err_after_alloc;
+        if (s->id == cfg->id)
+            r->self = s;
+    }
+    r->reads = raft_calloc(cfg->max_pending_reads, sizeof(*r->reads));
+    if (!r->reads)
+        goto err_after_alloc;
+    for (size_t i = 0; i < st->n_entries; i++) {
+        const struct raft_entry *e = &st->entries[i];
+        if ((rv = log_append(&r->log, e->term, (uint8_t)e->type, e->data, e->len)) != RAFT_OK)
+            goto err_after_alloc;
+    }
+    /* What the host loaded is durable by definition; what it applied is
+     * committed (host contract 2). */
+    r->persisted_index = log_last_index(&r->log);
+    r->commit_index = st->applied_index;
+    r->applied_index = st->applied_index;
+    r->role = RAFT_FOLLOWER;
+    *out = r;
+    return RAFT_OK;
+
+err_after_alloc:
+    raft_close(r);
+    return rv;
+}
+
+void raft_close(struct raft *r)
+{
+    if (!r)
+        return;
+    for (unsigned i = 0; r->servers && i < r->n_servers; i++)
+        raft_free(r->servers[i].inflight);
+    raft_free(r->servers);
+    raft_free(r->reads);
+    log_free(&r->log);
+    raft_free(r->msgs);
+    raft_free(r->msg_ents);
+    raft_free(r->done_reads);
+    raft_free(r->trace);
+    raft_free(r->ents);
+    raft_free(r);
+}
+
+/* Figure 2, rules for all servers: "If RPC request or response contains term
+ * T > currentTerm: set currentTerm = T, convert to follower." Returns false
+ * when the message must not be handled further. */
+static bool check_term(struct raft *r, const struct raft_message *m)
+{
+    if (m->term > r->current_term) {
+        switch (m->type) {
+        case RAFT_MSG_REQUEST_VOTE:
+            if (m->request_vote.pre_vote)
+                return true; /* thesis §9.6: a pre-vote changes nothing */
+            if (!r->cfg.check_quorum_off && !m->request_vote.leadership_transfer &&
+                election_in_leader_lease(r)) {
+                /* thesis §4.2.3: while we believe a leader is alive, a
+                 * vote request must not depose it. */
+                update_trace(r, "thesis §4.2.3 vote request ignored: current leader is alive",
+                             m->from, 0, "term", m->term);
+                return false;
+            }
+            break;
+        case RAFT_MSG_REQUEST_VOTE_RESULT:
+            if (m->request_vote_result.pre_vote && m->request_vote_result.vote_granted)
+                return true; /* carries the term we asked about */
+            break;
+        default:
+            break;
+        }
+        update_trace(r, "§5.1 higher term seen: adopting it", m->from, 0, "term", m->term);
+        raft_id leader = m->type == RAFT_MSG_APPEND_ENTRIES ? m->from : 0;
+        election_become_follower(r, m->term, leader);
+        return true;
+    }
+    if (m->term < r->current_term) {
+        if (m->type == RAFT_MSG_APPEND_ENTRIES)
+            replication_reject_stale_append(r, m);
+        else if (m->type == RAFT_MSG_REQUEST_VOTE && m->request_vote.pre_vote)
+            election_receive_request_vote(r, m); /* denies, telling our term */
+        return false;
+    }
+    return true;
+}
+
+static void receive(struct raft *r, const struct raft_message *m)
+{
+    if (m->to != r->cfg.id || !server_find(r, m->from) || m->from == r->cfg.id)
+        return;
+    if (!check_term(r, m))
+        return;
+    switch (m->type) {
+    case RAFT_MSG_REQUEST_VOTE:
+        election_receive_request_vote(r, m);
+        break;
+    case RAFT_MSG_REQUEST_VOTE_RESULT:
+        election_receive_request_vote_result(r, m);
+        break;
+    case RAFT_MSG_APPEND_ENTRIES:
+        replication_receive_append(r, m);
+        break;
+    case RAFT_MSG_APPEND_ENTRIES_RESULT:
+        replication_receive_append_result(r, m);
+        break;
+    }
+}
+
+static void persisted(struct raft *r, raft_index index, raft_term term)
+{
+    /* A report for entries that a later step replaced is ignored: the term
+     * at that index no longer matches. */
+    if (index <= r->persisted_index || index > log_last_index(&r->log) ||
+        log_term_at(&r->log, index) != term)
+        return;
+    r->persisted_index = index;
+    commit_maybe_advance(r);
+}
+
+int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *out)
+{
+    int rv = RAFT_OK;
+    update_begin(r, out);
+    if (r->election_deadline_ms == 0) { /* the first event starts the clock */
+        r->now_ms = ev->now_ms;
+        election_reset_timer(r);
+    }
+    if (ev->now_ms > r->now_ms)
+        r->now_ms = ev->now_ms;
+
+    switch (ev->type) {
+    case RAFT_TICK:
+        election_tick(r);
+        replication_tick(r);
+        break;
+    case RAFT_RECEIVE:
+        receive(r, ev->receive);
+        break;
+    case RAFT_PERSISTED:
+        persisted(r, ev->persisted.index, ev->persisted.term);
+        break;
+    case RAFT_PROPOSE:
+        rv = replication_propose(r, ev);
+        break;
+    case RAFT_READ:
+        rv = readindex_request(r, ev->read.id);
+        break;
+    case RAFT_TIMEOUT:
+        r->election_deadline_ms = r->now_ms;
+        election_tick(r);
+        break;
+    default:
+        rv = RAFT_EINVAL;
+        break;
+    }
+    commit_hand_out(r);
+    readindex_end_of_step(r);
+    int frv = update_finish(r);
+    if (frv != RAFT_OK)
+        return frv;
+#ifndef NDEBUG
+    if (raft_check_invariants(r) != NULL)
+        return RAFT_ECORRUPT;
+#endif
+    return rv;
+}
+
+/* ------------------------------------------------------------------------
+ * Queries
+ * ------------------------------------------------------------------------ */
+
+raft_id raft_id_of(const struct raft *r)
+{
+    return r->cfg.id;
+}
+
+enum raft_role raft_role_of(const struct raft *r)
+{
+    return r->role;
+}
+
+raft_term raft_current_term(const struct raft *r)
+{
+    return r->current_term;
+}
+
+raft_id raft_voted_for(const struct raft *r)
+{
+    return r->voted_for;
+}
+
+raft_id raft_leader(const struct raft *r)
+{
+    return r->leader_id;
+}
+
+raft_index raft_commit_index(const struct raft *r)
+{
+    return r->commit_index;
+}
+
+raft_index raft_applied_index(const struct raft *r)
+{
+    return r->applied_index;
+}
+
+raft_index raft_last_index(const struct raft *r)
+{
+    return log_last_index(&r->log);
+}
+
+raft_term raft_term_at(const struct raft *r, raft_index index)
+{
+    return index == 0 ? 0 : log_term_at(&r->log, index);
+}
+
+bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e)
+{
+    if (index <= r->log.offset || index > log_last_index(&r->log))
+        return false;
+    log_get(&r->log, index, e);
+    return true;
+}
+
+bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status *st)
+{
+    const struct raft_server *s = server_find_const(r, id);
+    if (r->role != RAFT_LEADER || !s)
+        return false;
+    st->id = id;
+    st->match_index = s == r->self ? r->persisted_index : s->match_index;
+    st->next_index = s->next_index;
+    st->is_replicating = s->state == PROGRESS_REPLICATE;
+    st->inflight = s->inflight_count;
+    return true;
+}

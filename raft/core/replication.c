@@ -1,0 +1,315 @@
+/* replication.c — log replication with AppendEntries (Raft §5.3), on both
+ * sides, with batching (many entries per message, bounded in bytes) and
+ * pipelining (progress.c), and fast backtracking of nextIndex from the
+ * follower's conflict hint (§5.3, the paragraphs after Figure 7).
+ */
+#include "core.h"
+
+/* ------------------------------------------------------------------------
+ * Leader side
+ * ------------------------------------------------------------------------ */
+
+/* Send the entries from nextIndex (as many as one message may carry), or an
+ * empty heartbeat. A PROBE follower gets one message at a time; a
+ * REPLICATE follower as many as its inflight window allows. */
+void replication_send_append(struct raft *r, struct raft_server *s, bool heartbeat)
+{
+    if (s == r->self)
+        return;
+    if (heartbeat && s->state == PROGRESS_PROBE) {
+        /* The heartbeat doubles as a retry of a probe that may be lost. */
+        s->probe_sent = false;
+        heartbeat = false;
+    }
+    raft_index last = log_last_index(&r->log);
+    if (!heartbeat) {
+        if (s->state == PROGRESS_PROBE && s->probe_sent)
+            return;
+        if (s->state == PROGRESS_REPLICATE &&
+            (progress_inflight_full(r, s) || s->next_index > last))
+            return;
+    }
+
+    raft_index prev = s->next_index - 1;
+    size_t n = 0, bytes = 0;
+    if (!heartbeat) {
+        while (s->next_index + n <= last && n < r->cfg.max_append_entries) {
+            size_t len = log_entry_len(&r->log, s->next_index + n);
+            if (n > 0 && bytes + len > r->cfg.max_append_bytes)
+                break;
+            bytes += len;
+            n++;
+        }
+    }
+
+    struct raft_message *m = update_message(r, RAFT_MSG_APPEND_ENTRIES, s->id);
+    m->append_entries.prev_log_index = prev;
+    m->append_entries.prev_log_term = log_term_at(&r->log, prev);
+    m->append_entries.leader_commit = r->commit_index;
+    m->append_entries.read_seq = r->read_seq;
+    update_message_entries(r, m, prev + 1, n);
+    if (!heartbeat && (n > 0 || s->state == PROGRESS_PROBE))
+        progress_sent(r, s, prev + n);
+}
+
+void replication_broadcast(struct raft *r, bool heartbeat)
+{
+    for (unsigned i = 0; i < r->n_servers; i++)
+        replication_send_append(r, &r->servers[i], heartbeat);
+}
+
+void replication_tick(struct raft *r)
+{
+    if (r->role != RAFT_LEADER)
+        return;
+    if (r->now_ms >= r->heartbeat_deadline_ms) {
+        /* Figure 2, rules for leaders: heartbeats during idle periods. */
+        r->heartbeat_deadline_ms = r->now_ms + r->cfg.heartbeat_interval_ms;
+        replication_broadcast(r, true);
+    }
+    if (r->cfg.check_quorum_off || r->now_ms < r->check_quorum_deadline_ms)
+        return;
+    /* thesis §6.2: a leader that has not heard from a majority within an
+     * election timeout steps down, so clients can find the real leader. */
+    unsigned active = 0;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        struct raft_server *s = &r->servers[i];
+        if (s->is_voter && (s == r->self || s->recent_active))
+            active++;
+        s->recent_active = false;
+    }
+    r->check_quorum_deadline_ms = r->now_ms + r->cfg.election_timeout_ms;
+    if (active < quorum_size(r)) {
+        update_trace(r,
+                     "thesis §6.2 check-quorum: no majority heard within an election timeout, "
+                     "stepping down",
+                     0, 0, "heard", active);
+        election_become_follower(r, r->current_term, 0);
+    }
+}
+
+/* Append one entry of our term to our own log and schedule it for persist. */
+static int leader_append(struct raft *r, enum raft_entry_type type, const void *data, size_t len)
+{
+    int rv = log_append(&r->log, r->current_term, (uint8_t)type, data, len);
+    if (rv != RAFT_OK)
+        return rv;
+    update_persist_entries_from(r, log_last_index(&r->log));
+    r->self->match_index = log_last_index(&r->log);
+    r->self->next_index = r->self->match_index + 1;
+    return RAFT_OK;
+}
+
+int replication_append_noop(struct raft *r)
+{
+    return leader_append(r, RAFT_ENTRY_NOOP, NULL, 0);
+}
+
+int replication_propose(struct raft *r, const struct raft_event *ev)
+{
+    if (r->role != RAFT_LEADER)
+        return RAFT_ENOTLEADER;
+    size_t bytes = 0;
+    for (size_t i = 0; i < ev->propose.n_entries; i++) {
+        size_t len = ev->propose.entries[i].len;
+        if (len > r->cfg.max_entry_bytes)
+            return RAFT_ETOOBIG;
+        bytes += len;
+    }
+    /* Host contract 4: refuse rather than grow without bound. */
+    if (r->uncommitted_bytes + bytes > r->cfg.max_uncommitted_bytes)
+        return RAFT_EBUSY;
+    raft_index first = log_last_index(&r->log) + 1;
+    for (size_t i = 0; i < ev->propose.n_entries; i++) {
+        const struct raft_entry *e = &ev->propose.entries[i];
+        int rv = leader_append(r, RAFT_ENTRY_NORMAL, e->data, e->len);
+        if (rv != RAFT_OK) {
+            log_truncate(&r->log, first);
+            r->self->match_index = first - 1;
+            return rv;
+        }
+    }
+    r->uncommitted_bytes += bytes;
+    r->out->proposed_first = first;
+    r->out->proposed_last = log_last_index(&r->log);
+    replication_broadcast(r, false);
+    return RAFT_OK;
+}
+
+/* Where to resume after a rejection (§5.3 fast backtracking): past our last
+ * entry of the follower's conflicting term if we have that term, otherwise at
+ * the first index the follower holds of it. */
+static raft_index backtrack(const struct raft *r, const struct raft_append_entries_result *res)
+{
+    raft_index next = res->conflict_index;
+    if (res->conflict_term != 0) {
+        raft_index i =
+            log_last_index_with_term_le(&r->log, res->rejected_index, res->conflict_term);
+        if (i > r->log.offset && log_term_at(&r->log, i) == res->conflict_term)
+            next = i + 1;
+    }
+    if (next > res->rejected_index)
+        next = res->rejected_index; /* always move back, so probing ends */
+    return next;
+}
+
+void replication_receive_append_result(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_append_entries_result *res = &m->append_entries_result;
+    struct raft_server *s = server_find(r, m->from);
+    if (r->role != RAFT_LEADER || !s || s == r->self)
+        return;
+    s->recent_active = true;
+    if (res->read_seq > s->read_seq_acked && res->read_seq <= r->read_seq)
+        s->read_seq_acked = res->read_seq;
+
+    if (res->success) {
+        if (res->match_index > s->match_index || s->state == PROGRESS_PROBE) {
+            if (res->match_index > s->match_index)
+                s->match_index = res->match_index;
+            if (s->next_index <= s->match_index)
+                s->next_index = s->match_index + 1;
+            progress_acked(r, s, s->match_index);
+            if (s->state == PROGRESS_PROBE)
+                progress_become_replicate(s);
+            commit_maybe_advance(r);
+        }
+        replication_send_append(r, s, false);
+        return;
+    }
+
+    /* A rejection of a message we no longer care about is stale. */
+    if (s->state == PROGRESS_REPLICATE ? res->rejected_index <= s->match_index
+                                       : res->rejected_index + 1 != s->next_index)
+        return;
+    raft_index next = backtrack(r, res);
+    if (next <= s->match_index)
+        next = s->match_index + 1;
+    update_trace(r, "§5.3 AppendEntries rejected: backing up nextIndex", s->id, next, NULL, 0);
+    progress_become_probe(s, next);
+    replication_send_append(r, s, false);
+}
+
+/* ------------------------------------------------------------------------
+ * Follower side
+ * ------------------------------------------------------------------------ */
+
+static struct raft_message *reply(struct raft *r, const struct raft_message *m)
+{
+    struct raft_message *res = update_message(r, RAFT_MSG_APPEND_ENTRIES_RESULT, m->from);
+    /* Host contract 1: what we acknowledge must be durable first. */
+    res->after_persist = true;
+    res->append_entries_result.read_seq = m->append_entries.read_seq;
+    return res;
+}
+
+void replication_reject_stale_append(struct raft *r, const struct raft_message *m)
+{
+    /* Figure 2, AppendEntries receiver 1: reply false if term < currentTerm;
+     * our term in the reply makes the stale leader step down. */
+    update_trace(r, "§5.1 AppendEntries from a stale term rejected", m->from, 0, "term", m->term);
+    struct raft_message *res = reply(r, m);
+    res->append_entries_result.rejected_index = m->append_entries.prev_log_index;
+    res->append_entries_result.last_log_index = log_last_index(&r->log);
+}
+
+static void reject(struct raft *r, const struct raft_message *m, raft_index prev,
+                   raft_term conflict_term)
+{
+    struct raft_message *res = reply(r, m);
+    struct raft_append_entries_result *out = &res->append_entries_result;
+    out->rejected_index = prev;
+    out->conflict_term = conflict_term;
+    out->last_log_index = log_last_index(&r->log);
+    if (conflict_term == 0) {
+        out->conflict_index = log_last_index(&r->log) + 1;
+        update_trace(r, "§5.3 AppendEntries rejected: log too short for prevLogIndex", m->from,
+                     prev, NULL, 0);
+    } else {
+        raft_index first = log_first_index_with_term_ge(&r->log, conflict_term);
+        out->conflict_index = first > r->commit_index ? first : r->commit_index + 1;
+        update_trace(r, "§5.3 AppendEntries rejected: term at prevLogIndex does not match", m->from,
+                     prev, "conflict_term", conflict_term);
+    }
+}
+
+void replication_receive_append(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_append_entries *ae = &m->append_entries;
+    if (r->role == RAFT_LEADER) /* two leaders in one term: impossible (§5.2) */
+        return;
+    if (r->role != RAFT_FOLLOWER || r->leader_id != m->from) {
+        /* §5.2: a candidate that hears from the current leader steps down. */
+        election_become_follower(r, r->current_term, m->from);
+        update_trace(r, "§5.2 leader discovered", m->from, 0, NULL, 0);
+    }
+    r->leader_contact_ms = r->now_ms;
+    election_reset_timer(r);
+
+    raft_index prev = ae->prev_log_index;
+    raft_term prev_term = ae->prev_log_term;
+    const struct raft_entry *entries = ae->entries;
+    size_t n = ae->n_entries;
+    /* Entries up to our commitIndex are committed, so they match the
+     * leader's (Leader Completeness, §5.4); skip them. */
+    if (prev < r->commit_index) {
+        size_t skip = r->commit_index - prev < n ? (size_t)(r->commit_index - prev) : n;
+        entries += skip;
+        n -= skip;
+        prev += skip;
+        prev_term = log_term_at(&r->log, prev);
+    }
+    /* Figure 2, AppendEntries receiver 2: reply false if the log has no
+     * entry at prevLogIndex whose term matches prevLogTerm. */
+    if (prev > log_last_index(&r->log)) {
+        reject(r, m, prev, 0);
+        return;
+    }
+    if (log_term_at(&r->log, prev) != prev_term) {
+        reject(r, m, prev, log_term_at(&r->log, prev));
+        return;
+    }
+
+    for (size_t i = 0; i < n; i++) {
+        raft_index index = prev + 1 + i;
+        const struct raft_entry *e = &entries[i];
+        if (index <= log_last_index(&r->log)) {
+            if (log_term_at(&r->log, index) == e->term)
+                continue;
+            /* Figure 2, AppendEntries receiver 3: an existing entry conflicts
+             * with a new one: delete it and all that follow. Committed
+             * entries can never conflict (State Machine Safety). */
+            if (index <= r->commit_index) {
+                update_trace(r, "§5.4 BUG: leader sent a conflict below commitIndex; ignored",
+                             m->from, index, "term", e->term);
+                return;
+            }
+            update_trace(r, "§5.3 conflicting entries deleted", m->from, index, "count",
+                         log_last_index(&r->log) - index + 1);
+            log_truncate(&r->log, index);
+            if (r->truncate_from == 0 || index < r->truncate_from)
+                r->truncate_from = index;
+            if (r->persisted_index >= index)
+                r->persisted_index = index - 1;
+        }
+        /* Figure 2, AppendEntries receiver 4: append new entries. */
+        if (log_append(&r->log, e->term, (uint8_t)e->type, e->data, e->len) != RAFT_OK) {
+            r->oom = 1;
+            return;
+        }
+        update_persist_entries_from(r, index);
+    }
+
+    raft_index match = prev + n;
+    /* Figure 2, AppendEntries receiver 5: commitIndex = min(leaderCommit,
+     * index of last new entry). */
+    if (ae->leader_commit > r->commit_index) {
+        raft_index c = ae->leader_commit < match ? ae->leader_commit : match;
+        if (c > r->commit_index)
+            commit_set(r, c);
+    }
+    struct raft_message *res = reply(r, m);
+    res->append_entries_result.success = true;
+    res->append_entries_result.match_index = match;
+    res->append_entries_result.last_log_index = log_last_index(&r->log);
+}

@@ -1,0 +1,71 @@
+/* strings.c — the text of error codes, roles, message types and traces. */
+#include "core.h"
+
+#include <stdio.h>
+
+const char *raft_strerror(int err)
+{
+    switch (err) {
+    case RAFT_OK:
+        return "ok";
+    case RAFT_ENOTLEADER:
+        return "not the leader";
+    case RAFT_EBUSY:
+        return "too many requests in flight; retry later";
+    case RAFT_EINVAL:
+        return "invalid argument";
+    case RAFT_ENOMEM:
+        return "out of memory";
+    case RAFT_ETOOBIG:
+        return "entry too large";
+    case RAFT_ECORRUPT:
+        return "inconsistent state";
+    case RAFT_EUNSAFE:
+        return "unsafe option set without allow_unsafe";
+    default:
+        return "unknown error";
+    }
+}
+
+const char *raft_role_name(enum raft_role role)
+{
+    switch (role) {
+    case RAFT_FOLLOWER:
+        return "follower";
+    case RAFT_PRE_CANDIDATE:
+        return "pre-candidate";
+    case RAFT_CANDIDATE:
+        return "candidate";
+    case RAFT_LEADER:
+        return "leader";
+    }
+    return "?";
+}
+
+const char *raft_message_type_name(enum raft_message_type type)
+{
+    switch (type) {
+    case RAFT_MSG_REQUEST_VOTE:
+        return "RequestVote";
+    case RAFT_MSG_REQUEST_VOTE_RESULT:
+        return "RequestVoteResult";
+    case RAFT_MSG_APPEND_ENTRIES:
+        return "AppendEntries";
+    case RAFT_MSG_APPEND_ENTRIES_RESULT:
+        return "AppendEntriesResult";
+    }
+    return "?";
+}
+
+int raft_trace_format(const struct raft_trace *t, char *buf, size_t size)
+{
+    int n = snprintf(buf, size, "%s", t->rule);
+    if (t->peer && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, " peer=%llu", (unsigned long long)t->peer);
+    if (t->index && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, " index=%llu", (unsigned long long)t->index);
+    if (t->value_name && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, " %s=%llu", t->value_name,
+                      (unsigned long long)t->value);
+    return n;
+}

@@ -1,0 +1,341 @@
+/* raftsim — run the Raft core in the deterministic simulator.
+ *
+ * See usage() below, docs/simulator.md for the scenario language, and
+ * docs/trace.md for what the trace lines mean.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "sim.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(FILE *f)
+{
+    fputs("usage:\n"
+          "  raftsim [--seed S] [--nodes N] [--faults LIST] [--time MS] [-q] [--messages]\n"
+          "          [--prevote off] [--check-quorum off] [--unsafe-commit-old-term]\n"
+          "      One random fault schedule: prints the trace (unless -q) and a verdict.\n"
+          "      LIST is a comma list of partition,oneway,crash,pause,drop,dup,delay,\n"
+          "      reorder (default all; none for a calm network). Same options, same output.\n"
+          "  raftsim run [--rewrite] [-v] FILE...\n"
+          "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
+          "      regenerates the expected trace below the ---- line.\n"
+          "  raftsim seeds [--from S] [--count N] [--nodes 3,5] [--jobs J] [--max-seconds T]\n"
+          "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
+          "      Many random schedules without traces; prints the replay command of each\n"
+          "      failure and a summary. With --expect-violation, succeeds only when some\n"
+          "      seed finds that violation (proof that the checker can fail).\n"
+          "  raftsim soak ...        the same as seeds, with more seeds by default\n"
+          "  raftsim bench [--entries N] [--batch B] [--size BYTES]\n"
+          "      Throughput of the core alone (3 nodes, no I/O) and its allocations.\n",
+          f);
+}
+
+static double wall_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t num(const char *opt, const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = s ? strtoull(s, &end, 10) : 0;
+    if (!s || errno || *end || !*s) {
+        fprintf(stderr, "raftsim: %s needs a number\n", opt);
+        exit(2);
+    }
+    return v;
+}
+
+struct common {
+    struct sim_random_options ro;
+    const char *nodes_list;
+    uint64_t from, count;
+    double max_seconds;
+    unsigned jobs;
+    const char *expect;
+    bool quiet, messages, rewrite, verbose;
+};
+
+/* Parse the options shared by the subcommands; returns the first non-option. */
+static int parse(int argc, char **argv, int i, struct common *c)
+{
+    for (; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--seed") == 0 || strcmp(a, "--from") == 0)
+            c->ro.seed = c->from = num(a, v), i++;
+        else if (strcmp(a, "--nodes") == 0)
+            c->nodes_list = v, c->ro.nodes = (unsigned)atoi(v ? v : "0"), i++;
+        else if (strcmp(a, "--faults") == 0)
+            c->ro.faults = v, i++;
+        else if (strcmp(a, "--time") == 0)
+            c->ro.chaos_ms = num(a, v), i++;
+        else if (strcmp(a, "--count") == 0 || strcmp(a, "--seeds") == 0)
+            c->count = num(a, v), i++;
+        else if (strcmp(a, "--jobs") == 0)
+            c->jobs = (unsigned)num(a, v), i++;
+        else if (strcmp(a, "--max-seconds") == 0)
+            c->max_seconds = (double)num(a, v), i++;
+        else if (strcmp(a, "--expect-violation") == 0)
+            c->expect = v, i++;
+        else if (strcmp(a, "--prevote") == 0 && v && strcmp(v, "off") == 0)
+            c->ro.prevote_off = true, i++;
+        else if (strcmp(a, "--check-quorum") == 0 && v && strcmp(v, "off") == 0)
+            c->ro.check_quorum_off = true, i++;
+        else if (strcmp(a, "--unsafe-commit-old-term") == 0)
+            c->ro.unsafe_commit_old_term = true;
+        else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
+            c->quiet = true;
+        else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
+            c->verbose = true;
+        else if (strcmp(a, "--messages") == 0)
+            c->messages = true;
+        else if (strcmp(a, "--rewrite") == 0)
+            c->rewrite = true;
+        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
+            usage(stdout), exit(0);
+        else if (a[0] == '-') {
+            fprintf(stderr, "raftsim: unknown option %s\n", a);
+            usage(stderr);
+            exit(2);
+        } else
+            return i;
+        if (i >= argc) {
+            fprintf(stderr, "raftsim: %s needs a value\n", a);
+            exit(2);
+        }
+    }
+    return i;
+}
+
+static void replay_command(char *buf, size_t size, const struct sim_random_options *o)
+{
+    snprintf(buf, size, "raftsim --seed %llu --nodes %u --faults %s%s%s%s",
+             (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
+             o->unsafe_commit_old_term ? " --unsafe-commit-old-term" : "",
+             o->prevote_off ? " --prevote off" : "",
+             o->check_quorum_off ? " --check-quorum off" : "");
+}
+
+static int cmd_single(struct common *c)
+{
+    if (c->ro.nodes == 0)
+        c->ro.nodes = 5;
+    c->ro.out = c->quiet ? NULL : stdout;
+    (void)c->messages; /* message tracing is a scenario option ('nodes ... messages') */
+    char verdict[768], replay[256];
+    int rv = sim_random_run(&c->ro, verdict, sizeof(verdict), NULL);
+    printf("%s\n", verdict);
+    if (rv == 1) {
+        replay_command(replay, sizeof(replay), &c->ro);
+        printf("replay: %s\n", replay);
+    }
+    return rv;
+}
+
+/* Parse "3,5" into a list of cluster sizes. */
+static unsigned parse_sizes(const char *list, unsigned *sizes, unsigned max)
+{
+    unsigned n = 0;
+    while (list && *list && n < max) {
+        sizes[n] = (unsigned)strtoul(list, (char **)&list, 10);
+        if (sizes[n] < 1 || sizes[n] > SIM_MAX_NODES)
+            return 0;
+        n++;
+        if (*list == ',')
+            list++;
+        else if (*list)
+            return 0;
+    }
+    return n;
+}
+
+/* One worker: seeds from+k, from+k+jobs, ... Writes failures and a summary
+ * line to fd. */
+static void seeds_worker(struct common *c, const unsigned *sizes, unsigned n_sizes, unsigned k,
+                         FILE *out, double start)
+{
+    uint64_t passed = 0, failed = 0, found = 0, ran = 0;
+    for (uint64_t i = k; i < c->count; i += c->jobs) {
+        if (c->max_seconds > 0 && wall_seconds() - start > c->max_seconds)
+            break;
+        struct sim_random_options o = c->ro;
+        o.seed = c->from + i;
+        o.nodes = sizes[o.seed % n_sizes];
+        o.out = NULL;
+        char verdict[768], replay[256];
+        int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
+        ran++;
+        replay_command(replay, sizeof(replay), &o);
+        if (c->expect) {
+            if (rv == 1 && strstr(verdict, c->expect)) {
+                fprintf(out, "F found: %s\nF replay: %s\n", verdict, replay);
+                found++;
+                break;
+            }
+            continue;
+        }
+        if (rv == 0) {
+            passed++;
+        } else {
+            failed++;
+            if (failed <= 20)
+                fprintf(out, "F %s\nF replay: %s\n", verdict, replay);
+        }
+    }
+    fprintf(out, "S %llu %llu %llu %llu\n", (unsigned long long)ran, (unsigned long long)passed,
+            (unsigned long long)failed, (unsigned long long)found);
+    fflush(out);
+}
+
+static int cmd_seeds(struct common *c, uint64_t default_count)
+{
+    unsigned sizes[8];
+    unsigned n_sizes = parse_sizes(c->nodes_list ? c->nodes_list : "3,5", sizes, 8);
+    if (n_sizes == 0) {
+        fprintf(stderr, "raftsim: --nodes takes a list like 3,5 (1..%d)\n", SIM_MAX_NODES);
+        return 2;
+    }
+    if (c->count == 0)
+        c->count = default_count;
+    if (c->from == 0)
+        c->from = 1;
+    if (c->jobs == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        c->jobs = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    double start = wall_seconds();
+    FILE *results = tmpfile();
+    if (!results) {
+        perror("raftsim: tmpfile");
+        return 2;
+    }
+    /* Each worker appends to its own temporary file; the parent reads them. */
+    FILE *outs[64];
+    pid_t pids[64];
+    if (c->jobs > 64)
+        c->jobs = 64;
+    for (unsigned k = 0; k < c->jobs; k++) {
+        outs[k] = k == 0 ? results : tmpfile();
+        fflush(stdout);
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            seeds_worker(c, sizes, n_sizes, k, outs[k], start);
+            _exit(0);
+        }
+        if (pids[k] < 0) {
+            perror("raftsim: fork");
+            return 2;
+        }
+    }
+    uint64_t ran = 0, passed = 0, failed = 0, found = 0;
+    int crashed = 0;
+    for (unsigned k = 0; k < c->jobs; k++) {
+        int status;
+        waitpid(pids[k], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            crashed++;
+        rewind(outs[k]);
+        char line[1024];
+        while (fgets(line, sizeof(line), outs[k])) {
+            unsigned long long a, b, d, e;
+            if (line[0] == 'F')
+                fputs(line + 2, stdout);
+            else if (sscanf(line, "S %llu %llu %llu %llu", &a, &b, &d, &e) == 4)
+                ran += a, passed += b, failed += d, found += e;
+        }
+        fclose(outs[k]);
+    }
+    double secs = wall_seconds() - start;
+    if (crashed) {
+        printf("raftsim seeds: %d worker(s) crashed (run the seeds alone to find which)\n",
+               crashed);
+        return 1;
+    }
+    if (c->expect) {
+        printf("raftsim seeds: %s %s in %llu seeds (%.1f s)\n", found ? "found" : "did NOT find",
+               c->expect, (unsigned long long)ran, secs);
+        return found ? 0 : 1;
+    }
+    printf("raftsim seeds: %llu seeds from %llu (%s nodes), %llu passed, %llu failed, %.1f s\n",
+           (unsigned long long)ran, (unsigned long long)c->from,
+           c->nodes_list ? c->nodes_list : "3,5", (unsigned long long)passed,
+           (unsigned long long)failed, secs);
+    if (ran < c->count)
+        printf("raftsim seeds: stopped at --max-seconds after %llu of %llu seeds\n",
+               (unsigned long long)ran, (unsigned long long)c->count);
+    return failed ? 1 : 0;
+}
+
+static int cmd_run(struct common *c, int argc, char **argv, int i)
+{
+    const char *env = getenv("REWRITE");
+    bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
+    int failures = 0, files = 0;
+    for (; i < argc; i++) {
+        i = parse(argc, argv, i, c);
+        if (i >= argc)
+            break;
+        files++;
+        int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose);
+        printf("  %-5s %s\n", rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
+        failures += rv != 0;
+    }
+    if (files == 0) {
+        fprintf(stderr, "raftsim run: no scenario files given\n");
+        return 2;
+    }
+    printf("scenarios: %d passed, %d failed\n", files - failures, failures);
+    return failures ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct common c;
+    memset(&c, 0, sizeof(c));
+    sim_random_options_default(&c.ro, 1, 0);
+    int i = parse(argc, argv, 1, &c);
+    if (i >= argc)
+        return cmd_single(&c);
+    const char *cmd = argv[i++];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(&c, argc, argv, i);
+    if (strcmp(cmd, "seeds") == 0 || strcmp(cmd, "soak") == 0) {
+        if (parse(argc, argv, i, &c) < argc) {
+            fprintf(stderr, "raftsim %s: unexpected argument\n", cmd);
+            return 2;
+        }
+        return cmd_seeds(&c, strcmp(cmd, "soak") == 0 ? 20000 : 1000);
+    }
+    if (strcmp(cmd, "bench") == 0) {
+        uint64_t entries = 2000000, batch = 64, size = 64;
+        for (; i < argc; i++) {
+            const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+            if (strcmp(argv[i], "--entries") == 0)
+                entries = num(argv[i], v), i++;
+            else if (strcmp(argv[i], "--batch") == 0)
+                batch = num(argv[i], v), i++;
+            else if (strcmp(argv[i], "--size") == 0)
+                size = num(argv[i], v), i++;
+            else {
+                usage(stderr);
+                return 2;
+            }
+        }
+        if (batch == 0 || batch > 4096) {
+            fprintf(stderr, "raftsim bench: --batch must be 1..4096\n");
+            return 2;
+        }
+        return sim_bench(entries, (unsigned)batch, (size_t)size);
+    }
+    fprintf(stderr, "raftsim: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

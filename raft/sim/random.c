@@ -1,0 +1,358 @@
+/* random.c — one random fault schedule, from a seed.
+ *
+ * A run has two phases. Chaos: clients propose and read while faults come
+ * and go (partitions of any shape, one-way cuts, crashes, restarts, pauses,
+ * loss, duplication, long and reordering delays), and the tuning of the
+ * cluster itself is drawn from the seed (batch size, inflight window), so
+ * that rare interleavings get their chance. Settle: every fault is healed;
+ * within a bound a leader must be elected and a new entry committed and
+ * applied everywhere (liveness). Safety is checked after every event by
+ * check.c throughout. The verdict names the seed, so any run replays.
+ */
+#include "sim_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { MAX_OUTSTANDING_WRITES = 16 };
+
+enum fault {
+    FAULT_PARTITION = 1 << 0,
+    FAULT_ONEWAY = 1 << 1,
+    FAULT_CRASH = 1 << 2,
+    FAULT_PAUSE = 1 << 3,
+    FAULT_DROP = 1 << 4,
+    FAULT_DUP = 1 << 5,
+    FAULT_DELAY = 1 << 6,
+    FAULT_REORDER = 1 << 7,
+    FAULT_ALL = (1 << 8) - 1,
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} fault_names[] = {
+    {"partition", FAULT_PARTITION},
+    {"oneway", FAULT_ONEWAY},
+    {"crash", FAULT_CRASH},
+    {"pause", FAULT_PAUSE},
+    {"drop", FAULT_DROP},
+    {"dup", FAULT_DUP},
+    {"delay", FAULT_DELAY},
+    {"reorder", FAULT_REORDER},
+    {"all", FAULT_ALL},
+    {"none", 0},
+};
+
+/* Parse "partition,crash" into bits; -1 on an unknown name. */
+static int parse_faults(const char *list)
+{
+    int bits = 0;
+    const char *p = list;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        bool known = false;
+        for (size_t i = 0; i < sizeof(fault_names) / sizeof(fault_names[0]); i++) {
+            if (strlen(fault_names[i].name) == len && strncmp(p, fault_names[i].name, len) == 0) {
+                bits |= (int)fault_names[i].bit;
+                known = true;
+            }
+        }
+        if (!known)
+            return -1;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return bits;
+}
+
+void sim_random_options_default(struct sim_random_options *o, uint64_t seed, unsigned nodes)
+{
+    memset(o, 0, sizeof(*o));
+    o->seed = seed;
+    o->nodes = nodes;
+    o->chaos_ms = 6000;
+    o->settle_ms = 5000;
+    o->faults = "all";
+}
+
+/* The schedule's own PRNG, apart from the simulator's, so that adding a
+ * fault kind does not change the network's coin flips. */
+static uint64_t rnd(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t between(uint64_t *state, uint64_t lo, uint64_t hi)
+{
+    return hi <= lo ? lo : lo + rnd(state) % (hi - lo + 1);
+}
+
+static void random_partition(struct sim *s, uint64_t *st)
+{
+    unsigned n = sim_nodes(s);
+    unsigned side[SIM_MAX_NODES];
+    char a[64] = "", b[64] = "";
+    for (unsigned i = 0; i < n; i++) {
+        side[i] = rnd(st) & 1;
+        char *dst = side[i] ? b : a;
+        snprintf(dst + strlen(dst), 64 - strlen(dst), "%s%u", dst[0] ? "," : "", i + 1);
+    }
+    sim_heal(s);
+    for (unsigned i = 0; i < n; i++)
+        for (unsigned j = 0; j < n; j++)
+            if (side[i] != side[j])
+                sim_block(s, i + 1, j + 1, true);
+    sim_say(s, "FAULT partition {%s} {%s}", a, b);
+}
+
+static raft_id pick(struct sim *s, uint64_t *st, bool want_up, bool want_paused)
+{
+    raft_id ids[SIM_MAX_NODES];
+    unsigned k = 0;
+    for (raft_id id = 1; id <= sim_nodes(s); id++)
+        if (sim_is_up(s, id) == want_up && (!want_up || sim_is_paused(s, id) == want_paused))
+            ids[k++] = id;
+    return k ? ids[rnd(st) % k] : 0;
+}
+
+static void random_fault(struct sim *s, uint64_t *st, int faults)
+{
+    /* Roughly half of all actions repair something, so the cluster spends
+     * time both broken and whole. */
+    for (int tries = 0; tries < 16; tries++) {
+        switch (rnd(st) % 13) {
+        case 0:
+        case 1:
+            if (!(faults & FAULT_PARTITION))
+                continue;
+            random_partition(s, st);
+            return;
+        case 2:
+            if (!(faults & (FAULT_PARTITION | FAULT_ONEWAY)))
+                continue;
+            sim_heal(s);
+            sim_say(s, "FAULT heal network");
+            return;
+        case 3: {
+            if (!(faults & FAULT_ONEWAY))
+                continue;
+            raft_id a = 1 + rnd(st) % sim_nodes(s), b = 1 + rnd(st) % sim_nodes(s);
+            if (a == b)
+                continue;
+            sim_block(s, a, b, true);
+            sim_say(s, "FAULT oneway n%llu -> n%llu cut", (unsigned long long)a,
+                    (unsigned long long)b);
+            return;
+        }
+        case 4: {
+            raft_id id = pick(s, st, true, false);
+            if (!(faults & FAULT_CRASH) || !id)
+                continue;
+            sim_crash(s, id);
+            return;
+        }
+        case 5:
+        case 6: {
+            raft_id id = pick(s, st, false, false);
+            if (!(faults & FAULT_CRASH) || !id)
+                continue;
+            sim_restart(s, id);
+            return;
+        }
+        case 7: {
+            raft_id id = pick(s, st, true, false);
+            if (!(faults & FAULT_PAUSE) || !id)
+                continue;
+            sim_pause(s, id);
+            return;
+        }
+        case 8: {
+            raft_id id = pick(s, st, true, true);
+            if (!(faults & FAULT_PAUSE) || !id)
+                continue;
+            sim_resume(s, id);
+            return;
+        }
+        case 9: {
+            if (!(faults & FAULT_DROP))
+                continue;
+            unsigned pct = (unsigned)(rnd(st) % 3 == 0 ? 0 : between(st, 1, 40));
+            sim_set_drop(s, pct);
+            sim_say(s, "FAULT message loss %u%%", pct);
+            return;
+        }
+        case 10: {
+            if (!(faults & FAULT_DUP))
+                continue;
+            unsigned pct = (unsigned)between(st, 0, 30);
+            sim_set_dup(s, pct);
+            sim_say(s, "FAULT duplication %u%%", pct);
+            return;
+        }
+        case 11: {
+            if (!(faults & FAULT_DELAY))
+                continue;
+            uint32_t lo = (uint32_t)between(st, 0, 10);
+            /* Sometimes slower than an election timeout: stale messages. */
+            uint32_t hi =
+                lo + (uint32_t)(rnd(st) % 4 == 0 ? between(st, 100, 400) : between(st, 0, 40));
+            sim_set_delay(s, lo, hi);
+            sim_say(s, "FAULT delay %u-%u ms", lo, hi);
+            return;
+        }
+        case 12: {
+            if (!(faults & FAULT_REORDER))
+                continue;
+            bool on = rnd(st) % 2;
+            sim_set_reorder(s, on);
+            sim_say(s, "FAULT reordering %s", on ? "on" : "off");
+            return;
+        }
+        }
+    }
+}
+
+static void heal_everything(struct sim *s, const struct sim_options *so)
+{
+    sim_heal(s);
+    sim_set_drop(s, 0);
+    sim_set_dup(s, 0);
+    sim_set_reorder(s, false);
+    sim_set_delay(s, so->delay_min_ms, so->delay_max_ms);
+    for (raft_id id = 1; id <= sim_nodes(s); id++) {
+        if (!sim_is_up(s, id))
+            sim_restart(s, id);
+        else if (sim_is_paused(s, id))
+            sim_resume(s, id);
+    }
+    sim_say(s, "HEAL all faults; liveness check begins");
+}
+
+static bool has_leader(struct sim *s, void *arg)
+{
+    (void)arg;
+    return sim_leader(s) != 0;
+}
+
+static bool all_committed(struct sim *s, void *arg)
+{
+    return sim_all_committed(s, *(raft_index *)arg);
+}
+
+/* Liveness: after the heal, a leader and a committed entry on every node. */
+static const char *settle(struct sim *s, uint64_t budget_ms)
+{
+    uint64_t deadline = sim_now(s) + budget_ms;
+    while (sim_now(s) < deadline && !s->stop) {
+        if (!sim_run_until(s, deadline - sim_now(s), has_leader, NULL))
+            return "no leader elected";
+        raft_index last = 0;
+        if (sim_propose(s, 0, 1, NULL, &last) != RAFT_OK) {
+            sim_run_for(s, 10);
+            continue;
+        }
+        uint64_t left = deadline > sim_now(s) ? deadline - sim_now(s) : 0;
+        /* The leader may lose its place; then try again with the next. */
+        uint64_t wait = left < 1000 ? left : 1000;
+        if (sim_run_until(s, wait, all_committed, &last))
+            return NULL;
+    }
+    return s->stop ? NULL : "no entry committed on every node";
+}
+
+int sim_random_run(const struct sim_random_options *o, char *verdict, size_t size,
+                   struct sim_stats *stats)
+{
+    int faults = parse_faults(o->faults ? o->faults : "all");
+    if (faults < 0) {
+        snprintf(verdict, size, "unknown fault in '%s' (use %s)", o->faults,
+                 "partition,oneway,crash,pause,drop,dup,delay,reorder, all or none");
+        return 2;
+    }
+    uint64_t st = o->seed ^ 0x5eed5eed5eed5eedULL;
+    struct sim_options so;
+    sim_options_default(&so, o->nodes, o->seed);
+    so.out = o->out;
+    so.raft.unsafe_commit_old_term = o->unsafe_commit_old_term;
+    so.raft.prevote_off = o->prevote_off;
+    so.raft.check_quorum_off = o->check_quorum_off;
+    so.raft.allow_unsafe = o->unsafe_commit_old_term || o->prevote_off || o->check_quorum_off;
+    /* The cluster's own tuning, drawn from the seed. */
+    static const uint32_t batches[] = {1, 2, 3, 8, 64};
+    static const uint32_t windows[] = {1, 2, 8, 64};
+    so.raft.max_append_entries = batches[rnd(&st) % 5];
+    so.raft.max_inflight = windows[rnd(&st) % 4];
+
+    struct sim *s = sim_new(&so);
+    if (!s) {
+        snprintf(verdict, size, "could not create the simulation");
+        return 2;
+    }
+    sim_say(s, "RANDOM seed=%llu nodes=%u faults=%s batch=%u inflight=%u",
+            (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
+            so.raft.max_append_entries, so.raft.max_inflight);
+
+    uint64_t next_fault = between(&st, 100, 600), next_client = between(&st, 5, 40);
+    while (sim_now(s) < o->chaos_ms && !s->stop) {
+        uint64_t until = next_fault < next_client ? next_fault : next_client;
+        if (until > o->chaos_ms)
+            until = o->chaos_ms;
+        if (until > sim_now(s))
+            sim_run_for(s, until - sim_now(s));
+        if (sim_now(s) >= next_client) {
+            /* Closed-loop clients: a bounded number of writes outstanding,
+             * as real clients waiting for answers would have. */
+            struct raft *leader = sim_raft(s, sim_leader(s));
+            bool backlog = leader && raft_last_index(leader) - raft_commit_index(leader) >=
+                                         MAX_OUTSTANDING_WRITES;
+            if (rnd(&st) % 4 == 0)
+                sim_read(s, 0);
+            else if (!backlog)
+                sim_propose(s, 0, (unsigned)between(&st, 1, 3), NULL, NULL);
+            next_client = sim_now(s) + between(&st, 5, 40);
+        }
+        if (sim_now(s) >= next_fault) {
+            if (faults)
+                random_fault(s, &st, faults);
+            next_fault = sim_now(s) + between(&st, 50, 600);
+        }
+    }
+
+    const char *liveness = NULL;
+    if (!s->stop) {
+        heal_everything(s, &so);
+        liveness = settle(s, o->settle_ms);
+    }
+    struct sim_stats local;
+    sim_get_stats(s, stats ? stats : &local);
+    const struct sim_stats *ss = stats ? stats : &local;
+    int rv = 0;
+    if (sim_violation(s)) {
+        char names[256] = "";
+        for (unsigned i = 0; i < s->n_violated; i++)
+            snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", i ? ", " : "",
+                     s->violated[i]);
+        snprintf(verdict, size, "seed=%llu nodes=%u FAIL [%s] %s", (unsigned long long)o->seed,
+                 o->nodes, names, sim_violation(s));
+        rv = 1;
+    } else if (liveness) {
+        snprintf(verdict, size, "seed=%llu nodes=%u FAIL liveness: %s within %llu ms of healing",
+                 (unsigned long long)o->seed, o->nodes, liveness, (unsigned long long)o->settle_ms);
+        rv = 1;
+    } else {
+        snprintf(verdict, size,
+                 "seed=%llu nodes=%u PASS elections=%llu committed=%llu reads=%llu/%llu "
+                 "virtual=%llums",
+                 (unsigned long long)o->seed, o->nodes, (unsigned long long)ss->elections,
+                 (unsigned long long)ss->committed, (unsigned long long)ss->reads_ok,
+                 (unsigned long long)(ss->reads_ok + ss->reads_failed),
+                 (unsigned long long)sim_now(s));
+    }
+    sim_free(s);
+    return rv;
+}

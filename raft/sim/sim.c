@@ -1,0 +1,962 @@
+/* sim.c — the simulator's world: virtual time, a seeded network, disks that
+ * take time to sync, and nodes that crash, restart and pause.
+ *
+ * Everything happens through one event queue ordered by (time, creation
+ * sequence), and all randomness comes from one PRNG seeded by the options,
+ * so a run is a pure function of its options and commands.
+ */
+#include "sim_internal.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------ */
+
+enum sim_event_kind {
+    SIM_EV_TICK,       /* every node gets RAFT_TICK; reschedules itself */
+    SIM_EV_DELIVER,    /* a message reaches its destination */
+    SIM_EV_WRITE_DONE, /* a node's write is durable */
+};
+
+/* A message with its own copy of its entries and their data. */
+struct sim_msg {
+    struct raft_message m;
+    struct raft_entry *entries;
+};
+
+/* A write in flight: what one update asked to persist, and the messages
+ * that may go out only once it is durable (host contract 1). */
+struct sim_write {
+    bool hard_state;
+    raft_term term;
+    raft_id vote;
+    raft_index truncate_from;
+    struct raft_entry *entries;
+    size_t n_entries;
+    struct sim_msg **msgs;
+    size_t n_msgs;
+};
+
+struct sim_event {
+    uint64_t at_ms;
+    uint64_t seq;
+    enum sim_event_kind kind;
+    raft_id node;
+    uint64_t incarnation;
+    struct sim_msg *msg;
+    struct sim_write *write;
+};
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "raftsim: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "raftsim: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static uint64_t sim_random(struct sim *s)
+{
+    uint64_t z = (s->prng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t sim_between(struct sim *s, uint64_t lo, uint64_t hi)
+{
+    return hi <= lo ? lo : lo + sim_random(s) % (hi - lo + 1);
+}
+
+static bool event_before(const struct sim_event *a, const struct sim_event *b)
+{
+    return a->at_ms != b->at_ms ? a->at_ms < b->at_ms : a->seq < b->seq;
+}
+
+static void heap_push(struct sim *s, struct sim_event *ev)
+{
+    if (s->heap_n == s->heap_cap) {
+        s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 256;
+        s->heap = xrealloc(s->heap, s->heap_cap * sizeof(*s->heap));
+    }
+    size_t i = s->heap_n++;
+    while (i > 0 && event_before(ev, s->heap[(i - 1) / 2])) {
+        s->heap[i] = s->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->heap[i] = ev;
+}
+
+static struct sim_event *heap_pop(struct sim *s)
+{
+    struct sim_event *top = s->heap[0], *last = s->heap[--s->heap_n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= s->heap_n)
+            break;
+        if (c + 1 < s->heap_n && event_before(s->heap[c + 1], s->heap[c]))
+            c++;
+        if (!event_before(s->heap[c], last))
+            break;
+        s->heap[i] = s->heap[c];
+        i = c;
+    }
+    if (s->heap_n > 0)
+        s->heap[i] = last;
+    return top;
+}
+
+static struct sim_event *event_new(struct sim *s, enum sim_event_kind kind, uint64_t at_ms,
+                                   raft_id node)
+{
+    struct sim_event *ev = xmalloc(sizeof(*ev));
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = kind;
+    ev->at_ms = at_ms;
+    ev->seq = s->seq++;
+    ev->node = node;
+    ev->incarnation = s->nodes[node - 1].incarnation;
+    return ev;
+}
+
+/* ------------------------------------------------------------------------
+ * Copies of entries and messages (the core's pointers die at its next step)
+ * ------------------------------------------------------------------------ */
+
+static struct raft_entry *entries_copy(const struct raft_entry *src, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += src[i].len;
+    struct raft_entry *dst = xmalloc(n * sizeof(*dst) + bytes);
+    uint8_t *data = (uint8_t *)(dst + n);
+    for (size_t i = 0; i < n; i++) {
+        dst[i] = src[i];
+        if (src[i].len)
+            memcpy(data, src[i].data, src[i].len);
+        dst[i].data = data;
+        data += src[i].len;
+    }
+    return dst;
+}
+
+static struct sim_msg *msg_copy(const struct raft_message *m)
+{
+    struct sim_msg *c = xmalloc(sizeof(*c));
+    c->m = *m;
+    c->entries = NULL;
+    if (m->type == RAFT_MSG_APPEND_ENTRIES && m->append_entries.n_entries) {
+        c->entries = entries_copy(m->append_entries.entries, m->append_entries.n_entries);
+        c->m.append_entries.entries = c->entries;
+    }
+    return c;
+}
+
+static void msg_free(struct sim_msg *c)
+{
+    if (c) {
+        free(c->entries);
+        free(c);
+    }
+}
+
+static void write_free(struct sim_write *w)
+{
+    if (!w)
+        return;
+    free(w->entries);
+    for (size_t i = 0; i < w->n_msgs; i++)
+        msg_free(w->msgs[i]);
+    free(w->msgs);
+    free(w);
+}
+
+static void event_free(struct sim_event *ev)
+{
+    msg_free(ev->msg);
+    write_free(ev->write);
+    free(ev);
+}
+
+/* ------------------------------------------------------------------------
+ * Logs kept by the simulator (disk and mirror)
+ * ------------------------------------------------------------------------ */
+
+uint64_t sim_chain(uint64_t prev, const struct raft_entry *e)
+{
+    /* FNV-1a over (term, type, data), seeded with the previous link. */
+    uint64_t h = prev ^ 0xcbf29ce484222325ULL;
+    uint64_t words[2] = {e->term, (uint64_t)e->type};
+    const uint8_t *p = (const uint8_t *)words;
+    for (size_t i = 0; i < sizeof(words); i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    p = e->data;
+    for (size_t i = 0; i < e->len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+void sim_log_truncate(struct sim_log *l, raft_index from)
+{
+    while (l->n >= from && l->n > 0) {
+        free(l->e[l->n - 1].data);
+        l->n--;
+    }
+}
+
+int sim_log_append(struct sim_log *l, const struct raft_entry *e)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->e = xrealloc(l->e, l->cap * sizeof(*l->e));
+    }
+    struct sim_entry *se = &l->e[l->n];
+    se->term = e->term;
+    se->type = e->type;
+    se->len = e->len;
+    se->data = xmalloc(e->len);
+    if (e->len)
+        memcpy(se->data, e->data, e->len);
+    se->chain = sim_chain(l->n ? l->e[l->n - 1].chain : 0, e);
+    l->n++;
+    return 0;
+}
+
+static void sim_log_free(struct sim_log *l)
+{
+    sim_log_truncate(l, 1);
+    free(l->e);
+    memset(l, 0, sizeof(*l));
+}
+
+static void sim_log_copy(struct sim_log *dst, const struct sim_log *src)
+{
+    sim_log_truncate(dst, 1);
+    for (size_t i = 0; i < src->n; i++) {
+        struct raft_entry e = {.term = src->e[i].term,
+                               .index = i + 1,
+                               .type = src->e[i].type,
+                               .data = src->e[i].data,
+                               .len = src->e[i].len};
+        sim_log_append(dst, &e);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Output
+ * ------------------------------------------------------------------------ */
+
+void sim_say(struct sim *s, const char *fmt, ...)
+{
+    if (!s->o.out)
+        return;
+    va_list ap;
+    fprintf(s->o.out, "%6llums  ", (unsigned long long)s->now_ms);
+    va_start(ap, fmt);
+    vfprintf(s->o.out, fmt, ap);
+    va_end(ap);
+    fputc('\n', s->o.out);
+}
+
+static void print_trace(struct sim *s, struct sim_node *n, const struct raft_update *u)
+{
+    if (!s->o.out)
+        return;
+    char line[256];
+    for (size_t i = 0; i < u->n_trace; i++) {
+        const struct raft_trace *t = &u->trace[i];
+        raft_trace_format(t, line, sizeof(line));
+        sim_say(s, "n%llu t%-3llu %-13s %s", (unsigned long long)n->id, (unsigned long long)t->term,
+                raft_role_name(t->role), line);
+    }
+}
+
+static void describe_message(char *buf, size_t size, const struct raft_message *m)
+{
+    switch (m->type) {
+    case RAFT_MSG_REQUEST_VOTE:
+        snprintf(buf, size, "%s%s last=%llu/t%llu", m->request_vote.pre_vote ? "Pre" : "",
+                 raft_message_type_name(m->type),
+                 (unsigned long long)m->request_vote.last_log_index,
+                 (unsigned long long)m->request_vote.last_log_term);
+        break;
+    case RAFT_MSG_REQUEST_VOTE_RESULT:
+        snprintf(buf, size, "%s%s %s", m->request_vote_result.pre_vote ? "Pre" : "",
+                 raft_message_type_name(m->type),
+                 m->request_vote_result.vote_granted ? "granted" : "denied");
+        break;
+    case RAFT_MSG_APPEND_ENTRIES:
+        snprintf(buf, size, "AppendEntries prev=%llu/t%llu n=%zu commit=%llu",
+                 (unsigned long long)m->append_entries.prev_log_index,
+                 (unsigned long long)m->append_entries.prev_log_term, m->append_entries.n_entries,
+                 (unsigned long long)m->append_entries.leader_commit);
+        break;
+    case RAFT_MSG_APPEND_ENTRIES_RESULT:
+        if (m->append_entries_result.success)
+            snprintf(buf, size, "AppendEntriesResult ok match=%llu",
+                     (unsigned long long)m->append_entries_result.match_index);
+        else
+            snprintf(buf, size, "AppendEntriesResult reject at=%llu hint=%llu/t%llu",
+                     (unsigned long long)m->append_entries_result.rejected_index,
+                     (unsigned long long)m->append_entries_result.conflict_index,
+                     (unsigned long long)m->append_entries_result.conflict_term);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * The network
+ * ------------------------------------------------------------------------ */
+
+static struct sim_node *node_of(struct sim *s, raft_id id)
+{
+    return id >= 1 && id <= s->o.nodes ? &s->nodes[id - 1] : NULL;
+}
+
+static void send_message(struct sim *s, const struct raft_message *m)
+{
+    struct sim_node *to = node_of(s, m->to);
+    struct sim_link *link = &s->links[m->from - 1][m->to - 1];
+    const char *fate = NULL;
+    s->stats.messages_sent++;
+    if (!to)
+        fate = "dropped (no such node)";
+    else if (link->blocked)
+        fate = "dropped (link cut)";
+    else if (s->drop_pct && sim_random(s) % 100 < s->drop_pct)
+        fate = "dropped (loss)";
+    if (s->o.trace_messages && s->o.out) {
+        char d[160];
+        describe_message(d, sizeof(d), m);
+        sim_say(s, "n%llu -> n%llu t%llu %s%s%s", (unsigned long long)m->from,
+                (unsigned long long)m->to, (unsigned long long)m->term, d, fate ? " " : "",
+                fate ? fate : "");
+    }
+    if (fate) {
+        s->stats.messages_dropped++;
+        return;
+    }
+    unsigned copies = 1 + (s->dup_pct && sim_random(s) % 100 < s->dup_pct);
+    for (unsigned i = 0; i < copies; i++) {
+        uint64_t at = s->now_ms + sim_between(s, link->delay_min_ms, link->delay_max_ms);
+        if (!s->reorder && at < link->last_arrival_ms)
+            at = link->last_arrival_ms; /* in order, like one TCP connection */
+        link->last_arrival_ms = at;
+        struct sim_event *ev = event_new(s, SIM_EV_DELIVER, at, m->to);
+        ev->msg = msg_copy(m);
+        heap_push(s, ev);
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Nodes: stepping the core and acting on its update as a host would
+ * ------------------------------------------------------------------------ */
+
+static struct sim_read *find_read(struct sim *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n_reads; i++)
+        if (s->reads[i].id == id)
+            return &s->reads[i];
+    return NULL;
+}
+
+static void handle_reads(struct sim *s, const struct raft_update *u)
+{
+    for (size_t i = 0; i < u->n_reads; i++) {
+        const struct raft_read *rr = &u->reads[i];
+        struct sim_read *rd = find_read(s, rr->id);
+        if (!rd)
+            continue;
+        if (rr->status == RAFT_OK) {
+            s->stats.reads_ok++;
+            sim_say(s, "n%llu read %llu served at index %llu", (unsigned long long)rd->node,
+                    (unsigned long long)rd->id, (unsigned long long)rr->index);
+            check_read_served(s, rd, rr);
+        } else {
+            s->stats.reads_failed++;
+            sim_say(s, "n%llu read %llu failed: %s", (unsigned long long)rd->node,
+                    (unsigned long long)rd->id, raft_strerror(rr->status));
+        }
+        *rd = s->reads[--s->n_reads];
+    }
+}
+
+/* Host contract 1: persist, in order, then send what waited for it. */
+static void schedule_write(struct sim *s, struct sim_node *n, const struct raft_update *u)
+{
+    size_t n_after = 0;
+    for (size_t i = 0; i < u->n_messages; i++)
+        n_after += u->messages[i].after_persist;
+    bool persist = u->hard_state_changed || u->n_entries || u->truncate_from;
+    if (!persist && n_after == 0)
+        return;
+    if (!persist && n->writes_pending == 0) { /* nothing to wait for */
+        for (size_t i = 0; i < u->n_messages; i++)
+            if (u->messages[i].after_persist)
+                send_message(s, &u->messages[i]);
+        return;
+    }
+    struct sim_write *w = xmalloc(sizeof(*w));
+    memset(w, 0, sizeof(*w));
+    w->hard_state = u->hard_state_changed;
+    w->term = u->current_term;
+    w->vote = u->voted_for;
+    w->truncate_from = u->truncate_from;
+    if (u->n_entries) {
+        w->entries = entries_copy(u->entries, u->n_entries);
+        w->n_entries = u->n_entries;
+    }
+    if (n_after) {
+        w->msgs = xmalloc(n_after * sizeof(*w->msgs));
+        for (size_t i = 0; i < u->n_messages; i++)
+            if (u->messages[i].after_persist)
+                w->msgs[w->n_msgs++] = msg_copy(&u->messages[i]);
+    }
+    uint64_t done = s->now_ms + sim_between(s, s->o.fsync_min_ms, s->o.fsync_max_ms);
+    if (done < n->write_done_ms)
+        done = n->write_done_ms; /* a disk completes writes in order */
+    n->write_done_ms = done;
+    n->writes_pending++;
+    struct sim_event *ev = event_new(s, SIM_EV_WRITE_DONE, done, n->id);
+    ev->write = w;
+    heap_push(s, ev);
+}
+
+/* Step the core and act on its update. `proposed`, when not NULL, receives
+ * the indices a RAFT_PROPOSE was given. */
+static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, raft_index *proposed)
+{
+    struct raft_update u;
+    ev->now_ms = s->now_ms;
+    s->stats.events++;
+    int rv = raft_step(n->r, ev, &u);
+    if (rv == RAFT_ENOMEM) {
+        fprintf(stderr, "raftsim: out of memory in raft_step\n");
+        abort();
+    }
+    print_trace(s, n, &u);
+    if (rv == RAFT_ECORRUPT) {
+        const char *why = raft_check_invariants(n->r);
+        check_violation(s, "Server invariant", "n%llu: invariant %s", (unsigned long long)n->id,
+                        why ? why : "?");
+    }
+    check_update(s, n, &u);
+    for (size_t i = 0; i < u.n_messages; i++)
+        if (!u.messages[i].after_persist)
+            send_message(s, &u.messages[i]);
+    schedule_write(s, n, &u);
+    handle_reads(s, &u);
+    if (proposed) {
+        proposed[0] = u.proposed_first;
+        proposed[1] = u.proposed_last;
+    }
+    return rv;
+}
+
+static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
+{
+    if (w->hard_state) {
+        n->disk_term = w->term;
+        n->disk_vote = w->vote;
+    }
+    if (w->truncate_from)
+        sim_log_truncate(&n->disk, w->truncate_from);
+    for (size_t i = 0; i < w->n_entries; i++) {
+        if (w->entries[i].index != n->disk.n + 1) {
+            check_violation(s, "Host contract", "n%llu: write of index %llu after %zu",
+                            (unsigned long long)n->id, (unsigned long long)w->entries[i].index,
+                            n->disk.n);
+            return;
+        }
+        sim_log_append(&n->disk, &w->entries[i]);
+    }
+    n->writes_pending--;
+    if (w->n_entries) {
+        const struct raft_entry *last = &w->entries[w->n_entries - 1];
+        struct raft_event ev = {.type = RAFT_PERSISTED};
+        ev.persisted.index = last->index;
+        ev.persisted.term = last->term;
+        node_step(s, n, &ev, NULL);
+    }
+    for (size_t i = 0; i < w->n_msgs; i++)
+        send_message(s, &w->msgs[i]->m);
+}
+
+static void process_event(struct sim *s, struct sim_event *ev)
+{
+    struct sim_node *n = node_of(s, ev->node);
+    if (!n->r || ev->incarnation != n->incarnation) {
+        event_free(ev); /* for a life that ended */
+        return;
+    }
+    if (n->paused) {
+        if (n->n_deferred == n->cap_deferred) {
+            n->cap_deferred = n->cap_deferred ? n->cap_deferred * 2 : 16;
+            n->deferred = xrealloc(n->deferred, n->cap_deferred * sizeof(*n->deferred));
+        }
+        n->deferred[n->n_deferred++] = ev;
+        return;
+    }
+    if (ev->kind == SIM_EV_DELIVER) {
+        struct sim_link *link = &s->links[ev->msg->m.from - 1][ev->msg->m.to - 1];
+        if (link->blocked) { /* the link was cut while the message was in flight */
+            s->stats.messages_dropped++;
+        } else {
+            struct raft_event rev = {.type = RAFT_RECEIVE};
+            rev.receive = &ev->msg->m;
+            node_step(s, n, &rev, NULL);
+        }
+    } else if (ev->kind == SIM_EV_WRITE_DONE) {
+        write_done(s, n, ev->write);
+    }
+    event_free(ev);
+}
+
+static void tick_all(struct sim *s)
+{
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (!n->r || n->paused)
+            continue;
+        struct raft_event ev = {.type = RAFT_TICK};
+        node_step(s, n, &ev, NULL);
+    }
+}
+
+/* Run one event; false when the queue is empty or past `until`. */
+static bool run_one(struct sim *s, uint64_t until)
+{
+    if (s->heap_n == 0 || s->heap[0]->at_ms > until)
+        return false;
+    struct sim_event *ev = heap_pop(s);
+    s->now_ms = ev->at_ms;
+    if (ev->kind == SIM_EV_TICK) {
+        tick_all(s);
+        ev->at_ms += s->o.tick_ms;
+        ev->seq = s->seq++;
+        heap_push(s, ev);
+        return true;
+    }
+    process_event(s, ev);
+    return true;
+}
+
+void sim_run_for(struct sim *s, uint64_t ms)
+{
+    uint64_t until = s->now_ms + ms;
+    while (!s->stop && run_one(s, until))
+        ;
+    if (!s->stop)
+        s->now_ms = until;
+}
+
+bool sim_run_until(struct sim *s, uint64_t max_ms, bool (*pred)(struct sim *s, void *arg),
+                   void *arg)
+{
+    uint64_t until = s->now_ms + max_ms;
+    if (pred(s, arg))
+        return true;
+    while (!s->stop && run_one(s, until))
+        if (pred(s, arg))
+            return true;
+    if (!s->stop)
+        s->now_ms = until;
+    return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Life and death
+ * ------------------------------------------------------------------------ */
+
+static int node_start(struct sim *s, struct sim_node *n)
+{
+    raft_id voters[SIM_MAX_NODES];
+    for (unsigned i = 0; i < s->o.nodes; i++)
+        voters[i] = i + 1;
+    struct raft_entry *entries = xmalloc(n->disk.n * sizeof(*entries));
+    for (size_t i = 0; i < n->disk.n; i++) {
+        entries[i].term = n->disk.e[i].term;
+        entries[i].index = i + 1;
+        entries[i].type = n->disk.e[i].type;
+        entries[i].data = n->disk.e[i].data;
+        entries[i].len = n->disk.e[i].len;
+    }
+    struct raft_persisted st = {.current_term = n->disk_term,
+                                .voted_for = n->disk_vote,
+                                .entries = entries,
+                                .n_entries = n->disk.n,
+                                .applied_index = 0,
+                                .voters = voters,
+                                .n_voters = s->o.nodes};
+    struct raft_config cfg = s->o.raft;
+    cfg.id = n->id;
+    cfg.seed = s->o.seed * 1000003 + n->incarnation;
+    int rv = raft_init(&n->r, &cfg, &st);
+    free(entries);
+    if (rv != RAFT_OK)
+        return rv;
+    sim_log_copy(&n->mem, &n->disk);
+    n->term = n->disk_term;
+    n->role = RAFT_FOLLOWER;
+    n->applied = 0;
+    n->applied_chain = 0;
+    n->commit = 0;
+    n->write_done_ms = s->now_ms;
+    n->writes_pending = 0;
+    n->paused = false;
+    return RAFT_OK;
+}
+
+static void drop_deferred(struct sim_node *n)
+{
+    for (size_t i = 0; i < n->n_deferred; i++)
+        event_free(n->deferred[i]);
+    n->n_deferred = 0;
+}
+
+void sim_crash(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || !n->r)
+        return;
+    raft_close(n->r);
+    n->r = NULL;
+    n->incarnation++;
+    n->paused = false;
+    drop_deferred(n);
+    sim_say(s, "n%llu CRASH (unsynced writes lost: %u)", (unsigned long long)id, n->writes_pending);
+}
+
+void sim_restart(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || n->r)
+        return;
+    int rv = node_start(s, n);
+    if (rv != RAFT_OK) {
+        check_violation(s, "Restart", "n%llu: raft_init failed: %s", (unsigned long long)id,
+                        raft_strerror(rv));
+        return;
+    }
+    sim_say(s, "n%llu RESTART term=%llu vote=%llu log=%zu", (unsigned long long)id,
+            (unsigned long long)n->disk_term, (unsigned long long)n->disk_vote, n->disk.n);
+}
+
+void sim_pause(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || !n->r || n->paused)
+        return;
+    n->paused = true;
+    sim_say(s, "n%llu PAUSE", (unsigned long long)id);
+}
+
+void sim_resume(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || !n->r || !n->paused)
+        return;
+    n->paused = false;
+    sim_say(s, "n%llu RESUME (%zu events waiting)", (unsigned long long)id, n->n_deferred);
+    /* Handle what queued up while stopped, in arrival order. */
+    struct sim_event **evs = n->deferred;
+    size_t count = n->n_deferred;
+    n->deferred = NULL;
+    n->n_deferred = n->cap_deferred = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (s->stop || !n->r || evs[i]->incarnation != n->incarnation)
+            event_free(evs[i]);
+        else
+            process_event(s, evs[i]);
+    }
+    free(evs);
+}
+
+/* ------------------------------------------------------------------------
+ * Network controls
+ * ------------------------------------------------------------------------ */
+
+void sim_block(struct sim *s, raft_id from, raft_id to, bool blocked)
+{
+    if (node_of(s, from) && node_of(s, to))
+        s->links[from - 1][to - 1].blocked = blocked;
+}
+
+void sim_heal(struct sim *s)
+{
+    for (unsigned i = 0; i < SIM_MAX_NODES; i++)
+        for (unsigned j = 0; j < SIM_MAX_NODES; j++)
+            s->links[i][j].blocked = false;
+}
+
+void sim_set_drop(struct sim *s, unsigned pct)
+{
+    s->drop_pct = pct > 100 ? 100 : pct;
+}
+
+void sim_set_reorder(struct sim *s, bool reorder)
+{
+    s->reorder = reorder;
+}
+
+void sim_set_dup(struct sim *s, unsigned pct)
+{
+    s->dup_pct = pct > 100 ? 100 : pct;
+}
+
+void sim_set_link_delay(struct sim *s, raft_id from, raft_id to, uint32_t min_ms, uint32_t max_ms)
+{
+    if (node_of(s, from) && node_of(s, to)) {
+        s->links[from - 1][to - 1].delay_min_ms = min_ms;
+        s->links[from - 1][to - 1].delay_max_ms = max_ms < min_ms ? min_ms : max_ms;
+    }
+}
+
+void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t max_ms)
+{
+    for (unsigned i = 1; i <= s->o.nodes; i++)
+        for (unsigned j = 1; j <= s->o.nodes; j++)
+            sim_set_link_delay(s, i, j, min_ms, max_ms);
+}
+
+/* ------------------------------------------------------------------------
+ * Clients
+ * ------------------------------------------------------------------------ */
+
+raft_id sim_leader(struct sim *s)
+{
+    raft_id best = 0;
+    raft_term best_term = 0;
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (n->r && !n->paused && raft_role_of(n->r) == RAFT_LEADER &&
+            raft_current_term(n->r) >= best_term) {
+            best = n->id;
+            best_term = raft_current_term(n->r);
+        }
+    }
+    return best;
+}
+
+bool sim_all_committed(struct sim *s, raft_index index)
+{
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (n->r && !n->paused && (raft_commit_index(n->r) < index || n->applied < index))
+            return false;
+    }
+    return true;
+}
+
+int sim_propose(struct sim *s, raft_id at, unsigned n_entries, raft_index *first, raft_index *last)
+{
+    if (at == 0)
+        at = sim_leader(s);
+    struct sim_node *n = node_of(s, at);
+    if (!n || !n->r || n->paused)
+        return RAFT_ENOTLEADER;
+    enum { MAX_BATCH = 64 };
+    char payload[MAX_BATCH][24];
+    struct raft_entry entries[MAX_BATCH];
+    if (n_entries > MAX_BATCH)
+        n_entries = MAX_BATCH;
+    for (unsigned i = 0; i < n_entries; i++) {
+        int len = snprintf(payload[i], sizeof(payload[i]), "cmd%llu",
+                           (unsigned long long)++s->next_payload);
+        entries[i] = (struct raft_entry){.data = payload[i], .len = (size_t)len};
+    }
+    struct raft_event ev = {.type = RAFT_PROPOSE};
+    ev.propose.entries = entries;
+    ev.propose.n_entries = n_entries;
+    raft_index proposed[2] = {0, 0};
+    int rv = node_step(s, n, &ev, proposed);
+    if (rv == RAFT_OK) {
+        s->stats.proposals += n_entries;
+        if (first)
+            *first = proposed[0];
+        if (last)
+            *last = proposed[1];
+    }
+    return rv;
+}
+
+int sim_read(struct sim *s, raft_id at)
+{
+    if (at == 0)
+        at = sim_leader(s);
+    struct sim_node *n = node_of(s, at);
+    if (!n || !n->r || n->paused)
+        return RAFT_ENOTLEADER;
+    if (s->n_reads == s->cap_reads) {
+        s->cap_reads = s->cap_reads ? s->cap_reads * 2 : 16;
+        s->reads = xrealloc(s->reads, s->cap_reads * sizeof(*s->reads));
+    }
+    struct sim_read *rd = &s->reads[s->n_reads++];
+    rd->id = ++s->next_read_id;
+    rd->node = at;
+    rd->must_see = s->committed_n; /* linearizability: everything committed so far */
+    struct raft_event ev = {.type = RAFT_READ};
+    ev.read.id = rd->id;
+    int rv = node_step(s, n, &ev, NULL);
+    if (rv != RAFT_OK) {
+        struct sim_read *mine = find_read(s, ev.read.id);
+        if (mine)
+            *mine = s->reads[--s->n_reads];
+    }
+    return rv;
+}
+
+int sim_campaign(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || !n->r || n->paused)
+        return RAFT_EINVAL;
+    struct raft_event ev = {.type = RAFT_TIMEOUT};
+    return node_step(s, n, &ev, NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Setup and queries
+ * ------------------------------------------------------------------------ */
+
+void sim_options_default(struct sim_options *o, unsigned nodes, uint64_t seed)
+{
+    memset(o, 0, sizeof(*o));
+    o->nodes = nodes;
+    o->seed = seed;
+    raft_config_default(&o->raft);
+    o->raft.election_timeout_ms = 150;
+    o->raft.heartbeat_interval_ms = 30;
+    o->tick_ms = 5;
+    o->delay_min_ms = 1;
+    o->delay_max_ms = 10;
+    o->fsync_min_ms = 1;
+    o->fsync_max_ms = 3;
+}
+
+struct sim *sim_new(const struct sim_options *o)
+{
+    if (o->nodes < 1 || o->nodes > SIM_MAX_NODES || o->tick_ms == 0) {
+        fprintf(stderr, "raftsim: nodes must be 1..%d and tick_ms > 0\n", SIM_MAX_NODES);
+        return NULL;
+    }
+    struct sim *s = xmalloc(sizeof(*s));
+    memset(s, 0, sizeof(*s));
+    s->o = *o;
+    s->prng = o->seed;
+    for (unsigned i = 0; i < o->nodes; i++)
+        s->nodes[i].id = i + 1;
+    sim_set_delay(s, o->delay_min_ms, o->delay_max_ms);
+    for (unsigned i = 0; i < o->nodes; i++) {
+        int rv = node_start(s, &s->nodes[i]);
+        if (rv != RAFT_OK) {
+            fprintf(stderr, "raftsim: raft_init: %s\n", raft_strerror(rv));
+            sim_free(s);
+            return NULL;
+        }
+    }
+    heap_push(s, event_new(s, SIM_EV_TICK, o->tick_ms, 1));
+    return s;
+}
+
+void sim_free(struct sim *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->heap_n; i++)
+        event_free(s->heap[i]);
+    free(s->heap);
+    for (unsigned i = 0; i < SIM_MAX_NODES; i++) {
+        struct sim_node *n = &s->nodes[i];
+        raft_close(n->r);
+        drop_deferred(n);
+        free(n->deferred);
+        sim_log_free(&n->disk);
+        sim_log_free(&n->mem);
+    }
+    free(s->reads);
+    check_free(s);
+    free(s);
+}
+
+uint64_t sim_now(const struct sim *s)
+{
+    return s->now_ms;
+}
+
+unsigned sim_nodes(const struct sim *s)
+{
+    return s->o.nodes;
+}
+
+struct raft *sim_raft(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    return n ? n->r : NULL;
+}
+
+bool sim_is_up(const struct sim *s, raft_id id)
+{
+    return id >= 1 && id <= s->o.nodes && s->nodes[id - 1].r != NULL;
+}
+
+bool sim_is_paused(const struct sim *s, raft_id id)
+{
+    return sim_is_up(s, id) && s->nodes[id - 1].paused;
+}
+
+void sim_get_stats(const struct sim *s, struct sim_stats *st)
+{
+    *st = s->stats;
+    st->committed = s->committed_n;
+}
+
+void sim_print_status(struct sim *s)
+{
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        if (!n->r) {
+            sim_say(s, "n%u down       disk: term=%llu log=%zu", i + 1,
+                    (unsigned long long)n->disk_term, n->disk.n);
+            continue;
+        }
+        sim_say(s, "n%u %-13s term=%llu leader=%llu commit=%llu applied=%llu last=%llu%s", i + 1,
+                raft_role_name(raft_role_of(n->r)), (unsigned long long)raft_current_term(n->r),
+                (unsigned long long)raft_leader(n->r), (unsigned long long)raft_commit_index(n->r),
+                (unsigned long long)n->applied, (unsigned long long)raft_last_index(n->r),
+                n->paused ? " (paused)" : "");
+    }
+}
+
+void sim_print_log(struct sim *s, raft_id id)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || !s->o.out)
+        return;
+    char line[512];
+    size_t at = 0;
+    const struct sim_log *l = n->r ? &n->mem : &n->disk;
+    line[0] = '\0';
+    for (size_t i = 0; i < l->n && at < sizeof(line) - 24; i++)
+        at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu:t%llu", i + 1,
+                               (unsigned long long)l->e[i].term);
+    if (at >= sizeof(line) - 24)
+        snprintf(line + at, sizeof(line) - at, " ...");
+    sim_say(s, "n%llu log:%s", (unsigned long long)id, l->n ? line : " (empty)");
+}

@@ -1,0 +1,138 @@
+/* sim.h — a deterministic simulator for the Raft core.
+ *
+ * N instances of the pure core run in virtual time over a seeded network
+ * that can delay, drop, duplicate and reorder messages and cut any link in
+ * either direction; nodes crash (losing everything not yet persisted),
+ * restart from what they persisted, and pause. After every event the
+ * checker (check.c) verifies the global Raft properties of §5.2-§5.4:
+ * Election Safety, Leader Append-Only, Log Matching, Leader Completeness and
+ * State Machine Safety, plus the linearizability of ReadIndex reads. The same
+ * options and seed give byte-identical output.
+ *
+ * The simulator plays the host: it honours the contract of raft.h (persist
+ * before after_persist messages, in order; apply in order; time from the
+ * event queue).
+ */
+#ifndef RAFT_SIM_H
+#define RAFT_SIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "raft.h"
+
+enum { SIM_MAX_NODES = 9 };
+
+struct sim_options {
+    unsigned nodes;
+    uint64_t seed;
+    struct raft_config raft; /* id and seed are set per node */
+    uint32_t tick_ms;        /* how often every node gets RAFT_TICK */
+    uint32_t delay_min_ms;   /* network delay of every link, uniform in [min, max] */
+    uint32_t delay_max_ms;
+    uint32_t fsync_min_ms; /* time a write takes to become durable */
+    uint32_t fsync_max_ms;
+    FILE *out;           /* trace and narration; NULL for silence */
+    bool trace_messages; /* also print every message sent and dropped */
+};
+
+/* Defaults for simulation: 150 ms election timeout, 30 ms heartbeats,
+ * 5 ms ticks, 1-10 ms network delay, 1-3 ms fsync. */
+void sim_options_default(struct sim_options *o, unsigned nodes, uint64_t seed);
+
+struct sim;
+
+/* Returns NULL (after printing why to stderr) on a bad configuration. */
+struct sim *sim_new(const struct sim_options *o);
+void sim_free(struct sim *s);
+
+uint64_t sim_now(const struct sim *s);
+unsigned sim_nodes(const struct sim *s);
+
+/* Advance virtual time, processing every event due. */
+void sim_run_for(struct sim *s, uint64_t ms);
+/* Advance until pred() holds (checked after every event) or max_ms pass.
+ * Returns whether pred() held. */
+bool sim_run_until(struct sim *s, uint64_t max_ms, bool (*pred)(struct sim *s, void *arg),
+                   void *arg);
+
+/* The node that leads the highest term among running nodes, or 0. */
+raft_id sim_leader(struct sim *s);
+/* Whether every running node knows that leader and has committed `index`. */
+bool sim_all_committed(struct sim *s, raft_index index);
+struct raft *sim_raft(struct sim *s, raft_id id); /* NULL while crashed */
+bool sim_is_up(const struct sim *s, raft_id id);
+bool sim_is_paused(const struct sim *s, raft_id id);
+
+/* Client operations. `at` 0 means the current leader. Proposals carry
+ * distinct payloads. Return a raft error code. */
+int sim_propose(struct sim *s, raft_id at, unsigned n, raft_index *first, raft_index *last);
+int sim_read(struct sim *s, raft_id at);
+/* Start an election at node `id` now (RAFT_TIMEOUT). */
+int sim_campaign(struct sim *s, raft_id id);
+
+/* Process faults. */
+void sim_crash(struct sim *s, raft_id id);
+void sim_restart(struct sim *s, raft_id id);
+void sim_pause(struct sim *s, raft_id id);
+void sim_resume(struct sim *s, raft_id id);
+
+/* Network faults. Links are directed: block(a, b) drops a's messages to b. */
+void sim_block(struct sim *s, raft_id from, raft_id to, bool blocked);
+void sim_heal(struct sim *s);
+void sim_set_drop(struct sim *s, unsigned pct);
+void sim_set_dup(struct sim *s, unsigned pct);
+/* Links deliver in order (like TCP) unless reordering is on. */
+void sim_set_reorder(struct sim *s, bool reorder);
+void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t max_ms);
+void sim_set_link_delay(struct sim *s, raft_id from, raft_id to, uint32_t min_ms, uint32_t max_ms);
+
+/* Narration: a line in the trace, stamped with the virtual time. */
+void sim_say(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Results of the checker. */
+const char *sim_violation(const struct sim *s); /* first violation, or NULL */
+bool sim_violated(const struct sim *s, const char *property);
+struct sim_stats {
+    uint64_t events;
+    uint64_t messages_sent;
+    uint64_t messages_dropped;
+    uint64_t elections; /* leaders elected */
+    uint64_t proposals;
+    uint64_t committed; /* highest index committed anywhere */
+    uint64_t reads_ok;
+    uint64_t reads_failed;
+};
+void sim_get_stats(const struct sim *s, struct sim_stats *st);
+
+/* Print one line per node: role, term, commit, applied, last index. */
+void sim_print_status(struct sim *s);
+/* Print a node's log as index:term pairs. */
+void sim_print_log(struct sim *s, raft_id id);
+
+/* scenario.c: run a scenario file; returns 0 when its output matches the
+ * expected trace (or was rewritten) and every expectation held. */
+int sim_run_scenario_file(const char *path, bool rewrite, bool verbose);
+
+/* random.c: one random fault schedule. */
+struct sim_random_options {
+    uint64_t seed;
+    unsigned nodes;
+    uint64_t chaos_ms;  /* virtual time with faults */
+    uint64_t settle_ms; /* after healing: a leader and a commit must come within this */
+    const char *faults; /* comma list: partition,oneway,crash,pause,drop,dup,delay or "all" */
+    bool unsafe_commit_old_term;
+    bool prevote_off;
+    bool check_quorum_off;
+    FILE *out; /* full trace, or NULL */
+};
+void sim_random_options_default(struct sim_random_options *o, uint64_t seed, unsigned nodes);
+/* Returns 0 on PASS; 1 on FAIL with the verdict in `verdict`. */
+int sim_random_run(const struct sim_random_options *o, char *verdict, size_t size,
+                   struct sim_stats *stats);
+
+/* bench.c: the core's throughput with no I/O; prints figures. */
+int sim_bench(uint64_t entries, unsigned batch, size_t entry_bytes);
+
+#endif /* RAFT_SIM_H */

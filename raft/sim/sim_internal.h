@@ -1,0 +1,113 @@
+/* sim_internal.h — the inside of the simulator, shared by sim.c and check.c. */
+#ifndef RAFT_SIM_INTERNAL_H
+#define RAFT_SIM_INTERNAL_H
+
+#include "sim.h"
+
+/* A log entry as the simulator keeps it, with a hash of the whole log up to
+ * and including it ("chain"), so that comparing two logs' prefixes is
+ * comparing two numbers (Log Matching, §5.3). */
+struct sim_entry {
+    raft_term term;
+    enum raft_entry_type type;
+    uint8_t *data;
+    size_t len;
+    uint64_t chain;
+};
+
+struct sim_log {
+    struct sim_entry *e; /* index i is e[i - 1] */
+    size_t n, cap;
+};
+
+struct sim_node {
+    raft_id id;
+    struct raft *r; /* NULL while crashed */
+    bool paused;
+    uint64_t incarnation; /* bumped by a crash: events of the old life are void */
+
+    /* Stable storage: what survives a crash. */
+    raft_term disk_term;
+    raft_id disk_vote;
+    struct sim_log disk;
+
+    /* Mirror of the core's in-memory log, rebuilt from its updates. */
+    struct sim_log mem;
+    raft_term term; /* after the last step */
+    enum raft_role role;
+
+    /* The state machine (volatile: rebuilt by replay after a restart). */
+    raft_index applied;
+    uint64_t applied_chain;
+    raft_index commit;
+
+    /* Writes in flight complete in order; this is when the last one does. */
+    uint64_t write_done_ms;
+    unsigned writes_pending;
+
+    /* Events that arrived while paused, in order. */
+    struct sim_event **deferred;
+    size_t n_deferred, cap_deferred;
+};
+
+struct sim_link {
+    bool blocked;
+    uint32_t delay_min_ms, delay_max_ms;
+    uint64_t last_arrival_ms; /* FIFO links (like TCP) deliver in order */
+};
+
+struct sim_event; /* sim.c */
+
+/* A pending read and what was committed anywhere when it was issued. */
+struct sim_read {
+    uint64_t id;
+    raft_id node;
+    raft_index must_see; /* linearizability: the read must reflect this index */
+};
+
+struct sim {
+    struct sim_options o;
+    uint64_t now_ms;
+    uint64_t prng;
+    uint64_t seq; /* tie-breaker: events at the same time run in creation order */
+    struct sim_event **heap;
+    size_t heap_n, heap_cap;
+    struct sim_node nodes[SIM_MAX_NODES];
+    struct sim_link links[SIM_MAX_NODES][SIM_MAX_NODES];
+    unsigned drop_pct, dup_pct;
+    bool reorder; /* links may deliver out of order (not TCP-like) */
+    uint64_t next_payload;
+    uint64_t next_read_id;
+    struct sim_read *reads;
+    size_t n_reads, cap_reads;
+    struct sim_stats stats;
+
+    /* Checker state (check.c). */
+    raft_id *leader_of_term; /* Election Safety: who led each term */
+    size_t leader_of_term_cap;
+    uint64_t *committed_chain; /* chain hash of the committed prefix at each index */
+    raft_term *committed_term; /* the entry's term */
+    raft_term *committed_in;   /* the term of the server that first committed it */
+    size_t committed_n, committed_cap, committed_term_cap, committed_in_cap;
+    struct check_slot *seen; /* Log Matching: (index, term) -> chain */
+    size_t seen_n, seen_cap;
+    char violation[512];
+    char violated[8][48]; /* names of the properties violated so far */
+    unsigned n_violated;
+    bool stop; /* a violation ends the run */
+};
+
+/* sim.c helpers used by check.c */
+void sim_log_truncate(struct sim_log *l, raft_index from);
+int sim_log_append(struct sim_log *l, const struct raft_entry *e);
+uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
+
+/* check.c */
+void check_free(struct sim *s);
+/* After every step of node n: its update u, before the simulator acts on it. */
+void check_update(struct sim *s, struct sim_node *n, const struct raft_update *u);
+void check_read_served(struct sim *s, const struct sim_read *rd, const struct raft_read *r);
+void check_violation(struct sim *s, const char *property, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif /* RAFT_SIM_INTERNAL_H */

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# deps.sh — the Debian packages this project needs, checked fast and installed on demand.
+#
+#   scripts/deps.sh check     exit 0 when everything is present (pkg-config and command -v only,
+#                             well under a second); otherwise name what is missing and exit 1
+#   scripts/deps.sh install   apt-get update + install (non-interactive, idempotent); as root, or
+#                             through sudo when it works without a password; otherwise print the
+#                             exact command to run and exit 1
+#   scripts/deps.sh ensure    check, and install only when something is missing
+#   scripts/deps.sh list      print the package list
+#
+# The Makefile's `deps` target runs `install`; `run` and `test` run `ensure`.
+set -euo pipefail
+
+# Debian 12 packages. Later features append to this list (nftables, redis-tools, ...).
+PACKAGES=(
+    build-essential pkg-config
+    libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev
+    libhiredis-dev libxxhash-dev libjansson-dev
+    clang clang-format shellcheck
+)
+
+# What `check` looks at: pkg-config modules and commands that stand for the packages above.
+PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck)
+
+usage() {
+    sed -n '2,13s/^# \{0,1\}//p' "$0"
+}
+
+missing() {
+    local m c
+    command -v pkg-config >/dev/null 2>&1 || { echo "pkg-config"; return; }
+    for m in "${PKG_MODULES[@]}"; do
+        pkg-config --exists "$m" || echo "pkg-config module $m"
+    done
+    for c in "${COMMANDS[@]}"; do
+        command -v "$c" >/dev/null 2>&1 || echo "command $c"
+    done
+}
+
+check() {
+    local what
+    what=$(missing)
+    if [ -n "$what" ]; then
+        echo "deps: missing: $(echo "$what" | paste -sd, -)" >&2
+        return 1
+    fi
+}
+
+install() {
+    local apt=(apt-get)
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            apt=(sudo -n apt-get)
+        else
+            echo "deps: not root and no password-less sudo; run this, then try again:" >&2
+            echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${PACKAGES[*]}" >&2
+            return 1
+        fi
+    fi
+    echo "deps: installing ${PACKAGES[*]}"
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${PACKAGES[@]}" </dev/null
+}
+
+case "${1:-}" in
+    check) check ;;
+    install) install ;;
+    ensure) check 2>/dev/null || { install && check; } ;;
+    list) echo "${PACKAGES[*]}" ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+esac

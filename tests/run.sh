@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# run.sh — every test suite of `make test`, and one total at the end.
+#
+# Each suite prints a last line "<name>: N passed, M failed"; this script adds
+# them up and ends with "N passed, M failed" (exit status 1 if M > 0).
+# OBJ is the build folder (set by the Makefile); SEEDS the number of random
+# simulator schedules (default 2000).
+set -euo pipefail
+
+OBJ=${OBJ:-build/cc}
+SEEDS=${SEEDS:-2000}
+total_pass=0
+total_fail=0
+failed_suites=()
+
+# run_suite NAME CMD...: run one suite, echo its output, add up its last line.
+run_suite() {
+    local name=$1
+    shift
+    local out status=0
+    echo "== $name"
+    out=$("$@" 2>&1) || status=$?
+    printf '%s\n' "$out" | sed 's/^/  /'
+    local last p f
+    last=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1 || true)
+    if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        p=${BASH_REMATCH[1]}
+        f=${BASH_REMATCH[2]}
+    else
+        p=0
+        f=1
+    fi
+    # A suite that crashed or exited non-zero with no failure counted is a failure.
+    if [ "$status" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+    fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    if [ "$f" -ne 0 ]; then
+        failed_suites+=("$name")
+    fi
+}
+
+# expect_ok NAME CMD...: a single check that must exit 0.
+expect_ok() {
+    local name=$1
+    shift
+    if "$@"; then
+        echo "1 passed, 0 failed"
+    else
+        echo "0 passed, 1 failed ($name)"
+        return 1
+    fi
+}
+
+start=$SECONDS
+
+for t in "$OBJ"/tests/test_*; do
+    [ -x "$t" ] || continue
+    run_suite "unit: $(basename "$t")" "$t"
+done
+
+run_suite "scenarios: tests/scenario" "$OBJ/raftsim" run tests/scenario/*.txt
+
+run_suite "simulator: $SEEDS random schedules (3 and 5 nodes, all faults)" \
+    "$OBJ/raftsim" seeds --count "$SEEDS" --nodes 3,5
+
+# The checker must be able to fail: the Figure 8 bug has to be caught within
+# the default seed budget (1000 seeds of crashes and partitions).
+run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \
+    expect_ok "State Machine Safety found" \
+    "$OBJ/raftsim" seeds --count 1000 --nodes 3,5 --faults crash,partition \
+    --unsafe-commit-old-term --expect-violation "State Machine Safety"
+
+for t in tests/lint/*.sh; do
+    run_suite "lint: $(basename "$t")" "$t"
+done
+
+echo
+if [ ${#failed_suites[@]} -gt 0 ]; then
+    printf 'failed suite: %s\n' "${failed_suites[@]}"
+fi
+echo "time: $((SECONDS - start)) s"
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
