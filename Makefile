@@ -65,7 +65,7 @@ BINS := $(RAFTSIM) $(UNIT_BIN)
 
 .PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure run
 .DEFAULT_GOAL := all
-.SECONDARY: $(PROTO_C) $(PROTO_H)
+.SECONDARY:
 
 all: $(BINS)
 

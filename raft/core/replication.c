@@ -9,13 +9,10 @@
  * Leader side
  * ------------------------------------------------------------------------ */
 
-/* Send the entries from nextIndex (as many as one message may carry), or an
- * empty heartbeat. A PROBE follower gets one message at a time; a
- * REPLICATE follower as many as its inflight window allows. */
-void replication_send_append(struct raft *r, struct raft_server *s, bool heartbeat)
+/* Send one AppendEntries with the entries from nextIndex (as many as one
+ * message may carry), or an empty heartbeat. Returns whether it sent. */
+static bool send_one(struct raft *r, struct raft_server *s, bool heartbeat)
 {
-    if (s == r->self)
-        return;
     if (heartbeat && s->state == PROGRESS_PROBE) {
         /* The heartbeat doubles as a retry of a probe that may be lost. */
         s->probe_sent = false;
@@ -24,10 +21,10 @@ void replication_send_append(struct raft *r, struct raft_server *s, bool heartbe
     raft_index last = log_last_index(&r->log);
     if (!heartbeat) {
         if (s->state == PROGRESS_PROBE && s->probe_sent)
-            return;
+            return false;
         if (s->state == PROGRESS_REPLICATE &&
             (progress_inflight_full(r, s) || s->next_index > last))
-            return;
+            return false;
     }
 
     raft_index prev = s->next_index - 1;
@@ -50,6 +47,21 @@ void replication_send_append(struct raft *r, struct raft_server *s, bool heartbe
     update_message_entries(r, m, prev + 1, n);
     if (!heartbeat && (n > 0 || s->state == PROGRESS_PROBE))
         progress_sent(r, s, prev + n);
+    return !heartbeat && n > 0 && s->state == PROGRESS_REPLICATE;
+}
+
+/* A PROBE follower gets one message at a time; a REPLICATE follower as many
+ * as its inflight window allows (pipelining). */
+void replication_send_append(struct raft *r, struct raft_server *s, bool heartbeat)
+{
+    if (s == r->self)
+        return;
+    if (heartbeat) {
+        send_one(r, s, true);
+        return;
+    }
+    while (send_one(r, s, false))
+        ;
 }
 
 void replication_broadcast(struct raft *r, bool heartbeat)
@@ -159,6 +171,12 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
     struct raft_server *s = server_find(r, m->from);
     if (r->role != RAFT_LEADER || !s || s == r->self)
         return;
+    if ((res->success ? res->match_index : res->rejected_index) > log_last_index(&r->log)) {
+        /* A follower of this term can only acknowledge what we sent. */
+        update_trace(r, "§5.3 malformed AppendEntries result ignored: index beyond our log", s->id,
+                     res->success ? res->match_index : res->rejected_index, NULL, 0);
+        return;
+    }
     s->recent_active = true;
     if (res->read_seq > s->read_seq_acked && res->read_seq <= r->read_seq)
         s->read_seq_acked = res->read_seq;
@@ -233,6 +251,21 @@ static void reject(struct raft *r, const struct raft_message *m, raft_index prev
     }
 }
 
+/* A leader's log has non-decreasing terms, none above its own (§5.3): a
+ * message that says otherwise comes from a broken or hostile peer. */
+static bool well_formed(const struct raft_append_entries *ae, raft_term term)
+{
+    raft_term t = ae->prev_log_term;
+    if (ae->prev_log_index == 0 && t != 0)
+        return false;
+    for (size_t i = 0; i < ae->n_entries; i++) {
+        if (ae->entries[i].term < t || ae->entries[i].term > term || ae->entries[i].term == 0)
+            return false;
+        t = ae->entries[i].term;
+    }
+    return t <= term;
+}
+
 void replication_receive_append(struct raft *r, const struct raft_message *m)
 {
     const struct raft_append_entries *ae = &m->append_entries;
@@ -250,10 +283,21 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
     raft_term prev_term = ae->prev_log_term;
     const struct raft_entry *entries = ae->entries;
     size_t n = ae->n_entries;
+    if (!well_formed(ae, m->term)) {
+        update_trace(r, "§5.3 malformed AppendEntries ignored: entry terms out of order", m->from,
+                     prev, NULL, 0);
+        return;
+    }
     /* Entries up to our commitIndex are committed, so they match the
      * leader's (Leader Completeness, §5.4); skip them. */
     if (prev < r->commit_index) {
         size_t skip = r->commit_index - prev < n ? (size_t)(r->commit_index - prev) : n;
+        /* By Log Matching, checking the last skipped entry checks them all. */
+        if (skip > 0 && entries[skip - 1].term != log_term_at(&r->log, prev + skip)) {
+            update_trace(r, "§5.4 BUG: leader's entries contradict our committed log; ignored",
+                         m->from, prev + skip, "term", entries[skip - 1].term);
+            return;
+        }
         entries += skip;
         n -= skip;
         prev += skip;

@@ -49,7 +49,9 @@ static inline int fx_step(struct fx *f, struct raft_event *ev)
 {
     ev->now_ms = f->now;
     f->rv = raft_step(f->r, ev, &f->u);
-    CHECK(f->rv != RAFT_ECORRUPT);
+    if (f->rv == RAFT_ECORRUPT)
+        harness_fail(__FILE__, __LINE__, "raft_step: invariant %s (event %d)",
+                     raft_check_invariants(f->r), (int)ev->type);
     return f->rv;
 }
 

@@ -1,0 +1,151 @@
+/* ReadIndex: raft/core/readindex.c (thesis §6.4). */
+#include "fixture.h"
+
+static const struct raft_read *find_read(const struct fx *f, uint64_t id)
+{
+    for (size_t i = 0; i < f->u.n_reads; i++)
+        if (f->u.reads[i].id == id)
+            return &f->u.reads[i];
+    return NULL;
+}
+
+/* A leader of 3 whose no-op (index 1) is committed and applied. */
+static void ready_leader(struct fx *f)
+{
+    fx_new(f, 1, 3);
+    fx_elect(f, 3);
+    struct raft_message ok = fx_append_ok(2, 1, 1, 1);
+    fx_recv(f, &ok);
+    CHECK_EQ(raft_commit_index(f->r), 1);
+    CHECK_EQ(raft_applied_index(f->r), 1);
+}
+
+static void test_read_on_follower_refused(void)
+{
+    struct fx f;
+    fx_new(&f, 2, 3);
+    CHECK_EQ(fx_read(&f, 1), RAFT_ENOTLEADER);
+    raft_close(f.r);
+}
+
+/* The read waits for a majority to confirm leadership in a round sent
+ * after it arrived; an acknowledgement of an older round does not count. */
+static void test_read_waits_for_heartbeat_round(void)
+{
+    struct fx f;
+    ready_leader(&f);
+    CHECK_EQ(fx_read(&f, 42), RAFT_OK);
+    CHECK_EQ(f.u.n_reads, 0);
+    const struct raft_message *hb = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2);
+    CHECK(hb && hb->append_entries.read_seq == 1);
+    CHECK(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 3));
+    struct raft_message old = fx_append_ok(3, 1, 1, 1);
+    old.append_entries_result.read_seq = 0;
+    fx_recv(&f, &old);
+    CHECK(find_read(&f, 42) == NULL);
+    struct raft_message ack = fx_append_ok(3, 1, 1, 1);
+    ack.append_entries_result.read_seq = 1;
+    fx_recv(&f, &ack);
+    const struct raft_read *rd = find_read(&f, 42);
+    CHECK(rd && rd->status == RAFT_OK && rd->index == 1);
+    raft_close(f.r);
+}
+
+/* Reads that arrive together share one round. */
+static void test_reads_share_a_round(void)
+{
+    struct fx f;
+    ready_leader(&f);
+    /* Three reads in one step are not possible through the API, but reads
+     * arriving before the round is acknowledged all wait for it... */
+    fx_read(&f, 1);
+    uint64_t seq1 = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq;
+    fx_read(&f, 2);
+    uint64_t seq2 = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq;
+    CHECK_EQ(seq2, seq1 + 1);
+    /* ...and one acknowledgement of the later round releases both. */
+    struct raft_message ack = fx_append_ok(2, 1, 1, 1);
+    ack.append_entries_result.read_seq = seq2;
+    fx_recv(&f, &ack);
+    CHECK_EQ(f.u.n_reads, 2);
+    CHECK_EQ(f.u.reads[0].id, 1);
+    CHECK_EQ(f.u.reads[1].id, 2);
+    raft_close(f.r);
+}
+
+/* thesis §6.4 step 1: before its no-op commits, a new leader does not know
+ * the commit index; the read waits until it has applied the no-op. */
+static void test_read_waits_for_noop_commit(void)
+{
+    struct fx f;
+    fx_new(&f, 1, 3);
+    fx_elect(&f, 3);
+    fx_read(&f, 7);
+    struct raft_message ack = fx_append_ok(2, 1, 1, 0);
+    ack.append_entries_result.read_seq = 1;
+    fx_recv(&f, &ack);
+    CHECK(find_read(&f, 7) == NULL); /* confirmed leader, no-op not committed */
+    struct raft_message ok = fx_append_ok(2, 1, 1, 1);
+    ok.append_entries_result.read_seq = 1;
+    fx_recv(&f, &ok);
+    const struct raft_read *rd = find_read(&f, 7);
+    CHECK(rd && rd->status == RAFT_OK && rd->index == 1);
+    raft_close(f.r);
+}
+
+/* Losing leadership fails pending reads instead of leaving them hanging. */
+static void test_step_down_fails_reads(void)
+{
+    struct fx f;
+    ready_leader(&f);
+    fx_read(&f, 9);
+    struct raft_message higher = fx_append(2, 1, 5, 0, 0, NULL, 0, 0);
+    fx_recv(&f, &higher);
+    const struct raft_read *rd = find_read(&f, 9);
+    CHECK(rd && rd->status == RAFT_ENOTLEADER);
+    raft_close(f.r);
+}
+
+/* Host contract 4: the pending-read queue is bounded. */
+static void test_pending_reads_bounded(void)
+{
+    static raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 1);
+    cfg.max_pending_reads = 2;
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    struct fx f;
+    fx_start(&f, &cfg, &st);
+    fx_elect(&f, 3);
+    CHECK_EQ(fx_read(&f, 1), RAFT_OK);
+    CHECK_EQ(fx_read(&f, 2), RAFT_OK);
+    CHECK_EQ(fx_read(&f, 3), RAFT_EBUSY);
+    raft_close(f.r);
+}
+
+/* A single-server cluster confirms a read by itself. */
+static void test_single_server_read(void)
+{
+    struct fx f;
+    fx_new(&f, 1, 1);
+    fx_campaign(&f);
+    fx_persist_last(&f);
+    CHECK_EQ(fx_read(&f, 5), RAFT_OK);
+    const struct raft_read *rd = find_read(&f, 5);
+    CHECK(rd && rd->status == RAFT_OK && rd->index == 1);
+    raft_close(f.r);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct harness_test tests[] = {
+        HARNESS_TEST(test_read_on_follower_refused),
+        HARNESS_TEST(test_read_waits_for_heartbeat_round),
+        HARNESS_TEST(test_reads_share_a_round),
+        HARNESS_TEST(test_read_waits_for_noop_commit),
+        HARNESS_TEST(test_step_down_fails_reads),
+        HARNESS_TEST(test_pending_reads_bounded),
+        HARNESS_TEST(test_single_server_read),
+    };
+    return harness_main(argc, argv, "readindex", tests, sizeof(tests) / sizeof(tests[0]));
+}
