@@ -65,6 +65,12 @@ run_suite "scenarios: tests/scenario" "$OBJ/raftsim" run tests/scenario/*.txt
 run_suite "simulator: $SEEDS random schedules (3 and 5 nodes, all faults)" \
     "$OBJ/raftsim" seeds --count "$SEEDS" --nodes 3,5
 
+# Basic Raft as in the paper (no pre-vote, no check-quorum): without those
+# guards, votes and commits face every interleaving on their own.
+run_suite "simulator: $((SEEDS / 2)) random schedules of basic Raft (pre-vote and check-quorum off)" \
+    "$OBJ/raftsim" seeds --count "$((SEEDS / 2))" --from 100001 --nodes 3,5 \
+    --prevote off --check-quorum off
+
 # The checker must be able to fail: the Figure 8 bug has to be caught within
 # the default seed budget (1000 seeds of crashes and partitions).
 run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \

@@ -192,7 +192,8 @@ struct raft {
     size_t n_trace, trace_cap;
     struct raft_entry *ents; /* scratch for update.entries, apply and messages */
     size_t ents_cap;
-    int oom; /* an allocation failed while building the update */
+    int oom;           /* an allocation failed while building the update */
+    const char *fatal; /* set once a peer proved the cluster unsafe; see invariants.c */
 };
 
 /* update.c */

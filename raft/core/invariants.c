@@ -12,6 +12,8 @@
  *  4. A leader's progress is sane: matchIndex < nextIndex <= lastIndex + 1,
  *     inflight within its window.
  *  5. Only a leader holds pending reads.
+ *  6. No committed entry was ever asked to change (set when a leader tries:
+ *     the cluster is broken, and the host must stop this server).
  */
 #include "core.h"
 
@@ -19,6 +21,8 @@ enum { INVARIANT_LOG_SCAN = 4096 }; /* entries of the tail checked for rule 2 */
 
 const char *raft_check_invariants(const struct raft *r)
 {
+    if (r->fatal)
+        return r->fatal;
     raft_index last = log_last_index(&r->log);
     if (r->applied_index > r->commit_index || r->commit_index > last)
         return "1: appliedIndex <= commitIndex <= lastIndex";

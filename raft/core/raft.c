@@ -258,6 +258,8 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     int frv = update_finish(r);
     if (frv != RAFT_OK)
         return frv;
+    if (r->fatal)
+        return RAFT_ECORRUPT;
 #ifndef NDEBUG
     if (raft_check_invariants(r) != NULL)
         return RAFT_ECORRUPT;

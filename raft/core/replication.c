@@ -251,6 +251,17 @@ static void reject(struct raft *r, const struct raft_message *m, raft_index prev
     }
 }
 
+/* State Machine Safety (§5.4.3) says a committed entry is never replaced.
+ * A leader asking for it is broken (or running the unsafe Figure 8 knob):
+ * refuse, and report the instance corrupt, as etcd and canonical/raft stop. */
+static void refuse_overwrite(struct raft *r, const struct raft_message *m, raft_index index,
+                             raft_term term)
+{
+    update_trace(r, "§5.4.3 State Machine Safety: leader asked to overwrite a committed entry",
+                 m->from, index, "term", term);
+    r->fatal = "6: State Machine Safety: a leader asked us to overwrite a committed entry";
+}
+
 /* A leader's log has non-decreasing terms, none above its own (§5.3): a
  * message that says otherwise comes from a broken or hostile peer. */
 static bool well_formed(const struct raft_append_entries *ae, raft_term term)
@@ -294,8 +305,7 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
         size_t skip = r->commit_index - prev < n ? (size_t)(r->commit_index - prev) : n;
         /* By Log Matching, checking the last skipped entry checks them all. */
         if (skip > 0 && entries[skip - 1].term != log_term_at(&r->log, prev + skip)) {
-            update_trace(r, "§5.4 BUG: leader's entries contradict our committed log; ignored",
-                         m->from, prev + skip, "term", entries[skip - 1].term);
+            refuse_overwrite(r, m, prev + skip, entries[skip - 1].term);
             return;
         }
         entries += skip;
@@ -324,8 +334,7 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
              * with a new one: delete it and all that follow. Committed
              * entries can never conflict (State Machine Safety). */
             if (index <= r->commit_index) {
-                update_trace(r, "§5.4 BUG: leader sent a conflict below commitIndex; ignored",
-                             m->from, index, "term", e->term);
+                refuse_overwrite(r, m, index, e->term);
                 return;
             }
             update_trace(r, "§5.3 conflicting entries deleted", m->from, index, "count",

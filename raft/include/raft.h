@@ -310,8 +310,12 @@ struct raft_update {
 /* Feed one event. Fills *out (which the caller provides; its previous
  * contents are ignored) with what to do. Returns RAFT_OK, or for PROPOSE and
  * READ the reason the request was refused (RAFT_ENOTLEADER, RAFT_EBUSY,
- * RAFT_ETOOBIG); *out is valid in every case, and a refused request changes
- * nothing. RAFT_ENOMEM leaves the instance as it was before the call. */
+ * RAFT_ETOOBIG); *out is valid in these cases, and a refused request changes
+ * nothing. Two errors are fatal, and the host must close the instance (and
+ * restart from storage, which Raft tolerates like any crash):
+ * RAFT_ENOMEM, when memory ran out in the middle of a step; RAFT_ECORRUPT,
+ * when raft_check_invariants() fails, or a peer asked this server to replace
+ * a committed entry (etcd panics there too); the trace says which. */
 int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *out);
 
 /* ------------------------------------------------------------------------

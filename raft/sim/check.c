@@ -161,6 +161,9 @@ static void mirror_update(struct sim *s, struct sim_node *n, const struct raft_u
         if (was_leader && u->role == RAFT_LEADER)
             check_violation(s, "Leader Append-Only", "leader n%llu deleted entries from %llu",
                             (unsigned long long)n->id, (unsigned long long)u->truncate_from);
+        if (u->truncate_from <= n->commit)
+            check_violation(s, "State Machine Safety", "n%llu deleted committed entries from %llu",
+                            (unsigned long long)n->id, (unsigned long long)u->truncate_from);
         sim_log_truncate(&n->mem, u->truncate_from);
     }
     for (size_t i = 0; i < u->n_entries; i++) {

@@ -93,15 +93,34 @@ static bool parse_range(const char *s, uint32_t *lo, uint32_t *hi)
     return false;
 }
 
-/* The positional argument i as a node id of the cluster, or 0. */
-static raft_id node_arg(struct scenario *sc, int argc, char **argv, int i)
+/* A node named in a command: a number ("2" or "n2"), "leader" (the current
+ * leader), or "fK" (the K-th running follower by id), resolved when the
+ * command runs so that a story does not depend on who won an election.
+ * Returns 0 when it names no node. */
+static raft_id resolve_node(struct sim *s, const char *spec)
 {
     uint64_t id;
-    if (i >= argc || !parse_u64(argv[i][0] == 'n' ? argv[i] + 1 : argv[i], &id) || id == 0 ||
-        id > sim_nodes(sc->s)) {
-        fail(sc, "%s: expected a node id (1..%u)", argv[0], sim_nodes(sc->s));
+    if (strcmp(spec, "leader") == 0)
+        return sim_leader(s);
+    if (spec[0] == 'f' && parse_u64(spec + 1, &id) && id > 0) {
+        raft_id leader = sim_leader(s);
+        for (raft_id n = 1; n <= sim_nodes(s); n++)
+            if (n != leader && sim_is_up(s, n) && --id == 0)
+                return n;
         return 0;
     }
+    if (!parse_u64(spec[0] == 'n' ? spec + 1 : spec, &id) || id == 0 || id > sim_nodes(s))
+        return 0;
+    return id;
+}
+
+/* The positional argument i as a node of the cluster, or 0. */
+static raft_id node_arg(struct scenario *sc, int argc, char **argv, int i)
+{
+    raft_id id = i < argc ? resolve_node(sc->s, argv[i]) : 0;
+    if (!id)
+        fail(sc, "%s: expected a node (1..%u, leader, or fK for the K-th follower)", argv[0],
+             sim_nodes(sc->s));
     return id;
 }
 
@@ -153,6 +172,13 @@ static bool pred_leader(struct sim *s, void *arg)
     return sim_leader(s) != 0;
 }
 
+/* A leader of a term above *arg. */
+static bool pred_new_leader(struct sim *s, void *arg)
+{
+    raft_id l = sim_leader(s);
+    return l && raft_current_term(sim_raft(s, l)) > *(raft_term *)arg;
+}
+
 static bool pred_committed(struct sim *s, void *arg)
 {
     return sim_all_committed(s, *(raft_index *)arg);
@@ -167,6 +193,15 @@ static void cmd_until(struct scenario *sc, int argc, char **argv)
                     (unsigned long long)(sim_now(sc->s) - start));
         else
             fail(sc, "no leader within %llu ms", (unsigned long long)(sim_now(sc->s) - start));
+    } else if (argc >= 2 && strcmp(argv[1], "new-leader") == 0) {
+        raft_id old = sim_leader(sc->s);
+        raft_term term = old ? raft_current_term(sim_raft(sc->s, old)) : 0;
+        if (sim_run_until(sc->s, within(argc, argv, 5000), pred_new_leader, &term))
+            sim_say(sc->s, "new leader is n%llu (after %llu ms)",
+                    (unsigned long long)sim_leader(sc->s),
+                    (unsigned long long)(sim_now(sc->s) - start));
+        else
+            fail(sc, "no new leader within %llu ms", (unsigned long long)(sim_now(sc->s) - start));
     } else if (argc >= 3 && strcmp(argv[1], "committed") == 0 && parse_u64(argv[2], &idx)) {
         raft_index index = idx;
         if (sim_run_until(sc->s, within(argc, argv, 5000), pred_committed, &index))
@@ -176,7 +211,7 @@ static void cmd_until(struct scenario *sc, int argc, char **argv)
             fail(sc, "index %llu not committed everywhere within %llu ms",
                  (unsigned long long)index, (unsigned long long)(sim_now(sc->s) - start));
     } else {
-        fail(sc, "until: expected 'leader' or 'committed INDEX' [within=MS]");
+        fail(sc, "until: expected 'leader', 'new-leader' or 'committed INDEX' [within=MS]");
     }
 }
 
@@ -186,11 +221,14 @@ static void cmd_propose(struct scenario *sc, int argc, char **argv)
     if (argc >= 2 && argv[1][0] != 'a')
         parse_u64(argv[1], &n);
     const char *a = opt(argc, argv, "at");
-    if (a && !parse_u64(a[0] == 'n' ? a + 1 : a, &at))
+    if (a && !(at = resolve_node(sc->s, a)))
         fail(sc, "propose: at=NODE");
+    uint64_t size = 0;
+    if (opt(argc, argv, "size") && !parse_u64(opt(argc, argv, "size"), &size))
+        fail(sc, "propose: size=BYTES");
     raft_id target = at ? at : sim_leader(sc->s);
     raft_index first = 0, last = 0;
-    int rv = sim_propose(sc->s, at, (unsigned)n, &first, &last);
+    int rv = sim_propose_sized(sc->s, at, (unsigned)n, (size_t)size, &first, &last);
     if (rv == RAFT_OK)
         sim_say(sc->s, "propose %llu at n%llu: indices %llu..%llu", (unsigned long long)n,
                 (unsigned long long)target, (unsigned long long)first, (unsigned long long)last);
@@ -202,22 +240,77 @@ static void cmd_propose(struct scenario *sc, int argc, char **argv)
 static void cmd_partition(struct scenario *sc, int argc, char **argv)
 {
     int side[SIM_MAX_NODES + 1] = {0};
-    for (int g = 1; g < argc; g++) {
+    raft_id ids[SIM_MAX_NODES + 1][SIM_MAX_NODES];
+    unsigned counts[SIM_MAX_NODES + 1] = {0};
+    /* Resolve every name first: cutting links changes who is leader. */
+    for (int g = 1; g < argc && g <= SIM_MAX_NODES; g++) {
         char *save = NULL, *copy = strdup(argv[g]);
         for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-            uint64_t id;
-            if (!parse_u64(t, &id) || id == 0 || id > sim_nodes(sc->s))
+            raft_id id = resolve_node(sc->s, t);
+            if (!id || counts[g] == SIM_MAX_NODES)
                 fail(sc, "partition: bad node '%s'", t);
             else
-                side[id] = g;
+                ids[g][counts[g]++] = id;
         }
         free(copy);
     }
+    char text[256] = "";
+    for (int g = 1; g < argc && g <= SIM_MAX_NODES; g++) {
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), " {");
+        for (unsigned k = 0; k < counts[g]; k++) {
+            side[ids[g][k]] = g;
+            snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s%llu", k ? "," : "",
+                     (unsigned long long)ids[g][k]);
+        }
+        snprintf(text + strlen(text), sizeof(text) - strlen(text), "}");
+    }
+    sim_say(sc->s, "partition%s", text);
     sim_heal(sc->s);
     for (unsigned i = 1; i <= sim_nodes(sc->s); i++)
         for (unsigned j = 1; j <= sim_nodes(sc->s); j++)
             if (side[i] != side[j])
                 sim_block(sc->s, i, j, true);
+}
+
+/* random count=N nodes=N faults=LIST [from=S]: N random schedules, one
+ * verdict line each (no traces). */
+static void cmd_random(struct scenario *sc, int argc, char **argv)
+{
+    uint64_t count = 10, nodes = 5, from = 1, chaos = 6000;
+    if ((opt(argc, argv, "count") && !parse_u64(opt(argc, argv, "count"), &count)) ||
+        (opt(argc, argv, "nodes") && !parse_u64(opt(argc, argv, "nodes"), &nodes)) ||
+        (opt(argc, argv, "from") && !parse_u64(opt(argc, argv, "from"), &from)) ||
+        (opt(argc, argv, "time") && !parse_u64(opt(argc, argv, "time"), &chaos))) {
+        fail(sc, "random: count=N nodes=N from=SEED time=MS faults=LIST");
+        return;
+    }
+    unsigned passed = 0;
+    for (uint64_t seed = from; seed < from + count; seed++) {
+        struct sim_random_options o;
+        sim_random_options_default(&o, seed, (unsigned)nodes);
+        o.chaos_ms = chaos;
+        o.faults = opt(argc, argv, "faults") ? opt(argc, argv, "faults") : "all";
+        char verdict[768];
+        int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
+        fprintf(sc->out, "%s\n", verdict);
+        if (rv != 0)
+            fail(sc, "random: %s", verdict);
+        else
+            passed++;
+    }
+    fprintf(sc->out, "random: %u of %llu schedules passed\n", passed, (unsigned long long)count);
+}
+
+static void cmd_stats(struct scenario *sc)
+{
+    struct sim_stats st;
+    sim_get_stats(sc->s, &st);
+    sim_say(sc->s,
+            "stats: messages sent=%llu dropped=%llu entry bytes=%llu elections=%llu "
+            "committed=%llu",
+            (unsigned long long)st.messages_sent, (unsigned long long)st.messages_dropped,
+            (unsigned long long)st.entry_bytes_sent, (unsigned long long)st.elections,
+            (unsigned long long)st.committed);
 }
 
 static void cmd_expect(struct scenario *sc, int argc, char **argv)
@@ -231,6 +324,11 @@ static void cmd_expect(struct scenario *sc, int argc, char **argv)
         else if (argc >= 3 && parse_u64(argv[2][0] == 'n' ? argv[2] + 1 : argv[2], &v) && v != l)
             fail(sc, "expect leader n%llu: leader is n%llu", (unsigned long long)v,
                  (unsigned long long)l);
+    } else if (argc == 3 && strcmp(argv[1], "not-leader") == 0) {
+        raft_id id = node_arg(sc, argc, argv, 2);
+        if (id && sim_raft(s, id) && raft_role_of(sim_raft(s, id)) == RAFT_LEADER)
+            fail(sc, "expect not-leader n%llu: it leads term %llu", (unsigned long long)id,
+                 (unsigned long long)raft_current_term(sim_raft(s, id)));
     } else if (argc >= 2 && strcmp(argv[1], "no-leader") == 0) {
         if (sim_leader(s))
             fail(sc, "expect no-leader: n%llu leads", (unsigned long long)sim_leader(s));
@@ -264,12 +362,24 @@ static void cmd_expect(struct scenario *sc, int argc, char **argv)
         if (!sim_violated(s, property))
             fail(sc, "expect violation %s: the checker found %s", property,
                  sim_violation(s) ? sim_violation(s) : "none");
+    } else if (argc == 3 &&
+               (strcmp(argv[1], "messages-at-most") == 0 ||
+                strcmp(argv[1], "bytes-at-most") == 0) &&
+               parse_u64(argv[2], &v)) {
+        struct sim_stats st;
+        sim_get_stats(s, &st);
+        uint64_t got = argv[1][0] == 'm' ? st.messages_sent : st.entry_bytes_sent;
+        if (got > v)
+            fail(sc, "expect %s %llu: it is %llu", argv[1], (unsigned long long)v,
+                 (unsigned long long)got);
     } else if (argc >= 2 && strcmp(argv[1], "safe") == 0) {
         if (sim_violation(s))
             fail(sc, "expect safe: %s", sim_violation(s));
     } else {
-        fail(sc, "expect: leader [N] | no-leader | term N T | commit N I | role N ROLE | "
-                 "violation PROPERTY | safe");
+        fail(
+            sc,
+            "expect: leader [N] | no-leader | not-leader N | term N T | commit N I | role N ROLE | "
+            "messages-at-most N | bytes-at-most N | violation PROPERTY | safe");
     }
 }
 
@@ -286,6 +396,11 @@ static bool run_node_command(struct scenario *sc, int argc, char **argv)
     if (which == sizeof(names) / sizeof(names[0]))
         return false;
     struct sim *s = sc->s;
+    if (argc == 2 && strcmp(argv[1], "all") == 0 && (which == 2 || which == 4)) {
+        for (raft_id n = 1; n <= sim_nodes(s); n++)
+            which == 2 ? sim_restart(s, n) : sim_resume(s, n);
+        return true;
+    }
     raft_id id = node_arg(sc, argc, argv, 1);
     if (!id)
         return true;
@@ -306,6 +421,7 @@ static bool run_node_command(struct scenario *sc, int argc, char **argv)
         sim_resume(s, id);
         break;
     case 5:
+        sim_say(s, "isolate n%llu", (unsigned long long)id);
         for (raft_id o = 1; o <= sim_nodes(s); o++) {
             sim_block(s, id, o, o != id);
             sim_block(s, o, id, o != id);
@@ -323,6 +439,10 @@ static void run_command(struct scenario *sc, int argc, char **argv)
         cmd_nodes(sc, argc, argv);
         return;
     }
+    if (strcmp(c, "random") == 0) {
+        cmd_random(sc, argc, argv);
+        return;
+    }
     if (!sc->s) {
         fail(sc, "the first command must be 'nodes N'");
         return;
@@ -338,8 +458,8 @@ static void run_command(struct scenario *sc, int argc, char **argv)
         cmd_propose(sc, argc, argv);
     } else if (strcmp(c, "read") == 0) {
         const char *a = opt(argc, argv, "at");
-        uint64_t at = 0;
-        if (a && !parse_u64(a[0] == 'n' ? a + 1 : a, &at))
+        raft_id at = 0;
+        if (a && !(at = resolve_node(s, a)))
             fail(sc, "read: at=NODE");
         int rv = sim_read(s, at);
         if (rv != RAFT_OK)
@@ -361,6 +481,8 @@ static void run_command(struct scenario *sc, int argc, char **argv)
     } else if (strcmp(c, "delay") == 0 && argc == 3 && parse_u64(argv[1], &v) &&
                parse_u64(argv[2], &w)) {
         sim_set_delay(s, (uint32_t)v, (uint32_t)w);
+    } else if (strcmp(c, "stats") == 0) {
+        cmd_stats(sc);
     } else if (strcmp(c, "status") == 0) {
         sim_print_status(s);
     } else if (strcmp(c, "log") == 0 && argc == 1) {

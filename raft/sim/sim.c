@@ -335,6 +335,9 @@ static void send_message(struct sim *s, const struct raft_message *m)
     struct sim_link *link = &s->links[m->from - 1][m->to - 1];
     const char *fate = NULL;
     s->stats.messages_sent++;
+    if (m->type == RAFT_MSG_APPEND_ENTRIES)
+        for (size_t i = 0; i < m->append_entries.n_entries; i++)
+            s->stats.entry_bytes_sent += m->append_entries.entries[i].len;
     if (!to)
         fate = "dropped (no such node)";
     else if (link->blocked)
@@ -453,8 +456,9 @@ static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, r
     print_trace(s, n, &u);
     if (rv == RAFT_ECORRUPT) {
         const char *why = raft_check_invariants(n->r);
-        check_violation(s, "Server invariant", "n%llu: invariant %s", (unsigned long long)n->id,
-                        why ? why : "?");
+        bool sms = why && strstr(why, "State Machine Safety");
+        check_violation(s, sms ? "State Machine Safety" : "Server invariant", "n%llu: invariant %s",
+                        (unsigned long long)n->id, why ? why : "?");
     }
     check_update(s, n, &u);
     for (size_t i = 0; i < u.n_messages; i++)
@@ -766,20 +770,30 @@ bool sim_all_committed(struct sim *s, raft_index index)
 
 int sim_propose(struct sim *s, raft_id at, unsigned n_entries, raft_index *first, raft_index *last)
 {
+    return sim_propose_sized(s, at, n_entries, 0, first, last);
+}
+
+int sim_propose_sized(struct sim *s, raft_id at, unsigned n_entries, size_t size, raft_index *first,
+                      raft_index *last)
+{
     if (at == 0)
         at = sim_leader(s);
     struct sim_node *n = node_of(s, at);
     if (!n || !n->r || n->paused)
         return RAFT_ENOTLEADER;
-    enum { MAX_BATCH = 64 };
-    char payload[MAX_BATCH][24];
+    enum { MAX_BATCH = 64, MAX_SIZE = 4096 };
+    static char payload[MAX_BATCH][MAX_SIZE];
     struct raft_entry entries[MAX_BATCH];
     if (n_entries > MAX_BATCH)
         n_entries = MAX_BATCH;
+    if (size > MAX_SIZE)
+        size = MAX_SIZE;
     for (unsigned i = 0; i < n_entries; i++) {
-        int len = snprintf(payload[i], sizeof(payload[i]), "cmd%llu",
-                           (unsigned long long)++s->next_payload);
-        entries[i] = (struct raft_entry){.data = payload[i], .len = (size_t)len};
+        int len = snprintf(payload[i], MAX_SIZE, "cmd%llu", (unsigned long long)++s->next_payload);
+        if ((size_t)len < size)
+            memset(payload[i] + len, '.', size - (size_t)len);
+        entries[i] =
+            (struct raft_entry){.data = payload[i], .len = (size_t)len > size ? (size_t)len : size};
     }
     struct raft_event ev = {.type = RAFT_PROPOSE};
     ev.propose.entries = entries;
@@ -949,14 +963,24 @@ void sim_print_log(struct sim *s, raft_id id)
     struct sim_node *n = node_of(s, id);
     if (!n || !s->o.out)
         return;
+    /* Runs of one term read better than every entry: "1..2:t1 3..43:t2". */
     char line[512];
     size_t at = 0;
     const struct sim_log *l = n->r ? &n->mem : &n->disk;
     line[0] = '\0';
-    for (size_t i = 0; i < l->n && at < sizeof(line) - 24; i++)
-        at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu:t%llu", i + 1,
-                               (unsigned long long)l->e[i].term);
-    if (at >= sizeof(line) - 24)
+    for (size_t i = 0; i < l->n && at < sizeof(line) - 48;) {
+        size_t j = i;
+        while (j + 1 < l->n && l->e[j + 1].term == l->e[i].term)
+            j++;
+        if (j == i)
+            at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu:t%llu", i + 1,
+                                   (unsigned long long)l->e[i].term);
+        else
+            at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu..%zu:t%llu", i + 1, j + 1,
+                                   (unsigned long long)l->e[i].term);
+        i = j + 1;
+    }
+    if (at >= sizeof(line) - 48)
         snprintf(line + at, sizeof(line) - at, " ...");
     sim_say(s, "n%llu log:%s", (unsigned long long)id, l->n ? line : " (empty)");
 }

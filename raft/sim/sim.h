@@ -68,6 +68,9 @@ bool sim_is_paused(const struct sim *s, raft_id id);
 /* Client operations. `at` 0 means the current leader. Proposals carry
  * distinct payloads. Return a raft error code. */
 int sim_propose(struct sim *s, raft_id at, unsigned n, raft_index *first, raft_index *last);
+/* The same with payloads of `size` bytes (at least the command's own name). */
+int sim_propose_sized(struct sim *s, raft_id at, unsigned n, size_t size, raft_index *first,
+                      raft_index *last);
 int sim_read(struct sim *s, raft_id at);
 /* Start an election at node `id` now (RAFT_TIMEOUT). */
 int sim_campaign(struct sim *s, raft_id id);
@@ -98,7 +101,8 @@ struct sim_stats {
     uint64_t events;
     uint64_t messages_sent;
     uint64_t messages_dropped;
-    uint64_t elections; /* leaders elected */
+    uint64_t entry_bytes_sent; /* payload bytes carried by AppendEntries */
+    uint64_t elections;        /* leaders elected */
     uint64_t proposals;
     uint64_t committed; /* highest index committed anywhere */
     uint64_t reads_ok;

@@ -10,8 +10,8 @@ static void leader_over_old_log(struct fx *f, bool unsafe)
     fx_config(&cfg, 1);
     cfg.unsafe_commit_old_term = unsafe;
     cfg.allow_unsafe = unsafe;
-    struct raft_persisted st = {.current_term = 2, .entries = log, .n_entries = 2,
-                                .voters = voters, .n_voters = 5};
+    struct raft_persisted st = {
+        .current_term = 2, .entries = log, .n_entries = 2, .voters = voters, .n_voters = 5};
     fx_start(f, &cfg, &st);
     fx_elect(f, 5);
     CHECK_EQ(raft_current_term(f->r), 3);
@@ -84,7 +84,8 @@ static void test_follower_applies_only_durable_entries(void)
     struct fx f;
     fx_new(&f, 2, 3);
     fx_tick(&f, 0);
-    struct raft_entry es[] = {{.term = 1, .data = "a", .len = 1}, {.term = 1, .data = "b", .len = 1}};
+    struct raft_entry es[] = {{.term = 1, .data = "a", .len = 1},
+                              {.term = 1, .data = "b", .len = 1}};
     struct raft_message ae = fx_append(1, 2, 1, 0, 0, es, 2, 2);
     fx_recv(&f, &ae);
     CHECK_EQ(raft_commit_index(f.r), 2);

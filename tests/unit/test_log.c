@@ -123,12 +123,9 @@ static void test_empty_and_zero_length_entries(void)
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
-        HARNESS_TEST(test_append_get_terms),
-        HARNESS_TEST(test_truncate),
-        HARNESS_TEST(test_growth_preserves_data),
-        HARNESS_TEST(test_steady_state_reuses_memory),
-        HARNESS_TEST(test_term_searches),
-        HARNESS_TEST(test_empty_and_zero_length_entries),
+        HARNESS_TEST(test_append_get_terms),      HARNESS_TEST(test_truncate),
+        HARNESS_TEST(test_growth_preserves_data), HARNESS_TEST(test_steady_state_reuses_memory),
+        HARNESS_TEST(test_term_searches),         HARNESS_TEST(test_empty_and_zero_length_entries),
     };
     return harness_main(argc, argv, "log", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -10,8 +10,8 @@ static void follower_with_log(struct fx *f)
     static struct raft_entry log[] = {{.term = 1}, {.term = 1}, {.term = 2}};
     struct raft_config cfg;
     fx_config(&cfg, 2);
-    struct raft_persisted st = {.current_term = 2, .entries = log, .n_entries = 3,
-                                .voters = voters, .n_voters = 3};
+    struct raft_persisted st = {
+        .current_term = 2, .entries = log, .n_entries = 3, .voters = voters, .n_voters = 3};
     fx_start(f, &cfg, &st);
     fx_tick(f, 0);
 }
@@ -116,13 +116,13 @@ static void test_leader_backtracks_with_hint(void)
     static struct raft_entry log[] = {{.term = 1}, {.term = 1}, {.term = 4}, {.term = 4}};
     struct raft_config cfg;
     fx_config(&cfg, 1);
-    struct raft_persisted st = {.current_term = 4, .entries = log, .n_entries = 4,
-                                .voters = voters, .n_voters = 3};
+    struct raft_persisted st = {
+        .current_term = 4, .entries = log, .n_entries = 4, .voters = voters, .n_voters = 3};
     struct fx f;
     fx_start(&f, &cfg, &st);
     fx_elect(&f, 3); /* term 5, no-op at 5 */
-    struct raft_message rej = {.type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 3, .to = 1,
-                               .term = 5};
+    struct raft_message rej = {
+        .type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 3, .to = 1, .term = 5};
     /* The follower holds term 2 at index 4, from index 3 on: we have no
      * term 2, so resume at its first index of that term. */
     rej.append_entries_result.rejected_index = 4;
@@ -164,8 +164,8 @@ static void test_probe_then_pipeline(void)
     for (int i = 0; i < 5; i++)
         fx_propose(&f, "b");
     CHECK(raft_peer_status(f.r, 2, &ps));
-    CHECK_EQ(ps.inflight, 3);          /* the window is full */
-    CHECK_EQ(ps.next_index, 2 + 3);    /* indices 2, 3, 4 are in flight */
+    CHECK_EQ(ps.inflight, 3);       /* the window is full */
+    CHECK_EQ(ps.next_index, 2 + 3); /* indices 2, 3, 4 are in flight */
     struct raft_message ok2 = fx_append_ok(2, 1, 1, 3);
     fx_recv(&f, &ok2);
     CHECK(raft_peer_status(f.r, 2, &ps));
