@@ -92,7 +92,8 @@ static int grow_bytes(struct raft_log *l, size_t need)
     size_t at = 0;
     for (size_t i = 0; i < l->n; i++) {
         struct log_slot *s = &l->slots[(l->head + i) & (l->slots_cap - 1)];
-        memcpy(bytes + at, l->bytes + s->offset, s->len);
+        if (s->len) /* a zero-length entry may predate any byte buffer */
+            memcpy(bytes + at, l->bytes + s->offset, s->len);
         s->offset = at;
         at += s->len;
     }
