@@ -4,11 +4,11 @@
 # Each suite prints a last line "<name>: N passed, M failed"; this script adds
 # them up and ends with "N passed, M failed" (exit status 1 if M > 0).
 # OBJ is the build folder (set by the Makefile); SEEDS the number of random
-# simulator schedules (default 2000).
+# simulator schedules (default 5000).
 set -euo pipefail
 
 OBJ=${OBJ:-build/cc}
-SEEDS=${SEEDS:-2000}
+SEEDS=${SEEDS:-5000}
 total_pass=0
 total_fail=0
 failed_suites=()

@@ -7,8 +7,9 @@
  *  3. confirms it is still leader by hearing from a majority in a round of
  *     AppendEntries sent *after* the read arrived (read_seq numbers rounds);
  *  4. serves the read once its applied index reaches readIndex.
- * Reads that arrive in one step share one round; a round costs one empty
- * AppendEntries per follower. Reads are served in arrival order.
+ * At most one round is in flight; every read that arrives while it is
+ * waits for the next one, so under load one round of empty AppendEntries
+ * confirms a whole batch of reads. Reads are served in arrival order.
  */
 #include "core.h"
 
@@ -53,11 +54,20 @@ void readindex_fail_all(struct raft *r)
     r->read_round_wanted = false;
 }
 
+/* Whether a majority has confirmed the last round started (or none was). */
+static bool round_done(const struct raft *r)
+{
+    return r->read_seq == 0 || quorum_read_acks(r, r->read_seq) >= quorum_size(r);
+}
+
 void readindex_end_of_step(struct raft *r)
 {
     if (r->role != RAFT_LEADER)
         return;
-    if (r->read_round_wanted) {
+    /* One round in flight at a time: reads that arrive meanwhile all wait
+     * for the next round and share it. A round whose messages are lost is
+     * confirmed by the heartbeats, which carry the current read_seq. */
+    if (r->read_round_wanted && round_done(r)) {
         r->read_round_wanted = false;
         r->read_seq++;
         replication_broadcast(r, true);

@@ -51,25 +51,47 @@ static void test_read_waits_for_heartbeat_round(void)
     raft_close(f.r);
 }
 
-/* Reads that arrive together share one round. */
+/* One round in flight: reads arriving meanwhile wait for the next round
+ * (the first was sent before they arrived) and all share it. */
 static void test_reads_share_a_round(void)
 {
     struct fx f;
     ready_leader(&f);
-    /* Three reads in one step are not possible through the API, but reads
-     * arriving before the round is acknowledged all wait for it... */
     fx_read(&f, 1);
-    uint64_t seq1 = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq;
+    CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq, 1);
     fx_read(&f, 2);
-    uint64_t seq2 = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq;
-    CHECK_EQ(seq2, seq1 + 1);
-    /* ...and one acknowledgement of the later round releases both. */
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0); /* waits for round 1 */
+    fx_read(&f, 3);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0);
     struct raft_message ack = fx_append_ok(2, 1, 1, 1);
-    ack.append_entries_result.read_seq = seq2;
+    ack.append_entries_result.read_seq = 1;
+    fx_recv(&f, &ack);
+    /* Round 1 confirms read 1 only, and round 2 starts for reads 2 and 3. */
+    CHECK_EQ(f.u.n_reads, 1);
+    CHECK_EQ(f.u.reads[0].id, 1);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 2);
+    CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 3)->append_entries.read_seq, 2);
+    ack.append_entries_result.read_seq = 2;
     fx_recv(&f, &ack);
     CHECK_EQ(f.u.n_reads, 2);
-    CHECK_EQ(f.u.reads[0].id, 1);
-    CHECK_EQ(f.u.reads[1].id, 2);
+    CHECK_EQ(f.u.reads[0].id, 2);
+    CHECK_EQ(f.u.reads[1].id, 3);
+    raft_close(f.r);
+}
+
+/* A round whose messages were lost is completed by the next heartbeat. */
+static void test_lost_round_completed_by_heartbeat(void)
+{
+    struct fx f;
+    ready_leader(&f);
+    fx_read(&f, 1); /* round 1: pretend its messages are lost */
+    fx_tick(&f, 25);
+    const struct raft_message *hb = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 3);
+    CHECK(hb && hb->append_entries.read_seq == 1);
+    struct raft_message ack = fx_append_ok(3, 1, 1, 1);
+    ack.append_entries_result.read_seq = 1;
+    fx_recv(&f, &ack);
+    CHECK_EQ(f.u.n_reads, 1);
     raft_close(f.r);
 }
 
@@ -142,6 +164,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_read_on_follower_refused),
         HARNESS_TEST(test_read_waits_for_heartbeat_round),
         HARNESS_TEST(test_reads_share_a_round),
+        HARNESS_TEST(test_lost_round_completed_by_heartbeat),
         HARNESS_TEST(test_read_waits_for_noop_commit),
         HARNESS_TEST(test_step_down_fails_reads),
         HARNESS_TEST(test_pending_reads_bounded),
