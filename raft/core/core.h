@@ -8,6 +8,7 @@
  *   replication.c  AppendEntries on both sides (§5.3)
  *   commit.c       advancing commitIndex and handing entries out to apply (§5.4.2)
  *   readindex.c    linearizable reads without writing the log (thesis §6.4)
+ *   transfer.c     leadership transfer (thesis §3.10)
  *   update.c       building the struct raft_update a step returns
  *   raft.c         init, the event dispatcher ("check the term first"), queries
  *   invariants.c   raft_check_invariants()
@@ -168,7 +169,10 @@ struct raft {
     struct raft_server *self;
 
     /* Leader state. */
-    raft_index term_start_index; /* our no-op entry of this term */
+    raft_index term_start_index;   /* our no-op entry of this term */
+    raft_id transfer_to;           /* thesis §3.10: handing leadership to it; 0: none */
+    uint64_t transfer_deadline_ms; /* give up then */
+    bool transfer_timeout_now_sent;
     size_t uncommitted_bytes;
     uint64_t read_seq;          /* last ReadIndex round started */
     bool read_round_wanted;     /* a read is waiting for a round not yet started */
@@ -213,6 +217,7 @@ void election_tick(struct raft *r);
 void election_become_follower(struct raft *r, raft_term term, raft_id leader);
 void election_receive_request_vote(struct raft *r, const struct raft_message *m);
 void election_receive_request_vote_result(struct raft *r, const struct raft_message *m);
+void election_start(struct raft *r, bool leadership_transfer);
 bool election_in_leader_lease(const struct raft *r);
 
 /* replication.c */
@@ -229,6 +234,12 @@ int replication_append_noop(struct raft *r);
 void commit_maybe_advance(struct raft *r);
 void commit_set(struct raft *r, raft_index index);
 void commit_hand_out(struct raft *r);
+
+/* transfer.c */
+int transfer_start(struct raft *r, raft_id to);
+void transfer_progress(struct raft *r, struct raft_server *s);
+void transfer_tick(struct raft *r);
+void transfer_receive_timeout_now(struct raft *r, const struct raft_message *m);
 
 /* readindex.c */
 int readindex_request(struct raft *r, uint64_t id);

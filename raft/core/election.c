@@ -32,8 +32,10 @@ static void set_role(struct raft *r, enum raft_role role, raft_id leader)
 {
     if (r->role != role || r->leader_id != leader)
         r->role_dirty = true;
-    if (r->role == RAFT_LEADER && role != RAFT_LEADER)
+    if (r->role == RAFT_LEADER && role != RAFT_LEADER) {
         readindex_fail_all(r);
+        r->transfer_to = 0;
+    }
     r->role = role;
     r->leader_id = leader;
 }
@@ -90,7 +92,7 @@ static void become_leader(struct raft *r)
     commit_maybe_advance(r);
 }
 
-static void send_request_votes(struct raft *r, bool pre_vote)
+static void send_request_votes(struct raft *r, bool pre_vote, bool transfer)
 {
     for (unsigned i = 0; i < r->n_servers; i++) {
         struct raft_server *s = &r->servers[i];
@@ -104,10 +106,11 @@ static void send_request_votes(struct raft *r, bool pre_vote)
         m->request_vote.last_log_index = log_last_index(&r->log);
         m->request_vote.last_log_term = log_last_term(&r->log);
         m->request_vote.pre_vote = pre_vote;
+        m->request_vote.leadership_transfer = transfer;
     }
 }
 
-static void start_election(struct raft *r)
+void election_start(struct raft *r, bool leadership_transfer)
 {
     /* Raft §5.2: increment currentTerm, vote for self, send RequestVote. */
     r->current_term++;
@@ -121,7 +124,7 @@ static void start_election(struct raft *r)
         become_leader(r);
         return;
     }
-    send_request_votes(r, false);
+    send_request_votes(r, false, leadership_transfer);
 }
 
 static void start_pre_vote(struct raft *r)
@@ -132,10 +135,10 @@ static void start_pre_vote(struct raft *r)
     update_trace(r, "thesis §9.6 became pre-candidate: asking whether we could win", 0, 0, "term",
                  r->current_term + 1);
     if (quorum_votes_granted(r) >= quorum_size(r)) {
-        start_election(r);
+        election_start(r, false);
         return;
     }
-    send_request_votes(r, true);
+    send_request_votes(r, true, false);
 }
 
 void election_tick(struct raft *r)
@@ -148,7 +151,7 @@ void election_tick(struct raft *r)
     }
     update_trace(r, "§5.2 election timeout: no leader heard", 0, 0, NULL, 0);
     if (r->cfg.prevote_off)
-        start_election(r);
+        election_start(r, false);
     else
         start_pre_vote(r);
 }
@@ -231,7 +234,7 @@ void election_receive_request_vote_result(struct raft *r, const struct raft_mess
     s->vote_granted = res->vote_granted;
     if (quorum_votes_granted(r) >= quorum_size(r)) {
         if (r->role == RAFT_PRE_CANDIDATE)
-            start_election(r);
+            election_start(r, false);
         else
             become_leader(r);
     } else if (quorum_votes_denied(r) >= quorum_size(r)) {

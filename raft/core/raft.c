@@ -203,6 +203,9 @@ static void receive(struct raft *r, const struct raft_message *m)
     case RAFT_MSG_APPEND_ENTRIES_RESULT:
         replication_receive_append_result(r, m);
         break;
+    case RAFT_MSG_TIMEOUT_NOW:
+        transfer_receive_timeout_now(r, m);
+        break;
     }
 }
 
@@ -232,6 +235,7 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     case RAFT_TICK:
         election_tick(r);
         replication_tick(r);
+        transfer_tick(r);
         break;
     case RAFT_RECEIVE:
         receive(r, ev->receive);
@@ -244,6 +248,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
         break;
     case RAFT_READ:
         rv = readindex_request(r, ev->read.id);
+        break;
+    case RAFT_TRANSFER:
+        rv = transfer_start(r, ev->transfer.to);
         break;
     case RAFT_TIMEOUT:
         r->election_deadline_ms = r->now_ms;

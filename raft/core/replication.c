@@ -121,6 +121,8 @@ int replication_propose(struct raft *r, const struct raft_event *ev)
 {
     if (r->role != RAFT_LEADER)
         return RAFT_ENOTLEADER;
+    if (r->transfer_to)
+        return RAFT_ETRANSFER; /* thesis §3.10: the old leader stops taking proposals */
     size_t bytes = 0;
     for (size_t i = 0; i < ev->propose.n_entries; i++) {
         size_t len = ev->propose.entries[i].len;
@@ -193,6 +195,7 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
             commit_maybe_advance(r);
         }
         replication_send_append(r, s, false);
+        transfer_progress(r, s);
         return;
     }
 

@@ -22,6 +22,8 @@ const char *raft_strerror(int err)
         return "inconsistent state";
     case RAFT_EUNSAFE:
         return "unsafe option set without allow_unsafe";
+    case RAFT_ETRANSFER:
+        return "leadership transfer in progress";
     default:
         return "unknown error";
     }
@@ -53,6 +55,8 @@ const char *raft_message_type_name(enum raft_message_type type)
         return "AppendEntries";
     case RAFT_MSG_APPEND_ENTRIES_RESULT:
         return "AppendEntriesResult";
+    case RAFT_MSG_TIMEOUT_NOW:
+        return "TimeoutNow";
     }
     return "?";
 }

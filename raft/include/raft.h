@@ -64,6 +64,7 @@ enum {
     RAFT_ETOOBIG = 5,    /* an entry is larger than config.max_entry_bytes */
     RAFT_ECORRUPT = 6,   /* persisted state handed to raft_init() is inconsistent */
     RAFT_EUNSAFE = 7,    /* an unsafe teaching knob was set without config.allow_unsafe */
+    RAFT_ETRANSFER = 8,  /* a leadership transfer is in progress; retry at the new leader */
 };
 
 /* A short, static, human-readable message for an error code. */
@@ -106,6 +107,7 @@ enum raft_message_type {
     RAFT_MSG_REQUEST_VOTE_RESULT = 2,
     RAFT_MSG_APPEND_ENTRIES = 3,
     RAFT_MSG_APPEND_ENTRIES_RESULT = 4,
+    RAFT_MSG_TIMEOUT_NOW = 5, /* thesis §3.10: start an election now (no body) */
 };
 
 const char *raft_message_type_name(enum raft_message_type type);
@@ -225,6 +227,7 @@ enum raft_event_type {
     RAFT_PROPOSE = 4,   /* leader: append entries (type NORMAL) to the log */
     RAFT_READ = 5,      /* leader: a linearizable read barrier (thesis §6.4) */
     RAFT_TIMEOUT = 6,   /* act as if the election timeout fired now (tests, tools) */
+    RAFT_TRANSFER = 7,  /* leader: hand leadership to another voter (thesis §3.10) */
 };
 
 struct raft_event {
@@ -243,6 +246,9 @@ struct raft_event {
         struct {
             uint64_t id; /* the host's handle, returned in update.reads */
         } read;
+        struct {
+            raft_id to; /* a voter, or 0 for the most up-to-date one */
+        } transfer;
     };
 };
 

@@ -310,7 +310,12 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
             struct raft *leader = sim_raft(s, sim_leader(s));
             bool backlog = leader && raft_last_index(leader) - raft_commit_index(leader) >=
                                          MAX_OUTSTANDING_WRITES;
-            if (rnd(&st) % 4 == 0)
+            unsigned op = (unsigned)(rnd(&st) % 64);
+            if (op == 0) {
+                raft_id to = 1 + rnd(&st) % sim_nodes(s);
+                sim_say(s, "CLIENT transfer leadership to n%llu", (unsigned long long)to);
+                sim_transfer(s, to);
+            } else if (op < 16)
                 sim_read(s, 0);
             else if (!backlog)
                 sim_propose(s, 0, (unsigned)between(&st, 1, 3), NULL, NULL);

@@ -469,6 +469,16 @@ static void run_command(struct scenario *sc, int argc, char **argv)
         int rv = sim_read(s, at);
         if (rv != RAFT_OK)
             sim_say(s, "read refused: %s", raft_strerror(rv));
+    } else if (strcmp(c, "transfer") == 0) {
+        const char *a = opt(argc, argv, "to");
+        raft_id to = 0;
+        if (a && !(to = resolve_node(s, a)))
+            fail(sc, "transfer: to=NODE");
+        raft_id from = sim_leader(s);
+        int rv = sim_transfer(s, to);
+        if (rv != RAFT_OK)
+            sim_say(s, "transfer at n%llu refused: %s", (unsigned long long)from,
+                    raft_strerror(rv));
     } else if (strcmp(c, "partition") == 0 && argc >= 3) {
         cmd_partition(sc, argc, argv);
     } else if (strcmp(c, "oneway") == 0 && argc == 3) {

@@ -307,6 +307,9 @@ static void describe_message(char *buf, size_t size, const struct raft_message *
                  (unsigned long long)m->append_entries.prev_log_term, m->append_entries.n_entries,
                  (unsigned long long)m->append_entries.leader_commit);
         break;
+    case RAFT_MSG_TIMEOUT_NOW:
+        snprintf(buf, size, "TimeoutNow");
+        break;
     case RAFT_MSG_APPEND_ENTRIES_RESULT:
         if (m->append_entries_result.success)
             snprintf(buf, size, "AppendEntriesResult ok match=%llu",
@@ -834,6 +837,16 @@ int sim_read(struct sim *s, raft_id at)
             *mine = s->reads[--s->n_reads];
     }
     return rv;
+}
+
+int sim_transfer(struct sim *s, raft_id to)
+{
+    struct sim_node *n = node_of(s, sim_leader(s));
+    if (!n)
+        return RAFT_ENOTLEADER;
+    struct raft_event ev = {.type = RAFT_TRANSFER};
+    ev.transfer.to = to;
+    return node_step(s, n, &ev, NULL);
 }
 
 int sim_campaign(struct sim *s, raft_id id)

@@ -72,6 +72,8 @@ int sim_propose(struct sim *s, raft_id at, unsigned n, raft_index *first, raft_i
 int sim_propose_sized(struct sim *s, raft_id at, unsigned n, size_t size, raft_index *first,
                       raft_index *last);
 int sim_read(struct sim *s, raft_id at);
+/* Ask the leader to hand leadership to `to` (0: the most up-to-date voter). */
+int sim_transfer(struct sim *s, raft_id to);
 /* Start an election at node `id` now (RAFT_TIMEOUT). */
 int sim_campaign(struct sim *s, raft_id id);
 
