@@ -37,6 +37,9 @@ void commit_maybe_advance(struct raft *r)
                      : "UNSAFE §5.4.2 committed an older term's entry by counting replicas",
                  0, index, NULL, 0);
     commit_set(r, index);
+    membership_after_commit(r);
+    if (r->role != RAFT_LEADER)
+        return;
     /* Followers with nothing in flight would otherwise learn the new
      * commitIndex only at the next heartbeat. */
     for (unsigned i = 0; i < r->n_servers; i++) {

@@ -9,6 +9,7 @@
  *   commit.c       advancing commitIndex and handing entries out to apply (§5.4.2)
  *   readindex.c    linearizable reads without writing the log (thesis §6.4)
  *   transfer.c     leadership transfer (thesis §3.10)
+ *   membership.c   single-server changes with learners (thesis §4)
  *   update.c       building the struct raft_update a step returns
  *   raft.c         init, the event dispatcher ("check the term first"), queries
  *   invariants.c   raft_check_invariants()
@@ -80,10 +81,13 @@ enum progress_state {
     PROGRESS_REPLICATE = 1, /* optimistic: send ahead, up to max_inflight messages */
 };
 
-/* One server of the configuration, and what we know of it. */
+/* One server of the configuration, and what we know of it. Our own entry
+ * is always present; when the configuration does not include us (a server
+ * that was removed, or is still joining) it has is_member false. */
 struct raft_server {
     raft_id id;
     bool is_voter;
+    bool is_member;
 
     /* Candidate: Raft §5.2 vote counting (also for pre-vote). */
     bool vote_responded;
@@ -100,6 +104,11 @@ struct raft_server {
     raft_index *inflight;
     uint32_t inflight_head;
     uint32_t inflight_count;
+
+    /* Leader, for learners: catch-up rounds (thesis §4.2.1). */
+    raft_index round_end_index; /* the round ends when matchIndex reaches this */
+    uint64_t round_start_ms;
+    bool caught_up; /* the last round took less than an election timeout */
 };
 
 void progress_reset(struct raft *r, struct raft_server *s);
@@ -163,10 +172,14 @@ struct raft {
     uint64_t leader_contact_ms;        /* last time a current leader spoke to us */
     uint64_t prng;
 
-    /* The configuration. */
+    /* The configuration in force (the newest in the log), and the base one
+     * it falls back to when its entry is truncated away. */
     struct raft_server *servers;
     unsigned n_servers;
     struct raft_server *self;
+    raft_index conf_index;
+    struct raft_member *base_conf;
+    size_t n_base_conf;
 
     /* Leader state. */
     raft_index term_start_index;   /* our no-op entry of this term */
@@ -219,6 +232,7 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
 void election_receive_request_vote_result(struct raft *r, const struct raft_message *m);
 void election_start(struct raft *r, bool leadership_transfer);
 bool election_in_leader_lease(const struct raft *r);
+bool election_may_stand(const struct raft *r);
 
 /* replication.c */
 void replication_send_append(struct raft *r, struct raft_server *s, bool heartbeat);
@@ -229,11 +243,22 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
 void replication_reject_stale_append(struct raft *r, const struct raft_message *m);
 int replication_propose(struct raft *r, const struct raft_event *ev);
 int replication_append_noop(struct raft *r);
+int replication_append(struct raft *r, enum raft_entry_type type, const void *data, size_t len);
 
 /* commit.c */
 void commit_maybe_advance(struct raft *r);
 void commit_set(struct raft *r, raft_index index);
 void commit_hand_out(struct raft *r);
+
+/* membership.c */
+int membership_set_base(struct raft *r, const struct raft_persisted *st);
+int membership_apply(struct raft *r, const struct raft_member *members, size_t n, raft_index index);
+int membership_apply_entry(struct raft *r, raft_index index);
+void membership_after_truncate(struct raft *r);
+int membership_change(struct raft *r, enum raft_conf_op op, raft_id id);
+void membership_progress(struct raft *r, struct raft_server *s);
+void membership_after_commit(struct raft *r);
+void membership_free(struct raft *r);
 
 /* transfer.c */
 int transfer_start(struct raft *r, raft_id to);

@@ -141,11 +141,23 @@ static void start_pre_vote(struct raft *r)
     send_request_votes(r, true, false);
 }
 
+/* Voters stand for election; learners never do. A server that its own
+ * latest configuration removed still stands until it knows that
+ * configuration is committed (thesis §4.2.2): it may hold the newest log,
+ * and the cluster may need it to lead once more to commit its removal. It
+ * does not count its own vote. */
+bool election_may_stand(const struct raft *r)
+{
+    if (r->self->is_voter)
+        return true;
+    return !r->self->is_member && r->conf_index > r->commit_index;
+}
+
 void election_tick(struct raft *r)
 {
     if (r->role == RAFT_LEADER || r->now_ms < r->election_deadline_ms)
         return;
-    if (!r->self->is_voter) { /* a learner never stands */
+    if (!election_may_stand(r)) {
         election_reset_timer(r);
         return;
     }

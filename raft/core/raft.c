@@ -45,20 +45,26 @@ static int check_config(const struct raft_config *cfg)
     return RAFT_OK;
 }
 
-static int check_persisted(const struct raft_config *cfg, const struct raft_persisted *st)
+static int check_ids(const raft_id *ids, size_t n, const raft_id *others, size_t n_others)
 {
-    if (st->n_voters == 0 || !st->voters)
-        return RAFT_EINVAL;
-    bool member = false;
-    for (size_t i = 0; i < st->n_voters; i++) {
-        if (st->voters[i] == 0)
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] == 0)
             return RAFT_EINVAL;
         for (size_t j = 0; j < i; j++)
-            if (st->voters[j] == st->voters[i])
+            if (ids[j] == ids[i])
                 return RAFT_EINVAL;
-        member |= st->voters[i] == cfg->id;
+        for (size_t j = 0; j < n_others; j++)
+            if (others[j] == ids[i])
+                return RAFT_EINVAL;
     }
-    if (!member)
+    return RAFT_OK;
+}
+
+static int check_persisted(const struct raft_persisted *st)
+{
+    if ((st->n_voters && !st->voters) || (st->n_learners && !st->learners) ||
+        check_ids(st->voters, st->n_voters, NULL, 0) != RAFT_OK ||
+        check_ids(st->learners, st->n_learners, st->voters, st->n_voters) != RAFT_OK)
         return RAFT_EINVAL;
     raft_term prev = 0;
     for (size_t i = 0; i < st->n_entries; i++) {
@@ -77,7 +83,7 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
 {
     int rv;
     *out = NULL;
-    if ((rv = check_config(cfg)) != RAFT_OK || (rv = check_persisted(cfg, st)) != RAFT_OK)
+    if ((rv = check_config(cfg)) != RAFT_OK || (rv = check_persisted(st)) != RAFT_OK)
         return rv;
 
     struct raft *r = raft_calloc(1, sizeof(*r));
@@ -90,20 +96,6 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
     r->prng = cfg->seed ^ (cfg->id * 0x9e3779b97f4a7c15ULL);
 
     rv = RAFT_ENOMEM;
-    r->n_servers = (unsigned)st->n_voters;
-    r->servers = raft_calloc(r->n_servers, sizeof(*r->servers));
-    if (!r->servers)
-        goto err_after_alloc;
-    for (unsigned i = 0; i < r->n_servers; i++) {
-        struct raft_server *s = &r->servers[i];
-        s->id = st->voters[i];
-        s->is_voter = true;
-        s->inflight = raft_calloc(cfg->max_inflight, sizeof(*s->inflight));
-        if (!s->inflight)
-            goto err_after_alloc;
-        if (s->id == cfg->id)
-            r->self = s;
-    }
     r->reads = raft_calloc(cfg->max_pending_reads, sizeof(*r->reads));
     if (!r->reads)
         goto err_after_alloc;
@@ -111,6 +103,18 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
         const struct raft_entry *e = &st->entries[i];
         if ((rv = log_append(&r->log, e->term, (uint8_t)e->type, e->data, e->len)) != RAFT_OK)
             goto err_after_alloc;
+    }
+    /* The configuration: the base one, unless the log holds a newer one. */
+    if ((rv = membership_set_base(r, st)) != RAFT_OK)
+        goto err_after_alloc;
+    for (raft_index i = log_last_index(&r->log); i > r->log.offset; i--) {
+        struct raft_entry e;
+        log_get(&r->log, i, &e);
+        if (e.type == RAFT_ENTRY_CONF) {
+            if ((rv = membership_apply_entry(r, i)) != RAFT_OK)
+                goto err_after_alloc;
+            break;
+        }
     }
     /* What the host loaded is durable by definition; what it applied is
      * committed (host contract 2). */
@@ -130,9 +134,7 @@ void raft_close(struct raft *r)
 {
     if (!r)
         return;
-    for (unsigned i = 0; r->servers && i < r->n_servers; i++)
-        raft_free(r->servers[i].inflight);
-    raft_free(r->servers);
+    membership_free(r);
     raft_free(r->reads);
     log_free(&r->log);
     raft_free(r->msgs);
@@ -186,7 +188,10 @@ static bool check_term(struct raft *r, const struct raft_message *m)
 
 static void receive(struct raft *r, const struct raft_message *m)
 {
-    if (m->to != r->cfg.id || !server_find(r, m->from) || m->from == r->cfg.id)
+    /* thesis §4.1: servers handle requests without consulting their
+     * configuration (a new voter may not know it is one yet); handlers of
+     * responses look their sender up and ignore strangers. */
+    if (m->to != r->cfg.id || m->from == 0 || m->from == r->cfg.id)
         return;
     if (!check_term(r, m))
         return;
@@ -248,6 +253,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
         break;
     case RAFT_READ:
         rv = readindex_request(r, ev->read.id);
+        break;
+    case RAFT_CHANGE_CONF:
+        rv = membership_change(r, ev->change_conf.op, ev->change_conf.id);
         break;
     case RAFT_TRANSFER:
         rv = transfer_start(r, ev->transfer.to);
@@ -341,5 +349,7 @@ bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status 
     st->next_index = s->next_index;
     st->is_replicating = s->state == PROGRESS_REPLICATE;
     st->inflight = s->inflight_count;
+    st->is_voter = s->is_voter;
+    st->caught_up = s->is_voter || s->caught_up;
     return true;
 }

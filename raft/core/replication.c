@@ -117,6 +117,11 @@ int replication_append_noop(struct raft *r)
     return leader_append(r, RAFT_ENTRY_NOOP, NULL, 0);
 }
 
+int replication_append(struct raft *r, enum raft_entry_type type, const void *data, size_t len)
+{
+    return leader_append(r, type, data, len);
+}
+
 int replication_propose(struct raft *r, const struct raft_event *ev)
 {
     if (r->role != RAFT_LEADER)
@@ -196,6 +201,7 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
         }
         replication_send_append(r, s, false);
         transfer_progress(r, s);
+        membership_progress(r, s);
         return;
     }
 
@@ -347,6 +353,7 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
                 r->truncate_from = index;
             if (r->persisted_index >= index)
                 r->persisted_index = index - 1;
+            membership_after_truncate(r);
         }
         /* Figure 2, AppendEntries receiver 4: append new entries. */
         if (log_append(&r->log, e->term, (uint8_t)e->type, e->data, e->len) != RAFT_OK) {
@@ -354,6 +361,11 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
             return;
         }
         update_persist_entries_from(r, index);
+        /* thesis §4.1: a configuration is in force as soon as it is in the log. */
+        if (e->type == RAFT_ENTRY_CONF && membership_apply_entry(r, index) != RAFT_OK) {
+            r->oom = 1;
+            return;
+        }
     }
 
     raft_index match = prev + n;

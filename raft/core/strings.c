@@ -24,6 +24,10 @@ const char *raft_strerror(int err)
         return "unsafe option set without allow_unsafe";
     case RAFT_ETRANSFER:
         return "leadership transfer in progress";
+    case RAFT_ECONFCHANGE:
+        return "a configuration change is pending; retry shortly";
+    case RAFT_ECATCHUP:
+        return "the learner has not caught up yet; retry shortly";
     default:
         return "unknown error";
     }

@@ -71,7 +71,7 @@ void transfer_tick(struct raft *r)
 
 void transfer_receive_timeout_now(struct raft *r, const struct raft_message *m)
 {
-    if (r->role == RAFT_LEADER || !r->self->is_voter || r->leader_id != m->from)
+    if (r->role == RAFT_LEADER || !election_may_stand(r) || r->leader_id != m->from)
         return;
     update_trace(r, "thesis §3.10 TimeoutNow from the leader: starting an election at once",
                  m->from, 0, NULL, 0);

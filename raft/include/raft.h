@@ -57,14 +57,17 @@ typedef uint64_t raft_index; /* position in the log; the first entry is 1 */
 /* Error codes. Every function returns 0 (RAFT_OK) or one of these. */
 enum {
     RAFT_OK = 0,
-    RAFT_ENOTLEADER = 1, /* proposal or read on a non-leader; see update.leader_id */
-    RAFT_EBUSY = 2,      /* a bound is reached (uncommitted bytes, pending reads); retry later */
-    RAFT_EINVAL = 3,     /* bad argument or configuration */
-    RAFT_ENOMEM = 4,     /* allocation failed; the instance is unchanged */
-    RAFT_ETOOBIG = 5,    /* an entry is larger than config.max_entry_bytes */
-    RAFT_ECORRUPT = 6,   /* persisted state handed to raft_init() is inconsistent */
-    RAFT_EUNSAFE = 7,    /* an unsafe teaching knob was set without config.allow_unsafe */
-    RAFT_ETRANSFER = 8,  /* a leadership transfer is in progress; retry at the new leader */
+    RAFT_ENOTLEADER = 1,  /* proposal or read on a non-leader; see update.leader_id */
+    RAFT_EBUSY = 2,       /* a bound is reached (uncommitted bytes, pending reads); retry later */
+    RAFT_EINVAL = 3,      /* bad argument or configuration */
+    RAFT_ENOMEM = 4,      /* allocation failed; the instance is unchanged */
+    RAFT_ETOOBIG = 5,     /* an entry is larger than config.max_entry_bytes */
+    RAFT_ECORRUPT = 6,    /* persisted state handed to raft_init() is inconsistent */
+    RAFT_EUNSAFE = 7,     /* an unsafe teaching knob was set without config.allow_unsafe */
+    RAFT_ETRANSFER = 8,   /* a leadership transfer is in progress; retry at the new leader */
+    RAFT_ECONFCHANGE = 9, /* a configuration change is pending, or this leader has not yet
+                           * committed an entry of its term; retry shortly */
+    RAFT_ECATCHUP = 10,   /* the learner has not caught up yet; retry shortly */
 };
 
 /* A short, static, human-readable message for an error code. */
@@ -201,8 +204,14 @@ struct raft_persisted {
     const struct raft_entry *entries; /* the log, indices 1..n_entries, in order */
     size_t n_entries;
     raft_index applied_index; /* host contract 2: what the state machine holds */
-    const raft_id *voters;    /* the configuration: ids of the voting servers */
+    /* The base configuration: the bootstrap one (or, later, the snapshot's).
+     * Configuration entries in the log override it: the newest is in force.
+     * A server joining an existing cluster starts with none at all (0 voters
+     * and learners) and learns it from the leader. */
+    const raft_id *voters;
     size_t n_voters;
+    const raft_id *learners;
+    size_t n_learners;
 };
 
 struct raft;
@@ -221,13 +230,23 @@ void raft_close(struct raft *r);
  * ------------------------------------------------------------------------ */
 
 enum raft_event_type {
-    RAFT_TICK = 1,      /* time passed; run timers */
-    RAFT_RECEIVE = 2,   /* a message arrived */
-    RAFT_PERSISTED = 3, /* the host's write up to (index, term) is durable */
-    RAFT_PROPOSE = 4,   /* leader: append entries (type NORMAL) to the log */
-    RAFT_READ = 5,      /* leader: a linearizable read barrier (thesis §6.4) */
-    RAFT_TIMEOUT = 6,   /* act as if the election timeout fired now (tests, tools) */
-    RAFT_TRANSFER = 7,  /* leader: hand leadership to another voter (thesis §3.10) */
+    RAFT_TICK = 1,        /* time passed; run timers */
+    RAFT_RECEIVE = 2,     /* a message arrived */
+    RAFT_PERSISTED = 3,   /* the host's write up to (index, term) is durable */
+    RAFT_PROPOSE = 4,     /* leader: append entries (type NORMAL) to the log */
+    RAFT_READ = 5,        /* leader: a linearizable read barrier (thesis §6.4) */
+    RAFT_TIMEOUT = 6,     /* act as if the election timeout fired now (tests, tools) */
+    RAFT_TRANSFER = 7,    /* leader: hand leadership to another voter (thesis §3.10) */
+    RAFT_CHANGE_CONF = 8, /* leader: add a learner, promote it, or remove a server (thesis §4) */
+};
+
+/* Single-server membership changes (thesis §4.1). A new server joins as a
+ * learner (it replicates but counts in no quorum), is promoted to voter once
+ * it has caught up, and any server can be removed, the leader included. */
+enum raft_conf_op {
+    RAFT_ADD_LEARNER = 1,
+    RAFT_PROMOTE = 2,
+    RAFT_REMOVE = 3,
 };
 
 struct raft_event {
@@ -249,6 +268,10 @@ struct raft_event {
         struct {
             raft_id to; /* a voter, or 0 for the most up-to-date one */
         } transfer;
+        struct {
+            enum raft_conf_op op;
+            raft_id id;
+        } change_conf;
     };
 };
 
@@ -356,6 +379,16 @@ raft_term raft_term_at(const struct raft *r, raft_index index);
 /* The entry at index into *e (data valid until the next raft_step); false if absent. */
 bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e);
 
+/* The configuration in force: one entry per member. */
+struct raft_member {
+    raft_id id;
+    bool is_voter; /* false: a learner */
+};
+/* Copy up to max members into out; returns how many there are. */
+size_t raft_configuration(const struct raft *r, struct raft_member *out, size_t max);
+/* Index of the entry that set the configuration in force (0: the base one). */
+raft_index raft_configuration_index(const struct raft *r);
+
 /* Leader only: replication state of a peer. False if not leader or unknown peer. */
 struct raft_peer_status {
     raft_id id;
@@ -363,6 +396,8 @@ struct raft_peer_status {
     raft_index next_index;
     bool is_replicating; /* pipelining (true) or probing (false) */
     uint32_t inflight;
+    bool is_voter;
+    bool caught_up; /* a learner that kept up for a whole round (thesis §4.2.1) */
 };
 bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status *st);
 

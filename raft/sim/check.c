@@ -180,8 +180,31 @@ static void mirror_update(struct sim *s, struct sim_node *n, const struct raft_u
     }
 }
 
+/* Commitment needs a majority of the leader's configuration (§5.3, thesis
+ * §4): when a leader commits index c, a majority of the voters of the
+ * configuration in force must store that very entry durably. */
+static void check_commit_quorum(struct sim *s, struct sim_node *n, raft_index c)
+{
+    struct raft_member m[SIM_MAX_NODES * 2];
+    size_t count = raft_configuration(n->r, m, SIM_MAX_NODES * 2), voters = 0, holders = 0;
+    uint64_t chain = n->mem.e[c - 1].chain;
+    for (size_t i = 0; i < count; i++) {
+        if (!m[i].is_voter)
+            continue;
+        voters++;
+        const struct sim_node *v =
+            m[i].id >= 1 && m[i].id <= s->o.nodes ? &s->nodes[m[i].id - 1] : NULL;
+        holders += v && v->disk.n >= c && v->disk.e[c - 1].chain == chain;
+    }
+    if (holders < voters / 2 + 1)
+        check_violation(s, "Commit Quorum",
+                        "n%llu committed index %llu, stored durably by only %zu of its %zu voters",
+                        (unsigned long long)n->id, (unsigned long long)c, holders, voters);
+}
+
 /* State Machine Safety, at the log level: the committed prefixes agree. */
-static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, raft_term term)
+static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, raft_term term,
+                         bool by_leader)
 {
     if (commit <= n->commit) {
         n->commit = commit;
@@ -193,6 +216,8 @@ static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, r
                         (unsigned long long)n->id, (unsigned long long)commit);
         return;
     }
+    if (by_leader)
+        check_commit_quorum(s, n, commit);
     raft_index known = s->committed_n;
     raft_index at = commit < known ? commit : known;
     if (at > 0 && n->mem.e[at - 1].chain != s->committed_chain[at]) {
@@ -277,7 +302,10 @@ void check_update(struct sim *s, struct sim_node *n, const struct raft_update *u
 {
     check_election_safety(s, n, u);
     mirror_update(s, n, u);
-    check_commit(s, n, u->commit_index, u->current_term);
+    /* A leader's own decision (not a commit index learned from a newer
+     * leader in the step that deposed it) must rest on a majority. */
+    bool by_leader = n->r && n->role == RAFT_LEADER && u->role == RAFT_LEADER;
+    check_commit(s, n, u->commit_index, u->current_term, by_leader);
     check_leader_completeness(s, n, u);
     check_apply(s, n, u);
     n->term = u->current_term;

@@ -3,12 +3,13 @@
  * See usage() below, docs/simulator.md for the scenario language, and
  * docs/trace.md for what the trace lines mean.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "sim.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -159,12 +160,18 @@ static unsigned parse_sizes(const char *list, unsigned *sizes, unsigned max)
 
 /* One worker: seeds from+k, from+k+jobs, ... Writes failures and a summary
  * line to fd. */
+/* Set by the first worker that finds the expected violation, so that the
+ * others stop too (shared between the forked workers). */
+static volatile int *found_flag;
+
 static void seeds_worker(struct common *c, const unsigned *sizes, unsigned n_sizes, unsigned k,
                          FILE *out, double start)
 {
     uint64_t passed = 0, failed = 0, found = 0, ran = 0;
     for (uint64_t i = k; i < c->count; i += c->jobs) {
         if (c->max_seconds > 0 && wall_seconds() - start > c->max_seconds)
+            break;
+        if (found_flag && *found_flag)
             break;
         struct sim_random_options o = c->ro;
         o.seed = c->from + i;
@@ -178,6 +185,8 @@ static void seeds_worker(struct common *c, const unsigned *sizes, unsigned n_siz
             if (rv == 1 && strstr(verdict, c->expect)) {
                 fprintf(out, "F found: %s\nF replay: %s\n", verdict, replay);
                 found++;
+                if (found_flag)
+                    *found_flag = 1;
                 break;
             }
             continue;
@@ -212,6 +221,11 @@ static int cmd_seeds(struct common *c, uint64_t default_count)
         c->jobs = cpus > 0 ? (unsigned)cpus : 1;
     }
     double start = wall_seconds();
+    void *shared =
+        mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    found_flag = shared == MAP_FAILED ? NULL : shared;
+    if (found_flag)
+        *found_flag = 0;
     FILE *results = tmpfile();
     if (!results) {
         perror("raftsim: tmpfile");

@@ -25,7 +25,8 @@ enum fault {
     FAULT_DUP = 1 << 5,
     FAULT_DELAY = 1 << 6,
     FAULT_REORDER = 1 << 7,
-    FAULT_ALL = (1 << 8) - 1,
+    FAULT_MEMBERSHIP = 1 << 8,
+    FAULT_ALL = (1 << 9) - 1,
 };
 
 static const struct {
@@ -40,6 +41,7 @@ static const struct {
     {"dup", FAULT_DUP},
     {"delay", FAULT_DELAY},
     {"reorder", FAULT_REORDER},
+    {"membership", FAULT_MEMBERSHIP},
     {"all", FAULT_ALL},
     {"none", 0},
 };
@@ -217,6 +219,48 @@ static void random_fault(struct sim *s, uint64_t *st, int faults)
     }
 }
 
+/* A random single-server change, as an operator would ask for one:
+ * add a server that is not a member as a learner, promote a learner, or
+ * remove a member (sometimes the leader itself). */
+static void random_membership(struct sim *s, uint64_t *st)
+{
+    struct raft *leader = sim_raft(s, sim_leader(s));
+    if (!leader)
+        return;
+    struct raft_member m[SIM_MAX_NODES + 1];
+    size_t n = raft_configuration(leader, m, SIM_MAX_NODES + 1);
+    raft_id outsiders[SIM_MAX_NODES], learners[SIM_MAX_NODES];
+    unsigned n_out = 0, n_learners = 0;
+    for (raft_id id = 1; id <= sim_nodes(s); id++) {
+        size_t k;
+        for (k = 0; k < n && m[k].id != id; k++)
+            ;
+        if (k == n)
+            outsiders[n_out++] = id;
+        else if (!m[k].is_voter)
+            learners[n_learners++] = id;
+    }
+    unsigned choice = (unsigned)(rnd(st) % 3);
+    enum raft_conf_op op;
+    raft_id id;
+    if (choice == 0 && n_out) {
+        op = RAFT_ADD_LEARNER;
+        id = outsiders[rnd(st) % n_out];
+    } else if (choice == 1 && n_learners) {
+        op = RAFT_PROMOTE;
+        id = learners[rnd(st) % n_learners];
+    } else if (choice == 2 && n > 1) {
+        op = RAFT_REMOVE;
+        id = m[rnd(st) % n].id;
+    } else {
+        return;
+    }
+    static const char *const names[] = {
+        [RAFT_ADD_LEARNER] = "add learner", [RAFT_PROMOTE] = "promote", [RAFT_REMOVE] = "remove"};
+    int rv = sim_change_conf(s, op, id);
+    sim_say(s, "CLIENT %s n%llu: %s", names[op], (unsigned long long)id, raft_strerror(rv));
+}
+
 static void heal_everything(struct sim *s, const struct sim_options *so)
 {
     sim_heal(s);
@@ -241,7 +285,9 @@ static bool has_leader(struct sim *s, void *arg)
 
 static bool all_committed(struct sim *s, void *arg)
 {
-    return sim_all_committed(s, *(raft_index *)arg);
+    /* Liveness asks for progress of the voters; a learner far behind is
+     * still catching up, which is not a failure of Raft. */
+    return sim_all_committed(s, *(raft_index *)arg, true);
 }
 
 /* Liveness: after the heal, a leader and a committed entry on every node. */
@@ -271,7 +317,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     int faults = parse_faults(o->faults ? o->faults : "all");
     if (faults < 0) {
         snprintf(verdict, size, "unknown fault in '%s' (use %s)", o->faults,
-                 "partition,oneway,crash,pause,drop,dup,delay,reorder, all or none");
+                 "partition,oneway,crash,pause,drop,dup,delay,reorder,membership, all or none");
         return 2;
     }
     uint64_t st = o->seed ^ 0x5eed5eed5eed5eedULL;
@@ -287,14 +333,17 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     static const uint32_t windows[] = {1, 2, 8, 64};
     so.raft.max_append_entries = batches[rnd(&st) % 5];
     so.raft.max_inflight = windows[rnd(&st) % 4];
+    /* With membership changes, some servers start outside, to join later. */
+    if ((faults & FAULT_MEMBERSHIP) && o->nodes > 2)
+        so.voters = o->nodes - (unsigned)(rnd(&st) % 3);
 
     struct sim *s = sim_new(&so);
     if (!s) {
         snprintf(verdict, size, "could not create the simulation");
         return 2;
     }
-    sim_say(s, "RANDOM seed=%llu nodes=%u faults=%s batch=%u inflight=%u",
-            (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
+    sim_say(s, "RANDOM seed=%llu nodes=%u voters=%u faults=%s batch=%u inflight=%u",
+            (unsigned long long)o->seed, o->nodes, so.voters, o->faults ? o->faults : "all",
             so.raft.max_append_entries, so.raft.max_inflight);
 
     uint64_t next_fault = between(&st, 100, 600), next_client = between(&st, 5, 40);
@@ -311,7 +360,9 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
             bool backlog = leader && raft_last_index(leader) - raft_commit_index(leader) >=
                                          MAX_OUTSTANDING_WRITES;
             unsigned op = (unsigned)(rnd(&st) % 64);
-            if (op == 0) {
+            if (op < 4 && (faults & FAULT_MEMBERSHIP)) {
+                random_membership(s, &st);
+            } else if (op == 4) {
                 raft_id to = 1 + rnd(&st) % sim_nodes(s);
                 sim_say(s, "CLIENT transfer leadership to n%llu", (unsigned long long)to);
                 sim_transfer(s, to);

@@ -146,6 +146,8 @@ static void cmd_nodes(struct scenario *sc, int argc, char **argv)
     o.raft.unsafe_commit_old_term = flag(argc, argv, "unsafe-commit-old-term");
     o.raft.allow_unsafe =
         o.raft.prevote_off || o.raft.check_quorum_off || o.raft.unsafe_commit_old_term;
+    if (parse_u64(opt(argc, argv, "voters"), &v))
+        o.voters = (unsigned)v;
     if (parse_u64(opt(argc, argv, "election"), &v))
         o.raft.election_timeout_ms = (uint32_t)v;
     if (parse_u64(opt(argc, argv, "heartbeat"), &v))
@@ -181,7 +183,7 @@ static bool pred_new_leader(struct sim *s, void *arg)
 
 static bool pred_committed(struct sim *s, void *arg)
 {
-    return sim_all_committed(s, *(raft_index *)arg);
+    return sim_all_committed(s, *(raft_index *)arg, false);
 }
 
 static void cmd_until(struct scenario *sc, int argc, char **argv)
@@ -469,6 +471,26 @@ static void run_command(struct scenario *sc, int argc, char **argv)
         int rv = sim_read(s, at);
         if (rv != RAFT_OK)
             sim_say(s, "read refused: %s", raft_strerror(rv));
+    } else if ((strcmp(c, "add-learner") == 0 || strcmp(c, "promote") == 0 ||
+                strcmp(c, "remove") == 0) &&
+               argc == 2) {
+        raft_id id = node_arg(sc, argc, argv, 1);
+        enum raft_conf_op op = c[0] == 'a'   ? RAFT_ADD_LEARNER
+                               : c[0] == 'p' ? RAFT_PROMOTE
+                                             : RAFT_REMOVE;
+        raft_id leader = sim_leader(s);
+        int rv = id ? sim_change_conf(s, op, id) : RAFT_EINVAL;
+        sim_say(s, "%s n%llu at n%llu: %s", c, (unsigned long long)id, (unsigned long long)leader,
+                raft_strerror(rv));
+    } else if (strcmp(c, "members") == 0) {
+        struct raft *l = sim_raft(s, sim_leader(s));
+        struct raft_member m[SIM_MAX_NODES * 2];
+        size_t n = l ? raft_configuration(l, m, SIM_MAX_NODES * 2) : 0;
+        char text[256] = "";
+        for (size_t i = 0; i < n && i < SIM_MAX_NODES * 2; i++)
+            snprintf(text + strlen(text), sizeof(text) - strlen(text), " n%llu%s",
+                     (unsigned long long)m[i].id, m[i].is_voter ? "" : "(learner)");
+        sim_say(s, "members:%s", l ? text : " (no leader)");
     } else if (strcmp(c, "transfer") == 0) {
         const char *a = opt(argc, argv, "to");
         raft_id to = 0;

@@ -593,8 +593,11 @@ bool sim_run_until(struct sim *s, uint64_t max_ms, bool (*pred)(struct sim *s, v
 
 static int node_start(struct sim *s, struct sim_node *n)
 {
+    /* Founders start with the bootstrap configuration; the others join
+     * later and start with none (they learn it from the leader). */
     raft_id voters[SIM_MAX_NODES];
-    for (unsigned i = 0; i < s->o.nodes; i++)
+    unsigned n_voters = n->id <= s->o.voters ? s->o.voters : 0;
+    for (unsigned i = 0; i < n_voters; i++)
         voters[i] = i + 1;
     struct raft_entry *entries = xmalloc(n->disk.n * sizeof(*entries));
     for (size_t i = 0; i < n->disk.n; i++) {
@@ -610,7 +613,7 @@ static int node_start(struct sim *s, struct sim_node *n)
                                 .n_entries = n->disk.n,
                                 .applied_index = 0,
                                 .voters = voters,
-                                .n_voters = s->o.nodes};
+                                .n_voters = n_voters};
     struct raft_config cfg = s->o.raft;
     cfg.id = n->id;
     cfg.seed = s->o.seed * 1000003 + n->incarnation;
@@ -761,14 +764,41 @@ raft_id sim_leader(struct sim *s)
     return best;
 }
 
-bool sim_all_committed(struct sim *s, raft_index index)
+/* Whether id is in the configuration of the current leader (or, with no
+ * leader, whether it is running at all); voters_only leaves learners out. */
+static bool sim_is_member(struct sim *s, raft_id id, bool voters_only)
+{
+    struct raft *leader = sim_raft(s, sim_leader(s));
+    if (!leader)
+        return true;
+    struct raft_member m[SIM_MAX_NODES + 1];
+    size_t n = raft_configuration(leader, m, SIM_MAX_NODES + 1);
+    for (size_t i = 0; i < n && i <= SIM_MAX_NODES; i++)
+        if (m[i].id == id)
+            return m[i].is_voter || !voters_only;
+    return false;
+}
+
+bool sim_all_committed(struct sim *s, raft_index index, bool voters_only)
 {
     for (unsigned i = 0; i < s->o.nodes; i++) {
         struct sim_node *n = &s->nodes[i];
-        if (n->r && !n->paused && (raft_commit_index(n->r) < index || n->applied < index))
+        if (n->r && !n->paused && sim_is_member(s, n->id, voters_only) &&
+            (raft_commit_index(n->r) < index || n->applied < index))
             return false;
     }
     return true;
+}
+
+int sim_change_conf(struct sim *s, enum raft_conf_op op, raft_id id)
+{
+    struct sim_node *n = node_of(s, sim_leader(s));
+    if (!n)
+        return RAFT_ENOTLEADER;
+    struct raft_event ev = {.type = RAFT_CHANGE_CONF};
+    ev.change_conf.op = op;
+    ev.change_conf.id = id;
+    return node_step(s, n, &ev, NULL);
 }
 
 int sim_propose(struct sim *s, raft_id at, unsigned n_entries, raft_index *first, raft_index *last)
@@ -866,6 +896,7 @@ void sim_options_default(struct sim_options *o, unsigned nodes, uint64_t seed)
 {
     memset(o, 0, sizeof(*o));
     o->nodes = nodes;
+    o->voters = nodes;
     o->seed = seed;
     raft_config_default(&o->raft);
     o->raft.election_timeout_ms = 150;
@@ -879,8 +910,10 @@ void sim_options_default(struct sim_options *o, unsigned nodes, uint64_t seed)
 
 struct sim *sim_new(const struct sim_options *o)
 {
-    if (o->nodes < 1 || o->nodes > SIM_MAX_NODES || o->tick_ms == 0) {
-        fprintf(stderr, "raftsim: nodes must be 1..%d and tick_ms > 0\n", SIM_MAX_NODES);
+    if (o->nodes < 1 || o->nodes > SIM_MAX_NODES || o->tick_ms == 0 || o->voters < 1 ||
+        o->voters > o->nodes) {
+        fprintf(stderr, "raftsim: nodes must be 1..%d, voters 1..nodes, tick_ms > 0\n",
+                SIM_MAX_NODES);
         return NULL;
     }
     struct sim *s = xmalloc(sizeof(*s));

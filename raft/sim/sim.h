@@ -26,6 +26,7 @@ enum { SIM_MAX_NODES = 9 };
 
 struct sim_options {
     unsigned nodes;
+    unsigned voters; /* nodes 1..voters bootstrap the cluster; the rest may join later */
     uint64_t seed;
     struct raft_config raft; /* id and seed are set per node */
     uint32_t tick_ms;        /* how often every node gets RAFT_TICK */
@@ -59,8 +60,9 @@ bool sim_run_until(struct sim *s, uint64_t max_ms, bool (*pred)(struct sim *s, v
 
 /* The node that leads the highest term among running nodes, or 0. */
 raft_id sim_leader(struct sim *s);
-/* Whether every running node knows that leader and has committed `index`. */
-bool sim_all_committed(struct sim *s, raft_index index);
+/* Whether every running member of the leader's configuration (or only every
+ * voter) has committed and applied `index`. */
+bool sim_all_committed(struct sim *s, raft_index index, bool voters_only);
 struct raft *sim_raft(struct sim *s, raft_id id); /* NULL while crashed */
 bool sim_is_up(const struct sim *s, raft_id id);
 bool sim_is_paused(const struct sim *s, raft_id id);
@@ -72,6 +74,8 @@ int sim_propose(struct sim *s, raft_id at, unsigned n, raft_index *first, raft_i
 int sim_propose_sized(struct sim *s, raft_id at, unsigned n, size_t size, raft_index *first,
                       raft_index *last);
 int sim_read(struct sim *s, raft_id at);
+/* Ask the leader to change the configuration (thesis §4). */
+int sim_change_conf(struct sim *s, enum raft_conf_op op, raft_id id);
 /* Ask the leader to hand leadership to `to` (0: the most up-to-date voter). */
 int sim_transfer(struct sim *s, raft_id to);
 /* Start an election at node `id` now (RAFT_TIMEOUT). */
@@ -127,7 +131,8 @@ struct sim_random_options {
     unsigned nodes;
     uint64_t chaos_ms;  /* virtual time with faults */
     uint64_t settle_ms; /* after healing: a leader and a commit must come within this */
-    const char *faults; /* comma list: partition,oneway,crash,pause,drop,dup,delay or "all" */
+    const char *faults; /* comma list: partition,oneway,crash,pause,drop,dup,delay,reorder,
+                         * membership, or "all" */
     bool unsafe_commit_old_term;
     bool prevote_off;
     bool check_quorum_off;

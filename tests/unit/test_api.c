@@ -24,8 +24,12 @@ static void test_init_validates_config(void)
     CHECK_EQ(init_with(&cfg, &st), RAFT_OK);
     fx_config(&cfg, 0);
     CHECK_EQ(init_with(&cfg, &st), RAFT_EINVAL);
-    fx_config(&cfg, 4); /* not a voter */
-    CHECK_EQ(init_with(&cfg, &st), RAFT_EINVAL);
+    fx_config(&cfg, 4); /* not a member: a server joining later, or one removed */
+    CHECK_EQ(init_with(&cfg, &st), RAFT_OK);
+    raft_id learner_too[] = {2};
+    struct raft_persisted both = {
+        .voters = V3, .n_voters = 3, .learners = learner_too, .n_learners = 1};
+    CHECK_EQ(init_with(&cfg, &both), RAFT_EINVAL); /* a voter cannot also be a learner */
     fx_config(&cfg, 1);
     cfg.heartbeat_interval_ms = cfg.election_timeout_ms;
     CHECK_EQ(init_with(&cfg, &st), RAFT_EINVAL);

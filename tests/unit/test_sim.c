@@ -139,7 +139,7 @@ static void test_crash_restart_recovers_durable_log(void)
     raft_index last = 0;
     CHECK_EQ(sim_propose(s, 0, 5, NULL, &last), RAFT_OK);
     sim_run_for(s, 200);
-    CHECK(sim_all_committed(s, last));
+    CHECK(sim_all_committed(s, last, false));
     for (raft_id id = 1; id <= 3; id++)
         sim_crash(s, id);
     for (raft_id id = 1; id <= 3; id++)
