@@ -100,6 +100,7 @@ struct raft_server {
     bool probe_sent;         /* PROBE: an AppendEntries is unanswered; wait */
     bool recent_active;      /* heard from it since the last check-quorum (thesis §6.2) */
     uint64_t read_seq_acked; /* highest ReadIndex round it confirmed */
+    uint64_t acked_sent_ms;  /* our clock when we sent the newest message it acknowledged */
     /* Ring of the last index sent in each unacknowledged AppendEntries. */
     raft_index *inflight;
     uint32_t inflight_head;
@@ -124,6 +125,7 @@ unsigned quorum_size(const struct raft *r); /* majority of the voters */
 raft_index quorum_match_index(const struct raft *r);
 /* Number of voters whose read_seq_acked >= seq, counting ourselves. */
 unsigned quorum_read_acks(const struct raft *r, uint64_t seq);
+uint64_t quorum_lease_start(const struct raft *r);
 /* Number of voters that granted their vote, and that refused it. */
 unsigned quorum_votes_granted(const struct raft *r);
 unsigned quorum_votes_denied(const struct raft *r);
@@ -170,6 +172,7 @@ struct raft {
     uint64_t heartbeat_deadline_ms;    /* leader: next heartbeat round */
     uint64_t check_quorum_deadline_ms; /* leader: next check-quorum (thesis §6.2) */
     uint64_t leader_contact_ms;        /* last time a current leader spoke to us */
+    uint64_t boot_lease_until_ms;      /* before this, act as if a leader were alive */
     uint64_t prng;
 
     /* The configuration in force (the newest in the log), and the base one
@@ -271,6 +274,7 @@ int readindex_request(struct raft *r, uint64_t id);
 void readindex_release(struct raft *r);
 void readindex_fail_all(struct raft *r);
 void readindex_end_of_step(struct raft *r);
+bool readindex_lease_valid(const struct raft *r);
 
 /* heap.c: the only allocation functions the core uses */
 void *raft_malloc(size_t size);

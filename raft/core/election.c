@@ -25,6 +25,12 @@ bool election_in_leader_lease(const struct raft *r)
      * the minimum election timeout believes that leader is alive. */
     if (r->role == RAFT_LEADER)
         return true;
+    /* With lease reads, a server that just started may have acknowledged a
+     * leader right before it went down, extending that leader's lease; until
+     * an election timeout has passed it cannot tell, so it treats that
+     * leader as alive. (Set on every server of a cluster with lease reads.) */
+    if (r->now_ms < r->boot_lease_until_ms)
+        return true;
     return r->leader_id != 0 && r->now_ms - r->leader_contact_ms < r->cfg.election_timeout_ms;
 }
 

@@ -90,8 +90,7 @@ static void start_round(struct raft *r, struct raft_server *s)
 
 /* Make `members` the configuration in force. Progress of servers that stay
  * is kept; our own entry always exists. */
-int membership_apply(struct raft *r, const struct raft_member *members, size_t n,
-                     raft_index index)
+int membership_apply(struct raft *r, const struct raft_member *members, size_t n, raft_index index)
 {
     bool self_member = false;
     for (size_t k = 0; k < n; k++)
@@ -196,8 +195,8 @@ void membership_after_truncate(struct raft *r)
     }
     if (membership_apply(r, r->base_conf, r->n_base_conf, 0) != RAFT_OK)
         r->oom = 1;
-    update_trace(r, "thesis §4.1 configuration entry truncated: previous one in force", 0, 0,
-                 NULL, 0);
+    update_trace(r, "thesis §4.1 configuration entry truncated: previous one in force", 0, 0, NULL,
+                 0);
 }
 
 static const char *refuse(struct raft *r, enum raft_conf_op op, raft_id id, int *rv)
@@ -241,14 +240,16 @@ int membership_change(struct raft *r, enum raft_conf_op op, raft_id id)
     if (r->transfer_to)
         return RAFT_ETRANSFER;
     if (r->conf_index > r->commit_index) {
-        update_trace(r, "thesis §4.1 configuration change refused: the previous one is not "
-                        "committed yet",
+        update_trace(r,
+                     "thesis §4.1 configuration change refused: the previous one is not "
+                     "committed yet",
                      id, r->conf_index, NULL, 0);
         return RAFT_ECONFCHANGE;
     }
     if (r->commit_index < r->term_start_index) {
-        update_trace(r, "thesis §4.1 configuration change refused: no entry of this term "
-                        "committed yet",
+        update_trace(r,
+                     "thesis §4.1 configuration change refused: no entry of this term "
+                     "committed yet",
                      id, r->term_start_index, NULL, 0);
         return RAFT_ECONFCHANGE;
     }

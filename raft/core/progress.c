@@ -21,6 +21,7 @@ void progress_reset(struct raft *r, struct raft_server *s)
     s->probe_sent = false;
     s->recent_active = false;
     s->read_seq_acked = 0;
+    s->acked_sent_ms = 0;
     s->inflight_head = 0;
     s->inflight_count = 0;
 }

@@ -64,6 +64,30 @@ raft_index quorum_match_index(const struct raft *r)
     return best;
 }
 
+/* thesis §6.4.1: the newest time at which a majority (ourselves counted as
+ * now) had heard from us: the quorum-th largest acknowledged send time. */
+uint64_t quorum_lease_start(const struct raft *r)
+{
+    unsigned need = quorum_size(r);
+    uint64_t best = 0;
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        const struct raft_server *c = &r->servers[i];
+        if (!c->is_voter)
+            continue;
+        uint64_t t = c == r->self ? r->now_ms : c->acked_sent_ms;
+        if (t <= best)
+            continue;
+        unsigned holders = 0;
+        for (unsigned j = 0; j < r->n_servers; j++) {
+            const struct raft_server *s = &r->servers[j];
+            holders += s->is_voter && (s == r->self ? r->now_ms : s->acked_sent_ms) >= t;
+        }
+        if (holders >= need)
+            best = t;
+    }
+    return best;
+}
+
 unsigned quorum_read_acks(const struct raft *r, uint64_t seq)
 {
     unsigned n = 0;

@@ -21,6 +21,7 @@ void raft_config_default(struct raft_config *cfg)
     cfg->max_uncommitted_bytes = (size_t)64 << 20;
     cfg->max_entry_bytes = (size_t)8 << 20;
     cfg->max_pending_reads = 4096;
+    cfg->clock_drift_bound_pct = 10;
 }
 
 /* splitmix64: small, fast, and good enough for timeouts (host contract 3). */
@@ -38,6 +39,8 @@ static int check_config(const struct raft_config *cfg)
         cfg->heartbeat_interval_ms >= cfg->election_timeout_ms || cfg->max_append_entries == 0 ||
         cfg->max_inflight == 0 || cfg->max_pending_reads == 0 || cfg->max_entry_bytes == 0 ||
         cfg->max_entry_bytes > UINT32_MAX)
+        return RAFT_EINVAL;
+    if (cfg->clock_drift_bound_pct >= 100 || (cfg->lease_reads && cfg->check_quorum_off))
         return RAFT_EINVAL;
     bool unsafe = cfg->prevote_off || cfg->check_quorum_off || cfg->unsafe_commit_old_term;
     if (unsafe && !cfg->allow_unsafe)
@@ -231,6 +234,8 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     update_begin(r, out);
     if (r->election_deadline_ms == 0) { /* the first event starts the clock */
         r->now_ms = ev->now_ms;
+        if (r->cfg.lease_reads) /* see election_in_leader_lease() */
+            r->boot_lease_until_ms = ev->now_ms + r->cfg.election_timeout_ms;
         election_reset_timer(r);
     }
     if (ev->now_ms > r->now_ms)
@@ -337,6 +342,11 @@ bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e)
         return false;
     log_get(&r->log, index, e);
     return true;
+}
+
+bool raft_lease_valid(const struct raft *r)
+{
+    return readindex_lease_valid(r);
 }
 
 bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status *st)

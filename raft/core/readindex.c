@@ -13,6 +13,22 @@
  */
 #include "core.h"
 
+/* thesis §6.4.1: while a majority acknowledged us within the lease, no
+ * other leader can have been elected (their voters ignore candidates while
+ * they hear from us), so our commitIndex is current. The lease is shorter
+ * than the election timeout by the clock drift bound; a transfer ends it at
+ * once, since it lets the target win without waiting. */
+bool readindex_lease_valid(const struct raft *r)
+{
+    if (!r->cfg.lease_reads || r->role != RAFT_LEADER || r->transfer_to ||
+        r->commit_index < r->term_start_index)
+        return false;
+    uint64_t lease =
+        (uint64_t)r->cfg.election_timeout_ms * (100 - r->cfg.clock_drift_bound_pct) / 100;
+    uint64_t start = quorum_lease_start(r);
+    return start != 0 && r->now_ms < start + lease;
+}
+
 int readindex_request(struct raft *r, uint64_t id)
 {
     if (r->role != RAFT_LEADER)
@@ -24,6 +40,10 @@ int readindex_request(struct raft *r, uint64_t id)
     r->reads_count++;
     rd->id = id;
     rd->index = r->commit_index > r->term_start_index ? r->commit_index : r->term_start_index;
+    if (readindex_lease_valid(r)) {
+        rd->seq = 0; /* confirmed by the lease: no round needed */
+        return RAFT_OK;
+    }
     rd->seq = r->read_seq + 1;
     r->read_round_wanted = true;
     return RAFT_OK;
@@ -34,8 +54,9 @@ void readindex_release(struct raft *r)
     unsigned need = quorum_size(r);
     while (r->reads_count > 0) {
         struct pending_read *rd = &r->reads[r->reads_head];
-        if (rd->seq > r->read_seq || quorum_read_acks(r, rd->seq) < need ||
-            r->applied_index < rd->index)
+        bool confirmed =
+            rd->seq == 0 || (rd->seq <= r->read_seq && quorum_read_acks(r, rd->seq) >= need);
+        if (!confirmed || r->applied_index < rd->index)
             return;
         update_read_done(r, rd->id, rd->index, RAFT_OK);
         r->reads_head = (r->reads_head + 1) % r->cfg.max_pending_reads;

@@ -44,6 +44,7 @@ static bool send_one(struct raft *r, struct raft_server *s, bool heartbeat)
     m->append_entries.prev_log_term = log_term_at(&r->log, prev);
     m->append_entries.leader_commit = r->commit_index;
     m->append_entries.read_seq = r->read_seq;
+    m->append_entries.sent_ms = r->now_ms;
     update_message_entries(r, m, prev + 1, n);
     if (!heartbeat && (n > 0 || s->state == PROGRESS_PROBE))
         progress_sent(r, s, prev + n);
@@ -187,6 +188,8 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
     s->recent_active = true;
     if (res->read_seq > s->read_seq_acked && res->read_seq <= r->read_seq)
         s->read_seq_acked = res->read_seq;
+    if (res->echo_sent_ms > s->acked_sent_ms && res->echo_sent_ms <= r->now_ms)
+        s->acked_sent_ms = res->echo_sent_ms;
 
     if (res->success) {
         if (res->match_index > s->match_index || s->state == PROGRESS_PROBE) {
@@ -227,6 +230,7 @@ static struct raft_message *reply(struct raft *r, const struct raft_message *m)
     /* Host contract 1: what we acknowledge must be durable first. */
     res->after_persist = true;
     res->append_entries_result.read_seq = m->append_entries.read_seq;
+    res->append_entries_result.echo_sent_ms = m->append_entries.sent_ms;
     return res;
 }
 

@@ -132,6 +132,7 @@ struct raft_append_entries {
     raft_term prev_log_term;
     raft_index leader_commit;
     uint64_t read_seq; /* ReadIndex round this message confirms (thesis §6.4) */
+    uint64_t sent_ms;  /* the leader's clock when sent, echoed back (lease reads) */
     const struct raft_entry *entries;
     size_t n_entries;
 };
@@ -143,7 +144,8 @@ struct raft_append_entries_result {
     raft_term conflict_term;   /* failure: our term at rejected_index, 0 if log too short */
     raft_index conflict_index; /* failure: first index of conflict_term, or last + 1 */
     raft_index last_log_index;
-    uint64_t read_seq; /* echoed from the AppendEntries */
+    uint64_t read_seq;     /* echoed from the AppendEntries */
+    uint64_t echo_sent_ms; /* echoed from the AppendEntries */
 };
 
 struct raft_message {
@@ -181,6 +183,18 @@ struct raft_config {
     size_t max_uncommitted_bytes; /* proposals refused beyond this; default 64 MiB */
     size_t max_entry_bytes;       /* largest entry accepted; default 8 MiB */
     uint32_t max_pending_reads;   /* ReadIndex requests waiting; default 4096 */
+
+    /* Lease reads (thesis §6.4.1), opt-in: the leader answers reads from its
+     * own state, without a round of messages, while a majority has
+     * acknowledged it within the last election timeout, shortened by the
+     * clock drift bound. Needs check-quorum (followers then ignore votes
+     * while they hear a leader, which is what makes the lease hold). Safe
+     * only if no clock runs faster than the bound allows: the simulator's
+     * clock skew shows what happens otherwise. Set it on every server: a
+     * server with it also refuses votes for an election timeout after it
+     * starts, since before a crash it may have extended a leader's lease. */
+    bool lease_reads;
+    uint32_t clock_drift_bound_pct; /* lease = election timeout * (100 - pct) / 100; default 10 */
 
     /* Teaching knobs. Each one breaks a guarantee on purpose; raft_init()
      * refuses them with RAFT_EUNSAFE unless allow_unsafe is also set. */
@@ -378,6 +392,9 @@ raft_index raft_last_index(const struct raft *r);
 raft_term raft_term_at(const struct raft *r, raft_index index);
 /* The entry at index into *e (data valid until the next raft_step); false if absent. */
 bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e);
+
+/* Whether a lease read would be served now without a round (thesis §6.4.1). */
+bool raft_lease_valid(const struct raft *r);
 
 /* The configuration in force: one entry per member. */
 struct raft_member {

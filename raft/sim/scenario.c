@@ -144,6 +144,9 @@ static void cmd_nodes(struct scenario *sc, int argc, char **argv)
     o.raft.prevote_off = flag(argc, argv, "prevote=off");
     o.raft.check_quorum_off = flag(argc, argv, "checkquorum=off");
     o.raft.unsafe_commit_old_term = flag(argc, argv, "unsafe-commit-old-term");
+    o.raft.lease_reads = flag(argc, argv, "lease");
+    if (parse_u64(opt(argc, argv, "drift"), &v))
+        o.raft.clock_drift_bound_pct = (uint32_t)v;
     o.raft.allow_unsafe =
         o.raft.prevote_off || o.raft.check_quorum_off || o.raft.unsafe_commit_old_term;
     if (parse_u64(opt(argc, argv, "voters"), &v))
@@ -507,6 +510,13 @@ static void run_command(struct scenario *sc, int argc, char **argv)
         raft_id a = node_arg(sc, argc, argv, 1), b = node_arg(sc, argc, argv, 2);
         if (a && b)
             sim_block(s, a, b, true);
+    } else if (strcmp(c, "clock") == 0 && argc == 3 && parse_u64(argv[2], &v)) {
+        raft_id id = node_arg(sc, argc, argv, 1);
+        if (id) {
+            sim_set_clock_rate(s, id, (unsigned)v);
+            sim_say(s, "n%llu clock runs at %llu%% speed", (unsigned long long)id,
+                    (unsigned long long)v);
+        }
     } else if (strcmp(c, "reorder") == 0 && argc == 2) {
         sim_set_reorder(s, strcmp(argv[1], "on") == 0);
     } else if (strcmp(c, "heal") == 0) {

@@ -444,12 +444,29 @@ static void schedule_write(struct sim *s, struct sim_node *n, const struct raft_
     heap_push(s, ev);
 }
 
+/* The node's own clock: it runs at clock_pct percent of virtual time since
+ * its anchor (clock skew, for lease reads), and never goes backwards. */
+static uint64_t node_clock(const struct sim *s, const struct sim_node *n)
+{
+    return n->clock_anchor_local + (s->now_ms - n->clock_anchor_virtual) * n->clock_pct / 100;
+}
+
+void sim_set_clock_rate(struct sim *s, raft_id id, unsigned pct)
+{
+    struct sim_node *n = node_of(s, id);
+    if (!n || pct == 0)
+        return;
+    n->clock_anchor_local = node_clock(s, n);
+    n->clock_anchor_virtual = s->now_ms;
+    n->clock_pct = pct;
+}
+
 /* Step the core and act on its update. `proposed`, when not NULL, receives
  * the indices a RAFT_PROPOSE was given. */
 static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, raft_index *proposed)
 {
     struct raft_update u;
-    ev->now_ms = s->now_ms;
+    ev->now_ms = node_clock(s, n);
     s->stats.events++;
     int rv = raft_step(n->r, ev, &u);
     if (rv == RAFT_ENOMEM) {
@@ -920,8 +937,10 @@ struct sim *sim_new(const struct sim_options *o)
     memset(s, 0, sizeof(*s));
     s->o = *o;
     s->prng = o->seed;
-    for (unsigned i = 0; i < o->nodes; i++)
+    for (unsigned i = 0; i < o->nodes; i++) {
         s->nodes[i].id = i + 1;
+        s->nodes[i].clock_pct = 100;
+    }
     sim_set_delay(s, o->delay_min_ms, o->delay_max_ms);
     for (unsigned i = 0; i < o->nodes; i++) {
         int rv = node_start(s, &s->nodes[i]);
@@ -996,11 +1015,11 @@ void sim_print_status(struct sim *s)
                     (unsigned long long)n->disk_term, n->disk.n);
             continue;
         }
-        sim_say(s, "n%u %-13s term=%llu leader=%llu commit=%llu applied=%llu last=%llu%s", i + 1,
+        sim_say(s, "n%u %-13s term=%llu leader=%llu commit=%llu applied=%llu last=%llu%s%s", i + 1,
                 raft_role_name(raft_role_of(n->r)), (unsigned long long)raft_current_term(n->r),
                 (unsigned long long)raft_leader(n->r), (unsigned long long)raft_commit_index(n->r),
                 (unsigned long long)n->applied, (unsigned long long)raft_last_index(n->r),
-                n->paused ? " (paused)" : "");
+                n->paused ? " (paused)" : "", raft_lease_valid(n->r) ? " (lease held)" : "");
     }
 }
 

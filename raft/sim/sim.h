@@ -96,6 +96,8 @@ void sim_set_dup(struct sim *s, unsigned pct);
 void sim_set_reorder(struct sim *s, bool reorder);
 void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t max_ms);
 void sim_set_link_delay(struct sim *s, raft_id from, raft_id to, uint32_t min_ms, uint32_t max_ms);
+/* Clock skew: node id's clock runs at pct percent of real (virtual) time. */
+void sim_set_clock_rate(struct sim *s, raft_id id, unsigned pct);
 
 /* Narration: a line in the trace, stamped with the virtual time. */
 void sim_say(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -45,6 +45,11 @@ struct sim_node {
     uint64_t write_done_ms;
     unsigned writes_pending;
 
+    /* The node's clock (clock skew): local = anchor_local +
+     * (virtual - anchor_virtual) * clock_pct / 100. */
+    uint64_t clock_anchor_local, clock_anchor_virtual;
+    unsigned clock_pct;
+
     /* Events that arrived while paused, in order. */
     struct sim_event **deferred;
     size_t n_deferred, cap_deferred;

@@ -212,8 +212,8 @@ static void test_follower_applies_and_reverts(void)
     raft_id voters[] = {1, 2, 3};
     struct raft_config cfg;
     fx_config(&cfg, 2);
-    struct raft_persisted st = {.current_term = 1, .entries = log, .n_entries = 2,
-                                .voters = voters, .n_voters = 3};
+    struct raft_persisted st = {
+        .current_term = 1, .entries = log, .n_entries = 2, .voters = voters, .n_voters = 3};
     struct fx g;
     fx_start(&g, &cfg, &st);
     CHECK(is_member(g.r, 4, &voter) && !voter);

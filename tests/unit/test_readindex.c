@@ -158,6 +158,104 @@ static void test_single_server_read(void)
     raft_close(f.r);
 }
 
+/* ------------------------------------------------------------------------
+ * Lease reads (thesis §6.4.1)
+ * ------------------------------------------------------------------------ */
+
+static void lease_leader(struct fx *f, uint32_t drift_pct)
+{
+    static raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 1);
+    cfg.lease_reads = true;
+    cfg.clock_drift_bound_pct = drift_pct;
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    fx_start(f, &cfg, &st);
+    fx_tick(f, 0);
+    f->now += 100; /* past the boot lease */
+    fx_elect(f, 3);
+    struct raft_message ok = fx_append_ok(2, 1, 1, 1);
+    ok.append_entries_result.echo_sent_ms = f->now; /* acknowledges what we sent now */
+    fx_recv(f, &ok);
+    CHECK_EQ(raft_commit_index(f->r), 1);
+}
+
+static void test_lease_read_needs_no_round(void)
+{
+    struct fx f;
+    lease_leader(&f, 10);
+    CHECK(raft_lease_valid(f.r));
+    CHECK_EQ(fx_read(&f, 1), RAFT_OK);
+    const struct raft_read *rd = find_read(&f, 1);
+    CHECK(rd && rd->status == RAFT_OK && rd->index == 1);
+    CHECK_EQ(f.u.n_messages, 0);
+    raft_close(f.r);
+}
+
+/* The lease lasts the election timeout less the drift bound (100 ms less
+ * 30% here), counted from when the acknowledged message was sent. */
+static void test_lease_expires_then_readindex(void)
+{
+    struct fx f;
+    lease_leader(&f, 30);
+    fx_tick(&f, 69);
+    CHECK(raft_lease_valid(f.r));
+    fx_tick(&f, 1);
+    CHECK(!raft_lease_valid(f.r));
+    CHECK_EQ(fx_read(&f, 2), RAFT_OK);
+    CHECK(find_read(&f, 2) == NULL);
+    CHECK(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2) != NULL); /* a ReadIndex round */
+    raft_close(f.r);
+}
+
+/* A transfer lets the target win at once, so the lease ends with it. */
+static void test_transfer_ends_lease(void)
+{
+    struct fx f;
+    lease_leader(&f, 10);
+    struct raft_event ev = {.type = RAFT_TRANSFER};
+    ev.transfer.to = 3;
+    fx_step(&f, &ev);
+    CHECK(!raft_lease_valid(f.r));
+    raft_close(f.r);
+}
+
+static void test_lease_needs_check_quorum(void)
+{
+    raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 1);
+    cfg.lease_reads = true;
+    cfg.check_quorum_off = true;
+    cfg.allow_unsafe = true;
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    struct raft *r;
+    CHECK_EQ(raft_init(&r, &cfg, &st), RAFT_EINVAL);
+}
+
+/* A server with lease reads refuses votes for an election timeout after it
+ * starts: before a crash it may have extended a leader's lease. */
+static void test_boot_lease_refuses_votes(void)
+{
+    raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 2);
+    cfg.lease_reads = true;
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    struct fx f;
+    fx_start(&f, &cfg, &st);
+    fx_tick(&f, 0);
+    struct raft_message pv = fx_request_vote(3, 2, 1, 0, 0, true);
+    fx_recv(&f, &pv);
+    const struct raft_message *res = fx_msg(&f, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    CHECK(res && !res->request_vote_result.vote_granted);
+    f.now += 100;
+    fx_recv(&f, &pv);
+    res = fx_msg(&f, RAFT_MSG_REQUEST_VOTE_RESULT, 3);
+    CHECK(res && res->request_vote_result.vote_granted);
+    raft_close(f.r);
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -169,6 +267,11 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_step_down_fails_reads),
         HARNESS_TEST(test_pending_reads_bounded),
         HARNESS_TEST(test_single_server_read),
+        HARNESS_TEST(test_lease_read_needs_no_round),
+        HARNESS_TEST(test_lease_expires_then_readindex),
+        HARNESS_TEST(test_transfer_ends_lease),
+        HARNESS_TEST(test_lease_needs_check_quorum),
+        HARNESS_TEST(test_boot_lease_refuses_votes),
     };
     return harness_main(argc, argv, "readindex", tests, sizeof(tests) / sizeof(tests[0]));
 }
