@@ -53,6 +53,8 @@ void commit_hand_out(struct raft *r)
 {
     /* Host contract 2: apply what is committed and durable here, in order. */
     raft_index upto = r->commit_index < r->persisted_index ? r->commit_index : r->persisted_index;
+    for (raft_index i = r->applied_index + 1; i <= upto; i++)
+        r->applied_bytes_since_snapshot += log_entry_len(&r->log, i);
     if (upto > r->applied_index)
         r->applied_index = upto;
 }

@@ -10,6 +10,7 @@
  *   readindex.c    linearizable reads without writing the log (thesis §6.4)
  *   transfer.c     leadership transfer (thesis §3.10)
  *   membership.c   single-server changes with learners (thesis §4)
+ *   snapshot.c     snapshots, compaction and chunked InstallSnapshot (§7)
  *   update.c       building the struct raft_update a step returns
  *   raft.c         init, the event dispatcher ("check the term first"), queries
  *   invariants.c   raft_check_invariants()
@@ -64,6 +65,10 @@ raft_term log_last_term(const struct raft_log *l);
 int log_append(struct raft_log *l, raft_term term, uint8_t type, const void *data, size_t len);
 /* Delete the entries from index on (index > offset). */
 void log_truncate(struct raft_log *l, raft_index index);
+/* Delete the entries up to and including index (offset < index <= last). */
+void log_compact(struct raft_log *l, raft_index index);
+/* Delete every entry; the log continues after (index, term). */
+void log_reset(struct raft_log *l, raft_index index, raft_term term);
 /* Fill e with the entry at index (which must be held). */
 void log_get(const struct raft_log *l, raft_index index, struct raft_entry *e);
 size_t log_entry_len(const struct raft_log *l, raft_index index);
@@ -79,6 +84,7 @@ raft_index log_first_index_with_term_ge(const struct raft_log *l, raft_term term
 enum progress_state {
     PROGRESS_PROBE = 0,     /* one AppendEntries at a time until nextIndex is right */
     PROGRESS_REPLICATE = 1, /* optimistic: send ahead, up to max_inflight messages */
+    PROGRESS_SNAPSHOT = 2,  /* the entries it needs are compacted: send the snapshot */
 };
 
 /* One server of the configuration, and what we know of it. Our own entry
@@ -105,6 +111,13 @@ struct raft_server {
     raft_index *inflight;
     uint32_t inflight_head;
     uint32_t inflight_count;
+
+    /* Leader, in PROGRESS_SNAPSHOT: the snapshot being sent, one chunk at
+     * a time; snapshot_offset is what the follower has acknowledged. */
+    raft_index snapshot_index;
+    raft_term snapshot_term;
+    uint64_t snapshot_offset;
+    bool snapshot_chunk_sent;
 
     /* Leader, for learners: catch-up rounds (thesis §4.2.1). */
     raft_index round_end_index; /* the round ends when matchIndex reaches this */
@@ -136,6 +149,29 @@ const struct raft_server *server_find_const(const struct raft *r, raft_id id);
 /* ------------------------------------------------------------------------
  * The instance
  * ------------------------------------------------------------------------ */
+
+/* The latest snapshot: taken here or installed from a leader. */
+struct snapshot {
+    raft_index index; /* 0: none */
+    raft_term term;
+    uint64_t size;
+    uint64_t checksum;
+    struct raft_member *members;
+    size_t n_members;
+};
+
+/* A snapshot a follower is receiving (volatile: a crash starts it over). */
+struct staging {
+    raft_index index; /* 0: none */
+    raft_term term;
+    uint64_t next_offset;
+    uint64_t total_size;
+    uint64_t checksum;
+    struct raft_member *members; /* its configuration, copied from the first chunk */
+    size_t n_members;
+    bool awaiting_install; /* every chunk is in: the host checks and installs */
+    raft_id leader;
+};
 
 /* A read waiting for its leadership confirmation and for apply. */
 struct pending_read {
@@ -181,8 +217,15 @@ struct raft {
     unsigned n_servers;
     struct raft_server *self;
     raft_index conf_index;
-    struct raft_member *base_conf;
+    struct raft_member *base_conf; /* the configuration as of the log's offset */
     size_t n_base_conf;
+
+    /* Snapshots (§7). */
+    struct snapshot snap;
+    raft_index base_conf_index; /* the entry that set base_conf (0: bootstrap) */
+    bool snapshot_asked; /* an update asked for one; waiting for RAFT_SNAPSHOT_TAKEN */
+    size_t applied_bytes_since_snapshot;
+    struct staging staging;
 
     /* Leader state. */
     raft_index term_start_index;   /* our no-op entry of this term */
@@ -202,6 +245,10 @@ struct raft {
     raft_index persist_from; /* 0: no entries to persist */
     raft_index truncate_from;
     raft_index apply_from; /* applied_index when the step began */
+    const struct raft_install_snapshot *chunk; /* for update.snapshot_chunk */
+    struct raft_install_snapshot chunk_out;
+    raft_index compact_index;
+    raft_term compact_term;
     bool role_dirty;
     struct raft_message *msgs;
     struct msg_entries *msg_ents;
@@ -259,9 +306,23 @@ int membership_apply(struct raft *r, const struct raft_member *members, size_t n
 int membership_apply_entry(struct raft *r, raft_index index);
 void membership_after_truncate(struct raft *r);
 int membership_change(struct raft *r, enum raft_conf_op op, raft_id id);
+int membership_config_at(const struct raft *r, raft_index index, struct raft_member **out,
+                         size_t *n);
+int membership_set_base_members(struct raft *r, const struct raft_member *m, size_t n);
+int membership_recompute(struct raft *r, raft_index base_index);
 void membership_progress(struct raft *r, struct raft_server *s);
 void membership_after_commit(struct raft *r);
 void membership_free(struct raft *r);
+
+/* snapshot.c */
+int snapshot_set(struct snapshot *snap, const struct raft_snapshot_meta *meta);
+void snapshot_free(struct raft *r);
+void snapshot_maybe_ask(struct raft *r);
+int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t checksum);
+int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok);
+bool snapshot_send(struct raft *r, struct raft_server *s, bool heartbeat);
+void snapshot_receive(struct raft *r, const struct raft_message *m);
+void snapshot_receive_result(struct raft *r, const struct raft_message *m);
 
 /* transfer.c */
 int transfer_start(struct raft *r, raft_id to);

@@ -155,6 +155,27 @@ void log_truncate(struct raft_log *l, raft_index index)
     }
 }
 
+void log_compact(struct raft_log *l, raft_index index)
+{
+    raft_term term = log_term_at(l, index);
+    while (l->offset < index && l->n > 0) {
+        l->bytes_used -= slot_at(l, l->offset + 1)->len;
+        l->head = (l->head + 1) & (l->slots_cap - 1);
+        l->n--;
+        l->offset++;
+    }
+    l->offset_term = term;
+}
+
+void log_reset(struct raft_log *l, raft_index index, raft_term term)
+{
+    l->n = 0;
+    l->head = 0;
+    l->bytes_used = 0;
+    l->offset = index;
+    l->offset_term = term;
+}
+
 raft_index log_last_index_with_term_le(const struct raft_log *l, raft_index at, raft_term term)
 {
     raft_index lo = l->offset + 1, hi = at < log_last_index(l) ? at : log_last_index(l);

@@ -176,27 +176,74 @@ void membership_free(struct raft *r)
     raft_free(r->base_conf);
 }
 
+/* The newest configuration entry in the log at or below `at`, or 0. */
+static raft_index last_conf_entry(const struct raft *r, raft_index at)
+{
+    for (raft_index i = at; i > r->log.offset; i--) {
+        struct raft_entry e;
+        log_get(&r->log, i, &e);
+        if (e.type == RAFT_ENTRY_CONF)
+            return i;
+    }
+    return 0;
+}
+
+/* Put in force the newest configuration in the log, or the base one. */
+int membership_recompute(struct raft *r, raft_index base_index)
+{
+    r->base_conf_index = base_index;
+    raft_index i = last_conf_entry(r, log_last_index(&r->log));
+    if (i)
+        return membership_apply_entry(r, i);
+    return membership_apply(r, r->base_conf, r->n_base_conf, base_index);
+}
+
 /* The entry of the configuration in force was truncated: fall back to the
  * newest configuration entry left, or to the base configuration. */
 void membership_after_truncate(struct raft *r)
 {
     if (r->conf_index <= log_last_index(&r->log))
         return;
-    for (raft_index i = log_last_index(&r->log); i > r->log.offset; i--) {
+    if (membership_recompute(r, r->base_conf_index) != RAFT_OK)
+        r->oom = 1;
+    update_trace(r, "thesis §4.1 configuration entry truncated: previous one in force", 0,
+                 r->conf_index, NULL, 0);
+}
+
+/* A copy (owned by the caller) of the configuration as of `index`. */
+int membership_config_at(const struct raft *r, raft_index index, struct raft_member **out,
+                         size_t *n)
+{
+    struct raft_member members[CONF_MAX_MEMBERS];
+    const struct raft_member *src = r->base_conf;
+    size_t count = r->n_base_conf;
+    raft_index i = last_conf_entry(r, index);
+    if (i) {
         struct raft_entry e;
         log_get(&r->log, i, &e);
-        if (e.type == RAFT_ENTRY_CONF) {
-            if (membership_apply_entry(r, i) != RAFT_OK)
-                r->oom = 1;
-            update_trace(r, "thesis §4.1 configuration entry truncated: previous one in force", 0,
-                         i, NULL, 0);
-            return;
-        }
+        if (!conf_decode(e.data, e.len, members, &count))
+            return RAFT_ECORRUPT;
+        src = members;
     }
-    if (membership_apply(r, r->base_conf, r->n_base_conf, 0) != RAFT_OK)
-        r->oom = 1;
-    update_trace(r, "thesis §4.1 configuration entry truncated: previous one in force", 0, 0, NULL,
-                 0);
+    *out = raft_calloc(count ? count : 1, sizeof(**out));
+    if (!*out)
+        return RAFT_ENOMEM;
+    memcpy(*out, src, count * sizeof(**out));
+    *n = count;
+    return RAFT_OK;
+}
+
+/* Replace the base configuration (at compaction or snapshot install). */
+int membership_set_base_members(struct raft *r, const struct raft_member *m, size_t n)
+{
+    struct raft_member *copy = raft_calloc(n ? n : 1, sizeof(*copy));
+    if (!copy)
+        return RAFT_ENOMEM;
+    memcpy(copy, m, n * sizeof(*copy));
+    raft_free(r->base_conf);
+    r->base_conf = copy;
+    r->n_base_conf = n;
+    return RAFT_OK;
 }
 
 static const char *refuse(struct raft *r, enum raft_conf_op op, raft_id id, int *rv)

@@ -22,6 +22,10 @@ void raft_config_default(struct raft_config *cfg)
     cfg->max_entry_bytes = (size_t)8 << 20;
     cfg->max_pending_reads = 4096;
     cfg->clock_drift_bound_pct = 10;
+    cfg->snapshot_threshold_entries = 8192;
+    cfg->snapshot_threshold_bytes = (size_t)64 << 20;
+    cfg->snapshot_trailing_entries = 1024;
+    cfg->snapshot_chunk_bytes = (size_t)1 << 20;
 }
 
 /* splitmix64: small, fast, and good enough for timeouts (host contract 3). */
@@ -40,7 +44,8 @@ static int check_config(const struct raft_config *cfg)
         cfg->max_inflight == 0 || cfg->max_pending_reads == 0 || cfg->max_entry_bytes == 0 ||
         cfg->max_entry_bytes > UINT32_MAX)
         return RAFT_EINVAL;
-    if (cfg->clock_drift_bound_pct >= 100 || (cfg->lease_reads && cfg->check_quorum_off))
+    if (cfg->clock_drift_bound_pct >= 100 || (cfg->lease_reads && cfg->check_quorum_off) ||
+        cfg->snapshot_chunk_bytes == 0)
         return RAFT_EINVAL;
     bool unsafe = cfg->prevote_off || cfg->check_quorum_off || cfg->unsafe_commit_old_term;
     if (unsafe && !cfg->allow_unsafe)
@@ -69,15 +74,23 @@ static int check_persisted(const struct raft_persisted *st)
         check_ids(st->voters, st->n_voters, NULL, 0) != RAFT_OK ||
         check_ids(st->learners, st->n_learners, st->voters, st->n_voters) != RAFT_OK)
         return RAFT_EINVAL;
-    raft_term prev = 0;
+    const struct raft_snapshot_meta *snap = st->snapshot;
+    raft_index first = st->first_index ? st->first_index : 1;
+    if (snap && (snap->index == 0 || snap->term == 0 || snap->term > st->current_term ||
+                 first - 1 > snap->index || st->applied_index < snap->index ||
+                 (snap->n_members && !snap->members)))
+        return RAFT_ECORRUPT;
+    if (!snap && first != 1)
+        return RAFT_ECORRUPT;
+    raft_term prev = first > 1 ? st->prev_term : 0;
     for (size_t i = 0; i < st->n_entries; i++) {
         const struct raft_entry *e = &st->entries[i];
         if (e->term < prev || e->term > st->current_term || e->term == 0 ||
-            (e->index != 0 && e->index != i + 1))
+            (e->index != 0 && e->index != first + i))
             return RAFT_ECORRUPT;
         prev = e->term;
     }
-    if (st->applied_index > st->n_entries)
+    if (st->applied_index > first - 1 + st->n_entries)
         return RAFT_ECORRUPT;
     return RAFT_OK;
 }
@@ -96,6 +109,10 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
     r->current_term = st->current_term;
     r->voted_for = st->voted_for;
     log_init(&r->log);
+    if (st->first_index > 1) { /* a compacted log continues after its prev entry */
+        r->log.offset = st->first_index - 1;
+        r->log.offset_term = st->prev_term;
+    }
     r->prng = cfg->seed ^ (cfg->id * 0x9e3779b97f4a7c15ULL);
 
     rv = RAFT_ENOMEM;
@@ -107,17 +124,17 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
         if ((rv = log_append(&r->log, e->term, (uint8_t)e->type, e->data, e->len)) != RAFT_OK)
             goto err_after_alloc;
     }
-    /* The configuration: the base one, unless the log holds a newer one. */
-    if ((rv = membership_set_base(r, st)) != RAFT_OK)
+    /* The configuration: the snapshot's (or the bootstrap one), unless the
+     * log holds a newer one. */
+    if (st->snapshot) {
+        if ((rv = snapshot_set(&r->snap, st->snapshot)) != RAFT_OK ||
+            (rv = membership_set_base_members(r, st->snapshot->members,
+                                              st->snapshot->n_members)) != RAFT_OK ||
+            (rv = membership_recompute(r, st->snapshot->index)) != RAFT_OK)
+            goto err_after_alloc;
+    } else if ((rv = membership_set_base(r, st)) != RAFT_OK ||
+               (rv = membership_recompute(r, 0)) != RAFT_OK) {
         goto err_after_alloc;
-    for (raft_index i = log_last_index(&r->log); i > r->log.offset; i--) {
-        struct raft_entry e;
-        log_get(&r->log, i, &e);
-        if (e.type == RAFT_ENTRY_CONF) {
-            if ((rv = membership_apply_entry(r, i)) != RAFT_OK)
-                goto err_after_alloc;
-            break;
-        }
     }
     /* What the host loaded is durable by definition; what it applied is
      * committed (host contract 2). */
@@ -138,6 +155,8 @@ void raft_close(struct raft *r)
     if (!r)
         return;
     membership_free(r);
+    snapshot_free(r);
+    raft_free(r->staging.members);
     raft_free(r->reads);
     log_free(&r->log);
     raft_free(r->msgs);
@@ -175,7 +194,8 @@ static bool check_term(struct raft *r, const struct raft_message *m)
             break;
         }
         update_trace(r, "§5.1 higher term seen: adopting it", m->from, 0, "term", m->term);
-        raft_id leader = m->type == RAFT_MSG_APPEND_ENTRIES ? m->from : 0;
+        raft_id leader =
+            m->type == RAFT_MSG_APPEND_ENTRIES || m->type == RAFT_MSG_INSTALL_SNAPSHOT ? m->from : 0;
         election_become_follower(r, m->term, leader);
         return true;
     }
@@ -213,6 +233,12 @@ static void receive(struct raft *r, const struct raft_message *m)
         break;
     case RAFT_MSG_TIMEOUT_NOW:
         transfer_receive_timeout_now(r, m);
+        break;
+    case RAFT_MSG_INSTALL_SNAPSHOT:
+        snapshot_receive(r, m);
+        break;
+    case RAFT_MSG_INSTALL_SNAPSHOT_RESULT:
+        snapshot_receive_result(r, m);
         break;
     }
 }
@@ -262,6 +288,14 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     case RAFT_CHANGE_CONF:
         rv = membership_change(r, ev->change_conf.op, ev->change_conf.id);
         break;
+    case RAFT_SNAPSHOT_TAKEN:
+        rv = snapshot_taken(r, ev->snapshot_taken.index, ev->snapshot_taken.size,
+                            ev->snapshot_taken.checksum);
+        break;
+    case RAFT_SNAPSHOT_INSTALLED:
+        rv = snapshot_installed(r, ev->snapshot_installed.index, ev->snapshot_installed.term,
+                                ev->snapshot_installed.ok);
+        break;
     case RAFT_TRANSFER:
         rv = transfer_start(r, ev->transfer.to);
         break;
@@ -275,6 +309,7 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     }
     commit_hand_out(r);
     readindex_end_of_step(r);
+    snapshot_maybe_ask(r);
     int frv = update_finish(r);
     if (frv != RAFT_OK)
         return frv;
@@ -341,6 +376,15 @@ bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e)
     if (index <= r->log.offset || index > log_last_index(&r->log))
         return false;
     log_get(&r->log, index, e);
+    return true;
+}
+
+bool raft_snapshot(const struct raft *r, struct raft_snapshot_meta *out)
+{
+    if (!r->snap.index)
+        return false;
+    *out = (struct raft_snapshot_meta){r->snap.index, r->snap.term,    r->snap.size,
+                                       r->snap.checksum, r->snap.members, r->snap.n_members};
     return true;
 }
 

@@ -13,6 +13,9 @@
  * message may carry), or an empty heartbeat. Returns whether it sent. */
 static bool send_one(struct raft *r, struct raft_server *s, bool heartbeat)
 {
+    /* §7: what it needs next was compacted away: it gets the snapshot. */
+    if (s->state == PROGRESS_SNAPSHOT || s->next_index <= r->log.offset)
+        return snapshot_send(r, s, heartbeat);
     if (heartbeat && s->state == PROGRESS_PROBE) {
         /* The heartbeat doubles as a retry of a probe that may be lost. */
         s->probe_sent = false;
@@ -209,6 +212,8 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
     }
 
     /* A rejection of a message we no longer care about is stale. */
+    if (s->state == PROGRESS_SNAPSHOT)
+        return;
     if (s->state == PROGRESS_REPLICATE ? res->rejected_index <= s->match_index
                                        : res->rejected_index + 1 != s->next_index)
         return;
@@ -316,8 +321,10 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
      * leader's (Leader Completeness, §5.4); skip them. */
     if (prev < r->commit_index) {
         size_t skip = r->commit_index - prev < n ? (size_t)(r->commit_index - prev) : n;
-        /* By Log Matching, checking the last skipped entry checks them all. */
-        if (skip > 0 && entries[skip - 1].term != log_term_at(&r->log, prev + skip)) {
+        /* By Log Matching, checking the last skipped entry checks them all
+         * (unless our snapshot covers it: it holds only committed entries). */
+        if (skip > 0 && prev + skip >= r->log.offset &&
+            entries[skip - 1].term != log_term_at(&r->log, prev + skip)) {
             refuse_overwrite(r, m, prev + skip, entries[skip - 1].term);
             return;
         }

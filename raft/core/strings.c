@@ -61,6 +61,10 @@ const char *raft_message_type_name(enum raft_message_type type)
         return "AppendEntriesResult";
     case RAFT_MSG_TIMEOUT_NOW:
         return "TimeoutNow";
+    case RAFT_MSG_INSTALL_SNAPSHOT:
+        return "InstallSnapshot";
+    case RAFT_MSG_INSTALL_SNAPSHOT_RESULT:
+        return "InstallSnapshotResult";
     }
     return "?";
 }

@@ -40,6 +40,9 @@ void update_begin(struct raft *r, struct raft_update *out)
     r->n_done_reads = 0;
     r->n_trace = 0;
     r->apply_from = r->applied_index;
+    r->chunk = NULL;
+    r->compact_index = 0;
+    r->compact_term = 0;
     r->oom = 0;
 }
 
@@ -175,6 +178,9 @@ int update_finish(struct raft *r)
         e += me->n;
     }
 
+    out->snapshot_chunk = r->chunk;
+    out->compact_index = r->compact_index;
+    out->compact_term = r->compact_term;
     out->hard_state_changed = r->hard_state_dirty;
     out->current_term = r->current_term;
     out->voted_for = r->voted_for;

@@ -111,6 +111,8 @@ enum raft_message_type {
     RAFT_MSG_APPEND_ENTRIES = 3,
     RAFT_MSG_APPEND_ENTRIES_RESULT = 4,
     RAFT_MSG_TIMEOUT_NOW = 5, /* thesis §3.10: start an election now (no body) */
+    RAFT_MSG_INSTALL_SNAPSHOT = 6,
+    RAFT_MSG_INSTALL_SNAPSHOT_RESULT = 7,
 };
 
 const char *raft_message_type_name(enum raft_message_type type);
@@ -148,6 +150,37 @@ struct raft_append_entries_result {
     uint64_t echo_sent_ms; /* echoed from the AppendEntries */
 };
 
+/* One member of a configuration. */
+struct raft_member {
+    raft_id id;
+    bool is_voter; /* false: a learner */
+};
+
+/* Raft §7 (Figure 13), in chunks. A snapshot is named by the last index and
+ * term it covers; chunks go at increasing offsets. In a message the core
+ * creates, data is NULL: the host reads len bytes at offset of the snapshot
+ * named (last_index, last_term) -- its current one -- and sends them. */
+struct raft_install_snapshot {
+    raft_index last_index;
+    raft_term last_term;
+    uint64_t offset;
+    const void *data;
+    size_t len;
+    bool done;           /* the last chunk */
+    uint64_t total_size; /* bytes of the whole snapshot */
+    uint64_t checksum;   /* of the whole snapshot, as the host computes it */
+    const struct raft_member *members; /* the configuration at last_index */
+    size_t n_members;
+};
+
+struct raft_install_snapshot_result {
+    raft_index last_index;
+    raft_term last_term;
+    uint64_t next_offset; /* resume here (a lost chunk, a new leader) */
+    bool done;            /* installed, or not needed: the follower has last_index */
+    bool rejected;        /* start again from offset 0 (checksum mismatch) */
+};
+
 struct raft_message {
     enum raft_message_type type;
     raft_id from;
@@ -160,6 +193,8 @@ struct raft_message {
         struct raft_request_vote_result request_vote_result;
         struct raft_append_entries append_entries;
         struct raft_append_entries_result append_entries_result;
+        struct raft_install_snapshot install_snapshot;
+        struct raft_install_snapshot_result install_snapshot_result;
     };
 };
 
@@ -183,6 +218,15 @@ struct raft_config {
     size_t max_uncommitted_bytes; /* proposals refused beyond this; default 64 MiB */
     size_t max_entry_bytes;       /* largest entry accepted; default 8 MiB */
     uint32_t max_pending_reads;   /* ReadIndex requests waiting; default 4096 */
+
+    /* Snapshots and compaction (§7). Once the log holds this many entries
+     * (or bytes) beyond the last snapshot, an update asks the host to take
+     * one; after RAFT_SNAPSHOT_TAKEN the log keeps only a trailing tail, for
+     * followers slightly behind. 0 disables the threshold. */
+    uint32_t snapshot_threshold_entries; /* default 8192 */
+    size_t snapshot_threshold_bytes;     /* default 64 MiB */
+    uint32_t snapshot_trailing_entries;  /* default 1024 */
+    size_t snapshot_chunk_bytes;         /* InstallSnapshot chunk size; default 1 MiB */
 
     /* Lease reads (thesis §6.4.1), opt-in: the leader answers reads from its
      * own state, without a round of messages, while a majority has
@@ -210,12 +254,28 @@ struct raft_config {
 /* Fill a config with the defaults above; the caller then sets id and seed. */
 void raft_config_default(struct raft_config *cfg);
 
+/* A snapshot the host holds: what it covers and how to check it. */
+struct raft_snapshot_meta {
+    raft_index index; /* last index covered */
+    raft_term term;   /* its term */
+    uint64_t size;
+    uint64_t checksum;
+    const struct raft_member *members; /* the configuration at index */
+    size_t n_members;
+};
+
 /* What the host loaded from stable storage (or a bootstrap). The core copies
  * all of it; the caller keeps ownership. */
 struct raft_persisted {
     raft_term current_term;
     raft_id voted_for;
-    const struct raft_entry *entries; /* the log, indices 1..n_entries, in order */
+    const struct raft_snapshot_meta *snapshot; /* the latest snapshot, or NULL */
+    /* The log: entries first_index.., in order. first_index 0 means 1; when
+     * the log was compacted, prev_term is the term of entry first_index - 1
+     * (what the update's compact_term said). */
+    raft_index first_index;
+    raft_term prev_term;
+    const struct raft_entry *entries;
     size_t n_entries;
     raft_index applied_index; /* host contract 2: what the state machine holds */
     /* The base configuration: the bootstrap one (or, later, the snapshot's).
@@ -252,6 +312,8 @@ enum raft_event_type {
     RAFT_TIMEOUT = 6,     /* act as if the election timeout fired now (tests, tools) */
     RAFT_TRANSFER = 7,    /* leader: hand leadership to another voter (thesis §3.10) */
     RAFT_CHANGE_CONF = 8, /* leader: add a learner, promote it, or remove a server (thesis §4) */
+    RAFT_SNAPSHOT_TAKEN = 9,     /* the host's snapshot at index is durable (after snapshot_wanted) */
+    RAFT_SNAPSHOT_INSTALLED = 10, /* the host checked and installed the snapshot it received */
 };
 
 /* Single-server membership changes (thesis §4.1). A new server joins as a
@@ -286,6 +348,16 @@ struct raft_event {
             enum raft_conf_op op;
             raft_id id;
         } change_conf;
+        struct {
+            raft_index index; /* the applied index the snapshot captures */
+            uint64_t size;
+            uint64_t checksum;
+        } snapshot_taken;
+        struct {
+            raft_index index;
+            raft_term term;
+            bool ok; /* false: the checksum did not match; start over */
+        } snapshot_installed;
     };
 };
 
@@ -341,6 +413,19 @@ struct raft_update {
     enum raft_role role;
     raft_id leader_id; /* 0 if unknown; the hint after RAFT_ENOTLEADER */
 
+    /* Snapshots (§7). */
+    bool snapshot_wanted;     /* take a snapshot of the state machine as of */
+    raft_index snapshot_index; /* ...this index (applied once this update is), then report
+                                * RAFT_SNAPSHOT_TAKEN */
+    raft_index compact_index; /* nonzero: storage may drop entries <= this; */
+    raft_term compact_term;   /* ...the log's prev_term from now on */
+    /* A follower received a snapshot chunk: write it at offset into the
+     * staging area for (index, term); when done, check the checksum,
+     * install the snapshot (state machine and meta, atomically) and report
+     * RAFT_SNAPSHOT_INSTALLED. data points into the RECEIVE event's message.
+     * NULL if none. */
+    const struct raft_install_snapshot *snapshot_chunk;
+
     /* RAFT_PROPOSE: the indices given to the proposed entries. */
     raft_index proposed_first;
     raft_index proposed_last;
@@ -393,14 +478,14 @@ raft_term raft_term_at(const struct raft *r, raft_index index);
 /* The entry at index into *e (data valid until the next raft_step); false if absent. */
 bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e);
 
+/* The latest snapshot's meta (members valid until the next raft_step);
+ * false if there is none. */
+bool raft_snapshot(const struct raft *r, struct raft_snapshot_meta *out);
+
 /* Whether a lease read would be served now without a round (thesis §6.4.1). */
 bool raft_lease_valid(const struct raft *r);
 
-/* The configuration in force: one entry per member. */
-struct raft_member {
-    raft_id id;
-    bool is_voter; /* false: a learner */
-};
+/* The configuration in force: one entry per member (struct raft_member). */
 /* Copy up to max members into out; returns how many there are. */
 size_t raft_configuration(const struct raft *r, struct raft_member *out, size_t max);
 /* Index of the entry that set the configuration in force (0: the base one). */

@@ -168,16 +168,19 @@ static void mirror_update(struct sim *s, struct sim_node *n, const struct raft_u
     }
     for (size_t i = 0; i < u->n_entries; i++) {
         const struct raft_entry *e = &u->entries[i];
-        if (e->index != n->mem.n + 1) {
+        if (e->index != sim_log_last(&n->mem) + 1) {
             check_violation(s, "Host contract",
-                            "n%llu: update appends index %llu to a log ending at %zu%s",
-                            (unsigned long long)n->id, (unsigned long long)e->index, n->mem.n,
+                            "n%llu: update appends index %llu to a log ending at %llu%s",
+                            (unsigned long long)n->id, (unsigned long long)e->index,
+                            (unsigned long long)sim_log_last(&n->mem),
                             was_leader ? " (a leader overwriting: Leader Append-Only)" : "");
             return;
         }
         sim_log_append(&n->mem, e);
-        check_log_matching(s, n, e->index, &n->mem.e[e->index - 1]);
+        check_log_matching(s, n, e->index, sim_log_at(&n->mem, e->index));
     }
+    if (u->compact_index)
+        sim_log_compact(&n->mem, u->compact_index);
 }
 
 /* Commitment needs a majority of the leader's configuration (§5.3, thesis
@@ -187,14 +190,22 @@ static void check_commit_quorum(struct sim *s, struct sim_node *n, raft_index c)
 {
     struct raft_member m[SIM_MAX_NODES * 2];
     size_t count = raft_configuration(n->r, m, SIM_MAX_NODES * 2), voters = 0, holders = 0;
-    uint64_t chain = n->mem.e[c - 1].chain;
+    uint64_t chain, theirs;
+    if (!sim_log_chain(&n->mem, c, &chain))
+        return;
     for (size_t i = 0; i < count; i++) {
         if (!m[i].is_voter)
             continue;
         voters++;
         const struct sim_node *v =
             m[i].id >= 1 && m[i].id <= s->o.nodes ? &s->nodes[m[i].id - 1] : NULL;
-        holders += v && v->disk.n >= c && v->disk.e[c - 1].chain == chain;
+        if (!v)
+            continue;
+        /* Durable: in its log, or covered by its snapshot. */
+        if (v->disk.offset > c || v->snap.index >= c)
+            holders++;
+        else
+            holders += sim_log_chain(&v->disk, c, &theirs) && theirs == chain;
     }
     if (holders < voters / 2 + 1)
         check_violation(s, "Commit Quorum",
@@ -211,7 +222,7 @@ static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, r
         return;
     }
     n->commit = commit;
-    if (commit > n->mem.n) {
+    if (commit > sim_log_last(&n->mem)) {
         check_violation(s, "Server invariant", "n%llu committed index %llu beyond its log",
                         (unsigned long long)n->id, (unsigned long long)commit);
         return;
@@ -220,13 +231,15 @@ static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, r
         check_commit_quorum(s, n, commit);
     raft_index known = s->committed_n;
     raft_index at = commit < known ? commit : known;
-    if (at > 0 && n->mem.e[at - 1].chain != s->committed_chain[at]) {
+    uint64_t chain;
+    if (at > 0 && sim_log_chain(&n->mem, at, &chain) && chain != s->committed_chain[at]) {
+        const struct sim_entry *e = sim_log_at(&n->mem, at);
         check_violation(s, "State Machine Safety",
                         "n%llu committed index %llu (term %llu) but index %llu was committed "
                         "before with a different history (term %llu)",
                         (unsigned long long)n->id, (unsigned long long)at,
-                        (unsigned long long)n->mem.e[at - 1].term, (unsigned long long)at,
-                        (unsigned long long)s->committed_term[at]);
+                        (unsigned long long)(e ? e->term : n->mem.offset_term),
+                        (unsigned long long)at, (unsigned long long)s->committed_term[at]);
         return;
     }
     if (commit <= known)
@@ -238,8 +251,10 @@ static void check_commit(struct sim *s, struct sim_node *n, raft_index commit, r
     s->committed_in =
         grow(s->committed_in, &s->committed_in_cap, commit + 1, sizeof(*s->committed_in));
     for (raft_index i = known + 1; i <= commit; i++) {
-        s->committed_chain[i] = n->mem.e[i - 1].chain;
-        s->committed_term[i] = n->mem.e[i - 1].term;
+        const struct sim_entry *e = sim_log_at(&n->mem, i);
+        bool at_offset = i == n->mem.offset;
+        s->committed_chain[i] = e ? e->chain : at_offset ? n->mem.offset_chain : 0;
+        s->committed_term[i] = e ? e->term : at_offset ? n->mem.offset_term : 0;
         s->committed_in[i] = term;
     }
     s->committed_n = commit;
@@ -258,7 +273,11 @@ static void check_leader_completeness(struct sim *s, struct sim_node *n,
         c--;
     if (c == 0)
         return;
-    if (n->mem.n < c || n->mem.e[c - 1].chain != s->committed_chain[c])
+    uint64_t chain;
+    bool known = sim_log_chain(&n->mem, c, &chain);
+    if (!known && c < n->mem.offset)
+        return; /* inside its snapshot, which holds only committed entries */
+    if (!known || chain != s->committed_chain[c])
         check_violation(s, "Leader Completeness",
                         "n%llu became leader of term %llu without entry %llu (term %llu), "
                         "committed in term %llu",

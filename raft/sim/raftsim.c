@@ -130,7 +130,7 @@ static int cmd_single(struct common *c)
     if (c->ro.nodes == 0)
         c->ro.nodes = 5;
     c->ro.out = c->quiet ? NULL : stdout;
-    (void)c->messages; /* message tracing is a scenario option ('nodes ... messages') */
+    c->ro.trace_messages = c->messages;
     char verdict[768], replay[256];
     int rv = sim_random_run(&c->ro, verdict, sizeof(verdict), NULL);
     printf("%s\n", verdict);

@@ -324,6 +324,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     struct sim_options so;
     sim_options_default(&so, o->nodes, o->seed);
     so.out = o->out;
+    so.trace_messages = o->trace_messages;
     so.raft.unsafe_commit_old_term = o->unsafe_commit_old_term;
     so.raft.prevote_off = o->prevote_off;
     so.raft.check_quorum_off = o->check_quorum_off;
@@ -333,6 +334,13 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     static const uint32_t windows[] = {1, 2, 8, 64};
     so.raft.max_append_entries = batches[rnd(&st) % 5];
     so.raft.max_inflight = windows[rnd(&st) % 4];
+    /* Snapshots: how often, how much tail to keep, how big the chunks. */
+    static const uint32_t thresholds[] = {0, 8, 24, 64, 200};
+    static const uint32_t tails[] = {0, 2, 16};
+    static const size_t chunks[] = {16, 64, 4096};
+    so.raft.snapshot_threshold_entries = thresholds[rnd(&st) % 5];
+    so.raft.snapshot_trailing_entries = tails[rnd(&st) % 3];
+    so.raft.snapshot_chunk_bytes = chunks[rnd(&st) % 3];
     /* Half the seeds read with leases (thesis §6.4.1), under clocks that
      * drift by up to 3%, well inside the default 10% bound. */
     so.raft.lease_reads = !o->check_quorum_off && rnd(&st) % 2;
@@ -347,10 +355,12 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     }
     for (raft_id id = 1; id <= o->nodes; id++)
         sim_set_clock_rate(s, id, 97 + (unsigned)(rnd(&st) % 7));
-    sim_say(s, "RANDOM seed=%llu nodes=%u voters=%u faults=%s batch=%u inflight=%u reads=%s",
+    sim_say(s, "RANDOM seed=%llu nodes=%u voters=%u faults=%s batch=%u inflight=%u reads=%s "
+            "snapshot=%u/%u/%zu",
             (unsigned long long)o->seed, o->nodes, so.voters, o->faults ? o->faults : "all",
             so.raft.max_append_entries, so.raft.max_inflight,
-            so.raft.lease_reads ? "lease" : "readindex");
+            so.raft.lease_reads ? "lease" : "readindex", so.raft.snapshot_threshold_entries,
+            so.raft.snapshot_trailing_entries, so.raft.snapshot_chunk_bytes);
 
     uint64_t next_fault = between(&st, 100, 600), next_client = between(&st, 5, 40);
     while (sim_now(s) < o->chaos_ms && !s->stop) {

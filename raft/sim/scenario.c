@@ -149,6 +149,12 @@ static void cmd_nodes(struct scenario *sc, int argc, char **argv)
         o.raft.clock_drift_bound_pct = (uint32_t)v;
     o.raft.allow_unsafe =
         o.raft.prevote_off || o.raft.check_quorum_off || o.raft.unsafe_commit_old_term;
+    if (parse_u64(opt(argc, argv, "snapshot"), &v))
+        o.raft.snapshot_threshold_entries = (uint32_t)v;
+    if (parse_u64(opt(argc, argv, "trailing"), &v))
+        o.raft.snapshot_trailing_entries = (uint32_t)v;
+    if (parse_u64(opt(argc, argv, "chunk"), &v))
+        o.raft.snapshot_chunk_bytes = (size_t)v;
     if (parse_u64(opt(argc, argv, "voters"), &v))
         o.voters = (unsigned)v;
     if (parse_u64(opt(argc, argv, "election"), &v))

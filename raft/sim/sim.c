@@ -19,12 +19,15 @@ enum sim_event_kind {
     SIM_EV_TICK,       /* every node gets RAFT_TICK; reschedules itself */
     SIM_EV_DELIVER,    /* a message reaches its destination */
     SIM_EV_WRITE_DONE, /* a node's write is durable */
+    SIM_EV_SNAPSHOT,   /* a node's snapshot is durable */
 };
 
 /* A message with its own copy of its entries and their data. */
 struct sim_msg {
     struct raft_message m;
     struct raft_entry *entries;
+    uint8_t *data;                /* InstallSnapshot: the chunk */
+    struct raft_member *members;  /* InstallSnapshot: the configuration */
 };
 
 /* A write in flight: what one update asked to persist, and the messages
@@ -36,6 +39,7 @@ struct sim_write {
     raft_index truncate_from;
     struct raft_entry *entries;
     size_t n_entries;
+    struct sim_msg *chunk; /* a snapshot chunk to stage (and maybe install) */
     struct sim_msg **msgs;
     size_t n_msgs;
 };
@@ -48,6 +52,7 @@ struct sim_event {
     uint64_t incarnation;
     struct sim_msg *msg;
     struct sim_write *write;
+    struct sim_snapshot *snap; /* SIM_EV_SNAPSHOT */
 };
 
 static void *xmalloc(size_t n)
@@ -135,6 +140,10 @@ static struct sim_event *event_new(struct sim *s, enum sim_event_kind kind, uint
     return ev;
 }
 
+static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev,
+                     raft_index *proposed);
+static void take_snapshot(struct sim *s, struct sim_node *n, raft_index index);
+
 /* ------------------------------------------------------------------------
  * Copies of entries and messages (the core's pointers die at its next step)
  * ------------------------------------------------------------------------ */
@@ -161,6 +170,19 @@ static struct sim_msg *msg_copy(const struct raft_message *m)
     struct sim_msg *c = xmalloc(sizeof(*c));
     c->m = *m;
     c->entries = NULL;
+    c->data = NULL;
+    c->members = NULL;
+    if (m->type == RAFT_MSG_INSTALL_SNAPSHOT) {
+        const struct raft_install_snapshot *is = &m->install_snapshot;
+        c->data = xmalloc(is->len);
+        if (is->len && is->data)
+            memcpy(c->data, is->data, is->len);
+        c->m.install_snapshot.data = c->data;
+        c->members = xmalloc(is->n_members * sizeof(*c->members));
+        if (is->n_members)
+            memcpy(c->members, is->members, is->n_members * sizeof(*c->members));
+        c->m.install_snapshot.members = c->members;
+    }
     if (m->type == RAFT_MSG_APPEND_ENTRIES && m->append_entries.n_entries) {
         c->entries = entries_copy(m->append_entries.entries, m->append_entries.n_entries);
         c->m.append_entries.entries = c->entries;
@@ -172,6 +194,8 @@ static void msg_free(struct sim_msg *c)
 {
     if (c) {
         free(c->entries);
+        free(c->data);
+        free(c->members);
         free(c);
     }
 }
@@ -181,16 +205,26 @@ static void write_free(struct sim_write *w)
     if (!w)
         return;
     free(w->entries);
+    msg_free(w->chunk);
     for (size_t i = 0; i < w->n_msgs; i++)
         msg_free(w->msgs[i]);
     free(w->msgs);
     free(w);
 }
 
+static void snap_free(struct sim_snapshot *sn)
+{
+    if (sn) {
+        free(sn->data);
+        free(sn);
+    }
+}
+
 static void event_free(struct sim_event *ev)
 {
     msg_free(ev->msg);
     write_free(ev->write);
+    snap_free(ev->snap);
     free(ev);
 }
 
@@ -212,12 +246,55 @@ uint64_t sim_chain(uint64_t prev, const struct raft_entry *e)
     return h;
 }
 
+const struct sim_entry *sim_log_at(const struct sim_log *l, raft_index index)
+{
+    if (index <= l->offset || index > sim_log_last(l))
+        return NULL;
+    return &l->e[index - l->offset - 1];
+}
+
+bool sim_log_chain(const struct sim_log *l, raft_index index, uint64_t *chain)
+{
+    if (index == l->offset) {
+        *chain = l->offset_chain;
+        return true;
+    }
+    const struct sim_entry *e = sim_log_at(l, index);
+    if (e)
+        *chain = e->chain;
+    return e != NULL;
+}
+
 void sim_log_truncate(struct sim_log *l, raft_index from)
 {
-    while (l->n >= from && l->n > 0) {
+    while (sim_log_last(l) >= from && l->n > 0) {
         free(l->e[l->n - 1].data);
         l->n--;
     }
+}
+
+void sim_log_compact(struct sim_log *l, raft_index upto)
+{
+    size_t k = 0;
+    while (k < l->n && l->offset + k + 1 <= upto)
+        k++;
+    if (k == 0)
+        return;
+    l->offset_term = l->e[k - 1].term;
+    l->offset_chain = l->e[k - 1].chain;
+    for (size_t i = 0; i < k; i++)
+        free(l->e[i].data);
+    memmove(l->e, l->e + k, (l->n - k) * sizeof(*l->e));
+    l->n -= k;
+    l->offset += k;
+}
+
+void sim_log_reset(struct sim_log *l, raft_index index, raft_term term, uint64_t chain)
+{
+    sim_log_truncate(l, l->offset + 1);
+    l->offset = index;
+    l->offset_term = term;
+    l->offset_chain = chain;
 }
 
 int sim_log_append(struct sim_log *l, const struct raft_entry *e)
@@ -233,24 +310,24 @@ int sim_log_append(struct sim_log *l, const struct raft_entry *e)
     se->data = xmalloc(e->len);
     if (e->len)
         memcpy(se->data, e->data, e->len);
-    se->chain = sim_chain(l->n ? l->e[l->n - 1].chain : 0, e);
+    se->chain = sim_chain(l->n ? l->e[l->n - 1].chain : l->offset_chain, e);
     l->n++;
     return 0;
 }
 
 static void sim_log_free(struct sim_log *l)
 {
-    sim_log_truncate(l, 1);
+    sim_log_truncate(l, l->offset + 1);
     free(l->e);
     memset(l, 0, sizeof(*l));
 }
 
 static void sim_log_copy(struct sim_log *dst, const struct sim_log *src)
 {
-    sim_log_truncate(dst, 1);
+    sim_log_reset(dst, src->offset, src->offset_term, src->offset_chain);
     for (size_t i = 0; i < src->n; i++) {
         struct raft_entry e = {.term = src->e[i].term,
-                               .index = i + 1,
+                               .index = src->offset + i + 1,
                                .type = src->e[i].type,
                                .data = src->e[i].data,
                                .len = src->e[i].len};
@@ -310,6 +387,20 @@ static void describe_message(char *buf, size_t size, const struct raft_message *
     case RAFT_MSG_TIMEOUT_NOW:
         snprintf(buf, size, "TimeoutNow");
         break;
+    case RAFT_MSG_INSTALL_SNAPSHOT:
+        snprintf(buf, size, "InstallSnapshot %llu/t%llu offset=%llu len=%zu%s",
+                 (unsigned long long)m->install_snapshot.last_index,
+                 (unsigned long long)m->install_snapshot.last_term,
+                 (unsigned long long)m->install_snapshot.offset, m->install_snapshot.len,
+                 m->install_snapshot.done ? " done" : "");
+        break;
+    case RAFT_MSG_INSTALL_SNAPSHOT_RESULT:
+        snprintf(buf, size, "InstallSnapshotResult %llu next=%llu%s%s",
+                 (unsigned long long)m->install_snapshot_result.last_index,
+                 (unsigned long long)m->install_snapshot_result.next_offset,
+                 m->install_snapshot_result.done ? " done" : "",
+                 m->install_snapshot_result.rejected ? " rejected" : "");
+        break;
     case RAFT_MSG_APPEND_ENTRIES_RESULT:
         if (m->append_entries_result.success)
             snprintf(buf, size, "AppendEntriesResult ok match=%llu",
@@ -341,6 +432,20 @@ static void send_message(struct sim *s, const struct raft_message *m)
     if (m->type == RAFT_MSG_APPEND_ENTRIES)
         for (size_t i = 0; i < m->append_entries.n_entries; i++)
             s->stats.entry_bytes_sent += m->append_entries.entries[i].len;
+    struct raft_message filled;
+    if (m->type == RAFT_MSG_INSTALL_SNAPSHOT) {
+        /* The host fills the chunk from its current snapshot (raft.h). */
+        const struct sim_snapshot *sn = &s->nodes[m->from - 1].snap;
+        const struct raft_install_snapshot *is = &m->install_snapshot;
+        if (sn->index != is->last_index || sn->term != is->last_term ||
+            is->offset + is->len > sn->size) {
+            s->stats.messages_dropped++;
+            return; /* not the snapshot we hold any more */
+        }
+        filled = *m;
+        filled.install_snapshot.data = sn->data + is->offset;
+        m = &filled;
+    }
     if (!to)
         fate = "dropped (no such node)";
     else if (link->blocked)
@@ -409,7 +514,7 @@ static void schedule_write(struct sim *s, struct sim_node *n, const struct raft_
     size_t n_after = 0;
     for (size_t i = 0; i < u->n_messages; i++)
         n_after += u->messages[i].after_persist;
-    bool persist = u->hard_state_changed || u->n_entries || u->truncate_from;
+    bool persist = u->hard_state_changed || u->n_entries || u->truncate_from || u->snapshot_chunk;
     if (!persist && n_after == 0)
         return;
     if (!persist && n->writes_pending == 0) { /* nothing to wait for */
@@ -427,6 +532,11 @@ static void schedule_write(struct sim *s, struct sim_node *n, const struct raft_
     if (u->n_entries) {
         w->entries = entries_copy(u->entries, u->n_entries);
         w->n_entries = u->n_entries;
+    }
+    if (u->snapshot_chunk) {
+        struct raft_message cm = {.type = RAFT_MSG_INSTALL_SNAPSHOT};
+        cm.install_snapshot = *u->snapshot_chunk;
+        w->chunk = msg_copy(&cm);
     }
     if (n_after) {
         w->msgs = xmalloc(n_after * sizeof(*w->msgs));
@@ -490,7 +600,151 @@ static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, r
         proposed[0] = u.proposed_first;
         proposed[1] = u.proposed_last;
     }
+    /* Storage may drop what the snapshot covers (all of it durable). */
+    if (u.compact_index && sim_log_at(&n->disk, u.compact_index))
+        sim_log_compact(&n->disk, u.compact_index);
+    if (u.snapshot_wanted)
+        take_snapshot(s, n, u.snapshot_index);
     return rv;
+}
+
+static uint64_t fnv(const uint8_t *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Keep a node's log (disk or mirror) consistent with a snapshot it now
+ * holds: drop what the snapshot covers, or everything if it disagrees. */
+static void log_after_snapshot(struct sim_log *l, raft_index index, raft_term term, uint64_t chain)
+{
+    const struct sim_entry *e = sim_log_at(l, index);
+    if (e && e->term == term)
+        sim_log_compact(l, index);
+    else if (l->offset != index)
+        sim_log_reset(l, index, term, chain);
+}
+
+/* A follower's host writes a chunk to its staging area; after the last
+ * one it checks the checksum and installs the snapshot atomically (the
+ * state machine, its snapshot on disk, and its log), then tells the core. */
+static void stage_chunk(struct sim *s, struct sim_node *n, const struct raft_install_snapshot *is)
+{
+    if (is->offset == 0)
+        n->staging_len = 0;
+    if (is->offset != n->staging_len) {
+        check_violation(s, "Host contract", "n%llu: snapshot chunk at %llu, staging holds %zu",
+                        (unsigned long long)n->id, (unsigned long long)is->offset,
+                        n->staging_len);
+        return;
+    }
+    if (n->staging_len + is->len > n->staging_cap) {
+        n->staging_cap = (n->staging_len + is->len) * 2;
+        n->staging = xrealloc(n->staging, n->staging_cap);
+    }
+    memcpy(n->staging + n->staging_len, is->data, is->len);
+    n->staging_len += is->len;
+    if (!is->done)
+        return;
+    struct raft_event ev = {.type = RAFT_SNAPSHOT_INSTALLED};
+    ev.snapshot_installed.index = is->last_index;
+    ev.snapshot_installed.term = is->last_term;
+    ev.snapshot_installed.ok = n->staging_len == is->total_size && n->staging_len >= 16 &&
+                               fnv(n->staging, n->staging_len) == is->checksum;
+    if (ev.snapshot_installed.ok) {
+        raft_index index = get_u64(n->staging);
+        uint64_t chain = get_u64(n->staging + 8);
+        if (index != is->last_index || index > s->committed_n ||
+            chain != s->committed_chain[index])
+            check_violation(s, "State Machine Safety",
+                            "n%llu received a snapshot at %llu that is not the committed state",
+                            (unsigned long long)n->id, (unsigned long long)is->last_index);
+        struct sim_snapshot *sn = &n->snap;
+        free(sn->data);
+        sn->index = index;
+        sn->term = is->last_term;
+        sn->checksum = is->checksum;
+        sn->size = n->staging_len;
+        sn->data = xmalloc(sn->size);
+        memcpy(sn->data, n->staging, sn->size);
+        sn->n_members = is->n_members < SIM_MAX_NODES ? is->n_members : SIM_MAX_NODES;
+        memcpy(sn->members, is->members, sn->n_members * sizeof(*sn->members));
+        n->applied = index;
+        n->applied_chain = chain;
+        log_after_snapshot(&n->disk, index, is->last_term, chain);
+        log_after_snapshot(&n->mem, index, is->last_term, chain);
+        if (n->commit < index)
+            n->commit = index;
+        sim_say(s, "n%llu installed a snapshot at index %llu (%zu bytes)",
+                (unsigned long long)n->id, (unsigned long long)index, sn->size);
+    }
+    n->staging_len = 0;
+    node_step(s, n, &ev, NULL);
+}
+
+/* The core asked for a snapshot of the state machine as of `index`, which
+ * is what the node has applied: encode it, and make it durable shortly. */
+static void take_snapshot(struct sim *s, struct sim_node *n, raft_index index)
+{
+    if (n->applied != index) {
+        check_violation(s, "Host contract", "n%llu: snapshot asked at %llu, applied is %llu",
+                        (unsigned long long)n->id, (unsigned long long)index,
+                        (unsigned long long)n->applied);
+        return;
+    }
+    struct sim_snapshot *sn = xmalloc(sizeof(*sn));
+    memset(sn, 0, sizeof(*sn));
+    sn->index = index;
+    const struct sim_entry *e = sim_log_at(&n->mem, index);
+    sn->term = e ? e->term : n->mem.offset_term;
+    sn->size = 16 + (size_t)(index * 37 % 300); /* padding: several chunks */
+    sn->data = xmalloc(sn->size);
+    put_u64(sn->data, index);
+    put_u64(sn->data + 8, n->applied_chain);
+    for (size_t i = 16; i < sn->size; i++)
+        sn->data[i] = (uint8_t)(index + i);
+    sn->checksum = fnv(sn->data, sn->size);
+    struct sim_event *ev = event_new(
+        s, SIM_EV_SNAPSHOT, s->now_ms + sim_between(s, s->o.fsync_min_ms, s->o.fsync_max_ms),
+        n->id);
+    ev->snap = sn;
+    heap_push(s, ev);
+}
+
+static void snapshot_done(struct sim *s, struct sim_node *n, struct sim_snapshot *sn)
+{
+    struct sim_snapshot *disk = &n->snap;
+    if (sn->index <= disk->index)
+        return;
+    free(disk->data);
+    *disk = *sn;
+    sn->data = NULL; /* moved */
+    struct raft_event ev = {.type = RAFT_SNAPSHOT_TAKEN};
+    ev.snapshot_taken.index = disk->index;
+    ev.snapshot_taken.size = disk->size;
+    ev.snapshot_taken.checksum = disk->checksum;
+    node_step(s, n, &ev, NULL);
+    struct raft_snapshot_meta meta;
+    if (n->r && raft_snapshot(n->r, &meta) && meta.index == disk->index) {
+        disk->n_members = meta.n_members < SIM_MAX_NODES ? meta.n_members : SIM_MAX_NODES;
+        memcpy(disk->members, meta.members, disk->n_members * sizeof(*disk->members));
+    }
 }
 
 static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
@@ -502,15 +756,24 @@ static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
     if (w->truncate_from)
         sim_log_truncate(&n->disk, w->truncate_from);
     for (size_t i = 0; i < w->n_entries; i++) {
-        if (w->entries[i].index != n->disk.n + 1) {
-            check_violation(s, "Host contract", "n%llu: write of index %llu after %zu",
+        if (w->entries[i].index <= n->disk.offset)
+            continue; /* a snapshot installed meanwhile covers it */
+        if (w->entries[i].index != sim_log_last(&n->disk) + 1) {
+            check_violation(s, "Host contract", "n%llu: write of index %llu after %llu",
                             (unsigned long long)n->id, (unsigned long long)w->entries[i].index,
-                            n->disk.n);
+                            (unsigned long long)sim_log_last(&n->disk));
             return;
         }
         sim_log_append(&n->disk, &w->entries[i]);
     }
     n->writes_pending--;
+    if (w->chunk) {
+        for (size_t i = 0; i < w->n_msgs; i++) /* chunk acknowledgements go first */
+            send_message(s, &w->msgs[i]->m);
+        w->n_msgs = 0;
+        stage_chunk(s, n, &w->chunk->m.install_snapshot);
+        return;
+    }
     if (w->n_entries) {
         const struct raft_entry *last = &w->entries[w->n_entries - 1];
         struct raft_event ev = {.type = RAFT_PERSISTED};
@@ -548,6 +811,8 @@ static void process_event(struct sim *s, struct sim_event *ev)
         }
     } else if (ev->kind == SIM_EV_WRITE_DONE) {
         write_done(s, n, ev->write);
+    } else if (ev->kind == SIM_EV_SNAPSHOT) {
+        snapshot_done(s, n, ev->snap);
     }
     event_free(ev);
 }
@@ -619,16 +884,22 @@ static int node_start(struct sim *s, struct sim_node *n)
     struct raft_entry *entries = xmalloc(n->disk.n * sizeof(*entries));
     for (size_t i = 0; i < n->disk.n; i++) {
         entries[i].term = n->disk.e[i].term;
-        entries[i].index = i + 1;
+        entries[i].index = n->disk.offset + i + 1;
         entries[i].type = n->disk.e[i].type;
         entries[i].data = n->disk.e[i].data;
         entries[i].len = n->disk.e[i].len;
     }
+    /* With a snapshot, the state machine restarts from it. */
+    struct raft_snapshot_meta meta = {n->snap.index,    n->snap.term,    n->snap.size,
+                                      n->snap.checksum, n->snap.members, n->snap.n_members};
     struct raft_persisted st = {.current_term = n->disk_term,
                                 .voted_for = n->disk_vote,
+                                .snapshot = n->snap.index ? &meta : NULL,
+                                .first_index = n->disk.offset + 1,
+                                .prev_term = n->disk.offset_term,
                                 .entries = entries,
                                 .n_entries = n->disk.n,
-                                .applied_index = 0,
+                                .applied_index = n->snap.index,
                                 .voters = voters,
                                 .n_voters = n_voters};
     struct raft_config cfg = s->o.raft;
@@ -641,9 +912,10 @@ static int node_start(struct sim *s, struct sim_node *n)
     sim_log_copy(&n->mem, &n->disk);
     n->term = n->disk_term;
     n->role = RAFT_FOLLOWER;
-    n->applied = 0;
-    n->applied_chain = 0;
-    n->commit = 0;
+    n->applied = n->snap.index;
+    n->applied_chain = n->snap.index ? get_u64(n->snap.data + 8) : 0;
+    n->commit = n->snap.index;
+    n->staging_len = 0;
     n->write_done_ms = s->now_ms;
     n->writes_pending = 0;
     n->paused = false;
@@ -681,8 +953,9 @@ void sim_restart(struct sim *s, raft_id id)
                         raft_strerror(rv));
         return;
     }
-    sim_say(s, "n%llu RESTART term=%llu vote=%llu log=%zu", (unsigned long long)id,
-            (unsigned long long)n->disk_term, (unsigned long long)n->disk_vote, n->disk.n);
+    sim_say(s, "n%llu RESTART term=%llu vote=%llu log=%llu", (unsigned long long)id,
+            (unsigned long long)n->disk_term, (unsigned long long)n->disk_vote,
+            (unsigned long long)sim_log_last(&n->disk));
 }
 
 void sim_pause(struct sim *s, raft_id id)
@@ -968,6 +1241,8 @@ void sim_free(struct sim *s)
         free(n->deferred);
         sim_log_free(&n->disk);
         sim_log_free(&n->mem);
+        free(n->snap.data);
+        free(n->staging);
     }
     free(s->reads);
     check_free(s);
@@ -1011,8 +1286,8 @@ void sim_print_status(struct sim *s)
     for (unsigned i = 0; i < s->o.nodes; i++) {
         struct sim_node *n = &s->nodes[i];
         if (!n->r) {
-            sim_say(s, "n%u down       disk: term=%llu log=%zu", i + 1,
-                    (unsigned long long)n->disk_term, n->disk.n);
+            sim_say(s, "n%u down       disk: term=%llu log=%llu", i + 1,
+                    (unsigned long long)n->disk_term, (unsigned long long)sim_log_last(&n->disk));
             continue;
         }
         sim_say(s, "n%u %-13s term=%llu leader=%llu commit=%llu applied=%llu last=%llu%s%s", i + 1,

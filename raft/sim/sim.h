@@ -139,6 +139,7 @@ struct sim_random_options {
     bool prevote_off;
     bool check_quorum_off;
     FILE *out; /* full trace, or NULL */
+    bool trace_messages;
 };
 void sim_random_options_default(struct sim_random_options *o, uint64_t seed, unsigned nodes);
 /* Returns 0 on PASS; 1 on FAIL with the verdict in `verdict`. */

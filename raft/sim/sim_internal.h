@@ -15,9 +15,26 @@ struct sim_entry {
     uint64_t chain;
 };
 
+/* Entries offset+1 .. offset+n; what came before is in a snapshot, whose
+ * last entry's term and chain are kept. */
 struct sim_log {
-    struct sim_entry *e; /* index i is e[i - 1] */
+    struct sim_entry *e; /* index i is e[i - offset - 1] */
     size_t n, cap;
+    raft_index offset;
+    raft_term offset_term;
+    uint64_t offset_chain;
+};
+
+/* A snapshot as the simulator's "disk" keeps it: the state machine (applied
+ * index and chain) encoded with padding, so that it travels in chunks. */
+struct sim_snapshot {
+    raft_index index; /* 0: none */
+    raft_term term;
+    uint64_t checksum;
+    uint8_t *data;
+    size_t size;
+    struct raft_member members[SIM_MAX_NODES];
+    size_t n_members;
 };
 
 struct sim_node {
@@ -30,6 +47,11 @@ struct sim_node {
     raft_term disk_term;
     raft_id disk_vote;
     struct sim_log disk;
+    struct sim_snapshot snap;
+
+    /* A snapshot being received (volatile). */
+    uint8_t *staging;
+    size_t staging_len, staging_cap;
 
     /* Mirror of the core's in-memory log, rebuilt from its updates. */
     struct sim_log mem;
@@ -103,7 +125,17 @@ struct sim {
 };
 
 /* sim.c helpers used by check.c */
+static inline raft_index sim_log_last(const struct sim_log *l)
+{
+    return l->offset + l->n;
+}
+/* The entry at index, or NULL when it is not held (compacted or beyond). */
+const struct sim_entry *sim_log_at(const struct sim_log *l, raft_index index);
+/* The chain hash of the log up to index; false when unknown (compacted). */
+bool sim_log_chain(const struct sim_log *l, raft_index index, uint64_t *chain);
 void sim_log_truncate(struct sim_log *l, raft_index from);
+void sim_log_compact(struct sim_log *l, raft_index upto);
+void sim_log_reset(struct sim_log *l, raft_index index, raft_term term, uint64_t chain);
 int sim_log_append(struct sim_log *l, const struct raft_entry *e);
 uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
 

@@ -1,0 +1,354 @@
+/* snapshot.c — snapshots, log compaction and chunked InstallSnapshot (§7).
+ *
+ * The log cannot grow forever. Once it holds snapshot_threshold entries (or
+ * bytes) beyond the last snapshot, an update asks the host to snapshot its
+ * state machine at the applied index. When the host reports it durable
+ * (RAFT_SNAPSHOT_TAKEN) the core drops the log up to a trailing tail, which
+ * spares a slightly slow follower a whole snapshot.
+ *
+ * A follower that needs compacted entries gets the snapshot instead
+ * (Figure 13), in chunks of snapshot_chunk_bytes, one in flight at a time;
+ * the core tracks offsets, the host moves the bytes (it fills a chunk's data
+ * when sending, and writes received chunks to a staging area). The follower
+ * answers each chunk with the offset it wants next, so a transfer resumes
+ * after a lost chunk or a new leader with the same snapshot, and starts over
+ * for a different one. After the last chunk the host checks the checksum
+ * and installs the snapshot atomically; only then does the follower switch
+ * its log and tell the leader (RAFT_SNAPSHOT_INSTALLED). A snapshot no newer
+ * than the follower's commit index is refused as stale: it has those
+ * entries already.
+ *
+ *                 needs compacted entries          done
+ *   PROBE/REPL  --------------------------> SNAPSHOT ----> PROBE
+ */
+#include "core.h"
+
+#include <string.h>
+
+int snapshot_set(struct snapshot *snap, const struct raft_snapshot_meta *meta)
+{
+    struct raft_member *members = NULL;
+    if (meta->n_members) {
+        members = raft_calloc(meta->n_members, sizeof(*members));
+        if (!members)
+            return RAFT_ENOMEM;
+        memcpy(members, meta->members, meta->n_members * sizeof(*members));
+    }
+    raft_free(snap->members);
+    snap->index = meta->index;
+    snap->term = meta->term;
+    snap->size = meta->size;
+    snap->checksum = meta->checksum;
+    snap->members = members;
+    snap->n_members = meta->n_members;
+    return RAFT_OK;
+}
+
+void snapshot_free(struct raft *r)
+{
+    raft_free(r->snap.members);
+    r->snap.members = NULL;
+}
+
+/* §7: ask for a snapshot once enough has been applied since the last one.
+ * Called at the end of every step; cheap unless the entry count is near. */
+void snapshot_maybe_ask(struct raft *r)
+{
+    if (r->snapshot_asked || r->applied_index <= r->snap.index)
+        return;
+    raft_index since = r->applied_index - r->snap.index;
+    bool by_entries = r->cfg.snapshot_threshold_entries &&
+                      since >= r->cfg.snapshot_threshold_entries;
+    bool by_bytes = r->cfg.snapshot_threshold_bytes &&
+                    r->applied_bytes_since_snapshot >= r->cfg.snapshot_threshold_bytes;
+    if (!by_entries && !by_bytes)
+        return;
+    r->snapshot_asked = true;
+    r->out->snapshot_wanted = true;
+    r->out->snapshot_index = r->applied_index;
+    update_trace(r, "§7 log is long: asking the host for a snapshot", 0, r->applied_index, "entries",
+                 since);
+}
+
+int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t checksum)
+{
+    if (index <= r->snap.index || index > r->applied_index || index <= r->log.offset) {
+        r->snapshot_asked = false;
+        return RAFT_EINVAL;
+    }
+    struct raft_member *members;
+    size_t n;
+    int rv = membership_config_at(r, index, &members, &n);
+    if (rv != RAFT_OK)
+        return rv;
+    struct raft_snapshot_meta meta = {index, log_term_at(&r->log, index), size, checksum,
+                                      members, n};
+    rv = snapshot_set(&r->snap, &meta);
+    raft_free(members);
+    if (rv != RAFT_OK)
+        return rv;
+    r->snapshot_asked = false;
+    r->applied_bytes_since_snapshot = 0;
+    for (raft_index i = index + 1; i <= r->applied_index; i++)
+        r->applied_bytes_since_snapshot += log_entry_len(&r->log, i);
+    update_trace(r, "§7 snapshot taken", 0, index, NULL, 0);
+
+    /* Keep a trailing tail for followers slightly behind, but never beyond
+     * what every follower we lead still needs... within reason: a follower
+     * further behind than the tail gets the snapshot. */
+    raft_index keep = r->cfg.snapshot_trailing_entries;
+    raft_index to = index > keep ? index - keep : 0;
+    if (to <= r->log.offset)
+        return RAFT_OK;
+    /* The configuration as of the new offset becomes the base to fall back to. */
+    if ((rv = membership_config_at(r, to, &members, &n)) != RAFT_OK)
+        return rv;
+    rv = membership_set_base_members(r, members, n);
+    raft_free(members);
+    if (rv != RAFT_OK)
+        return rv;
+    if (r->conf_index <= to)
+        r->base_conf_index = r->conf_index;
+    log_compact(&r->log, to);
+    r->compact_index = to;
+    r->compact_term = r->log.offset_term;
+    update_trace(r, "§7 log compacted up to the trailing tail", 0, to, NULL, 0);
+    return RAFT_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Leader: sending
+ * ------------------------------------------------------------------------ */
+
+static void send_chunk(struct raft *r, struct raft_server *s)
+{
+    uint64_t left = r->snap.size - s->snapshot_offset;
+    size_t len = left < r->cfg.snapshot_chunk_bytes ? (size_t)left : r->cfg.snapshot_chunk_bytes;
+    struct raft_message *m = update_message(r, RAFT_MSG_INSTALL_SNAPSHOT, s->id);
+    struct raft_install_snapshot *is = &m->install_snapshot;
+    is->last_index = r->snap.index;
+    is->last_term = r->snap.term;
+    is->offset = s->snapshot_offset;
+    is->data = NULL; /* the host fills it (raft.h) */
+    is->len = len;
+    is->done = s->snapshot_offset + len >= r->snap.size;
+    is->total_size = r->snap.size;
+    is->checksum = r->snap.checksum;
+    is->members = r->snap.members;
+    is->n_members = r->snap.n_members;
+    s->snapshot_chunk_sent = true;
+}
+
+/* Called for a follower whose nextIndex is compacted away, or that is in
+ * PROGRESS_SNAPSHOT. Returns false: never more than one chunk in flight. */
+bool snapshot_send(struct raft *r, struct raft_server *s, bool heartbeat)
+{
+    if (s->state != PROGRESS_SNAPSHOT || s->snapshot_index != r->snap.index ||
+        s->snapshot_term != r->snap.term) {
+        if (s->state != PROGRESS_SNAPSHOT)
+            update_trace(r, "§7 follower needs compacted entries: sending the snapshot", s->id,
+                         r->snap.index, NULL, 0);
+        s->state = PROGRESS_SNAPSHOT;
+        s->next_index = r->snap.index + 1; /* where it will continue */
+        if (s->match_index >= s->next_index)
+            s->match_index = s->next_index - 1;
+        s->snapshot_index = r->snap.index;
+        s->snapshot_term = r->snap.term;
+        s->snapshot_offset = 0;
+        s->snapshot_chunk_sent = false;
+        s->inflight_count = 0;
+    }
+    /* A heartbeat resends the chunk in flight: it may have been lost. */
+    if (s->snapshot_chunk_sent && !heartbeat)
+        return false;
+    send_chunk(r, s);
+    return false;
+}
+
+void snapshot_receive_result(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_install_snapshot_result *res = &m->install_snapshot_result;
+    struct raft_server *s = server_find(r, m->from);
+    if (r->role != RAFT_LEADER || !s || s == r->self)
+        return;
+    s->recent_active = true;
+    if (res->done) {
+        /* Installed (or not needed): the follower holds everything up to the
+         * snapshot's index, which is committed, so it matches ours. */
+        raft_index match = res->last_index <= log_last_index(&r->log) ? res->last_index : 0;
+        if (match > s->match_index)
+            s->match_index = match;
+        if (s->next_index <= s->match_index)
+            s->next_index = s->match_index + 1;
+        if (s->state == PROGRESS_SNAPSHOT) {
+            update_trace(r, "§7 snapshot installed on follower: replicating from it", s->id,
+                         res->last_index, NULL, 0);
+            progress_become_probe(s, s->match_index + 1);
+        }
+        commit_maybe_advance(r);
+        replication_send_append(r, s, false);
+        return;
+    }
+    if (s->state != PROGRESS_SNAPSHOT || res->last_index != s->snapshot_index ||
+        res->last_term != s->snapshot_term)
+        return; /* about another snapshot, or stale */
+    uint64_t next;
+    if (res->rejected) {
+        update_trace(r, "§7 follower rejected the snapshot: starting over", s->id,
+                     res->last_index, NULL, 0);
+        next = 0;
+    } else if (res->next_offset > r->snap.size ||
+               (s->snapshot_chunk_sent && res->next_offset == s->snapshot_offset)) {
+        /* Nonsense, or an answer to an older (duplicate) chunk while the
+         * next one is in flight: acting on it would multiply messages. A
+         * lost chunk is resent by the heartbeat. */
+        return;
+    } else {
+        next = res->next_offset; /* the chunk in flight arrived, or resume at a gap */
+    }
+    s->snapshot_offset = next;
+    s->snapshot_chunk_sent = false;
+    if (next < r->snap.size)
+        send_chunk(r, s);
+}
+
+/* ------------------------------------------------------------------------
+ * Follower: receiving
+ * ------------------------------------------------------------------------ */
+
+static struct raft_message *reply(struct raft *r, raft_id to, raft_index index, raft_term term)
+{
+    struct raft_message *res = update_message(r, RAFT_MSG_INSTALL_SNAPSHOT_RESULT, to);
+    res->after_persist = true; /* host contract 1: chunks are written first */
+    res->install_snapshot_result.last_index = index;
+    res->install_snapshot_result.last_term = term;
+    return res;
+}
+
+/* Start staging a new snapshot, keeping a copy of its configuration. */
+static int staging_start(struct raft *r, const struct raft_install_snapshot *is, raft_id leader)
+{
+    struct raft_member *members = NULL;
+    if (is->n_members) {
+        members = raft_calloc(is->n_members, sizeof(*members));
+        if (!members)
+            return RAFT_ENOMEM;
+        memcpy(members, is->members, is->n_members * sizeof(*members));
+    }
+    raft_free(r->staging.members);
+    r->staging = (struct staging){.index = is->last_index,
+                                  .term = is->last_term,
+                                  .total_size = is->total_size,
+                                  .checksum = is->checksum,
+                                  .members = members,
+                                  .n_members = is->n_members,
+                                  .leader = leader};
+    return RAFT_OK;
+}
+
+void snapshot_receive(struct raft *r, const struct raft_message *m)
+{
+    const struct raft_install_snapshot *is = &m->install_snapshot;
+    if (r->role == RAFT_LEADER)
+        return;
+    if (r->role != RAFT_FOLLOWER || r->leader_id != m->from)
+        election_become_follower(r, r->current_term, m->from);
+    r->leader_contact_ms = r->now_ms;
+    election_reset_timer(r);
+
+    if (is->last_index <= r->commit_index) {
+        /* §7: we hold every entry it covers already. */
+        update_trace(r, "§7 snapshot refused as stale: its entries are committed here", m->from,
+                     is->last_index, NULL, 0);
+        reply(r, m->from, is->last_index, is->last_term)->install_snapshot_result.done = true;
+        return;
+    }
+    if (r->staging.awaiting_install &&
+        (r->staging.index != is->last_index || r->staging.term != is->last_term)) {
+        /* The host is installing another snapshot: this one waits. */
+        reply(r, m->from, is->last_index, is->last_term)->install_snapshot_result.next_offset = 0;
+        return;
+    }
+    if (r->staging.index != is->last_index || r->staging.term != is->last_term) {
+        if (staging_start(r, is, m->from) != RAFT_OK) {
+            r->oom = 1;
+            return;
+        }
+        update_trace(r, "§7 receiving a snapshot", m->from, is->last_index, "bytes",
+                     is->total_size);
+    }
+    struct staging *st = &r->staging;
+    st->leader = m->from;
+    bool fits = is->offset == st->next_offset && is->total_size == st->total_size &&
+                is->offset + is->len <= st->total_size &&
+                is->done == (is->offset + is->len == st->total_size);
+    if (st->awaiting_install || !fits) {
+        /* A duplicate, a gap after a lost chunk, or a message that does not
+         * add up: say where to resume. */
+        reply(r, m->from, is->last_index, is->last_term)->install_snapshot_result.next_offset =
+            st->next_offset;
+        return;
+    }
+    r->chunk_out = *is;
+    r->chunk = &r->chunk_out;
+    st->next_offset += is->len;
+    if (is->done) {
+        st->awaiting_install = true; /* the answer waits for RAFT_SNAPSHOT_INSTALLED */
+        return;
+    }
+    reply(r, m->from, is->last_index, is->last_term)->install_snapshot_result.next_offset =
+        st->next_offset;
+}
+
+int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok)
+{
+    struct staging *st = &r->staging;
+    if (!st->awaiting_install || st->index != index || st->term != term)
+        return RAFT_EINVAL;
+    raft_id leader = st->leader;
+    if (!ok) {
+        update_trace(r, "§7 snapshot failed its checksum: asking for it again", leader, index,
+                     NULL, 0);
+        raft_free(st->members);
+        *st = (struct staging){0};
+        reply(r, leader, index, term)->install_snapshot_result.rejected = true;
+        return RAFT_OK;
+    }
+    struct raft_snapshot_meta meta = {index, term, st->total_size, st->checksum, st->members,
+                                      st->n_members};
+    int rv = snapshot_set(&r->snap, &meta);
+    if (rv == RAFT_OK)
+        rv = membership_set_base_members(r, st->members, st->n_members);
+    raft_free(st->members);
+    *st = (struct staging){0};
+    if (rv != RAFT_OK)
+        return rv;
+    /* Figure 13, receiver 6 and 7: keep the entries after the snapshot if
+     * the log agrees with it there; otherwise discard the whole log. */
+    if (index <= log_last_index(&r->log) && log_term_at(&r->log, index) == term) {
+        log_compact(&r->log, index);
+    } else {
+        log_reset(&r->log, index, term);
+        r->truncate_from = index + 1;
+        r->persist_from = 0;
+    }
+    r->compact_index = index;
+    r->compact_term = term;
+    if (r->persisted_index < index)
+        r->persisted_index = index;
+    if (r->persisted_index > log_last_index(&r->log))
+        r->persisted_index = log_last_index(&r->log);
+    if (r->commit_index < index)
+        r->commit_index = index;
+    r->applied_index = index; /* the state machine is the snapshot now */
+    r->applied_bytes_since_snapshot = 0;
+    r->apply_from = index;
+    /* The configuration: the newest entry left in the log, or the snapshot's. */
+    if ((rv = membership_recompute(r, index)) != RAFT_OK)
+        return rv;
+    update_trace(r, "§7 snapshot installed: log continues after it", leader, index, NULL, 0);
+    struct raft_message *res = reply(r, leader, index, term);
+    res->install_snapshot_result.done = true;
+    res->install_snapshot_result.next_offset = meta.size;
+    return rv;
+}
