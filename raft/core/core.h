@@ -223,7 +223,7 @@ struct raft {
     /* Snapshots (§7). */
     struct snapshot snap;
     raft_index base_conf_index; /* the entry that set base_conf (0: bootstrap) */
-    bool snapshot_asked; /* an update asked for one; waiting for RAFT_SNAPSHOT_TAKEN */
+    bool snapshot_asked;        /* an update asked for one; waiting for RAFT_SNAPSHOT_TAKEN */
     size_t applied_bytes_since_snapshot;
     struct staging staging;
 
@@ -244,7 +244,7 @@ struct raft {
     bool hard_state_dirty;
     raft_index persist_from; /* 0: no entries to persist */
     raft_index truncate_from;
-    raft_index apply_from; /* applied_index when the step began */
+    raft_index apply_from;                     /* applied_index when the step began */
     const struct raft_install_snapshot *chunk; /* for update.snapshot_chunk */
     struct raft_install_snapshot chunk_out;
     raft_index compact_index;

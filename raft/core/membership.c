@@ -228,7 +228,8 @@ int membership_config_at(const struct raft *r, raft_index index, struct raft_mem
     *out = raft_calloc(count ? count : 1, sizeof(**out));
     if (!*out)
         return RAFT_ENOMEM;
-    memcpy(*out, src, count * sizeof(**out));
+    if (count)
+        memcpy(*out, src, count * sizeof(**out));
     *n = count;
     return RAFT_OK;
 }
@@ -239,7 +240,8 @@ int membership_set_base_members(struct raft *r, const struct raft_member *m, siz
     struct raft_member *copy = raft_calloc(n ? n : 1, sizeof(*copy));
     if (!copy)
         return RAFT_ENOMEM;
-    memcpy(copy, m, n * sizeof(*copy));
+    if (n)
+        memcpy(copy, m, n * sizeof(*copy));
     raft_free(r->base_conf);
     r->base_conf = copy;
     r->n_base_conf = n;
@@ -367,7 +369,8 @@ size_t raft_configuration(const struct raft *r, struct raft_member *out, size_t 
 {
     struct raft_member all[CONF_MAX_MEMBERS];
     size_t n = current_members(r, all);
-    memcpy(out, all, (n < max ? n : max) * sizeof(*out));
+    if (n && max)
+        memcpy(out, all, (n < max ? n : max) * sizeof(*out));
     return n;
 }
 

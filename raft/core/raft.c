@@ -128,8 +128,8 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
      * log holds a newer one. */
     if (st->snapshot) {
         if ((rv = snapshot_set(&r->snap, st->snapshot)) != RAFT_OK ||
-            (rv = membership_set_base_members(r, st->snapshot->members,
-                                              st->snapshot->n_members)) != RAFT_OK ||
+            (rv = membership_set_base_members(r, st->snapshot->members, st->snapshot->n_members)) !=
+                RAFT_OK ||
             (rv = membership_recompute(r, st->snapshot->index)) != RAFT_OK)
             goto err_after_alloc;
     } else if ((rv = membership_set_base(r, st)) != RAFT_OK ||
@@ -194,8 +194,9 @@ static bool check_term(struct raft *r, const struct raft_message *m)
             break;
         }
         update_trace(r, "§5.1 higher term seen: adopting it", m->from, 0, "term", m->term);
-        raft_id leader =
-            m->type == RAFT_MSG_APPEND_ENTRIES || m->type == RAFT_MSG_INSTALL_SNAPSHOT ? m->from : 0;
+        raft_id leader = m->type == RAFT_MSG_APPEND_ENTRIES || m->type == RAFT_MSG_INSTALL_SNAPSHOT
+                             ? m->from
+                             : 0;
         election_become_follower(r, m->term, leader);
         return true;
     }
@@ -383,7 +384,7 @@ bool raft_snapshot(const struct raft *r, struct raft_snapshot_meta *out)
 {
     if (!r->snap.index)
         return false;
-    *out = (struct raft_snapshot_meta){r->snap.index, r->snap.term,    r->snap.size,
+    *out = (struct raft_snapshot_meta){r->snap.index,    r->snap.term,    r->snap.size,
                                        r->snap.checksum, r->snap.members, r->snap.n_members};
     return true;
 }

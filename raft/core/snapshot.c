@@ -57,8 +57,8 @@ void snapshot_maybe_ask(struct raft *r)
     if (r->snapshot_asked || r->applied_index <= r->snap.index)
         return;
     raft_index since = r->applied_index - r->snap.index;
-    bool by_entries = r->cfg.snapshot_threshold_entries &&
-                      since >= r->cfg.snapshot_threshold_entries;
+    bool by_entries =
+        r->cfg.snapshot_threshold_entries && since >= r->cfg.snapshot_threshold_entries;
     bool by_bytes = r->cfg.snapshot_threshold_bytes &&
                     r->applied_bytes_since_snapshot >= r->cfg.snapshot_threshold_bytes;
     if (!by_entries && !by_bytes)
@@ -66,8 +66,8 @@ void snapshot_maybe_ask(struct raft *r)
     r->snapshot_asked = true;
     r->out->snapshot_wanted = true;
     r->out->snapshot_index = r->applied_index;
-    update_trace(r, "§7 log is long: asking the host for a snapshot", 0, r->applied_index, "entries",
-                 since);
+    update_trace(r, "§7 log is long: asking the host for a snapshot", 0, r->applied_index,
+                 "entries", since);
 }
 
 int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t checksum)
@@ -81,8 +81,8 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
     int rv = membership_config_at(r, index, &members, &n);
     if (rv != RAFT_OK)
         return rv;
-    struct raft_snapshot_meta meta = {index, log_term_at(&r->log, index), size, checksum,
-                                      members, n};
+    struct raft_snapshot_meta meta = {index, log_term_at(&r->log, index), size, checksum, members,
+                                      n};
     rv = snapshot_set(&r->snap, &meta);
     raft_free(members);
     if (rv != RAFT_OK)
@@ -194,8 +194,8 @@ void snapshot_receive_result(struct raft *r, const struct raft_message *m)
         return; /* about another snapshot, or stale */
     uint64_t next;
     if (res->rejected) {
-        update_trace(r, "§7 follower rejected the snapshot: starting over", s->id,
-                     res->last_index, NULL, 0);
+        update_trace(r, "§7 follower rejected the snapshot: starting over", s->id, res->last_index,
+                     NULL, 0);
         next = 0;
     } else if (res->next_offset > r->snap.size ||
                (s->snapshot_chunk_sent && res->next_offset == s->snapshot_offset)) {
@@ -307,15 +307,15 @@ int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok
         return RAFT_EINVAL;
     raft_id leader = st->leader;
     if (!ok) {
-        update_trace(r, "§7 snapshot failed its checksum: asking for it again", leader, index,
-                     NULL, 0);
+        update_trace(r, "§7 snapshot failed its checksum: asking for it again", leader, index, NULL,
+                     0);
         raft_free(st->members);
         *st = (struct staging){0};
         reply(r, leader, index, term)->install_snapshot_result.rejected = true;
         return RAFT_OK;
     }
-    struct raft_snapshot_meta meta = {index, term, st->total_size, st->checksum, st->members,
-                                      st->n_members};
+    struct raft_snapshot_meta meta = {index,        term,        st->total_size,
+                                      st->checksum, st->members, st->n_members};
     int rv = snapshot_set(&r->snap, &meta);
     if (rv == RAFT_OK)
         rv = membership_set_base_members(r, st->members, st->n_members);

@@ -166,9 +166,9 @@ struct raft_install_snapshot {
     uint64_t offset;
     const void *data;
     size_t len;
-    bool done;           /* the last chunk */
-    uint64_t total_size; /* bytes of the whole snapshot */
-    uint64_t checksum;   /* of the whole snapshot, as the host computes it */
+    bool done;                         /* the last chunk */
+    uint64_t total_size;               /* bytes of the whole snapshot */
+    uint64_t checksum;                 /* of the whole snapshot, as the host computes it */
     const struct raft_member *members; /* the configuration at last_index */
     size_t n_members;
 };
@@ -312,7 +312,7 @@ enum raft_event_type {
     RAFT_TIMEOUT = 6,     /* act as if the election timeout fired now (tests, tools) */
     RAFT_TRANSFER = 7,    /* leader: hand leadership to another voter (thesis §3.10) */
     RAFT_CHANGE_CONF = 8, /* leader: add a learner, promote it, or remove a server (thesis §4) */
-    RAFT_SNAPSHOT_TAKEN = 9,     /* the host's snapshot at index is durable (after snapshot_wanted) */
+    RAFT_SNAPSHOT_TAKEN = 9, /* the host's snapshot at index is durable (after snapshot_wanted) */
     RAFT_SNAPSHOT_INSTALLED = 10, /* the host checked and installed the snapshot it received */
 };
 
@@ -414,11 +414,11 @@ struct raft_update {
     raft_id leader_id; /* 0 if unknown; the hint after RAFT_ENOTLEADER */
 
     /* Snapshots (§7). */
-    bool snapshot_wanted;     /* take a snapshot of the state machine as of */
+    bool snapshot_wanted;      /* take a snapshot of the state machine as of */
     raft_index snapshot_index; /* ...this index (applied once this update is), then report
                                 * RAFT_SNAPSHOT_TAKEN */
-    raft_index compact_index; /* nonzero: storage may drop entries <= this; */
-    raft_term compact_term;   /* ...the log's prev_term from now on */
+    raft_index compact_index;  /* nonzero: storage may drop entries <= this; */
+    raft_term compact_term;    /* ...the log's prev_term from now on */
     /* A follower received a snapshot chunk: write it at offset into the
      * staging area for (index, term); when done, check the checksum,
      * install the snapshot (state machine and meta, atomically) and report

@@ -355,7 +355,8 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     }
     for (raft_id id = 1; id <= o->nodes; id++)
         sim_set_clock_rate(s, id, 97 + (unsigned)(rnd(&st) % 7));
-    sim_say(s, "RANDOM seed=%llu nodes=%u voters=%u faults=%s batch=%u inflight=%u reads=%s "
+    sim_say(s,
+            "RANDOM seed=%llu nodes=%u voters=%u faults=%s batch=%u inflight=%u reads=%s "
             "snapshot=%u/%u/%zu",
             (unsigned long long)o->seed, o->nodes, so.voters, o->faults ? o->faults : "all",
             so.raft.max_append_entries, so.raft.max_inflight,

@@ -26,8 +26,8 @@ enum sim_event_kind {
 struct sim_msg {
     struct raft_message m;
     struct raft_entry *entries;
-    uint8_t *data;                /* InstallSnapshot: the chunk */
-    struct raft_member *members;  /* InstallSnapshot: the configuration */
+    uint8_t *data;               /* InstallSnapshot: the chunk */
+    struct raft_member *members; /* InstallSnapshot: the configuration */
 };
 
 /* A write in flight: what one update asked to persist, and the messages
@@ -650,15 +650,15 @@ static void stage_chunk(struct sim *s, struct sim_node *n, const struct raft_ins
         n->staging_len = 0;
     if (is->offset != n->staging_len) {
         check_violation(s, "Host contract", "n%llu: snapshot chunk at %llu, staging holds %zu",
-                        (unsigned long long)n->id, (unsigned long long)is->offset,
-                        n->staging_len);
+                        (unsigned long long)n->id, (unsigned long long)is->offset, n->staging_len);
         return;
     }
     if (n->staging_len + is->len > n->staging_cap) {
         n->staging_cap = (n->staging_len + is->len) * 2;
         n->staging = xrealloc(n->staging, n->staging_cap);
     }
-    memcpy(n->staging + n->staging_len, is->data, is->len);
+    if (is->len)
+        memcpy(n->staging + n->staging_len, is->data, is->len);
     n->staging_len += is->len;
     if (!is->done)
         return;
@@ -670,8 +670,7 @@ static void stage_chunk(struct sim *s, struct sim_node *n, const struct raft_ins
     if (ev.snapshot_installed.ok) {
         raft_index index = get_u64(n->staging);
         uint64_t chain = get_u64(n->staging + 8);
-        if (index != is->last_index || index > s->committed_n ||
-            chain != s->committed_chain[index])
+        if (index != is->last_index || index > s->committed_n || chain != s->committed_chain[index])
             check_violation(s, "State Machine Safety",
                             "n%llu received a snapshot at %llu that is not the committed state",
                             (unsigned long long)n->id, (unsigned long long)is->last_index);
@@ -684,7 +683,8 @@ static void stage_chunk(struct sim *s, struct sim_node *n, const struct raft_ins
         sn->data = xmalloc(sn->size);
         memcpy(sn->data, n->staging, sn->size);
         sn->n_members = is->n_members < SIM_MAX_NODES ? is->n_members : SIM_MAX_NODES;
-        memcpy(sn->members, is->members, sn->n_members * sizeof(*sn->members));
+        if (sn->n_members)
+            memcpy(sn->members, is->members, sn->n_members * sizeof(*sn->members));
         n->applied = index;
         n->applied_chain = chain;
         log_after_snapshot(&n->disk, index, is->last_term, chain);
@@ -720,9 +720,9 @@ static void take_snapshot(struct sim *s, struct sim_node *n, raft_index index)
     for (size_t i = 16; i < sn->size; i++)
         sn->data[i] = (uint8_t)(index + i);
     sn->checksum = fnv(sn->data, sn->size);
-    struct sim_event *ev = event_new(
-        s, SIM_EV_SNAPSHOT, s->now_ms + sim_between(s, s->o.fsync_min_ms, s->o.fsync_max_ms),
-        n->id);
+    struct sim_event *ev =
+        event_new(s, SIM_EV_SNAPSHOT,
+                  s->now_ms + sim_between(s, s->o.fsync_min_ms, s->o.fsync_max_ms), n->id);
     ev->snap = sn;
     heap_push(s, ev);
 }
@@ -743,7 +743,8 @@ static void snapshot_done(struct sim *s, struct sim_node *n, struct sim_snapshot
     struct raft_snapshot_meta meta;
     if (n->r && raft_snapshot(n->r, &meta) && meta.index == disk->index) {
         disk->n_members = meta.n_members < SIM_MAX_NODES ? meta.n_members : SIM_MAX_NODES;
-        memcpy(disk->members, meta.members, disk->n_members * sizeof(*disk->members));
+        if (disk->n_members)
+            memcpy(disk->members, meta.members, disk->n_members * sizeof(*disk->members));
     }
 }
 
@@ -768,8 +769,10 @@ static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
     }
     n->writes_pending--;
     if (w->chunk) {
-        for (size_t i = 0; i < w->n_msgs; i++) /* chunk acknowledgements go first */
+        for (size_t i = 0; i < w->n_msgs; i++) { /* chunk acknowledgements go first */
             send_message(s, &w->msgs[i]->m);
+            msg_free(w->msgs[i]);
+        }
         w->n_msgs = 0;
         stage_chunk(s, n, &w->chunk->m.install_snapshot);
         return;
@@ -1308,19 +1311,24 @@ void sim_print_log(struct sim *s, raft_id id)
     size_t at = 0;
     const struct sim_log *l = n->r ? &n->mem : &n->disk;
     line[0] = '\0';
+    if (n->snap.index)
+        at += (size_t)snprintf(line, sizeof(line), " [snapshot %llu/t%llu]",
+                               (unsigned long long)n->snap.index, (unsigned long long)n->snap.term);
     for (size_t i = 0; i < l->n && at < sizeof(line) - 48;) {
         size_t j = i;
         while (j + 1 < l->n && l->e[j + 1].term == l->e[i].term)
             j++;
+        raft_index a = l->offset + i + 1, b = l->offset + j + 1;
         if (j == i)
-            at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu:t%llu", i + 1,
-                                   (unsigned long long)l->e[i].term);
+            at += (size_t)snprintf(line + at, sizeof(line) - at, " %llu:t%llu",
+                                   (unsigned long long)a, (unsigned long long)l->e[i].term);
         else
-            at += (size_t)snprintf(line + at, sizeof(line) - at, " %zu..%zu:t%llu", i + 1, j + 1,
+            at += (size_t)snprintf(line + at, sizeof(line) - at, " %llu..%llu:t%llu",
+                                   (unsigned long long)a, (unsigned long long)b,
                                    (unsigned long long)l->e[i].term);
         i = j + 1;
     }
     if (at >= sizeof(line) - 48)
         snprintf(line + at, sizeof(line) - at, " ...");
-    sim_say(s, "n%llu log:%s", (unsigned long long)id, l->n ? line : " (empty)");
+    sim_say(s, "n%llu log:%s", (unsigned long long)id, at ? line : " (empty)");
 }
