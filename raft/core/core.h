@@ -157,7 +157,7 @@ struct snapshot {
     uint64_t size;
     uint64_t checksum;
     struct raft_member *members;
-    size_t n_members;
+    size_t n_members, members_cap;
 };
 
 /* A snapshot a follower is receiving (volatile: a crash starts it over). */
@@ -218,7 +218,7 @@ struct raft {
     struct raft_server *self;
     raft_index conf_index;
     struct raft_member *base_conf; /* the configuration as of the log's offset */
-    size_t n_base_conf;
+    size_t n_base_conf, base_conf_cap;
 
     /* Snapshots (§7). */
     struct snapshot snap;
@@ -306,8 +306,9 @@ int membership_apply(struct raft *r, const struct raft_member *members, size_t n
 int membership_apply_entry(struct raft *r, raft_index index);
 void membership_after_truncate(struct raft *r);
 int membership_change(struct raft *r, enum raft_conf_op op, raft_id id);
-int membership_config_at(const struct raft *r, raft_index index, struct raft_member **out,
-                         size_t *n);
+enum { RAFT_MAX_MEMBERS = 64 }; /* bound on a configuration, and on its encoding */
+int membership_config_at(const struct raft *r, raft_index index,
+                         struct raft_member out[RAFT_MAX_MEMBERS], size_t *n);
 int membership_set_base_members(struct raft *r, const struct raft_member *m, size_t n);
 int membership_recompute(struct raft *r, raft_index base_index);
 void membership_progress(struct raft *r, struct raft_server *s);

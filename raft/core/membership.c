@@ -24,7 +24,7 @@
 
 enum {
     CONF_VERSION = 1,
-    CONF_MAX_MEMBERS = 64, /* bound on a configuration, and on an encoding's size */
+    CONF_MAX_MEMBERS = RAFT_MAX_MEMBERS,
     CONF_MEMBER_BYTES = 9,
     CONF_HEADER_BYTES = 5,
 };
@@ -160,6 +160,7 @@ int membership_set_base(struct raft *r, const struct raft_persisted *st)
     r->base_conf = raft_calloc(n ? n : 1, sizeof(*r->base_conf));
     if (!r->base_conf)
         return RAFT_ENOMEM;
+    r->base_conf_cap = n ? n : 1;
     for (size_t i = 0; i < st->n_voters; i++)
         r->base_conf[i] = (struct raft_member){st->voters[i], true};
     for (size_t i = 0; i < st->n_learners; i++)
@@ -210,40 +211,35 @@ void membership_after_truncate(struct raft *r)
                  r->conf_index, NULL, 0);
 }
 
-/* A copy (owned by the caller) of the configuration as of `index`. */
-int membership_config_at(const struct raft *r, raft_index index, struct raft_member **out,
-                         size_t *n)
+/* The configuration as of `index`, into out. */
+int membership_config_at(const struct raft *r, raft_index index,
+                         struct raft_member out[RAFT_MAX_MEMBERS], size_t *n)
 {
-    struct raft_member members[CONF_MAX_MEMBERS];
-    const struct raft_member *src = r->base_conf;
-    size_t count = r->n_base_conf;
     raft_index i = last_conf_entry(r, index);
     if (i) {
         struct raft_entry e;
         log_get(&r->log, i, &e);
-        if (!conf_decode(e.data, e.len, members, &count))
-            return RAFT_ECORRUPT;
-        src = members;
+        return conf_decode(e.data, e.len, out, n) ? RAFT_OK : RAFT_ECORRUPT;
     }
-    *out = raft_calloc(count ? count : 1, sizeof(**out));
-    if (!*out)
-        return RAFT_ENOMEM;
-    if (count)
-        memcpy(*out, src, count * sizeof(**out));
-    *n = count;
+    if (r->n_base_conf)
+        memcpy(out, r->base_conf, r->n_base_conf * sizeof(*out));
+    *n = r->n_base_conf;
     return RAFT_OK;
 }
 
 /* Replace the base configuration (at compaction or snapshot install). */
 int membership_set_base_members(struct raft *r, const struct raft_member *m, size_t n)
 {
-    struct raft_member *copy = raft_calloc(n ? n : 1, sizeof(*copy));
-    if (!copy)
-        return RAFT_ENOMEM;
+    if (n > r->base_conf_cap || !r->base_conf) { /* reused when it fits: no churn */
+        struct raft_member *copy = raft_calloc(n ? n : 1, sizeof(*copy));
+        if (!copy)
+            return RAFT_ENOMEM;
+        raft_free(r->base_conf);
+        r->base_conf = copy;
+        r->base_conf_cap = n ? n : 1;
+    }
     if (n)
-        memcpy(copy, m, n * sizeof(*copy));
-    raft_free(r->base_conf);
-    r->base_conf = copy;
+        memcpy(r->base_conf, m, n * sizeof(*m));
     r->n_base_conf = n;
     return RAFT_OK;
 }

@@ -203,6 +203,13 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
             progress_acked(r, s, s->match_index);
             if (s->state == PROGRESS_PROBE)
                 progress_become_replicate(s);
+            if (s->state == PROGRESS_SNAPSHOT && s->match_index >= s->snapshot_index) {
+                /* The snapshot's answer was lost, but the follower's log
+                 * says it has everything it covered (etcd's story). */
+                update_trace(r, "§7 snapshot succeeded, as an AppendEntries answer shows", s->id,
+                             s->match_index, NULL, 0);
+                progress_become_probe(s, s->match_index + 1);
+            }
             commit_maybe_advance(r);
         }
         replication_send_append(r, s, false);

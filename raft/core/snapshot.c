@@ -27,19 +27,20 @@
 
 int snapshot_set(struct snapshot *snap, const struct raft_snapshot_meta *meta)
 {
-    struct raft_member *members = NULL;
-    if (meta->n_members) {
-        members = raft_calloc(meta->n_members, sizeof(*members));
+    if (meta->n_members > snap->members_cap) { /* reused when it fits: no churn */
+        struct raft_member *members = raft_calloc(meta->n_members, sizeof(*members));
         if (!members)
             return RAFT_ENOMEM;
-        memcpy(members, meta->members, meta->n_members * sizeof(*members));
+        raft_free(snap->members);
+        snap->members = members;
+        snap->members_cap = meta->n_members;
     }
-    raft_free(snap->members);
+    if (meta->n_members)
+        memcpy(snap->members, meta->members, meta->n_members * sizeof(*snap->members));
     snap->index = meta->index;
     snap->term = meta->term;
     snap->size = meta->size;
     snap->checksum = meta->checksum;
-    snap->members = members;
     snap->n_members = meta->n_members;
     return RAFT_OK;
 }
@@ -76,16 +77,14 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
         r->snapshot_asked = false;
         return RAFT_EINVAL;
     }
-    struct raft_member *members;
+    struct raft_member members[RAFT_MAX_MEMBERS];
     size_t n;
-    int rv = membership_config_at(r, index, &members, &n);
+    int rv = membership_config_at(r, index, members, &n);
     if (rv != RAFT_OK)
         return rv;
     struct raft_snapshot_meta meta = {index, log_term_at(&r->log, index), size, checksum, members,
                                       n};
-    rv = snapshot_set(&r->snap, &meta);
-    raft_free(members);
-    if (rv != RAFT_OK)
+    if ((rv = snapshot_set(&r->snap, &meta)) != RAFT_OK)
         return rv;
     r->snapshot_asked = false;
     r->applied_bytes_since_snapshot = 0;
@@ -93,19 +92,15 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
         r->applied_bytes_since_snapshot += log_entry_len(&r->log, i);
     update_trace(r, "§7 snapshot taken", 0, index, NULL, 0);
 
-    /* Keep a trailing tail for followers slightly behind, but never beyond
-     * what every follower we lead still needs... within reason: a follower
-     * further behind than the tail gets the snapshot. */
+    /* Keep a trailing tail for followers slightly behind; one further
+     * behind gets the snapshot. */
     raft_index keep = r->cfg.snapshot_trailing_entries;
     raft_index to = index > keep ? index - keep : 0;
     if (to <= r->log.offset)
         return RAFT_OK;
     /* The configuration as of the new offset becomes the base to fall back to. */
-    if ((rv = membership_config_at(r, to, &members, &n)) != RAFT_OK)
-        return rv;
-    rv = membership_set_base_members(r, members, n);
-    raft_free(members);
-    if (rv != RAFT_OK)
+    if ((rv = membership_config_at(r, to, members, &n)) != RAFT_OK ||
+        (rv = membership_set_base_members(r, members, n)) != RAFT_OK)
         return rv;
     if (r->conf_index <= to)
         r->base_conf_index = r->conf_index;

@@ -94,8 +94,8 @@ static void test_leader_sends_snapshot_in_chunks(void)
     CHECK(is->install_snapshot.data == NULL && !is->install_snapshot.done);
     CHECK_EQ(is->install_snapshot.total_size, 25);
     CHECK(fx_traced(&f, "sending the snapshot"));
-    struct raft_message res = {.type = RAFT_MSG_INSTALL_SNAPSHOT_RESULT, .from = 3, .to = 1,
-                               .term = 1};
+    struct raft_message res = {
+        .type = RAFT_MSG_INSTALL_SNAPSHOT_RESULT, .from = 3, .to = 1, .term = 1};
     res.install_snapshot_result.last_index = 4;
     res.install_snapshot_result.last_term = 1;
     res.install_snapshot_result.next_offset = 10;
@@ -135,6 +135,31 @@ static void test_lost_chunk_resent_by_heartbeat(void)
     fx_tick(&f, 25);
     const struct raft_message *is = fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3);
     CHECK(is && is->install_snapshot.offset == 0);
+    raft_close(f.r);
+}
+
+/* etcd's story: the answer to the last chunk is lost, but an append
+ * answer shows the follower has everything the snapshot covers. */
+static void test_snapshot_succeeds_via_append_answer(void)
+{
+    struct fx f;
+    snapshotting_leader(&f);
+    commit_at_leader(&f, 1);
+    for (int i = 0; i < 3; i++) {
+        fx_propose(&f, "abc");
+        fx_persist_last(&f);
+    }
+    commit_at_leader(&f, 4);
+    fx_taken(&f, 4, 25);
+    fx_tick(&f, 25);
+    CHECK(fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3) != NULL);
+    struct raft_peer_status ps;
+    CHECK(raft_peer_status(f.r, 3, &ps) && !ps.is_replicating);
+    struct raft_message ok = fx_append_ok(3, 1, 1, 4);
+    fx_recv(&f, &ok);
+    CHECK(fx_traced(&f, "snapshot succeeded, as an AppendEntries answer shows"));
+    CHECK(raft_peer_status(f.r, 3, &ps) && ps.match_index == 4);
+    CHECK(fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3) == NULL);
     raft_close(f.r);
 }
 
@@ -221,15 +246,21 @@ static void test_restart_from_snapshot(void)
 {
     raft_id voters[] = {1, 2, 3};
     struct raft_member members[] = {{1, true}, {2, true}, {3, true}, {4, false}};
-    struct raft_snapshot_meta snap = {.index = 10, .term = 2, .size = 100, .checksum = 1,
-                                      .members = members, .n_members = 4};
-    struct raft_entry log[] = {{.term = 2, .index = 9}, {.term = 2, .index = 10},
-                               {.term = 3, .index = 11}};
+    struct raft_snapshot_meta snap = {
+        .index = 10, .term = 2, .size = 100, .checksum = 1, .members = members, .n_members = 4};
+    struct raft_entry log[] = {
+        {.term = 2, .index = 9}, {.term = 2, .index = 10}, {.term = 3, .index = 11}};
     struct raft_config cfg;
     fx_config(&cfg, 1);
-    struct raft_persisted st = {.current_term = 3, .snapshot = &snap, .first_index = 9,
-                                .prev_term = 2, .entries = log, .n_entries = 3,
-                                .applied_index = 10, .voters = voters, .n_voters = 3};
+    struct raft_persisted st = {.current_term = 3,
+                                .snapshot = &snap,
+                                .first_index = 9,
+                                .prev_term = 2,
+                                .entries = log,
+                                .n_entries = 3,
+                                .applied_index = 10,
+                                .voters = voters,
+                                .n_voters = 3};
     struct fx f;
     fx_start(&f, &cfg, &st);
     CHECK_EQ(raft_last_index(f.r), 11);
@@ -250,6 +281,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_snapshot_asked_then_log_compacted),
         HARNESS_TEST(test_leader_sends_snapshot_in_chunks),
         HARNESS_TEST(test_lost_chunk_resent_by_heartbeat),
+        HARNESS_TEST(test_snapshot_succeeds_via_append_answer),
         HARNESS_TEST(test_follower_stages_and_installs),
         HARNESS_TEST(test_checksum_failure_starts_over),
         HARNESS_TEST(test_restart_from_snapshot),
