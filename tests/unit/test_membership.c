@@ -37,6 +37,19 @@ static void ack(struct fx *f, raft_id from, raft_index match)
     fx_recv(f, &m);
 }
 
+/* The configuration entry a leader of {1,2,3} appends to add learner 4,
+ * with its data copied into buf (it outlives the leader's next step). */
+static struct raft_entry learner_conf_entry(struct fx *leader, uint8_t buf[64])
+{
+    ready_leader(leader);
+    CHECK_EQ(fx_change(leader, RAFT_ADD_LEARNER, 4), RAFT_OK);
+    struct raft_entry conf = leader->u.entries[0];
+    CHECK(conf.len <= 64);
+    memcpy(buf, conf.data, conf.len);
+    conf.data = buf;
+    return conf;
+}
+
 /* A learner replicates but counts in no quorum. */
 static void test_learner_replicates_without_voting(void)
 {
@@ -181,12 +194,8 @@ static void test_leader_removes_itself(void)
 static void test_follower_applies_and_reverts(void)
 {
     struct fx leader;
-    ready_leader(&leader);
-    fx_change(&leader, RAFT_ADD_LEARNER, 4);
-    struct raft_entry conf = leader.u.entries[0];
     uint8_t copy[64];
-    memcpy(copy, conf.data, conf.len);
-    conf.data = copy;
+    struct raft_entry conf = learner_conf_entry(&leader, copy);
 
     struct fx f;
     fx_new(&f, 2, 3);
@@ -227,12 +236,8 @@ static void test_follower_applies_and_reverts(void)
 static void test_joining_server_learns_configuration(void)
 {
     struct fx leader;
-    ready_leader(&leader);
-    fx_change(&leader, RAFT_ADD_LEARNER, 4);
-    struct raft_entry conf = leader.u.entries[0];
     uint8_t copy[64];
-    memcpy(copy, conf.data, conf.len);
-    conf.data = copy;
+    struct raft_entry conf = learner_conf_entry(&leader, copy);
 
     struct raft_config cfg;
     fx_config(&cfg, 4);

@@ -40,6 +40,21 @@ static void commit_at_leader(struct fx *f, raft_index index)
     fx_recv(f, &ok);
 }
 
+/* A leader whose log up to 4 is committed, snapshotted and compacted to 3;
+ * follower 3 never answered. */
+static void leader_with_snapshot(struct fx *f)
+{
+    snapshotting_leader(f);
+    commit_at_leader(f, 1);
+    for (int i = 0; i < 3; i++) {
+        fx_propose(f, "abc");
+        fx_persist_last(f);
+    }
+    commit_at_leader(f, 4);
+    CHECK(f->u.snapshot_wanted);
+    CHECK_EQ(fx_taken(f, 4, 25), RAFT_OK);
+}
+
 /* §7: past the threshold the host is asked for a snapshot of what it has
  * applied; once taken, the log keeps only the trailing tail. */
 static void test_snapshot_asked_then_log_compacted(void)
@@ -76,14 +91,7 @@ static void test_snapshot_asked_then_log_compacted(void)
 static void test_leader_sends_snapshot_in_chunks(void)
 {
     struct fx f;
-    snapshotting_leader(&f);
-    commit_at_leader(&f, 1);
-    for (int i = 0; i < 3; i++) {
-        fx_propose(&f, "abc");
-        fx_persist_last(&f);
-    }
-    commit_at_leader(&f, 4);
-    fx_taken(&f, 4, 25);
+    leader_with_snapshot(&f);
     /* Follower 3 never answered: it still needs index 1, compacted away. */
     fx_tick(&f, 25);
     const struct raft_message *is = fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3);
@@ -122,14 +130,7 @@ static void test_leader_sends_snapshot_in_chunks(void)
 static void test_lost_chunk_resent_by_heartbeat(void)
 {
     struct fx f;
-    snapshotting_leader(&f);
-    commit_at_leader(&f, 1);
-    for (int i = 0; i < 3; i++) {
-        fx_propose(&f, "abc");
-        fx_persist_last(&f);
-    }
-    commit_at_leader(&f, 4);
-    fx_taken(&f, 4, 25);
+    leader_with_snapshot(&f);
     fx_tick(&f, 25); /* the first chunk goes out, and is lost */
     CHECK(fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3) != NULL);
     fx_tick(&f, 25);
@@ -143,14 +144,7 @@ static void test_lost_chunk_resent_by_heartbeat(void)
 static void test_snapshot_succeeds_via_append_answer(void)
 {
     struct fx f;
-    snapshotting_leader(&f);
-    commit_at_leader(&f, 1);
-    for (int i = 0; i < 3; i++) {
-        fx_propose(&f, "abc");
-        fx_persist_last(&f);
-    }
-    commit_at_leader(&f, 4);
-    fx_taken(&f, 4, 25);
+    leader_with_snapshot(&f);
     fx_tick(&f, 25);
     CHECK(fx_msg(&f, RAFT_MSG_INSTALL_SNAPSHOT, 3) != NULL);
     struct raft_peer_status ps;
