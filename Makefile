@@ -39,11 +39,13 @@ say = @printf '  %-7s %s\n' $(1) $(2)
 endif
 
 PKGS_PROTO := libprotobuf-c
+PKGS_IO := lmdb
 
 # ---------------------------------------------------------------------------
 # Sources
 
 CORE_SRC := $(wildcard raft/core/*.c)
+IO_SRC := $(wildcard raft/io/*.c)
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -51,6 +53,7 @@ PROTO_H := $(PROTO_C:.c=.h)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(OBJ)/%.o)
+IO_OBJ := $(IO_SRC:%.c=$(OBJ)/%.o)
 SIM_OBJ := $(SIM_SRC:%.c=$(OBJ)/%.o)
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(OBJ)/gen/%.o)
 HARNESS_OBJ := $(OBJ)/tests/harness.o
@@ -58,6 +61,7 @@ HARNESS_OBJ := $(OBJ)/tests/harness.o
 LIBRAFT := $(OBJ)/libraft.a
 LIBSIM := $(OBJ)/libraftsim.a
 LIBPROTO := $(OBJ)/libproto.a
+LIBIO := $(OBJ)/libraftio.a
 RAFTSIM := $(OBJ)/raftsim
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
@@ -91,13 +95,17 @@ $(OBJ)/raft/core/%.o: raft/core/%.c
 $(OBJ)/%.o: %.c | $(PROTO_H)
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS_ALL) -Iraft/include -I$(GEN) -Itests -c $< -o $@
+	$(Q)$(CC) $(CFLAGS_ALL) -Iraft/include -Iraft/io -I$(GEN) -Itests -c $< -o $@
 
 $(LIBRAFT): $(CORE_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(LIBSIM): $(SIM_OBJ)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBIO): $(IO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
@@ -109,9 +117,9 @@ $(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
-$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBRAFT) $(LIBPROTO)
+$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO)) -o $@
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO)) -o $@
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -1,0 +1,84 @@
+/* storage.h — a node's stable storage on LMDB: the Raft log, hard state and
+ * snapshot meta of every group, in one environment, written by group commit.
+ *
+ * Layout (DESIGN.md): one LMDB environment per node (the data directory);
+ * a "node" database holding the cluster id, node id and format version; and
+ * per group g: "g<g>.log" (index -> term, type, data) and "g<g>.meta"
+ * (current term, vote, the log's first index and the term before it, and
+ * the latest snapshot's meta). The state machine's databases ("g<g>.kv",
+ * "g<g>.sess") live in the same environment so that applying and recording
+ * the applied index share one transaction (host contract 2).
+ *
+ * Group commit: everything the groups of a node must persist at the end of
+ * a loop turn goes into one storage_batch and one write transaction -- one
+ * fsync (notes/lmdb-commit.md: ~5,000 commits/s but ~200,000 entries/s when
+ * batched). Nothing of a failed commit is visible: LMDB aborts the whole
+ * transaction, so a full map (STORAGE_EFULL) loses no acknowledged write and
+ * leaves no half-applied state; reopening with a larger map continues.
+ */
+#ifndef RAFT_IO_STORAGE_H
+#define RAFT_IO_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "raft.h"
+
+enum {
+    STORAGE_OK = 0,
+    STORAGE_EIO = 1,       /* LMDB or the file system failed; see the message */
+    STORAGE_EFULL = 2,     /* the map is full: nothing was written; grow --map-size */
+    STORAGE_EMISMATCH = 3, /* the data directory belongs to another cluster or node */
+    STORAGE_ECORRUPT = 4,  /* stored data does not decode */
+    STORAGE_ENOMEM = 5,
+};
+
+enum { STORAGE_FORMAT_VERSION = 1 };
+
+struct storage;
+
+/* Open (creating if needed) the environment in directory `path` for node
+ * `node_id` of cluster `cluster_id`. A directory that records another
+ * cluster or node is refused with STORAGE_EMISMATCH and a message saying
+ * what to do. map_size_bytes bounds the data (LMDB's map size). On error,
+ * `err` (size errlen) holds a message for the user. */
+int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t map_size_bytes,
+                 struct storage **out, char *err, size_t errlen);
+void storage_close(struct storage *st);
+
+/* What one group persists in one update (host contract 1). The pointers
+ * are read during storage_commit() only. */
+struct storage_group_write {
+    uint64_t group;
+    bool hard_state;
+    raft_term term;
+    raft_id vote;
+    raft_index truncate_from; /* delete entries >= this first (0: none) */
+    const struct raft_entry *entries;
+    size_t n_entries;
+    raft_index compact_index; /* delete entries <= this (0: none)... */
+    raft_term compact_term;   /* ...and remember the term at it */
+    const struct raft_snapshot_meta *snapshot; /* a new snapshot's meta, or NULL */
+};
+
+/* Write every group's changes in one transaction and sync it. All or
+ * nothing: on error nothing of the batch is stored. */
+int storage_commit(struct storage *st, const struct storage_group_write *writes, size_t n,
+                   char *err, size_t errlen);
+
+/* Everything stored for one group, decoded. Owns its memory; release with
+ * storage_loaded_free(). persisted points into it and is ready for
+ * raft_init() (configuration fields left for the caller to fill when there
+ * is no snapshot). */
+struct storage_loaded {
+    struct raft_persisted persisted;
+    struct raft_snapshot_meta snapshot;
+    struct raft_entry *entries;
+    struct raft_member *members;
+    void *arena; /* entry data */
+};
+int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out, char *err,
+                 size_t errlen);
+void storage_loaded_free(struct storage_loaded *l);
+
+#endif /* RAFT_IO_STORAGE_H */

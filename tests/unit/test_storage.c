@@ -1,0 +1,255 @@
+/* Stable storage on LMDB: raft/io/storage.c. Including the claim that
+ * matters most: after kill -9 at any moment, every write that
+ * storage_commit() acknowledged is there. */
+#define _POSIX_C_SOURCE 200809L
+#include "harness.h"
+#include "storage.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { MAP = 64 << 20 };
+
+static char dir[256];
+static char err[512];
+
+static void fresh_dir(void)
+{
+    char cmd[300];
+    snprintf(dir, sizeof(dir), "/tmp/raftkv-test-storage-%d", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void remove_dir(void)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static struct storage *open_ok(uint64_t cluster, uint64_t node, size_t map)
+{
+    struct storage *st;
+    int rv = storage_open(dir, cluster, node, map, &st, err, sizeof(err));
+    if (rv != STORAGE_OK)
+        harness_fail(__FILE__, __LINE__, "storage_open: %s", err);
+    return st;
+}
+
+/* A data directory records its cluster and node; another is refused with a
+ * message that says what to do. */
+static void test_identity_recorded_and_checked(void)
+{
+    fresh_dir();
+    storage_close(open_ok(0xabc, 1, MAP));
+    storage_close(open_ok(0xabc, 1, MAP));
+    struct storage *st;
+    CHECK_EQ(storage_open(dir, 0xdef, 1, MAP, &st, err, sizeof(err)), STORAGE_EMISMATCH);
+    CHECK(strstr(err, "belongs to cluster") && strstr(err, "use a fresh --data"));
+    CHECK_EQ(storage_open(dir, 0xabc, 2, MAP, &st, err, sizeof(err)), STORAGE_EMISMATCH);
+    remove_dir();
+}
+
+static void test_hard_state_and_log_round_trip(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    struct raft_entry es[] = {{.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
+                              {.term = 1, .index = 2, .data = "hello", .len = 5},
+                              {.term = 2, .index = 3, .data = "world", .len = 5}};
+    struct storage_group_write w = {.group = 7, .hard_state = true, .term = 2, .vote = 3,
+                                    .entries = es, .n_entries = 3};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+
+    st = open_ok(1, 1, MAP);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 7, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.current_term, 2);
+    CHECK_EQ(l.persisted.voted_for, 3);
+    CHECK_EQ(l.persisted.first_index, 1);
+    CHECK_EQ(l.persisted.n_entries, 3);
+    CHECK_EQ(l.persisted.entries[0].type, RAFT_ENTRY_NOOP);
+    CHECK_EQ(l.persisted.entries[2].term, 2);
+    CHECK(memcmp(l.persisted.entries[1].data, "hello", 5) == 0);
+    CHECK(l.persisted.snapshot == NULL);
+    storage_loaded_free(&l);
+    /* Another group is separate, and empty. */
+    CHECK_EQ(storage_load(st, 8, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, 0);
+    CHECK_EQ(l.persisted.current_term, 0);
+    storage_loaded_free(&l);
+    storage_close(st);
+    remove_dir();
+}
+
+/* Truncation (§5.3), compaction and a snapshot's meta (§7). */
+static void test_truncate_compact_snapshot(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    struct raft_entry es[10];
+    for (int i = 0; i < 10; i++)
+        es[i] = (struct raft_entry){.term = 1, .index = (raft_index)i + 1, .data = "x", .len = 1};
+    struct storage_group_write w = {.group = 1, .entries = es, .n_entries = 10};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    struct raft_entry repl[] = {{.term = 3, .index = 8, .data = "y", .len = 1}};
+    struct storage_group_write t = {.group = 1, .truncate_from = 8, .entries = repl, .n_entries = 1};
+    CHECK_EQ(storage_commit(st, &t, 1, err, sizeof(err)), STORAGE_OK);
+    struct raft_member members[] = {{1, true}, {2, true}, {4, false}};
+    struct raft_snapshot_meta snap = {6, 1, 1234, 99, members, 3};
+    struct storage_group_write c = {.group = 1, .compact_index = 5, .compact_term = 1,
+                                    .snapshot = &snap};
+    CHECK_EQ(storage_commit(st, &c, 1, err, sizeof(err)), STORAGE_OK);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.first_index, 6);
+    CHECK_EQ(l.persisted.prev_term, 1);
+    CHECK_EQ(l.persisted.n_entries, 3); /* 6, 7 and the new 8 */
+    CHECK_EQ(l.persisted.entries[2].index, 8);
+    CHECK_EQ(l.persisted.entries[2].term, 3);
+    CHECK(l.persisted.snapshot != NULL);
+    CHECK_EQ(l.snapshot.index, 6);
+    CHECK_EQ(l.snapshot.size, 1234);
+    CHECK_EQ(l.snapshot.n_members, 3);
+    CHECK(!l.snapshot.members[2].is_voter);
+    CHECK_EQ(l.persisted.applied_index, 6);
+    storage_loaded_free(&l);
+    storage_close(st);
+    remove_dir();
+}
+
+/* Group commit: several groups in one transaction. */
+static void test_group_commit_many_groups(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    struct raft_entry e = {.term = 1, .index = 1, .data = "g", .len = 1};
+    struct storage_group_write ws[20];
+    for (int g = 0; g < 20; g++)
+        ws[g] = (struct storage_group_write){.group = (uint64_t)g, .hard_state = true,
+                                             .term = (raft_term)g + 1, .entries = &e,
+                                             .n_entries = 1};
+    CHECK_EQ(storage_commit(st, ws, 20, err, sizeof(err)), STORAGE_OK);
+    for (int g = 0; g < 20; g++) {
+        struct storage_loaded l;
+        CHECK_EQ(storage_load(st, (uint64_t)g, &l, err, sizeof(err)), STORAGE_OK);
+        CHECK_EQ(l.persisted.current_term, (raft_term)g + 1);
+        CHECK_EQ(l.persisted.n_entries, 1);
+        storage_loaded_free(&l);
+    }
+    storage_close(st);
+    remove_dir();
+}
+
+/* A full map is an error that stores nothing of the batch; with a larger
+ * map the node goes on where it stopped. */
+static void test_map_full_then_recover(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, 1 << 20); /* 1 MiB */
+    static char big[64 * 1024];
+    memset(big, 'b', sizeof(big));
+    raft_index next = 1;
+    int rv = STORAGE_OK;
+    for (int i = 0; i < 100 && rv == STORAGE_OK; i++) {
+        struct raft_entry e = {.term = 1, .index = next, .data = big, .len = sizeof(big)};
+        struct storage_group_write w = {.group = 1, .entries = &e, .n_entries = 1};
+        rv = storage_commit(st, &w, 1, err, sizeof(err));
+        if (rv == STORAGE_OK)
+            next++;
+    }
+    CHECK_EQ(rv, STORAGE_EFULL);
+    CHECK(strstr(err, "nothing of this write was stored"));
+    storage_close(st);
+    st = open_ok(1, 1, 64 << 20);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, next - 1); /* every acknowledged entry, no more */
+    storage_loaded_free(&l);
+    struct raft_entry e = {.term = 1, .index = next, .data = big, .len = sizeof(big)};
+    struct storage_group_write w = {.group = 1, .entries = &e, .n_entries = 1};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+    remove_dir();
+}
+
+/* kill -9 at a random moment: every acknowledged commit survives. The
+ * child commits entries one batch at a time and reports each acknowledged
+ * index through a pipe; the parent kills it mid-stream, reopens the
+ * directory, and checks. */
+static void test_kill9_loses_no_acknowledged_write(void)
+{
+    uint64_t seed = harness_seed((uint64_t)time(NULL));
+    for (int round = 0; round < 3; round++) {
+        fresh_dir();
+        int fds[2];
+        CHECK(pipe(fds) == 0);
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            struct storage *st;
+            if (storage_open(dir, 1, 1, MAP, &st, err, sizeof(err)) != STORAGE_OK)
+                _exit(2);
+            char data[100];
+            memset(data, 'k', sizeof(data));
+            for (raft_index i = 1; i < 1000000; i += 8) {
+                struct raft_entry es[8];
+                for (int k = 0; k < 8; k++)
+                    es[k] = (struct raft_entry){.term = 1, .index = i + (raft_index)k,
+                                                .data = data, .len = sizeof(data)};
+                struct storage_group_write w = {.group = 1, .hard_state = true, .term = i,
+                                                .entries = es, .n_entries = 8};
+                if (storage_commit(st, &w, 1, err, sizeof(err)) != STORAGE_OK)
+                    _exit(3);
+                raft_index acked = i + 7;
+                if (write(fds[1], &acked, sizeof(acked)) != sizeof(acked))
+                    _exit(4);
+            }
+            _exit(0);
+        }
+        close(fds[1]);
+        /* Let it run 30-150 ms, reading acknowledgements, then kill -9. */
+        struct timespec pause = {0, (long)(30 + (seed + (uint64_t)round * 7919) % 120) * 1000000L};
+        nanosleep(&pause, NULL);
+        kill(pid, SIGKILL);
+        raft_index acked = 0, v;
+        while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+            acked = v;
+        close(fds[0]);
+        int status;
+        waitpid(pid, &status, 0);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        CHECK(acked > 0);
+        struct storage *st = open_ok(1, 1, MAP);
+        struct storage_loaded l;
+        CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
+        CHECK(l.persisted.n_entries >= acked);
+        CHECK(l.persisted.n_entries % 8 == 0); /* whole batches: all or nothing */
+        CHECK(l.persisted.current_term + 7 == l.persisted.n_entries); /* same transaction */
+        for (size_t i = 0; i < l.persisted.n_entries; i++)
+            CHECK_EQ(l.persisted.entries[i].index, i + 1);
+        storage_loaded_free(&l);
+        storage_close(st);
+        remove_dir();
+    }
+}
+
+int main(int argc, char **argv)
+{
+    static const struct harness_test tests[] = {
+        HARNESS_TEST(test_identity_recorded_and_checked),
+        HARNESS_TEST(test_hard_state_and_log_round_trip),
+        HARNESS_TEST(test_truncate_compact_snapshot),
+        HARNESS_TEST(test_group_commit_many_groups),
+        HARNESS_TEST(test_map_full_then_recover),
+        HARNESS_TEST(test_kill9_loses_no_acknowledged_write),
+    };
+    return harness_main(argc, argv, "storage", tests, sizeof(tests) / sizeof(tests[0]));
+}
