@@ -92,6 +92,11 @@ $(OBJ)/raft/core/%.o: raft/core/%.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
+$(OBJ)/raft/io/%.o: raft/io/%.c | $(PROTO_H)
+	$(call say,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_ALL) $$(pkg-config --cflags $(PKGS_PROTO) $(PKGS_IO)) -Iraft/include -I$(GEN) -c $< -o $@
+
 $(OBJ)/%.o: %.c | $(PROTO_H)
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)

@@ -383,7 +383,8 @@ static int load_entries(MDB_txn *txn, MDB_dbi log, raft_index first, struct stor
     out->entries = calloc(cap ? cap : 1, sizeof(*out->entries));
     MDB_val k, d;
     /* First pass: sizes, to place all data in one arena. */
-    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT))
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &d, MDB_NEXT))
         bytes += d.mv_size;
     out->arena = malloc(bytes ? bytes : 1);
     if (!out->entries || !out->arena) {

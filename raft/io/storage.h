@@ -56,8 +56,8 @@ struct storage_group_write {
     raft_index truncate_from; /* delete entries >= this first (0: none) */
     const struct raft_entry *entries;
     size_t n_entries;
-    raft_index compact_index; /* delete entries <= this (0: none)... */
-    raft_term compact_term;   /* ...and remember the term at it */
+    raft_index compact_index;                  /* delete entries <= this (0: none)... */
+    raft_term compact_term;                    /* ...and remember the term at it */
     const struct raft_snapshot_meta *snapshot; /* a new snapshot's meta, or NULL */
 };
 

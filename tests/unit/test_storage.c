@@ -62,8 +62,8 @@ static void test_hard_state_and_log_round_trip(void)
     struct raft_entry es[] = {{.term = 1, .index = 1, .type = RAFT_ENTRY_NOOP},
                               {.term = 1, .index = 2, .data = "hello", .len = 5},
                               {.term = 2, .index = 3, .data = "world", .len = 5}};
-    struct storage_group_write w = {.group = 7, .hard_state = true, .term = 2, .vote = 3,
-                                    .entries = es, .n_entries = 3};
+    struct storage_group_write w = {
+        .group = 7, .hard_state = true, .term = 2, .vote = 3, .entries = es, .n_entries = 3};
     CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
     storage_close(st);
 
@@ -99,12 +99,13 @@ static void test_truncate_compact_snapshot(void)
     struct storage_group_write w = {.group = 1, .entries = es, .n_entries = 10};
     CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
     struct raft_entry repl[] = {{.term = 3, .index = 8, .data = "y", .len = 1}};
-    struct storage_group_write t = {.group = 1, .truncate_from = 8, .entries = repl, .n_entries = 1};
+    struct storage_group_write t = {
+        .group = 1, .truncate_from = 8, .entries = repl, .n_entries = 1};
     CHECK_EQ(storage_commit(st, &t, 1, err, sizeof(err)), STORAGE_OK);
     struct raft_member members[] = {{1, true}, {2, true}, {4, false}};
     struct raft_snapshot_meta snap = {6, 1, 1234, 99, members, 3};
-    struct storage_group_write c = {.group = 1, .compact_index = 5, .compact_term = 1,
-                                    .snapshot = &snap};
+    struct storage_group_write c = {
+        .group = 1, .compact_index = 5, .compact_term = 1, .snapshot = &snap};
     CHECK_EQ(storage_commit(st, &c, 1, err, sizeof(err)), STORAGE_OK);
     struct storage_loaded l;
     CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
@@ -132,8 +133,10 @@ static void test_group_commit_many_groups(void)
     struct raft_entry e = {.term = 1, .index = 1, .data = "g", .len = 1};
     struct storage_group_write ws[20];
     for (int g = 0; g < 20; g++)
-        ws[g] = (struct storage_group_write){.group = (uint64_t)g, .hard_state = true,
-                                             .term = (raft_term)g + 1, .entries = &e,
+        ws[g] = (struct storage_group_write){.group = (uint64_t)g,
+                                             .hard_state = true,
+                                             .term = (raft_term)g + 1,
+                                             .entries = &e,
                                              .n_entries = 1};
     CHECK_EQ(storage_commit(st, ws, 20, err, sizeof(err)), STORAGE_OK);
     for (int g = 0; g < 20; g++) {
@@ -202,10 +205,10 @@ static void test_kill9_loses_no_acknowledged_write(void)
             for (raft_index i = 1; i < 1000000; i += 8) {
                 struct raft_entry es[8];
                 for (int k = 0; k < 8; k++)
-                    es[k] = (struct raft_entry){.term = 1, .index = i + (raft_index)k,
-                                                .data = data, .len = sizeof(data)};
-                struct storage_group_write w = {.group = 1, .hard_state = true, .term = i,
-                                                .entries = es, .n_entries = 8};
+                    es[k] = (struct raft_entry){
+                        .term = 1, .index = i + (raft_index)k, .data = data, .len = sizeof(data)};
+                struct storage_group_write w = {
+                    .group = 1, .hard_state = true, .term = i, .entries = es, .n_entries = 8};
                 if (storage_commit(st, &w, 1, err, sizeof(err)) != STORAGE_OK)
                     _exit(3);
                 raft_index acked = i + 7;
