@@ -39,7 +39,7 @@ say = @printf '  %-7s %s\n' $(1) $(2)
 endif
 
 PKGS_PROTO := libprotobuf-c
-PKGS_IO := lmdb
+PKGS_IO := lmdb libuv
 
 # ---------------------------------------------------------------------------
 # Sources

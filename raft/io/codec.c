@@ -110,8 +110,8 @@ static int encode_snapshot(const struct raft_message *m, Raftpb__Envelope *env,
     return pack(env, frame, len);
 }
 
-int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t group,
-                 uint8_t **frame, size_t *len)
+int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t group, uint8_t **frame,
+                 size_t *len)
 {
     Raftpb__Envelope env = RAFTPB__ENVELOPE__INIT;
     env.cluster_id = cluster_id;
@@ -280,15 +280,15 @@ static int decode_payload(const Raftpb__Envelope *env, struct codec_decoded *out
         const Raftpb__AppendEntriesResult *r = env->append_entries_result;
         m->type = RAFT_MSG_APPEND_ENTRIES_RESULT;
         m->term = r->term;
-        m->append_entries_result = (struct raft_append_entries_result){
-            .success = r->success,
-            .match_index = r->match_index,
-            .rejected_index = r->rejected_index,
-            .conflict_term = r->conflict_term,
-            .conflict_index = r->conflict_index,
-            .last_log_index = r->last_log_index,
-            .read_seq = r->read_seq,
-            .echo_sent_ms = r->echo_sent_ms};
+        m->append_entries_result =
+            (struct raft_append_entries_result){.success = r->success,
+                                                .match_index = r->match_index,
+                                                .rejected_index = r->rejected_index,
+                                                .conflict_term = r->conflict_term,
+                                                .conflict_index = r->conflict_index,
+                                                .last_log_index = r->last_log_index,
+                                                .read_seq = r->read_seq,
+                                                .echo_sent_ms = r->echo_sent_ms};
         return CODEC_OK;
     }
     case RAFTPB__ENVELOPE__PAYLOAD_INSTALL_SNAPSHOT:

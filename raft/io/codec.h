@@ -17,7 +17,7 @@
 
 enum {
     CODEC_OK = 0,
-    CODEC_ETOOBIG = 1,   /* a frame longer than the maximum */
+    CODEC_ETOOBIG = 1,    /* a frame longer than the maximum */
     CODEC_EMALFORMED = 2, /* bytes that are not an Envelope, or a message that does not add up */
     CODEC_ENOMEM = 3,
 };
@@ -26,8 +26,8 @@ enum { CODEC_WIRE_VERSION = 1, CODEC_DEFAULT_MAX_FRAME = 16 << 20 };
 
 /* Encode m (of group `group`, cluster `cluster_id`) as one frame in a
  * malloc'ed buffer the caller frees. InstallSnapshot data must be filled. */
-int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t group,
-                 uint8_t **frame, size_t *len);
+int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t group, uint8_t **frame,
+                 size_t *len);
 
 /* Encode the Hello that opens every connection. */
 int codec_encode_hello(uint64_t cluster_id, uint64_t node_id, uint8_t **frame, size_t *len);

@@ -77,11 +77,15 @@ static void test_every_other_message_round_trips(void)
     CHECK(d.msg.request_vote_result.vote_granted && !d.msg.request_vote_result.pre_vote);
     codec_decoded_free(&d);
 
-    struct raft_message aer = {.type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 2, .to = 1,
-                               .term = 4};
-    aer.append_entries_result = (struct raft_append_entries_result){
-        .success = false, .rejected_index = 12, .conflict_term = 3, .conflict_index = 10,
-        .last_log_index = 11, .read_seq = 5, .echo_sent_ms = 999};
+    struct raft_message aer = {
+        .type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 2, .to = 1, .term = 4};
+    aer.append_entries_result = (struct raft_append_entries_result){.success = false,
+                                                                    .rejected_index = 12,
+                                                                    .conflict_term = 3,
+                                                                    .conflict_index = 10,
+                                                                    .last_log_index = 11,
+                                                                    .read_seq = 5,
+                                                                    .echo_sent_ms = 999};
     d = round_trip(&aer);
     CHECK_EQ(d.msg.append_entries_result.conflict_index, 10);
     CHECK_EQ(d.msg.append_entries_result.echo_sent_ms, 999);
@@ -106,8 +110,8 @@ static void test_every_other_message_round_trips(void)
     CHECK(!d.msg.install_snapshot.members[2].is_voter && d.msg.install_snapshot.members[2].id == 7);
     codec_decoded_free(&d);
 
-    struct raft_message isr = {.type = RAFT_MSG_INSTALL_SNAPSHOT_RESULT, .from = 2, .to = 1,
-                               .term = 4};
+    struct raft_message isr = {
+        .type = RAFT_MSG_INSTALL_SNAPSHOT_RESULT, .from = 2, .to = 1, .term = 4};
     isr.install_snapshot_result = (struct raft_install_snapshot_result){100, 3, 69, true, false};
     d = round_trip(&isr);
     CHECK(d.msg.install_snapshot_result.done && d.msg.install_snapshot_result.last_term == 3);

@@ -1,0 +1,60 @@
+/* transport.h — Raft messages between nodes over TCP, on a libuv loop.
+ *
+ * One outbound connection per peer, bound to the node's own address (so
+ * that address-based partition rules see it), with TCP_NODELAY and
+ * TCP_USER_TIMEOUT; a non-blocking connect with a timeout; reconnection
+ * with capped exponential backoff and jitter; a bounded send queue per
+ * peer (messages beyond it are dropped, as a lossy network would: Raft
+ * retries). Every connection opens with a Hello; a foreign cluster id or an
+ * incompatible version is refused with a log line and the connection
+ * closed. Frames longer than the maximum are refused before any allocation
+ * for them (codec.h). Incoming connections are served the same way.
+ */
+#ifndef RAFT_IO_TRANSPORT_H
+#define RAFT_IO_TRANSPORT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "codec.h"
+
+struct transport_config {
+    uint64_t cluster_id;
+    uint64_t node_id;
+    const char *host;   /* our address (127.0.0.x), for listening and for binding */
+    uint16_t port;      /* 0: any (see transport_port) */
+    size_t max_frame;   /* default CODEC_DEFAULT_MAX_FRAME */
+    uint32_t connect_timeout_ms;  /* default 1000 */
+    uint32_t backoff_min_ms;      /* default 50 */
+    uint32_t backoff_max_ms;      /* default 2000 */
+    size_t max_queue_bytes;       /* per peer; default 64 MiB */
+    uint32_t user_timeout_ms;     /* TCP_USER_TIMEOUT; default 1500 */
+};
+
+void transport_config_default(struct transport_config *cfg);
+
+/* A received message (valid during the call only) of group `group`. */
+typedef void (*transport_recv_cb)(void *data, uint64_t group, const struct raft_message *m);
+/* A line for the node's log: refused peers, reconnections. */
+typedef void (*transport_log_cb)(void *data, const char *line);
+
+struct transport;
+
+int transport_init(struct transport **out, uv_loop_t *loop, const struct transport_config *cfg,
+                   transport_recv_cb on_recv, transport_log_cb on_log, void *data);
+/* The port we listen on (useful with port 0). */
+uint16_t transport_port(const struct transport *t);
+int transport_add_peer(struct transport *t, uint64_t id, const char *host, uint16_t port);
+/* Queue m for its destination. Returns 0, or UV_ENOBUFS when the peer's
+ * queue is full (the message is dropped), or UV_EINVAL for an unknown peer. */
+int transport_send(struct transport *t, uint64_t group, const struct raft_message *m);
+/* Close every handle; the loop must then run until it has no more. */
+void transport_close(struct transport *t);
+
+struct transport_stats {
+    uint64_t frames_sent, frames_received, refused_hellos, oversized_frames, malformed_frames;
+    uint64_t dropped_full_queue, connects, reconnects;
+};
+void transport_get_stats(const struct transport *t, struct transport_stats *st);
+
+#endif /* RAFT_IO_TRANSPORT_H */

@@ -1,0 +1,246 @@
+/* TCP between nodes: raft/io/transport.c, on loopback, in one process
+ * with one libuv loop. Every wait is on a condition with a timeout. */
+#include "harness.h"
+#include "transport.h"
+
+#include <stdlib.h>
+
+struct inbox {
+    int received;
+    struct raft_message last;
+    uint64_t group;
+    int log_lines;
+    char log[256];
+};
+
+static void on_recv(void *data, uint64_t group, const struct raft_message *m)
+{
+    struct inbox *in = data;
+    in->received++;
+    in->last = *m;
+    in->group = group;
+}
+
+static void on_log(void *data, const char *line)
+{
+    struct inbox *in = data;
+    in->log_lines++;
+    snprintf(in->log, sizeof(in->log), "%s", line);
+}
+
+static uv_loop_t loop;
+
+/* Run the loop until *flag reaches want or timeout_ms pass. */
+static bool run_until(const int *flag, int want, unsigned timeout_ms)
+{
+    uint64_t deadline = uv_now(&loop) + timeout_ms;
+    while (*flag < want && uv_now(&loop) < deadline) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        uv_update_time(&loop);
+    }
+    return *flag >= want;
+}
+
+static struct transport *start(uint64_t cluster, uint64_t node, uint16_t port, struct inbox *in)
+{
+    struct transport_config cfg;
+    transport_config_default(&cfg);
+    cfg.cluster_id = cluster;
+    cfg.node_id = node;
+    cfg.port = port;
+    cfg.max_frame = 64 * 1024;
+    cfg.backoff_min_ms = 10;
+    cfg.backoff_max_ms = 100;
+    struct transport *t;
+    CHECK_EQ(transport_init(&t, &loop, &cfg, on_recv, on_log, in), 0);
+    return t;
+}
+
+static void stop(struct transport *t)
+{
+    transport_close(t);
+    for (int i = 0; i < 100; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+}
+
+static struct raft_message vote(raft_id from, raft_id to, raft_term term)
+{
+    struct raft_message m = {.type = RAFT_MSG_REQUEST_VOTE, .from = from, .to = to, .term = term};
+    m.request_vote.last_log_index = 42;
+    return m;
+}
+
+static void test_messages_both_ways(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t1, 3, &m), 0);
+    CHECK(run_until(&in2.received, 1, 3000));
+    CHECK_EQ(in2.last.type, RAFT_MSG_REQUEST_VOTE);
+    CHECK_EQ(in2.last.term, 5);
+    CHECK_EQ(in2.last.request_vote.last_log_index, 42);
+    CHECK_EQ(in2.group, 3);
+    struct raft_message back = vote(2, 1, 6);
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(transport_send(t2, 1, &back), 0);
+    CHECK(run_until(&in1.received, 100, 3000));
+    CHECK_EQ(transport_send(t1, 1, &(struct raft_message){.type = RAFT_MSG_TIMEOUT_NOW, .from = 1,
+                                                         .to = 9}),
+             UV_EINVAL);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A node of another cluster is refused with a log line saying so. */
+static void test_foreign_cluster_refused(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in2 = {0}, in9 = {0};
+    struct transport *t2 = start(7, 2, 0, &in2), *t9 = start(8, 1, 0, &in9);
+    CHECK_EQ(transport_add_peer(t9, 2, "127.0.0.1", transport_port(t2)), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t9, 1, &m), 0);
+    CHECK(run_until(&in2.log_lines, 1, 3000));
+    CHECK(strstr(in2.log, "refusing node 1") && strstr(in2.log, "cluster"));
+    struct transport_stats st;
+    transport_get_stats(t2, &st);
+    CHECK_EQ(st.refused_hellos, 1);
+    CHECK_EQ(in2.received, 0);
+    stop(t2);
+    stop(t9);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Raw clients: an oversized frame and random bytes close their connection;
+ * the node keeps serving others. */
+struct raw {
+    uv_tcp_t tcp;
+    uv_connect_t req;
+    uv_write_t wreq;
+    uint8_t bytes[256];
+    size_t len;
+    int done;
+};
+
+static void raw_written(uv_write_t *req, int status)
+{
+    (void)status;
+    ((struct raw *)req->data)->done = 1;
+}
+
+static void raw_connected(uv_connect_t *req, int status)
+{
+    struct raw *r = req->data;
+    if (status < 0) {
+        r->done = 1;
+        return;
+    }
+    uv_buf_t buf = uv_buf_init((char *)r->bytes, (unsigned)r->len);
+    r->wreq.data = r;
+    uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &buf, 1, raw_written);
+}
+
+static void raw_send(struct raw *r, uint16_t port)
+{
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", port, &addr);
+    uv_tcp_init(&loop, &r->tcp);
+    r->req.data = r;
+    CHECK_EQ(uv_tcp_connect(&r->req, &r->tcp, (const struct sockaddr *)&addr, raw_connected), 0);
+    CHECK(run_until(&r->done, 1, 3000));
+}
+
+static void test_bad_bytes_close_only_that_connection(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    struct raw big = {.bytes = {0x7f, 0xff, 0xff, 0xff, 1, 2, 3}, .len = 7};
+    raw_send(&big, transport_port(t2));
+    struct transport_stats st;
+    for (int i = 0; i < 200; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        transport_get_stats(t2, &st);
+        if (st.oversized_frames)
+            break;
+        uv_sleep(1);
+    }
+    CHECK_EQ(st.oversized_frames, 1);
+    uint64_t s = harness_seed(99);
+    struct raw junk = {.len = 200};
+    for (size_t i = 0; i < junk.len; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        junk.bytes[i] = (uint8_t)(s >> 56);
+    }
+    junk.bytes[0] = junk.bytes[1] = 0; /* a small frame of garbage */
+    raw_send(&junk, transport_port(t2));
+    for (int i = 0; i < 100; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    /* Still serving. */
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t1, 1, &m), 0);
+    CHECK(run_until(&in2.received, 1, 3000));
+    uv_close((uv_handle_t *)&big.tcp, NULL);
+    uv_close((uv_handle_t *)&junk.tcp, NULL);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A peer that goes away and comes back on the same port is reconnected
+ * on our own timers, and queued messages flow again. */
+static void test_reconnects_after_restart(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    uint16_t port = transport_port(t2);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", port), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t1, 1, &m), 0);
+    CHECK(run_until(&in2.received, 1, 3000));
+    stop(t2);
+    for (int i = 0; i < 50; i++) { /* let t1 notice */
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    struct inbox again = {0};
+    t2 = start(7, 2, port, &again);
+    m.term = 6;
+    int sent = 0;
+    for (int i = 0; i < 300 && again.received == 0; i++) {
+        if (i % 20 == 0 && transport_send(t1, 1, &m) == 0)
+            sent++;
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(2);
+    }
+    CHECK(again.received >= 1);
+    CHECK_EQ(again.last.term, 6);
+    struct transport_stats st;
+    transport_get_stats(t1, &st);
+    CHECK(st.reconnects >= 1);
+    (void)sent;
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct harness_test tests[] = {
+        HARNESS_TEST(test_messages_both_ways),
+        HARNESS_TEST(test_foreign_cluster_refused),
+        HARNESS_TEST(test_bad_bytes_close_only_that_connection),
+        HARNESS_TEST(test_reconnects_after_restart),
+    };
+    return harness_main(argc, argv, "transport", tests, sizeof(tests) / sizeof(tests[0]));
+}
