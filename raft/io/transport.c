@@ -165,8 +165,8 @@ static void peer_fail(struct peer *p, const char *why)
     uint64_t z = (t->prng += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ULL;
     uint32_t delay = p->backoff_ms + (uint32_t)(z % (p->backoff_ms / 2 + 1));
-    p->backoff_ms = p->backoff_ms * 2 > t->cfg.backoff_max_ms ? t->cfg.backoff_max_ms
-                                                              : p->backoff_ms * 2;
+    p->backoff_ms =
+        p->backoff_ms * 2 > t->cfg.backoff_max_ms ? t->cfg.backoff_max_ms : p->backoff_ms * 2;
     uv_timer_start(&p->timer, on_reconnect_timer, delay, 0);
     t->stats.reconnects++;
 }

@@ -21,14 +21,14 @@
 struct transport_config {
     uint64_t cluster_id;
     uint64_t node_id;
-    const char *host;   /* our address (127.0.0.x), for listening and for binding */
-    uint16_t port;      /* 0: any (see transport_port) */
-    size_t max_frame;   /* default CODEC_DEFAULT_MAX_FRAME */
-    uint32_t connect_timeout_ms;  /* default 1000 */
-    uint32_t backoff_min_ms;      /* default 50 */
-    uint32_t backoff_max_ms;      /* default 2000 */
-    size_t max_queue_bytes;       /* per peer; default 64 MiB */
-    uint32_t user_timeout_ms;     /* TCP_USER_TIMEOUT; default 1500 */
+    const char *host;            /* our address (127.0.0.x), for listening and for binding */
+    uint16_t port;               /* 0: any (see transport_port) */
+    size_t max_frame;            /* default CODEC_DEFAULT_MAX_FRAME */
+    uint32_t connect_timeout_ms; /* default 1000 */
+    uint32_t backoff_min_ms;     /* default 50 */
+    uint32_t backoff_max_ms;     /* default 2000 */
+    size_t max_queue_bytes;      /* per peer; default 64 MiB */
+    uint32_t user_timeout_ms;    /* TCP_USER_TIMEOUT; default 1500 */
 };
 
 void transport_config_default(struct transport_config *cfg);

@@ -89,8 +89,8 @@ static void test_messages_both_ways(void)
     for (int i = 0; i < 100; i++)
         CHECK_EQ(transport_send(t2, 1, &back), 0);
     CHECK(run_until(&in1.received, 100, 3000));
-    CHECK_EQ(transport_send(t1, 1, &(struct raft_message){.type = RAFT_MSG_TIMEOUT_NOW, .from = 1,
-                                                         .to = 9}),
+    CHECK_EQ(transport_send(
+                 t1, 1, &(struct raft_message){.type = RAFT_MSG_TIMEOUT_NOW, .from = 1, .to = 9}),
              UV_EINVAL);
     stop(t1);
     stop(t2);
