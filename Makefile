@@ -156,8 +156,10 @@ bench: deps-ensure
 # ---------------------------------------------------------------------------
 # Lint and format
 
-C_FILES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find raft kv tests -name '*.[ch]')
-SH_FILES = $(shell git ls-files '*.sh' .ci/run 'cluster-scripts/*' 2>/dev/null | while read -r f; do [ -f "$$f" ] && head -c 64 "$$f" | grep -q '^#!.*sh' && echo "$$f"; done)
+# Tracked files and new ones not yet added (but not ignored ones).
+GIT_FILES = git ls-files --cached --others --exclude-standard
+C_FILES = $(shell $(GIT_FILES) '*.c' '*.h' 2>/dev/null || find raft kv tests -name '*.[ch]')
+SH_FILES = $(shell $(GIT_FILES) '*.sh' .ci/run 'cluster-scripts/*' 2>/dev/null | while read -r f; do [ -f "$$f" ] && head -c 64 "$$f" | grep -q '^#!.*sh' && echo "$$f"; done)
 
 lint:
 	@scripts/deps.sh ensure
