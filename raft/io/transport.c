@@ -56,7 +56,51 @@ struct transport {
     uint64_t prng;
     int open_handles; /* freed when the last one closes after transport_close */
     bool closing;
+    struct transport_fault faults[TRANSPORT_MAX_FAULTS];
+    size_t n_faults;
+    struct delayed *delayed; /* messages held back by delay faults */
 };
+
+/* A message held back by a delay fault. */
+struct delayed {
+    uv_timer_t timer;
+    struct transport *t;
+    uint64_t group;
+    raft_id to;
+    uint8_t *frame;
+    size_t len;
+    struct delayed *prev, *next;
+};
+
+static uint64_t next_random(struct transport *t)
+{
+    uint64_t z = (t->prng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static const struct transport_fault *match_fault(const struct transport *t, raft_id peer,
+                                                 unsigned direction, int type)
+{
+    for (size_t i = 0; i < t->n_faults; i++) {
+        const struct transport_fault *f = &t->faults[i];
+        if ((f->peer == 0 || f->peer == peer) && (f->directions & direction) &&
+            (f->message_type == 0 || f->message_type == type))
+            return f;
+    }
+    return NULL;
+}
+
+int transport_set_faults(struct transport *t, const struct transport_fault *rules, size_t n)
+{
+    if (n > TRANSPORT_MAX_FAULTS)
+        return UV_EINVAL;
+    if (n)
+        memcpy(t->faults, rules, n * sizeof(*rules));
+    t->n_faults = n;
+    return 0;
+}
 
 static void tlog(struct transport *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -317,18 +361,17 @@ int transport_add_peer(struct transport *t, uint64_t id, const char *host, uint1
     return 0;
 }
 
-int transport_send(struct transport *t, uint64_t group, const struct raft_message *m)
+static struct peer *find_peer(struct transport *t, raft_id id)
 {
-    struct peer *p = NULL;
     for (size_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i]->id == m->to)
-            p = t->peers[i];
-    if (!p)
-        return UV_EINVAL;
-    uint8_t *frame;
-    size_t len;
-    if (codec_encode(m, t->cfg.cluster_id, group, &frame, &len) != CODEC_OK)
-        return UV_EINVAL;
+        if (t->peers[i]->id == id)
+            return t->peers[i];
+    return NULL;
+}
+
+/* Queue an encoded frame (taking it) for a peer. */
+static int queue_frame(struct transport *t, struct peer *p, uint8_t *frame, size_t len)
+{
     if (p->queued_bytes + len > t->cfg.max_queue_bytes) {
         free(frame);
         t->stats.dropped_full_queue++;
@@ -347,6 +390,81 @@ int transport_send(struct transport *t, uint64_t group, const struct raft_messag
     p->tail = f;
     p->queued_bytes += len;
     peer_flush(p);
+    return 0;
+}
+
+static void on_delayed_close(uv_handle_t *h)
+{
+    struct delayed *d = h->data;
+    struct transport *t = d->t;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        t->delayed = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    free(d->frame);
+    free(d);
+    handle_closed(t);
+}
+
+static void on_delayed(uv_timer_t *timer)
+{
+    struct delayed *d = timer->data;
+    struct peer *p = find_peer(d->t, d->to);
+    if (p && !d->t->closing) {
+        queue_frame(d->t, p, d->frame, d->len);
+        d->frame = NULL;
+    }
+    uv_close((uv_handle_t *)&d->timer, on_delayed_close);
+}
+
+int transport_send(struct transport *t, uint64_t group, const struct raft_message *m)
+{
+    struct peer *p = find_peer(t, m->to);
+    if (!p)
+        return UV_EINVAL;
+    const struct transport_fault *f = match_fault(t, m->to, TRANSPORT_OUT, (int)m->type);
+    if (f && f->drop_pct && next_random(t) % 100 < f->drop_pct) {
+        t->stats.fault_dropped++;
+        return 0;
+    }
+    unsigned copies = 1;
+    if (f && f->dup_pct && next_random(t) % 100 < f->dup_pct) {
+        t->stats.fault_duplicated++;
+        copies = 2;
+    }
+    for (unsigned c = 0; c < copies; c++) {
+        uint8_t *frame;
+        size_t len;
+        if (codec_encode(m, t->cfg.cluster_id, group, &frame, &len) != CODEC_OK)
+            return UV_EINVAL;
+        if (f && f->delay_ms) {
+            struct delayed *d = calloc(1, sizeof(*d));
+            if (!d) {
+                free(frame);
+                return UV_ENOMEM;
+            }
+            *d = (struct delayed){.t = t,
+                                  .group = group,
+                                  .to = m->to,
+                                  .frame = frame,
+                                  .len = len,
+                                  .next = t->delayed};
+            if (t->delayed)
+                t->delayed->prev = d;
+            t->delayed = d;
+            uv_timer_init(t->loop, &d->timer);
+            d->timer.data = d;
+            t->open_handles++;
+            uv_timer_start(&d->timer, on_delayed, f->delay_ms, 0);
+            t->stats.fault_delayed++;
+            continue;
+        }
+        int rc = queue_frame(t, p, frame, len);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
@@ -410,8 +528,17 @@ static bool handle_frame(struct conn *c, const uint8_t *body, size_t len)
         tlog(t, "refusing node %llu: a message not for us", (unsigned long long)c->node);
         keep = false;
     } else {
-        t->stats.frames_received++;
-        t->on_recv(t->data, d.group, &d.msg);
+        const struct transport_fault *f = match_fault(t, c->node, TRANSPORT_IN, (int)d.msg.type);
+        if (f && f->drop_pct && next_random(t) % 100 < f->drop_pct) {
+            t->stats.fault_dropped++;
+        } else {
+            t->stats.frames_received++;
+            t->on_recv(t->data, d.group, &d.msg);
+            if (f && f->dup_pct && next_random(t) % 100 < f->dup_pct) {
+                t->stats.fault_duplicated++;
+                t->on_recv(t->data, d.group, &d.msg);
+            }
+        }
     }
     codec_decoded_free(&d);
     return keep;
@@ -531,6 +658,9 @@ void transport_close(struct transport *t)
     }
     while (t->conns)
         conn_close(t->conns);
+    for (struct delayed *d = t->delayed; d; d = d->next)
+        if (!uv_is_closing((uv_handle_t *)&d->timer))
+            uv_close((uv_handle_t *)&d->timer, on_delayed_close);
     if (t->listener.loop && !uv_is_closing((uv_handle_t *)&t->listener)) {
         t->listener.data = t;
         uv_close((uv_handle_t *)&t->listener, on_handle_close);

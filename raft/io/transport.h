@@ -51,9 +51,27 @@ int transport_send(struct transport *t, uint64_t group, const struct raft_messag
 /* Close every handle; the loop must then run until it has no more. */
 void transport_close(struct transport *t);
 
+/* Application-level faults (DESIGN.md, fault injection): what TCP cannot
+ * express, such as losing one direction only or one message type only.
+ * A rule matches a peer (0: any), a direction and a message type (0: any);
+ * the first matching rule decides. Delays apply to outgoing messages. */
+enum { TRANSPORT_OUT = 1, TRANSPORT_IN = 2 };
+struct transport_fault {
+    raft_id peer;
+    unsigned directions; /* TRANSPORT_OUT | TRANSPORT_IN */
+    int message_type;    /* enum raft_message_type, or 0 */
+    unsigned drop_pct;
+    unsigned dup_pct;
+    uint32_t delay_ms;
+};
+enum { TRANSPORT_MAX_FAULTS = 32 };
+/* Replace the rules (n == 0 heals). UV_EINVAL beyond TRANSPORT_MAX_FAULTS. */
+int transport_set_faults(struct transport *t, const struct transport_fault *rules, size_t n);
+
 struct transport_stats {
     uint64_t frames_sent, frames_received, refused_hellos, oversized_frames, malformed_frames;
     uint64_t dropped_full_queue, connects, reconnects;
+    uint64_t fault_dropped, fault_duplicated, fault_delayed;
 };
 void transport_get_stats(const struct transport *t, struct transport_stats *st);
 

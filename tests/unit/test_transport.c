@@ -234,6 +234,60 @@ static void test_reconnects_after_restart(void)
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* Application-level faults: loss in one direction only, by message type,
+ * duplication, delay; and healing. */
+static void test_fault_filter(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 5), back = vote(2, 1, 5);
+    /* Everything 1 -> 2 is lost; 2 -> 1 still flows. */
+    struct transport_fault cut = {.peer = 2, .directions = TRANSPORT_OUT, .drop_pct = 100};
+    CHECK_EQ(transport_set_faults(t1, &cut, 1), 0);
+    for (int i = 0; i < 5; i++)
+        transport_send(t1, 1, &m);
+    CHECK_EQ(transport_send(t2, 1, &back), 0);
+    CHECK(run_until(&in1.received, 1, 3000));
+    run_until(&in2.received, 1, 100);
+    CHECK_EQ(in2.received, 0);
+    /* Only AppendEntries dropped, on the receiving side: votes pass. */
+    struct transport_fault ae = {
+        .directions = TRANSPORT_IN, .message_type = RAFT_MSG_APPEND_ENTRIES, .drop_pct = 100};
+    CHECK_EQ(transport_set_faults(t1, NULL, 0), 0);
+    CHECK_EQ(transport_set_faults(t2, &ae, 1), 0);
+    struct raft_message append = {.type = RAFT_MSG_APPEND_ENTRIES, .from = 1, .to = 2, .term = 5};
+    transport_send(t1, 1, &append);
+    transport_send(t1, 1, &m);
+    CHECK(run_until(&in2.received, 1, 3000));
+    CHECK_EQ(in2.last.type, RAFT_MSG_REQUEST_VOTE);
+    run_until(&in2.received, 2, 100);
+    CHECK_EQ(in2.received, 1);
+    /* Duplicated every time. */
+    struct transport_fault dup = {.directions = TRANSPORT_OUT, .dup_pct = 100};
+    CHECK_EQ(transport_set_faults(t2, NULL, 0), 0);
+    CHECK_EQ(transport_set_faults(t1, &dup, 1), 0);
+    transport_send(t1, 1, &m);
+    CHECK(run_until(&in2.received, 3, 3000));
+    /* Delayed by 80 ms. */
+    struct transport_fault slow = {.directions = TRANSPORT_OUT, .delay_ms = 80};
+    CHECK_EQ(transport_set_faults(t1, &slow, 1), 0);
+    uint64_t sent_at = uv_now(&loop);
+    transport_send(t1, 1, &m);
+    CHECK(run_until(&in2.received, 4, 3000));
+    CHECK(uv_now(&loop) - sent_at >= 80);
+    /* A held-back message at close time is released with the transport. */
+    transport_send(t1, 1, &m);
+    struct transport_stats st;
+    transport_get_stats(t1, &st);
+    CHECK(st.fault_dropped >= 5 && st.fault_duplicated >= 1 && st.fault_delayed >= 2);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -241,6 +295,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_foreign_cluster_refused),
         HARNESS_TEST(test_bad_bytes_close_only_that_connection),
         HARNESS_TEST(test_reconnects_after_restart),
+        HARNESS_TEST(test_fault_filter),
     };
     return harness_main(argc, argv, "transport", tests, sizeof(tests) / sizeof(tests[0]));
 }
