@@ -46,6 +46,7 @@ PKGS_IO := lmdb libuv
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
+KV_SRC := $(wildcard kv/*.c)
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -54,6 +55,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(OBJ)/%.o)
 IO_OBJ := $(IO_SRC:%.c=$(OBJ)/%.o)
+KV_OBJ := $(KV_SRC:%.c=$(OBJ)/%.o)
 SIM_OBJ := $(SIM_SRC:%.c=$(OBJ)/%.o)
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(OBJ)/gen/%.o)
 HARNESS_OBJ := $(OBJ)/tests/harness.o
@@ -62,6 +64,7 @@ LIBRAFT := $(OBJ)/libraft.a
 LIBSIM := $(OBJ)/libraftsim.a
 LIBPROTO := $(OBJ)/libproto.a
 LIBIO := $(OBJ)/libraftio.a
+LIBKV := $(OBJ)/libkv.a
 RAFTSIM := $(OBJ)/raftsim
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
@@ -100,7 +103,7 @@ $(OBJ)/raft/io/%.o: raft/io/%.c | $(PROTO_H)
 $(OBJ)/%.o: %.c | $(PROTO_H)
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS_ALL) -Iraft/include -Iraft/io -I$(GEN) -Itests -c $< -o $@
+	$(Q)$(CC) $(CFLAGS_ALL) -Iraft/include -Iraft/io -Ikv -I$(GEN) -Itests -c $< -o $@
 
 $(LIBRAFT): $(CORE_OBJ)
 	$(call say,AR,$@)
@@ -114,6 +117,10 @@ $(LIBIO): $(IO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
+$(LIBKV): $(KV_OBJ)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(LIBPROTO): $(PROTO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
@@ -122,7 +129,7 @@ $(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
-$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
+$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO)) -o $@
 

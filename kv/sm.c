@@ -1,0 +1,382 @@
+/* sm.c — the key-value state machine on LMDB; see sm.h. */
+#include "sm.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kv_sm {
+    MDB_env *env;
+    MDB_dbi kv, sess, meta;
+    raft_index applied;
+};
+
+static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
+{
+    if (err && errlen)
+        snprintf(err, errlen, "state machine: %s: %s%s", what, mdb_strerror(rc),
+                 rc == MDB_MAP_FULL ? " (nothing of this batch was applied; give the node a "
+                                      "larger map size)"
+                                    : "");
+    return rc == MDB_MAP_FULL ? KV_EFULL : KV_EIO;
+}
+
+int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size_t errlen)
+{
+    struct kv_sm *sm = calloc(1, sizeof(*sm));
+    if (!sm)
+        return KV_ENOMEM;
+    sm->env = env;
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(env, NULL, 0, &txn);
+    if (rc) {
+        free(sm);
+        return lmdb_fail(err, errlen, rc, "opening");
+    }
+    char name[48];
+    snprintf(name, sizeof(name), "g%" PRIu64 ".kv", group);
+    rc = mdb_dbi_open(txn, name, MDB_CREATE, &sm->kv);
+    snprintf(name, sizeof(name), "g%" PRIu64 ".sess", group);
+    if (!rc)
+        rc = mdb_dbi_open(txn, name, MDB_CREATE, &sm->sess);
+    snprintf(name, sizeof(name), "g%" PRIu64 ".kvmeta", group);
+    if (!rc)
+        rc = mdb_dbi_open(txn, name, MDB_CREATE, &sm->meta);
+    if (!rc) {
+        MDB_val k = {7, "applied"}, d;
+        int g = mdb_get(txn, sm->meta, &k, &d);
+        if (g == 0 && d.mv_size == sizeof(uint64_t))
+            memcpy(&sm->applied, d.mv_data, sizeof(uint64_t));
+    }
+    if (rc || (rc = mdb_txn_commit(txn))) {
+        if (rc)
+            mdb_txn_abort(txn);
+        free(sm);
+        return lmdb_fail(err, errlen, rc, "opening");
+    }
+    *out = sm;
+    return KV_OK;
+}
+
+void kv_sm_close(struct kv_sm *sm)
+{
+    free(sm);
+}
+
+raft_index kv_sm_applied(const struct kv_sm *sm)
+{
+    return sm->applied;
+}
+
+void kv_result_free(struct kv_result *r)
+{
+    for (size_t i = 0; i < r->n_values; i++)
+        free(r->values[i].data);
+    free(r->values);
+    memset(r, 0, sizeof(*r));
+}
+
+static int result_values(struct kv_result *r, size_t n)
+{
+    r->values = calloc(n ? n : 1, sizeof(*r->values));
+    if (!r->values)
+        return KV_ENOMEM;
+    r->n_values = n;
+    return KV_OK;
+}
+
+static int set_value(struct kv_value *v, const void *data, size_t len)
+{
+    v->present = true;
+    v->data = malloc(len ? len : 1);
+    if (!v->data)
+        return KV_ENOMEM;
+    if (len)
+        memcpy(v->data, data, len);
+    v->len = len;
+    return KV_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Commands
+ * ------------------------------------------------------------------------ */
+
+static int get_key(MDB_txn *txn, MDB_dbi dbi, const ProtobufCBinaryData *key, MDB_val *val)
+{
+    if (key->len == 0 || key->len > 511) /* LMDB's default key limit */
+        return EINVAL;
+    MDB_val k = {key->len, key->data};
+    return mdb_get(txn, dbi, &k, val);
+}
+
+/* GET, EXISTS and MGET, in a read or write transaction. */
+static int do_read(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, struct kv_result *r)
+{
+    int rc = KV_OK;
+    if (cmd->n_keys == 0) {
+        r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
+        return KV_OK;
+    }
+    size_t n = cmd->op == KVPB__OP__OP_EXISTS ? 0 : cmd->n_keys;
+    if (cmd->op == KVPB__OP__OP_GET)
+        n = 1;
+    if (n && (rc = result_values(r, n)) != KV_OK)
+        return rc;
+    for (size_t i = 0; i < cmd->n_keys && (cmd->op != KVPB__OP__OP_GET || i == 0); i++) {
+        MDB_val v;
+        int g = get_key(txn, sm->kv, &cmd->keys[i], &v);
+        if (g == EINVAL) {
+            r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
+            return KV_OK;
+        }
+        if (g && g != MDB_NOTFOUND)
+            return KV_EIO;
+        if (cmd->op == KVPB__OP__OP_EXISTS)
+            r->integer += g == 0;
+        else if (g == 0 && (rc = set_value(&r->values[i], v.mv_data, v.mv_size)) != KV_OK)
+            return rc;
+    }
+    if (cmd->op == KVPB__OP__OP_GET && !r->values[0].present)
+        r->status = KVPB__STATUS__STATUS_NOT_FOUND;
+    return KV_OK;
+}
+
+/* Parse a decimal integer exactly as Redis would accept it. */
+static bool parse_int(const void *data, size_t len, int64_t *out)
+{
+    char buf[32];
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, data, len);
+    buf[len] = '\0';
+    char *end;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end || (buf[0] != '-' && (buf[0] < '0' || buf[0] > '9')))
+        return false;
+    *out = v;
+    return true;
+}
+
+static int put_key(MDB_txn *txn, MDB_dbi dbi, const ProtobufCBinaryData *key, const void *data,
+                   size_t len)
+{
+    MDB_val k = {key->len, key->data}, d = {len, (void *)data};
+    return mdb_put(txn, dbi, &k, &d, 0);
+}
+
+static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, struct kv_result *r)
+{
+    MDB_val v;
+    int g;
+    if (cmd->n_keys == 0 || cmd->keys[0].len == 0 || cmd->keys[0].len > 511) {
+        r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
+        return 0;
+    }
+    switch (cmd->op) {
+    case KVPB__OP__OP_SET:
+        return put_key(txn, sm->kv, &cmd->keys[0], cmd->value.data, cmd->value.len);
+    case KVPB__OP__OP_DEL:
+        for (size_t i = 0; i < cmd->n_keys; i++) {
+            MDB_val k = {cmd->keys[i].len, cmd->keys[i].data};
+            g = mdb_del(txn, sm->kv, &k, NULL);
+            if (g == 0)
+                r->integer++;
+            else if (g != MDB_NOTFOUND)
+                return g;
+        }
+        return 0;
+    case KVPB__OP__OP_INCR: {
+        int64_t cur = 0, delta = cmd->delta ? cmd->delta : 1;
+        g = get_key(txn, sm->kv, &cmd->keys[0], &v);
+        if (g && g != MDB_NOTFOUND)
+            return g;
+        if ((g == 0 && !parse_int(v.mv_data, v.mv_size, &cur)) ||
+            (delta > 0 && cur > INT64_MAX - delta) || (delta < 0 && cur < INT64_MIN - delta)) {
+            r->status = KVPB__STATUS__STATUS_NOT_INTEGER;
+            return 0;
+        }
+        char buf[32];
+        int len = snprintf(buf, sizeof(buf), "%" PRId64, cur + delta);
+        r->integer = cur + delta;
+        return put_key(txn, sm->kv, &cmd->keys[0], buf, (size_t)len);
+    }
+    case KVPB__OP__OP_CAS: {
+        g = get_key(txn, sm->kv, &cmd->keys[0], &v);
+        if (g && g != MDB_NOTFOUND)
+            return g;
+        bool ok = cmd->expect_absent ? g == MDB_NOTFOUND
+                                     : g == 0 && v.mv_size == cmd->expected.len &&
+                                           (v.mv_size == 0 ||
+                                            memcmp(v.mv_data, cmd->expected.data, v.mv_size) == 0);
+        if (!ok) {
+            r->status = KVPB__STATUS__STATUS_CAS_MISMATCH;
+            if (g == 0 && (g = result_values(r, 1)) == 0) /* the value that is there */
+                g = set_value(&r->values[0], v.mv_data, v.mv_size);
+            return g == KV_ENOMEM ? ENOMEM : 0;
+        }
+        return put_key(txn, sm->kv, &cmd->keys[0], cmd->value.data, cmd->value.len);
+    }
+    default:
+        r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
+        return 0;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Sessions (thesis §6.3)
+ * ------------------------------------------------------------------------ */
+
+static int session_store(struct kv_sm *sm, MDB_txn *txn, uint64_t client, uint64_t seq,
+                         const struct kv_result *r)
+{
+    Kvpb__Result res = KVPB__RESULT__INIT;
+    ProtobufCBinaryData vals[64];
+    protobuf_c_boolean present[64];
+    size_t n = r->n_values < 64 ? r->n_values : 64;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = (ProtobufCBinaryData){r->values[i].len, r->values[i].data};
+        present[i] = r->values[i].present;
+    }
+    res.status = r->status;
+    res.integer = r->integer;
+    res.applied_index = r->index;
+    res.n_values = res.n_present = n;
+    res.values = vals;
+    res.present = present;
+    size_t len = kvpb__result__get_packed_size(&res);
+    MDB_val k = {sizeof(client), &client}, d = {8 + len, NULL};
+    int rc = mdb_put(txn, sm->sess, &k, &d, MDB_RESERVE);
+    if (rc)
+        return rc;
+    memcpy(d.mv_data, &seq, 8);
+    kvpb__result__pack(&res, (uint8_t *)d.mv_data + 8);
+    return 0;
+}
+
+/* 1: answered from the table (a retry or an expired seq); 0: apply it. */
+static int session_check(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd,
+                         struct kv_result *r)
+{
+    uint64_t client = cmd->client_id;
+    MDB_val k = {sizeof(client), &client}, d;
+    if (client == 0 || mdb_get(txn, sm->sess, &k, &d) != 0 || d.mv_size < 8)
+        return 0;
+    uint64_t seq;
+    memcpy(&seq, d.mv_data, 8);
+    if (cmd->seq > seq)
+        return 0;
+    if (cmd->seq < seq) {
+        r->status = KVPB__STATUS__STATUS_SESSION_EXPIRED;
+        return 1;
+    }
+    Kvpb__Result *res = kvpb__result__unpack(NULL, d.mv_size - 8, (uint8_t *)d.mv_data + 8);
+    if (!res)
+        return 0;
+    r->status = res->status;
+    r->integer = res->integer;
+    r->index = res->applied_index;
+    if (res->n_values && result_values(r, res->n_values) == KV_OK)
+        for (size_t i = 0; i < res->n_values; i++)
+            if (i < res->n_present && res->present[i])
+                set_value(&r->values[i], res->values[i].data, res->values[i].len);
+    kvpb__result__free_unpacked(res, NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Apply and read
+ * ------------------------------------------------------------------------ */
+
+static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
+                     struct kv_result *r)
+{
+    r->index = e->index;
+    if (e->type != RAFT_ENTRY_NORMAL)
+        return 0;
+    Kvpb__Command *cmd = kvpb__command__unpack(NULL, e->len, e->data);
+    if (!cmd) {
+        r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
+        return 0;
+    }
+    int rc = 0;
+    if (session_check(sm, txn, cmd, r) == 0) {
+        bool read = cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
+                    cmd->op == KVPB__OP__OP_MGET;
+        rc = read ? (do_read(sm, txn, cmd, r) == KV_OK ? 0 : EIO) : do_write(sm, txn, cmd, r);
+        r->index = e->index;
+        if (!rc && cmd->client_id)
+            rc = session_store(sm, txn, cmd->client_id, cmd->seq, r);
+    }
+    kvpb__command__free_unpacked(cmd, NULL);
+    return rc;
+}
+
+int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
+                struct kv_result *results, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(sm->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_fail(err, errlen, rc, "starting to apply");
+    struct kv_result scratch;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].index != sm->applied + 1 + i) {
+            mdb_txn_abort(txn);
+            if (err && errlen)
+                snprintf(err, errlen, "state machine: entry %llu after applied %llu",
+                         (unsigned long long)entries[i].index,
+                         (unsigned long long)(sm->applied + i));
+            return KV_EORDER;
+        }
+        struct kv_result *r = results ? &results[i] : &scratch;
+        memset(r, 0, sizeof(*r));
+        rc = apply_one(sm, txn, &entries[i], r);
+        if (!results)
+            kv_result_free(&scratch);
+        if (rc)
+            break;
+    }
+    raft_index applied = sm->applied + n;
+    MDB_val k = {7, "applied"}, d = {sizeof(applied), &applied};
+    if (!rc)
+        rc = mdb_put(txn, sm->meta, &k, &d, 0);
+    if (!rc)
+        rc = mdb_txn_commit(txn); /* keys, sessions and applied index: together */
+    else
+        mdb_txn_abort(txn);
+    if (rc) {
+        for (size_t i = 0; results && i < n; i++)
+            kv_result_free(&results[i]);
+        return lmdb_fail(err, errlen, rc, "applying");
+    }
+    sm->applied = applied;
+    return KV_OK;
+}
+
+int kv_sm_read(struct kv_sm *sm, const Kvpb__Command *cmd, struct kv_result *out)
+{
+    memset(out, 0, sizeof(*out));
+    MDB_txn *txn;
+    if (mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn))
+        return KV_EIO;
+    int rc = do_read(sm, txn, cmd, out);
+    out->index = sm->applied;
+    mdb_txn_abort(txn);
+    if (rc != KV_OK)
+        kv_result_free(out);
+    return rc;
+}
+
+int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len)
+{
+    *len = kvpb__command__get_packed_size(cmd);
+    *data = malloc(*len ? *len : 1);
+    if (!*data)
+        return KV_ENOMEM;
+    kvpb__command__pack(cmd, *data);
+    return KV_OK;
+}

@@ -1,0 +1,71 @@
+/* sm.h — the key-value state machine of one Raft group, on LMDB.
+ *
+ * Committed entries carry kv.proto Commands. Applying a batch is one LMDB
+ * write transaction that changes the keys, the client sessions and the
+ * applied index together (host contract 2): after a crash the state is
+ * exactly that of some prefix of the log, and replay continues from the
+ * stored applied index. Nothing of a failed batch is visible (a full map
+ * is an error, and the node applies nothing more until given space).
+ *
+ * Exactly-once (thesis §6.3): a command carries {client_id, seq}; the
+ * session table keeps each client's highest applied seq and its result, so
+ * a retried command is answered from the table and never applied twice.
+ * A client has one command outstanding at a time; a seq below the last
+ * applied one is refused as expired.
+ *
+ * Databases (DESIGN.md): "g<id>.kv" (key -> value), "g<id>.sess" (client
+ * id -> seq and encoded Result), "g<id>.kvmeta" (the applied index).
+ */
+#ifndef KV_SM_H
+#define KV_SM_H
+
+#include <lmdb.h>
+#include <stdint.h>
+
+#include "kv.pb-c.h"
+#include "raft.h"
+
+enum {
+    KV_OK = 0,
+    KV_EFULL = 1, /* the map is full: nothing of the batch was applied */
+    KV_EIO = 2,
+    KV_ENOMEM = 3,
+    KV_EORDER = 4, /* entries not consecutive after the applied index */
+};
+
+struct kv_sm;
+
+int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size_t errlen);
+void kv_sm_close(struct kv_sm *sm);
+raft_index kv_sm_applied(const struct kv_sm *sm);
+
+/* The result of one command: status and values as in kv.proto. Owns its
+ * memory; release with kv_result_free(). */
+struct kv_value {
+    bool present;
+    uint8_t *data;
+    size_t len;
+};
+struct kv_result {
+    Kvpb__Status status;
+    int64_t integer;
+    struct kv_value *values;
+    size_t n_values;
+    raft_index index; /* where it took effect */
+};
+void kv_result_free(struct kv_result *r);
+
+/* Apply committed entries (consecutive, starting at applied + 1) in one
+ * transaction. results (room for n, may be NULL) receive each entry's
+ * result; NOOP and CONF entries only move the applied index. */
+int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
+                struct kv_result *results, char *err, size_t errlen);
+
+/* A read-only command (GET, EXISTS, MGET) against the applied state; the
+ * caller has made it linearizable first (ReadIndex). */
+int kv_sm_read(struct kv_sm *sm, const Kvpb__Command *cmd, struct kv_result *out);
+
+/* Encode a command as entry data (malloc'ed; the caller frees). */
+int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len);
+
+#endif /* KV_SM_H */

@@ -1,0 +1,249 @@
+/* The key-value state machine: kv/sm.c. Commands, exactly-once sessions,
+ * atomic batches with the applied index, and a full map. */
+#define _POSIX_C_SOURCE 200809L
+#include "harness.h"
+#include "sm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[128];
+static MDB_env *env;
+static char err[256];
+
+static void open_env(size_t map)
+{
+    CHECK_EQ(mdb_env_create(&env), 0);
+    CHECK_EQ(mdb_env_set_maxdbs(env, 16), 0);
+    CHECK_EQ(mdb_env_set_mapsize(env, map), 0);
+    CHECK_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+}
+
+static void fresh(size_t map)
+{
+    snprintf(dir, sizeof(dir), "/tmp/raftkv-test-sm-%d", (int)getpid());
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+    CHECK(mkdir(dir, 0755) == 0);
+    open_env(map);
+}
+
+static void cleanup(void)
+{
+    mdb_env_close(env);
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* An entry at index holding a command; data is malloc'ed into *buf. */
+static struct raft_entry entry(raft_index index, Kvpb__Op op, const char *key, const char *value,
+                               uint64_t client, uint64_t seq, uint8_t **buf)
+{
+    Kvpb__Command c = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData k = {strlen(key), (uint8_t *)key};
+    c.op = op;
+    c.n_keys = 1;
+    c.keys = &k;
+    if (value) {
+        c.value.data = (uint8_t *)value;
+        c.value.len = strlen(value);
+    }
+    c.client_id = client;
+    c.seq = seq;
+    size_t len;
+    CHECK_EQ(kv_command_encode(&c, buf, &len), KV_OK);
+    return (struct raft_entry){.term = 1, .index = index, .data = *buf, .len = len};
+}
+
+static struct kv_result apply1(struct kv_sm *sm, struct raft_entry e)
+{
+    struct kv_result r;
+    CHECK_EQ(kv_sm_apply(sm, &e, 1, &r, err, sizeof(err)), KV_OK);
+    free((void *)e.data);
+    return r;
+}
+
+static struct kv_result get(struct kv_sm *sm, const char *key)
+{
+    Kvpb__Command c = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData k = {strlen(key), (uint8_t *)key};
+    c.op = KVPB__OP__OP_GET;
+    c.n_keys = 1;
+    c.keys = &k;
+    struct kv_result r;
+    CHECK_EQ(kv_sm_read(sm, &c, &r), KV_OK);
+    return r;
+}
+
+static void test_commands(void)
+{
+    fresh(16 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    uint8_t *b;
+    struct kv_result r = apply1(sm, entry(1, KVPB__OP__OP_SET, "k", "v1", 0, 0, &b));
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_OK);
+    kv_result_free(&r);
+    r = get(sm, "k");
+    CHECK(r.status == KVPB__STATUS__STATUS_OK && r.values[0].len == 2 &&
+          memcmp(r.values[0].data, "v1", 2) == 0);
+    kv_result_free(&r);
+    r = apply1(sm, entry(2, KVPB__OP__OP_INCR, "n", NULL, 0, 0, &b));
+    CHECK_EQ(r.integer, 1);
+    kv_result_free(&r);
+    r = apply1(sm, entry(3, KVPB__OP__OP_INCR, "n", NULL, 0, 0, &b));
+    CHECK_EQ(r.integer, 2);
+    kv_result_free(&r);
+    r = apply1(sm, entry(4, KVPB__OP__OP_INCR, "k", NULL, 0, 0, &b));
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_NOT_INTEGER);
+    kv_result_free(&r);
+    r = apply1(sm, entry(5, KVPB__OP__OP_DEL, "k", NULL, 0, 0, &b));
+    CHECK_EQ(r.integer, 1);
+    kv_result_free(&r);
+    r = get(sm, "k");
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_NOT_FOUND);
+    kv_result_free(&r);
+    CHECK_EQ(kv_sm_applied(sm), 5);
+    /* Out of order is refused, and changes nothing. */
+    struct raft_entry late = entry(9, KVPB__OP__OP_SET, "x", "y", 0, 0, &b);
+    CHECK_EQ(kv_sm_apply(sm, &late, 1, NULL, err, sizeof(err)), KV_EORDER);
+    free(b);
+    CHECK_EQ(kv_sm_applied(sm), 5);
+    kv_sm_close(sm);
+    cleanup();
+}
+
+static void test_cas(void)
+{
+    fresh(16 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    Kvpb__Command c = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData k = {1, (uint8_t *)"c"};
+    c.op = KVPB__OP__OP_CAS;
+    c.n_keys = 1;
+    c.keys = &k;
+    c.expect_absent = true;
+    c.value = (ProtobufCBinaryData){1, (uint8_t *)"1"};
+    uint8_t *data;
+    size_t len;
+    kv_command_encode(&c, &data, &len);
+    struct raft_entry e = {.term = 1, .index = 1, .data = data, .len = len};
+    struct kv_result r;
+    CHECK_EQ(kv_sm_apply(sm, &e, 1, &r, err, sizeof(err)), KV_OK);
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_OK);
+    kv_result_free(&r);
+    e.index = 2; /* the same CAS again: the key exists now */
+    CHECK_EQ(kv_sm_apply(sm, &e, 1, &r, err, sizeof(err)), KV_OK);
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_CAS_MISMATCH);
+    CHECK(r.n_values == 1 && r.values[0].present && r.values[0].data[0] == '1');
+    kv_result_free(&r);
+    free(data);
+    c.expect_absent = false;
+    c.expected = (ProtobufCBinaryData){1, (uint8_t *)"1"};
+    c.value = (ProtobufCBinaryData){1, (uint8_t *)"2"};
+    kv_command_encode(&c, &data, &len);
+    e = (struct raft_entry){.term = 1, .index = 3, .data = data, .len = len};
+    CHECK_EQ(kv_sm_apply(sm, &e, 1, &r, err, sizeof(err)), KV_OK);
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_OK);
+    kv_result_free(&r);
+    free(data);
+    r = get(sm, "c");
+    CHECK(r.values[0].data[0] == '2');
+    kv_result_free(&r);
+    kv_sm_close(sm);
+    cleanup();
+}
+
+/* thesis §6.3: a retried command is answered from the session table and
+ * not applied again; an older seq is refused as expired. */
+static void test_retry_applied_once(void)
+{
+    fresh(16 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    uint8_t *b;
+    struct kv_result r = apply1(sm, entry(1, KVPB__OP__OP_INCR, "n", NULL, 77, 1, &b));
+    CHECK_EQ(r.integer, 1);
+    kv_result_free(&r);
+    /* The same command, committed again (a client retry after a leader
+     * change): same answer, no second increment. */
+    r = apply1(sm, entry(2, KVPB__OP__OP_INCR, "n", NULL, 77, 1, &b));
+    CHECK_EQ(r.integer, 1);
+    CHECK_EQ(r.index, 1);
+    kv_result_free(&r);
+    r = get(sm, "n");
+    CHECK(r.values[0].len == 1 && r.values[0].data[0] == '1');
+    kv_result_free(&r);
+    r = apply1(sm, entry(3, KVPB__OP__OP_INCR, "n", NULL, 77, 2, &b));
+    CHECK_EQ(r.integer, 2);
+    kv_result_free(&r);
+    r = apply1(sm, entry(4, KVPB__OP__OP_INCR, "n", NULL, 77, 1, &b));
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_SESSION_EXPIRED);
+    kv_result_free(&r);
+    /* Another client has its own session. */
+    r = apply1(sm, entry(5, KVPB__OP__OP_INCR, "n", NULL, 78, 1, &b));
+    CHECK_EQ(r.integer, 3);
+    kv_result_free(&r);
+    kv_sm_close(sm);
+    /* Sessions and the applied index survive a restart. */
+    mdb_env_close(env);
+    open_env(16 << 20);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_applied(sm), 5);
+    r = apply1(sm, entry(6, KVPB__OP__OP_INCR, "n", NULL, 78, 1, &b));
+    CHECK_EQ(r.integer, 3);
+    kv_result_free(&r);
+    kv_sm_close(sm);
+    cleanup();
+}
+
+/* A full map applies nothing of the batch; with a larger map the same
+ * batch applies. */
+static void test_map_full_applies_nothing(void)
+{
+    fresh(256 << 10);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    static char big[8000];
+    memset(big, 'z', sizeof(big) - 1);
+    enum { BATCH = 64 };
+    struct raft_entry es[BATCH];
+    uint8_t *bufs[BATCH];
+    for (int i = 0; i < BATCH; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "key%d", i);
+        es[i] = entry((raft_index)i + 1, KVPB__OP__OP_SET, key, big, 0, 0, &bufs[i]);
+    }
+    CHECK_EQ(kv_sm_apply(sm, es, BATCH, NULL, err, sizeof(err)), KV_EFULL);
+    CHECK(strstr(err, "nothing of this batch was applied"));
+    CHECK_EQ(kv_sm_applied(sm), 0);
+    struct kv_result r = get(sm, "key0");
+    CHECK_EQ(r.status, KVPB__STATUS__STATUS_NOT_FOUND);
+    kv_result_free(&r);
+    kv_sm_close(sm);
+    mdb_env_close(env);
+    open_env(64 << 20);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_apply(sm, es, BATCH, NULL, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_applied(sm), BATCH);
+    for (int i = 0; i < BATCH; i++)
+        free(bufs[i]);
+    kv_sm_close(sm);
+    cleanup();
+}
+
+int main(int argc, char **argv)
+{
+    static const struct harness_test tests[] = {
+        HARNESS_TEST(test_commands),
+        HARNESS_TEST(test_cas),
+        HARNESS_TEST(test_retry_applied_once),
+        HARNESS_TEST(test_map_full_applies_nothing),
+    };
+    return harness_main(argc, argv, "kv_sm", tests, sizeof(tests) / sizeof(tests[0]));
+}
