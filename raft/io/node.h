@@ -2,11 +2,14 @@
  * storage (storage.h) and the transport to its peers (transport.h), wired
  * together by the host contract of raft.h.
  *
- * For every update a core returns, the node (1) persists it durably,
- * (2) sends its messages, (3) applies its committed entries through the
- * callback, then (4) reports RAFT_PERSISTED. This first version commits
- * once per update; group commit across a loop turn and the worker thread
- * come next (docs/architecture.md).
+ * For every update a core returns, the node sends at once the messages
+ * that need no persist (the leader's AppendEntries), applies what is
+ * committed, and keeps what must be persisted. At the end of the loop turn
+ * (a uv_prepare handle) one LMDB transaction -- one fsync -- stores the
+ * writes of every group: group commit. Then the messages that waited for
+ * it leave, and the cores learn what is durable (RAFT_PERSISTED). The
+ * commit still runs on the loop thread; a worker thread comes next
+ * (docs/architecture.md).
  */
 #ifndef RAFT_IO_NODE_H
 #define RAFT_IO_NODE_H
@@ -50,6 +53,8 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
 int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len,
                       raft_index *index);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);
+/* Storage commits (fsyncs) so far, and the updates whose writes they carried. */
+void raft_node_stats(const struct raft_node *n, uint64_t *commits, uint64_t *writes);
 /* Stop timers and close everything; run the loop until it has no handles. */
 void raft_node_stop(struct raft_node *n);
 

@@ -119,6 +119,10 @@ static void test_cluster_commits_and_survives_restart(void)
         CHECK_EQ(raft_node_propose(nodes[l], GROUP, cmd, strlen(cmd), &index), RAFT_OK);
     }
     CHECK(wait_applied(20, 5000));
+    /* Group commit: the 20 proposals of one loop turn shared one fsync. */
+    uint64_t commits, writes;
+    raft_node_stats(nodes[l], &commits, &writes);
+    CHECK(commits > 0 && commits + 15 <= writes);
     raft_index last = raft_last_index(raft_node_raft(nodes[l], GROUP));
     CHECK(last >= 21);
     /* A follower refuses a proposal and names the leader. */
