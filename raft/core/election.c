@@ -151,9 +151,12 @@ static void start_pre_vote(struct raft *r)
  * latest configuration removed still stands until it knows that
  * configuration is committed (thesis §4.2.2): it may hold the newest log,
  * and the cluster may need it to lead once more to commit its removal. It
- * does not count its own vote. */
+ * does not count its own vote. Nobody stands while its host is installing
+ * a snapshot: a leader's commitIndex could move under the install. */
 bool election_may_stand(const struct raft *r)
 {
+    if (r->staging.awaiting_install) /* §7: not while switching to a snapshot */
+        return false;
     if (r->self->is_voter)
         return true;
     return !r->self->is_member && r->conf_index > r->commit_index;

@@ -314,6 +314,14 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
     }
     r->leader_contact_ms = r->now_ms;
     election_reset_timer(r);
+    if (r->staging.awaiting_install) {
+        /* §7: the host is switching to a snapshot; entries now would race
+         * with it (they could advance commit and apply past the snapshot
+         * it installs). The leader resends after the install. */
+        update_trace(r, "§7 AppendEntries ignored while a snapshot is being installed", m->from,
+                     ae->prev_log_index, NULL, 0);
+        return;
+    }
 
     raft_index prev = ae->prev_log_index;
     raft_term prev_term = ae->prev_log_term;

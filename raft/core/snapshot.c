@@ -301,6 +301,12 @@ int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok
     if (!st->awaiting_install || st->index != index || st->term != term)
         return RAFT_EINVAL;
     raft_id leader = st->leader;
+    if (ok && index <= r->commit_index) {
+        /* Nothing may move commit while installing (replication.c), so this
+         * means a broken host or core: refuse loudly rather than rewind. */
+        r->fatal = "6: State Machine Safety: a snapshot older than commitIndex was installed";
+        return RAFT_ECORRUPT;
+    }
     if (!ok) {
         update_trace(r, "§7 snapshot failed its checksum: asking for it again", leader, index, NULL,
                      0);
