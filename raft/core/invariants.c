@@ -10,7 +10,8 @@
  *  3. Only a leader has leaderId == self; a leader and a candidate voted for
  *     themselves in their term.
  *  4. A leader's progress is sane: matchIndex < nextIndex <= lastIndex + 1,
- *     inflight within its window.
+ *     inflight within its window, and nothing in flight that matchIndex
+ *     already covers (else the window could stay full forever).
  *  5. Only a leader holds pending reads.
  *  6. No committed entry was ever asked to change (set when a leader tries:
  *     the cluster is broken, and the host must stop this server).
@@ -54,6 +55,9 @@ const char *raft_check_invariants(const struct raft *r)
                 return "4: matchIndex < nextIndex <= lastIndex + 1";
             if (s->inflight_count > r->cfg.max_inflight)
                 return "4: inflight within the window";
+            for (uint32_t k = 0; k < s->inflight_count; k++)
+                if (s->inflight[(s->inflight_head + k) % r->cfg.max_inflight] <= s->match_index)
+                    return "4: nothing in flight at or below matchIndex";
         }
     } else if (r->reads_count != 0) {
         return "5: only a leader holds pending reads";

@@ -195,6 +195,8 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
         s->acked_sent_ms = res->echo_sent_ms;
 
     if (res->success) {
+        /* Whatever moved matchIndex, messages it covers are no longer in flight. */
+        progress_acked(r, s, s->match_index);
         if (res->match_index > s->match_index || s->state == PROGRESS_PROBE) {
             if (res->match_index > s->match_index)
                 s->match_index = res->match_index;

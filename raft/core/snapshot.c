@@ -175,6 +175,7 @@ void snapshot_receive_result(struct raft *r, const struct raft_message *m)
             s->match_index = match;
         if (s->next_index <= s->match_index)
             s->next_index = s->match_index + 1;
+        progress_acked(r, s, s->match_index); /* or the window stays full forever */
         if (s->state == PROGRESS_SNAPSHOT) {
             update_trace(r, "§7 snapshot installed on follower: replicating from it", s->id,
                          res->last_index, NULL, 0);
