@@ -70,7 +70,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
 BINS := $(RAFTSIM) $(UNIT_BIN)
 
-.PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure run
+.PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure run fuzz
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -145,8 +145,8 @@ deps-ensure:
 test: deps-ensure
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all
-	@OBJ=$(OBJ) tests/run.sh
+test-run: all $(FUZZ_BIN)
+	@OBJ=$(OBJ) FUZZ_DIR=$(FUZZ_DIR) tests/run.sh
 
 asan: deps-ensure
 	@$(MAKE) --no-print-directory SAN=1 OPT='-O1 -g' test-run
@@ -159,6 +159,23 @@ soak: all
 bench: deps-ensure
 	@$(MAKE) --no-print-directory OBJ=$(BUILD)/bench OPT='-O2 -g -DNDEBUG' $(BUILD)/bench/raftsim
 	@$(BUILD)/bench/raftsim bench
+
+# libFuzzer targets (clang): `make fuzz FUZZ_SECONDS=300` runs each for that long.
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+
+$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c raft/io/codec.c $(PROTO_C) $(PROTO_H)
+	$(call say,FUZZ,$@)
+	@mkdir -p $(FUZZ_DIR)
+	$(Q)clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
+		-Iraft/include -Iraft/io -I$(GEN) $$(pkg-config --cflags $(PKGS_PROTO)) \
+		$< raft/io/codec.c $(PROTO_C) $$(pkg-config --libs $(PKGS_PROTO)) -o $@
+
+fuzz: deps-ensure $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
 
 # ---------------------------------------------------------------------------
 # Lint and format

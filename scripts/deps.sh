@@ -17,7 +17,7 @@ PACKAGES=(
     build-essential pkg-config
     libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev
     libhiredis-dev libxxhash-dev libjansson-dev
-    clang clang-format shellcheck
+    clang clang-format shellcheck libclang-rt-14-dev
 )
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.

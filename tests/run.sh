@@ -82,6 +82,13 @@ run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \
     "$OBJ/raftsim" seeds --count 20000 --nodes 3,5 --faults crash,partition \
     --unsafe-commit-old-term --expect-violation "State Machine Safety"
 
+# A short, deterministic pass of each fuzz target (make fuzz runs longer).
+for f in "${FUZZ_DIR:-build/fuzz}"/fuzz_*; do
+    [ -x "$f" ] || continue
+    run_suite "fuzz: $(basename "$f") (200,000 runs, seed 1)" \
+        expect_ok "no crash" "$f" -seed=1 -runs=200000 -max_len=512
+done
+
 for t in tests/lint/*.sh; do
     run_suite "lint: $(basename "$t")" "$t"
 done
