@@ -70,6 +70,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
 BINS := $(RAFTSIM) $(UNIT_BIN)
 
+FUZZ_SECONDS ?= 60
+FUZZ_DIR := $(BUILD)/fuzz
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+
 .PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure run fuzz
 .DEFAULT_GOAL := all
 .SECONDARY:
@@ -161,10 +166,6 @@ bench: deps-ensure
 	@$(BUILD)/bench/raftsim bench
 
 # libFuzzer targets (clang): `make fuzz FUZZ_SECONDS=300` runs each for that long.
-FUZZ_SECONDS ?= 60
-FUZZ_DIR := $(BUILD)/fuzz
-FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c raft/io/codec.c $(PROTO_C) $(PROTO_H)
 	$(call say,FUZZ,$@)
