@@ -181,6 +181,16 @@ static inline struct raft_message fx_append_ok(raft_id from, raft_id to, raft_te
     return m;
 }
 
+/* Server `id` of n, a follower that has just heard leader 1 of term 1. */
+static inline void fx_follower_of_1(struct fx *f, raft_id id, unsigned n)
+{
+    fx_new(f, id, n);
+    fx_tick(f, 0);
+    struct raft_message hb = fx_append(1, id, 1, 0, 0, NULL, 0, 0);
+    fx_recv(f, &hb);
+    CHECK_EQ(raft_leader(f->r), 1);
+}
+
 /* Make server 1 of n the leader of term 1 (pre-vote and vote from 2..),
  * with its no-op persisted. */
 static inline void fx_elect(struct fx *f, unsigned n)

@@ -156,11 +156,7 @@ static void test_higher_term_makes_leader_follower(void)
 static void test_pre_vote_denied_while_leader_alive(void)
 {
     struct fx f;
-    fx_new(&f, 3, 3);
-    fx_tick(&f, 0);
-    struct raft_message hb = fx_append(1, 3, 1, 0, 0, NULL, 0, 0);
-    fx_recv(&f, &hb);
-    CHECK_EQ(raft_leader(f.r), 1);
+    fx_follower_of_1(&f, 3, 3); /* checks that it follows leader 1 */
     fx_tick(&f, 10);
     struct raft_message pv = fx_request_vote(2, 3, 2, 0, 0, true);
     fx_recv(&f, &pv);
@@ -182,10 +178,7 @@ static void test_pre_vote_denied_while_leader_alive(void)
 static void test_vote_request_ignored_in_leader_lease(void)
 {
     struct fx f;
-    fx_new(&f, 3, 3);
-    fx_tick(&f, 0);
-    struct raft_message hb = fx_append(1, 3, 1, 0, 0, NULL, 0, 0);
-    fx_recv(&f, &hb);
+    fx_follower_of_1(&f, 3, 3);
     struct raft_message rv = fx_request_vote(2, 3, 9, 0, 0, false);
     fx_recv(&f, &rv);
     CHECK_EQ(raft_current_term(f.r), 1);

@@ -85,10 +85,7 @@ static void test_transfer_refusals(void)
 static void test_timeout_now_starts_flagged_election(void)
 {
     struct fx f;
-    fx_new(&f, 3, 3);
-    fx_tick(&f, 0);
-    struct raft_message hb = fx_append(1, 3, 1, 0, 0, NULL, 0, 0);
-    fx_recv(&f, &hb);
+    fx_follower_of_1(&f, 3, 3);
     struct raft_message tn = {.type = RAFT_MSG_TIMEOUT_NOW, .from = 1, .to = 3, .term = 1};
     fx_recv(&f, &tn);
     CHECK_EQ(raft_role_of(f.r), RAFT_CANDIDATE);
@@ -99,10 +96,7 @@ static void test_timeout_now_starts_flagged_election(void)
 
     /* A voter that hears the old leader still grants a flagged request. */
     struct fx v;
-    fx_new(&v, 2, 3);
-    fx_tick(&v, 0);
-    struct raft_message hb2 = fx_append(1, 2, 1, 0, 0, NULL, 0, 0);
-    fx_recv(&v, &hb2);
+    fx_follower_of_1(&v, 2, 3);
     struct raft_message req = fx_request_vote(3, 2, 2, 0, 0, false);
     fx_recv(&v, &req);
     CHECK(fx_msg(&v, RAFT_MSG_REQUEST_VOTE_RESULT, 3) == NULL); /* ignored: lease */
@@ -117,10 +111,7 @@ static void test_timeout_now_starts_flagged_election(void)
 static void test_timeout_now_from_non_leader_ignored(void)
 {
     struct fx f;
-    fx_new(&f, 3, 3);
-    fx_tick(&f, 0);
-    struct raft_message hb = fx_append(1, 3, 1, 0, 0, NULL, 0, 0);
-    fx_recv(&f, &hb);
+    fx_follower_of_1(&f, 3, 3);
     struct raft_message tn = {.type = RAFT_MSG_TIMEOUT_NOW, .from = 2, .to = 3, .term = 1};
     fx_recv(&f, &tn);
     CHECK_EQ(raft_role_of(f.r), RAFT_FOLLOWER);
