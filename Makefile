@@ -40,13 +40,15 @@ endif
 
 PKGS_PROTO := libprotobuf-c
 PKGS_IO := lmdb libuv
+PKGS_KV := hiredis jansson
+LIBS_KV := -lhttp_parser
 
 # ---------------------------------------------------------------------------
 # Sources
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
-KV_SRC := $(wildcard kv/*.c)
+KV_SRC := $(filter-out kv/kvd.c,$(wildcard kv/*.c))
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -66,9 +68,10 @@ LIBPROTO := $(OBJ)/libproto.a
 LIBIO := $(OBJ)/libraftio.a
 LIBKV := $(OBJ)/libkv.a
 RAFTSIM := $(OBJ)/raftsim
+KVD := $(OBJ)/kvd
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -134,9 +137,13 @@ $(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
+$(KVD): $(OBJ)/kv/kvd.o $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV) -o $@
+
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO)) -o $@
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV) -o $@
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

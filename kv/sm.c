@@ -11,7 +11,8 @@
 struct kv_sm {
     MDB_env *env;
     MDB_dbi kv, sess, meta;
-    raft_index applied;
+    raft_index applied; /* committed */
+    raft_index staged;  /* applied in the open transaction (the storage thread's) */
 };
 
 static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
@@ -50,6 +51,7 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
         int g = mdb_get(txn, sm->meta, &k, &d);
         if (g == 0 && d.mv_size == sizeof(uint64_t))
             memcpy(&sm->applied, d.mv_data, sizeof(uint64_t));
+        sm->staged = sm->applied;
     }
     if (rc || (rc = mdb_txn_commit(txn))) {
         if (rc)
@@ -302,6 +304,8 @@ static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
         r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
         return 0;
     }
+    r->client_id = cmd->client_id;
+    r->seq = cmd->seq;
     int rc = 0;
     if (session_check(sm, txn, cmd, r) == 0) {
         bool read = cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
@@ -315,6 +319,51 @@ static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
     return rc;
 }
 
+int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries, size_t n,
+                struct kv_result *results, char *err, size_t errlen)
+{
+    struct kv_result scratch;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (entries[i].index != sm->staged + 1 + i) {
+            if (err && errlen)
+                snprintf(err, errlen, "state machine: entry %llu after applied %llu",
+                         (unsigned long long)entries[i].index,
+                         (unsigned long long)(sm->staged + i));
+            rc = KV_EORDER;
+            break;
+        }
+        struct kv_result *r = results ? &results[i] : &scratch;
+        memset(r, 0, sizeof(*r));
+        rc = apply_one(sm, txn, &entries[i], r);
+        if (!results)
+            kv_result_free(&scratch);
+        if (rc) {
+            rc = lmdb_fail(err, errlen, rc, "applying");
+            break;
+        }
+    }
+    raft_index applied = sm->staged + n;
+    MDB_val k = {7, "applied"}, d = {sizeof(applied), &applied};
+    if (!rc && (rc = mdb_put(txn, sm->meta, &k, &d, 0)))
+        rc = lmdb_fail(err, errlen, rc, "applying");
+    if (rc) {
+        for (size_t i = 0; results && i < n; i++)
+            kv_result_free(&results[i]);
+        return rc;
+    }
+    sm->staged = applied;
+    return KV_OK;
+}
+
+void kv_sm_staged_done(struct kv_sm *sm, bool committed)
+{
+    if (committed)
+        sm->applied = sm->staged;
+    else
+        sm->staged = sm->applied;
+}
+
 int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
                 struct kv_result *results, char *err, size_t errlen)
 {
@@ -322,38 +371,19 @@ int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
     int rc = mdb_txn_begin(sm->env, NULL, 0, &txn);
     if (rc)
         return lmdb_fail(err, errlen, rc, "starting to apply");
-    struct kv_result scratch;
-    for (size_t i = 0; i < n; i++) {
-        if (entries[i].index != sm->applied + 1 + i) {
-            mdb_txn_abort(txn);
-            if (err && errlen)
-                snprintf(err, errlen, "state machine: entry %llu after applied %llu",
-                         (unsigned long long)entries[i].index,
-                         (unsigned long long)(sm->applied + i));
-            return KV_EORDER;
-        }
-        struct kv_result *r = results ? &results[i] : &scratch;
-        memset(r, 0, sizeof(*r));
-        rc = apply_one(sm, txn, &entries[i], r);
-        if (!results)
-            kv_result_free(&scratch);
-        if (rc)
-            break;
-    }
-    raft_index applied = sm->applied + n;
-    MDB_val k = {7, "applied"}, d = {sizeof(applied), &applied};
-    if (!rc)
-        rc = mdb_put(txn, sm->meta, &k, &d, 0);
-    if (!rc)
-        rc = mdb_txn_commit(txn); /* keys, sessions and applied index: together */
-    else
+    if ((rc = kv_sm_stage(sm, txn, entries, n, results, err, errlen))) {
         mdb_txn_abort(txn);
-    if (rc) {
+        kv_sm_staged_done(sm, false);
+        return rc;
+    }
+    /* keys, sessions and applied index: together */
+    if ((rc = mdb_txn_commit(txn))) {
         for (size_t i = 0; results && i < n; i++)
             kv_result_free(&results[i]);
+        kv_sm_staged_done(sm, false);
         return lmdb_fail(err, errlen, rc, "applying");
     }
-    sm->applied = applied;
+    kv_sm_staged_done(sm, true);
     return KV_OK;
 }
 

@@ -51,7 +51,8 @@ struct kv_result {
     int64_t integer;
     struct kv_value *values;
     size_t n_values;
-    raft_index index; /* where it took effect */
+    raft_index index;        /* where it took effect */
+    uint64_t client_id, seq; /* the command's session, 0 if none */
 };
 void kv_result_free(struct kv_result *r);
 
@@ -60,6 +61,14 @@ void kv_result_free(struct kv_result *r);
  * result; NOOP and CONF entries only move the applied index. */
 int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
                 struct kv_result *results, char *err, size_t errlen);
+
+/* The same in two steps, for a transaction the caller owns (kvd applies
+ * inside the node's group commit: one fsync for log and state): stage in
+ * txn, then say whether txn committed. Between the two, kv_sm_applied()
+ * still returns the committed index. */
+int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries, size_t n,
+                struct kv_result *results, char *err, size_t errlen);
+void kv_sm_staged_done(struct kv_sm *sm, bool committed);
 
 /* A read-only command (GET, EXISTS, MGET) against the applied state; the
  * caller has made it linearizable first (ReadIndex). */

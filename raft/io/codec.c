@@ -44,6 +44,22 @@ int codec_encode_hello(uint64_t cluster_id, uint64_t node_id, uint8_t **frame, s
     return pack(&env, frame, len);
 }
 
+int codec_encode_forward(uint64_t cluster_id, uint64_t group, uint64_t from, uint64_t to,
+                         const void *body, size_t body_len, uint8_t **frame, size_t *len)
+{
+    Raftpb__Forward fw = RAFTPB__FORWARD__INIT;
+    fw.body.data = (uint8_t *)body;
+    fw.body.len = body_len;
+    Raftpb__Envelope env = RAFTPB__ENVELOPE__INIT;
+    env.cluster_id = cluster_id;
+    env.from_node = from;
+    env.to_node = to;
+    env.group_id = group;
+    env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_FORWARD;
+    env.forward = &fw;
+    return pack(&env, frame, len);
+}
+
 static int encode_append(const struct raft_message *m, Raftpb__Envelope *env,
                          Raftpb__AppendEntries *ae, uint8_t **frame, size_t *len)
 {
@@ -305,6 +321,11 @@ static int decode_payload(const Raftpb__Envelope *env, struct codec_decoded *out
                                                   .rejected = r->rejected};
         return CODEC_OK;
     }
+    case RAFTPB__ENVELOPE__PAYLOAD_FORWARD:
+        out->is_forward = true;
+        out->forward_body = env->forward->body.data;
+        out->forward_len = env->forward->body.len;
+        return CODEC_OK;
     case RAFTPB__ENVELOPE__PAYLOAD_TIMEOUT_NOW:
         m->type = RAFT_MSG_TIMEOUT_NOW;
         m->term = env->timeout_now->term;

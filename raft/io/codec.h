@@ -32,6 +32,11 @@ int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t gro
 /* Encode the Hello that opens every connection. */
 int codec_encode_hello(uint64_t cluster_id, uint64_t node_id, uint8_t **frame, size_t *len);
 
+/* Encode a Forward (a client request or answer, opaque here) from node
+ * `from` to node `to`. */
+int codec_encode_forward(uint64_t cluster_id, uint64_t group, uint64_t from, uint64_t to,
+                         const void *body, size_t body_len, uint8_t **frame, size_t *len);
+
 /* A decoded frame. For a Raft message, msg points into this struct and the
  * unpacked Envelope; release with codec_decoded_free(). */
 struct codec_decoded {
@@ -40,6 +45,9 @@ struct codec_decoded {
     bool is_hello;
     uint64_t hello_node;
     uint32_t hello_version;
+    bool is_forward; /* msg.from and msg.to are set; the body points into envelope */
+    const uint8_t *forward_body;
+    size_t forward_len;
     struct raft_message msg;
     struct raft_entry *entries;
     struct raft_member *members;

@@ -6,49 +6,69 @@
 #include <string.h>
 
 #include "storage.h"
-#include "transport.h"
+
+const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
 
 struct group {
     uint64_t id;
     struct raft *r;
 };
 
-/* What one update asked to persist, waiting for the end of the loop turn,
- * and the messages that may leave only after it is durable. Those carry
- * no pointers (votes, answers), so shallow copies do. */
+/* Entries copied out of a core's update (its pointers live only until the
+ * next step), their data in one block. */
+struct entries {
+    struct raft_entry *e;
+    size_t n;
+    uint8_t *data;
+};
+
+/* What one update left for the storage thread: writes, entries to apply,
+ * and the messages that may leave only once the writes are durable. Those
+ * messages carry no pointers (votes, answers), so shallow copies do. */
 struct pending {
     struct group *g;
     struct storage_group_write w;
-    struct raft_entry *entries; /* copies, data in one block */
-    uint8_t *data;
+    struct entries log;
+    struct entries apply;
+    void *apply_result;
     struct raft_message *msgs;
     size_t n_msgs;
+};
+
+/* One group commit: taken by the storage thread, finished on the loop. */
+struct batch {
+    struct raft_node *n;
+    uv_work_t req;
+    struct pending *p;
+    size_t count;
+    struct storage_group_write *ws;
+    size_t nw;
+    int rc;
+    char err[256];
+    uint64_t ns;
 };
 
 struct raft_node {
     uv_loop_t *loop;
     struct raft_node_config cfg;
+    struct raft_node_callbacks cb;
+    void *data;
     struct storage *st;
     struct transport *tr;
     uv_timer_t tick;
     struct group *groups;
     size_t n_groups;
-    raft_node_apply_cb apply;
-    void *data;
     bool stopping;
     int fatal; /* a storage error or a corrupt core: the node stops taking work */
-    /* Group commit: every write of a loop turn, all groups, one fsync. */
+    char error[320];
     uv_prepare_t flush;
-    struct pending *pending;
+    struct pending *pending; /* the next batch, growing during the loop turn */
     size_t n_pending, cap_pending;
-    uint64_t commits, writes;
+    struct batch *in_flight; /* at most one batch on the storage thread */
+    struct raft_node_stats stats;
     int closing_handles;
 };
-
-static uint64_t now_ms(struct raft_node *n)
-{
-    return uv_now(n->loop);
-}
 
 static struct group *find_group(struct raft_node *n, uint64_t id)
 {
@@ -58,16 +78,49 @@ static struct group *find_group(struct raft_node *n, uint64_t id)
     return NULL;
 }
 
+static void fail(struct raft_node *n, int rc, const char *fmt, const char *why)
+{
+    if (n->fatal)
+        return;
+    n->fatal = rc ? rc : RAFT_ECORRUPT;
+    snprintf(n->error, sizeof(n->error), fmt, why);
+    fprintf(stderr, "raft node %llu: %s; refusing all work until restarted\n",
+            (unsigned long long)n->cfg.id, n->error);
+}
+
 static int step(struct raft_node *n, struct group *g, struct raft_event *ev);
+
+static int entries_copy(struct entries *to, const struct raft_entry *from, size_t n)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += from[i].len;
+    to->n = n;
+    to->e = n ? malloc(n * sizeof(*to->e)) : NULL;
+    to->data = bytes ? malloc(bytes) : NULL;
+    if ((n && !to->e) || (bytes && !to->data))
+        return RAFT_ENOMEM;
+    uint8_t *at = to->data;
+    for (size_t i = 0; i < n; i++) {
+        to->e[i] = from[i];
+        if (from[i].len)
+            memcpy(at, from[i].data, from[i].len);
+        to->e[i].data = from[i].len ? at : NULL;
+        at += from[i].len;
+    }
+    return 0;
+}
 
 static void pending_free(struct pending *p)
 {
-    free(p->entries);
-    free(p->data);
+    free(p->log.e);
+    free(p->log.data);
+    free(p->apply.e);
+    free(p->apply.data);
     free(p->msgs);
 }
 
-/* Keep what an update asks to persist until the end of the loop turn. */
+/* Keep what an update asks to persist and apply for the next batch. */
 static int defer(struct raft_node *n, struct group *g, const struct raft_update *u, size_t n_after)
 {
     if (n->n_pending == n->cap_pending) {
@@ -81,23 +134,11 @@ static int defer(struct raft_node *n, struct group *g, const struct raft_update 
     struct pending *p = &n->pending[n->n_pending];
     memset(p, 0, sizeof(*p));
     p->g = g;
-    size_t bytes = 0;
-    for (size_t i = 0; i < u->n_entries; i++)
-        bytes += u->entries[i].len;
-    p->entries = malloc((u->n_entries ? u->n_entries : 1) * sizeof(*p->entries));
-    p->data = malloc(bytes ? bytes : 1);
-    p->msgs = malloc((n_after ? n_after : 1) * sizeof(*p->msgs));
-    if (!p->entries || !p->data || !p->msgs) {
+    p->msgs = n_after ? malloc(n_after * sizeof(*p->msgs)) : NULL;
+    if ((n_after && !p->msgs) || entries_copy(&p->log, u->entries, u->n_entries) ||
+        entries_copy(&p->apply, u->apply, u->n_apply)) {
         pending_free(p);
         return RAFT_ENOMEM;
-    }
-    uint8_t *at = p->data;
-    for (size_t i = 0; i < u->n_entries; i++) {
-        p->entries[i] = u->entries[i];
-        if (u->entries[i].len)
-            memcpy(at, u->entries[i].data, u->entries[i].len);
-        p->entries[i].data = at;
-        at += u->entries[i].len;
     }
     for (size_t i = 0; i < u->n_messages; i++)
         if (u->messages[i].after_persist)
@@ -107,22 +148,29 @@ static int defer(struct raft_node *n, struct group *g, const struct raft_update 
                                         .term = u->current_term,
                                         .vote = u->voted_for,
                                         .truncate_from = u->truncate_from,
-                                        .entries = p->entries,
-                                        .n_entries = u->n_entries,
+                                        .entries = p->log.e,
+                                        .n_entries = p->log.n,
                                         .compact_index = u->compact_index,
                                         .compact_term = u->compact_term};
     n->n_pending++;
-    n->writes++;
     return 0;
 }
 
-/* The host contract of raft.h. Messages that need no persist leave at once
- * -- the leader's AppendEntries go out while its own write waits for the
- * group commit (thesis §10.2.1) -- and committed entries are applied (the
- * core hands out only what is durable here). What must be persisted, and
- * the messages waiting for it, go to the end of the loop turn. */
+static void log_trace(struct raft_node *n, struct group *g, const struct raft_update *u)
+{
+    char line[256];
+    for (size_t i = 0; i < u->n_trace; i++) {
+        raft_trace_format(&u->trace[i], line, sizeof(line));
+        fprintf(stderr, "node %llu group %llu: %s\n", (unsigned long long)n->cfg.id,
+                (unsigned long long)g->id, line);
+    }
+}
+
+/* The host contract of raft.h for one update. */
 static int process(struct raft_node *n, struct group *g, const struct raft_update *u)
 {
+    if (n->cfg.trace)
+        log_trace(n, g, u);
     size_t n_after = 0;
     for (size_t i = 0; i < u->n_messages; i++) {
         if (u->messages[i].after_persist)
@@ -130,81 +178,156 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
         else
             transport_send(n->tr, g->id, &u->messages[i]);
     }
-    for (size_t i = 0; i < u->n_apply; i++)
-        if (u->apply[i].type == RAFT_ENTRY_NORMAL && n->apply)
-            n->apply(n->data, g->id, &u->apply[i]);
     bool persist = u->hard_state_changed || u->n_entries || u->truncate_from || u->compact_index;
-    if (!persist && n_after == 0)
-        return 0;
-    int rv = defer(n, g, u, n_after);
-    if (rv)
-        n->fatal = rv;
-    return rv;
+    if (persist || n_after || u->n_apply) {
+        int rv = defer(n, g, u, n_after);
+        if (rv) {
+            fail(n, rv, "%s", "out of memory");
+            return rv;
+        }
+    }
+    if (u->role_changed && n->cb.role_changed)
+        n->cb.role_changed(n->data, g->id, u->role, u->leader_id);
+    for (size_t i = 0; i < u->n_reads; i++)
+        if (n->cb.read_done)
+            n->cb.read_done(n->data, g->id, &u->reads[i]);
+    return 0;
 }
 
-/* End of a loop turn: one transaction (one fsync) for every write of every
- * group, then the messages that waited for it, then RAFT_PERSISTED. */
-static void flush(struct raft_node *n)
+/* ------------------------------------------------------------------------
+ * Group commit on the storage thread
+ * ------------------------------------------------------------------------ */
+
+static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
 {
-    for (int round = 0; round < 16 && n->n_pending && !n->fatal; round++) {
-        struct pending *batch = n->pending;
-        size_t count = n->n_pending;
-        n->pending = NULL;
-        n->n_pending = n->cap_pending = 0;
-        struct storage_group_write *ws = malloc(count * sizeof(*ws));
-        char err[256];
-        int rc = ws ? STORAGE_OK : STORAGE_ENOMEM;
-        size_t nw = 0;
-        for (size_t i = 0; ws && i < count; i++)
-            if (batch[i].w.hard_state || batch[i].w.n_entries || batch[i].w.truncate_from ||
-                batch[i].w.compact_index)
-                ws[nw++] = batch[i].w;
-        if (rc == STORAGE_OK && nw)
-            rc = storage_commit(n->st, ws, nw, err, sizeof(err));
-        free(ws);
-        if (rc != STORAGE_OK) {
-            fprintf(stderr, "raft node %llu: %s; stopping\n", (unsigned long long)n->cfg.id,
-                    rc == STORAGE_ENOMEM ? "out of memory" : err);
-            n->fatal = rc;
+    struct batch *b = arg;
+    struct raft_node *n = b->n;
+    for (size_t i = 0; i < b->count; i++) {
+        struct pending *p = &b->p[i];
+        if (!p->apply.n || !n->cb.apply)
+            continue;
+        int rc = n->cb.apply(n->data, p->g->id, txn, p->apply.e, p->apply.n, &p->apply_result, err,
+                             errlen);
+        if (rc)
+            return rc;
+    }
+    return STORAGE_OK;
+}
+
+static void commit_work(uv_work_t *req)
+{
+    struct batch *b = req->data;
+    uint64_t t0 = uv_hrtime();
+    b->rc = storage_commit_with(b->n->st, b->ws, b->nw, apply_hook, b, b->err, sizeof(b->err));
+    b->ns = uv_hrtime() - t0;
+}
+
+static void start_commit(struct raft_node *n);
+static void close_handles(struct raft_node *n);
+
+static void commit_done(uv_work_t *req, int status)
+{
+    struct batch *b = req->data;
+    struct raft_node *n = b->n;
+    n->in_flight = NULL;
+    if (status == 0 && b->rc != STORAGE_OK)
+        fail(n, b->rc, "storage: %s", b->err);
+    bool ok = status == 0 && b->rc == STORAGE_OK;
+    if (ok && b->nw) {
+        n->stats.commits++;
+        double s = (double)b->ns / 1e9;
+        n->stats.commit_seconds += s;
+        size_t k = 0;
+        while (k < RAFT_NODE_COMMIT_BUCKETS && s > RAFT_NODE_COMMIT_BOUNDS[k])
+            k++;
+        n->stats.commit_buckets[k]++;
+    }
+    for (size_t i = 0; i < b->count; i++) {
+        struct pending *p = &b->p[i];
+        if (ok) {
+            n->stats.writes++;
+            n->stats.entries += p->log.n;
+            n->stats.applied += p->apply.n;
         }
-        if (nw)
-            n->commits++;
-        for (size_t i = 0; i < count; i++) {
-            struct pending *p = &batch[i];
-            if (!n->fatal) {
-                for (size_t k = 0; k < p->n_msgs; k++)
-                    transport_send(n->tr, p->g->id, &p->msgs[k]);
-                if (p->w.n_entries) {
-                    struct raft_event ev = {.type = RAFT_PERSISTED};
-                    ev.persisted.index = p->entries[p->w.n_entries - 1].index;
-                    ev.persisted.term = p->entries[p->w.n_entries - 1].term;
-                    step(n, p->g, &ev);
-                }
+        if (p->apply.n && n->cb.applied)
+            n->cb.applied(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result, ok);
+        if (ok && !n->stopping) {
+            for (size_t k = 0; k < p->n_msgs; k++)
+                transport_send(n->tr, p->g->id, &p->msgs[k]);
+            if (p->log.n) {
+                struct raft_event ev = {.type = RAFT_PERSISTED};
+                ev.persisted.index = p->log.e[p->log.n - 1].index;
+                ev.persisted.term = p->log.e[p->log.n - 1].term;
+                step(n, p->g, &ev);
             }
-            pending_free(p);
         }
-        free(batch);
+        pending_free(p);
+    }
+    free(b->p);
+    free(b->ws);
+    free(b);
+    if (n->stopping)
+        close_handles(n);
+    else if (n->n_pending)
+        start_commit(n);
+}
+
+/* Hand everything kept so far to the storage thread, unless a batch is
+ * already there (then it waits, and grows, until that one is done). */
+static void start_commit(struct raft_node *n)
+{
+    if (n->in_flight || !n->n_pending || n->fatal)
+        return;
+    struct batch *b = calloc(1, sizeof(*b));
+    struct storage_group_write *ws = malloc(n->n_pending * sizeof(*ws));
+    if (!b || !ws) {
+        free(b);
+        free(ws);
+        fail(n, RAFT_ENOMEM, "%s", "out of memory");
+        return;
+    }
+    b->n = n;
+    b->p = n->pending;
+    b->count = n->n_pending;
+    b->ws = ws;
+    n->pending = NULL;
+    n->n_pending = n->cap_pending = 0;
+    for (size_t i = 0; i < b->count; i++) {
+        const struct storage_group_write *w = &b->p[i].w;
+        if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index)
+            b->ws[b->nw++] = *w;
+    }
+    b->req.data = b;
+    n->in_flight = b;
+    int rc = uv_queue_work(n->loop, &b->req, commit_work, commit_done);
+    if (rc) {
+        /* No thread pool: commit here. */
+        commit_work(&b->req);
+        commit_done(&b->req, 0);
     }
 }
 
 static void on_flush(uv_prepare_t *h)
 {
-    flush(h->data);
+    start_commit(h->data);
 }
+
+/* ------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------ */
 
 static int step(struct raft_node *n, struct group *g, struct raft_event *ev)
 {
     if (n->fatal)
         return RAFT_ECORRUPT;
     struct raft_update u;
-    ev->now_ms = now_ms(n);
+    ev->now_ms = uv_now(n->loop);
     int rv = raft_step(g->r, ev, &u);
     if (rv == RAFT_ENOMEM || rv == RAFT_ECORRUPT) {
+        if (n->cfg.trace)
+            log_trace(n, g, &u);
         const char *why = raft_check_invariants(g->r);
-        fprintf(stderr, "raft node %llu group %llu: %s%s%s; stopping\n",
-                (unsigned long long)n->cfg.id, (unsigned long long)g->id, raft_strerror(rv),
-                why ? ": " : "", why ? why : "");
-        n->fatal = rv;
+        fail(n, rv, "raft core: %s", why ? why : raft_strerror(rv));
         return rv;
     }
     int prv = process(n, g, &u);
@@ -239,31 +362,39 @@ static void on_log(void *data, const char *line)
 
 static int start_group(struct raft_node *n, struct group *g, char *err, size_t errlen)
 {
+    raft_index applied = 0;
+    if (n->cb.open_group) {
+        int rc = n->cb.open_group(n->data, g->id, storage_env(n->st), &applied, err, errlen);
+        if (rc)
+            return rc;
+    }
     struct storage_loaded l;
     int rc = storage_load(n->st, g->id, &l, err, errlen);
     if (rc != STORAGE_OK)
         return rc;
-    raft_id voters[64];
-    size_t nv = n->cfg.n_peers < 64 ? n->cfg.n_peers : 64;
+    enum { MAX_VOTERS = 64 };
+    raft_id voters[MAX_VOTERS];
+    size_t nv = n->cfg.n_peers < MAX_VOTERS ? n->cfg.n_peers : MAX_VOTERS;
     for (size_t i = 0; i < nv; i++)
         voters[i] = n->cfg.peers[i].id;
     if (!l.persisted.snapshot) {
         l.persisted.voters = voters;
         l.persisted.n_voters = nv;
     }
+    l.persisted.applied_index = applied;
     struct raft_config cfg = n->cfg.raft;
     cfg.id = n->cfg.id;
     cfg.seed = n->cfg.cluster_id ^ (g->id * 0x9e3779b97f4a7c15ULL) ^ (uint64_t)uv_hrtime();
     rc = raft_init(&g->r, &cfg, &l.persisted);
     storage_loaded_free(&l);
     if (rc != RAFT_OK)
-        snprintf(err, errlen, "group %llu: raft_init: %s", (unsigned long long)g->id,
-                 raft_strerror(rc));
+        snprintf(err, errlen, "group %llu: raft_init: %s (applied index %llu)",
+                 (unsigned long long)g->id, raft_strerror(rc), (unsigned long long)applied);
     return rc;
 }
 
 int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_node_config *cfg,
-                    raft_node_apply_cb apply, void *data, char *err, size_t errlen)
+                    const struct raft_node_callbacks *cb, void *data, char *err, size_t errlen)
 {
     int rc;
     struct raft_node *n = calloc(1, sizeof(*n));
@@ -271,7 +402,8 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
         return RAFT_ENOMEM;
     n->loop = loop;
     n->cfg = *cfg;
-    n->apply = apply;
+    if (cb)
+        n->cb = *cb;
     n->data = data;
     if ((rc = storage_open(cfg->data_dir, cfg->cluster_id, cfg->id, cfg->map_size_bytes, &n->st,
                            err, errlen)) != STORAGE_OK)
@@ -326,10 +458,10 @@ int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, siz
     struct group *g = find_group(n, group);
     if (!g)
         return RAFT_EINVAL;
-    if (n->fatal)
+    if (n->fatal || n->stopping)
         return RAFT_ECORRUPT;
     struct raft_entry e = {.data = data, .len = len};
-    struct raft_event ev = {.type = RAFT_PROPOSE, .now_ms = now_ms(n)};
+    struct raft_event ev = {.type = RAFT_PROPOSE, .now_ms = uv_now(n->loop)};
     ev.propose.entries = &e;
     ev.propose.n_entries = 1;
     struct raft_update u;
@@ -340,16 +472,49 @@ int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, siz
     return rv ? rv : prv;
 }
 
-void raft_node_stats(const struct raft_node *n, uint64_t *commits, uint64_t *writes)
+int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id)
 {
-    *commits = n->commits;
-    *writes = n->writes;
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_EINVAL;
+    if (n->fatal || n->stopping)
+        return RAFT_ECORRUPT;
+    struct raft_event ev = {.type = RAFT_READ};
+    ev.read.id = id;
+    return step(n, g, &ev);
+}
+
+int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to)
+{
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_EINVAL;
+    if (n->fatal || n->stopping)
+        return RAFT_ECORRUPT;
+    struct raft_event ev = {.type = RAFT_TRANSFER};
+    ev.transfer.to = to;
+    return step(n, g, &ev);
+}
+
+void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st)
+{
+    *st = n->stats;
 }
 
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group)
 {
     struct group *g = find_group(n, group);
     return g ? g->r : NULL;
+}
+
+struct transport *raft_node_transport(struct raft_node *n)
+{
+    return n->tr;
+}
+
+const char *raft_node_error(const struct raft_node *n)
+{
+    return n->fatal ? n->error : NULL;
 }
 
 /* Both handles closed: free the node. */
@@ -365,17 +530,29 @@ static void on_handle_close(uv_handle_t *h)
         raft_close(n->groups[i].r);
     free(n->groups);
     storage_close(n->st);
+    void (*stopped)(void *) = n->cb.stopped;
+    void *data = n->data;
     free(n);
+    if (stopped)
+        stopped(data);
 }
 
+static void close_handles(struct raft_node *n)
+{
+    n->closing_handles = 2;
+    uv_close((uv_handle_t *)&n->flush, on_handle_close);
+    uv_close((uv_handle_t *)&n->tick, on_handle_close);
+}
+
+/* What is still pending was never acknowledged to anyone (messages and
+ * answers wait for the commit), so dropping it is a crash Raft tolerates;
+ * a batch on the storage thread is let finish. */
 void raft_node_stop(struct raft_node *n)
 {
-    flush(n); /* what was acknowledged inside must reach the disk */
     n->stopping = true;
     uv_prepare_stop(&n->flush);
     uv_timer_stop(&n->tick);
     transport_close(n->tr);
-    n->closing_handles = 2;
-    uv_close((uv_handle_t *)&n->flush, on_handle_close);
-    uv_close((uv_handle_t *)&n->tick, on_handle_close);
+    if (!n->in_flight)
+        close_handles(n);
 }

@@ -3,13 +3,21 @@
  * together by the host contract of raft.h.
  *
  * For every update a core returns, the node sends at once the messages
- * that need no persist (the leader's AppendEntries), applies what is
- * committed, and keeps what must be persisted. At the end of the loop turn
- * (a uv_prepare handle) one LMDB transaction -- one fsync -- stores the
- * writes of every group: group commit. Then the messages that waited for
- * it leave, and the cores learn what is durable (RAFT_PERSISTED). The
- * commit still runs on the loop thread; a worker thread comes next
- * (docs/architecture.md).
+ * that need no persist (the leader's AppendEntries: thesis §10.2.1, the
+ * leader writes its log in parallel with replicating it) and keeps the
+ * rest. At the end of the loop turn (a uv_prepare handle) everything kept,
+ * for every group, goes to the storage thread as one LMDB write
+ * transaction -- one fsync: group commit. Committed entries are applied
+ * inside that same transaction (host contract 2: state and applied index
+ * change together with the log). While the storage thread writes, the
+ * loop goes on receiving and sending; what arrives meanwhile forms the
+ * next batch. Back on the loop thread, the messages that waited leave, the
+ * cores learn what is durable (RAFT_PERSISTED), and the host learns what
+ * was applied.
+ *
+ * A storage error (a full map, an I/O error) makes the node refuse all
+ * further work (raft_node_error() says why): nothing of the failed batch
+ * is visible, and a restart with more space continues from the disk.
  */
 #ifndef RAFT_IO_NODE_H
 #define RAFT_IO_NODE_H
@@ -18,6 +26,7 @@
 #include <uv.h>
 
 #include "raft.h"
+#include "transport.h"
 
 struct raft_node_peer {
     raft_id id;
@@ -38,24 +47,69 @@ struct raft_node_config {
     size_t n_groups;
     struct raft_config raft; /* id and seed are set per group */
     uint32_t tick_ms;
+    bool trace; /* log every decision of the cores (raft_trace_format) */
 };
 
-/* Called for every committed NORMAL entry, in order, exactly once per
- * run (the state machine is the caller's; replay after restart starts
- * from the applied index the caller returns at start). */
-typedef void (*raft_node_apply_cb)(void *data, uint64_t group, const struct raft_entry *e);
+/* What the node asks of its host (the state machine's owner). Each may be
+ * NULL. `data` is the pointer given to raft_node_start(). */
+struct raft_node_callbacks {
+    /* At start, before the group's core exists: open the group's state
+     * machine in env (the node's MDB_env *) and say what it has applied. */
+    int (*open_group)(void *data, uint64_t group, void *env, raft_index *applied, char *err,
+                      size_t errlen);
+    /* On the storage thread, inside the group commit transaction (an
+     * MDB_txn *): apply committed entries (every type, consecutive, in
+     * order). *result is handed back to applied(). Touch nothing the loop
+     * thread uses. Returns 0, or a STORAGE_ code with err filled (the
+     * transaction is then aborted and the node stops). */
+    int (*apply)(void *data, uint64_t group, void *txn, const struct raft_entry *e, size_t n,
+                 void **result, char *err, size_t errlen);
+    /* Back on the loop thread: the transaction committed (or not). */
+    void (*applied)(void *data, uint64_t group, const struct raft_entry *e, size_t n, void *result,
+                    bool committed);
+    /* A ReadIndex request became safe to serve once the state machine has
+     * applied rd->index, or failed (raft.h, struct raft_read). */
+    void (*read_done)(void *data, uint64_t group, const struct raft_read *rd);
+    /* Role or leader changed. */
+    void (*role_changed)(void *data, uint64_t group, enum raft_role role, raft_id leader);
+    /* After raft_node_stop(): everything is closed and freed; no callback
+     * comes after this one. */
+    void (*stopped)(void *data);
+};
 
 struct raft_node;
 
 int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_node_config *cfg,
-                    raft_node_apply_cb apply, void *data, char *err, size_t errlen);
-/* Propose data in group; *index gets its log index. Errors: raft codes. */
+                    const struct raft_node_callbacks *cb, void *data, char *err, size_t errlen);
+/* Propose data in group; *index gets its log index. Errors: raft codes
+ * (RAFT_ENOTLEADER with raft_leader() as the hint, RAFT_EBUSY, ...). */
 int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len,
                       raft_index *index);
+/* Start a linearizable read (ReadIndex, or a lease read if configured);
+ * read_done() reports it, possibly before this returns. */
+int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id);
+/* Leadership transfer (thesis §3.10) to `to` (0: the most up-to-date). */
+int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);
-/* Storage commits (fsyncs) so far, and the updates whose writes they carried. */
-void raft_node_stats(const struct raft_node *n, uint64_t *commits, uint64_t *writes);
-/* Stop timers and close everything; run the loop until it has no handles. */
+struct transport *raft_node_transport(struct raft_node *n);
+/* Why the node stopped taking work, or NULL while it is healthy. */
+const char *raft_node_error(const struct raft_node *n);
+
+/* Durations of storage commits, in seconds: bucket i counts those up to
+ * RAFT_NODE_COMMIT_BOUNDS[i], the last one the rest. */
+enum { RAFT_NODE_COMMIT_BUCKETS = 12 };
+extern const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS];
+struct raft_node_stats {
+    uint64_t commits; /* storage transactions (fsyncs) */
+    uint64_t writes;  /* updates whose writes they carried */
+    uint64_t entries; /* log entries they wrote */
+    uint64_t applied; /* entries applied */
+    uint64_t commit_buckets[RAFT_NODE_COMMIT_BUCKETS + 1];
+    double commit_seconds;
+};
+void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
+/* Stop timers and close everything (after the storage thread finishes);
+ * run the loop until it has no handles. */
 void raft_node_stop(struct raft_node *n);
 
 #endif /* RAFT_IO_NODE_H */

@@ -319,6 +319,12 @@ static int write_group(struct storage *st, MDB_txn *txn, const struct storage_gr
 int storage_commit(struct storage *st, const struct storage_group_write *writes, size_t n,
                    char *err, size_t errlen)
 {
+    return storage_commit_with(st, writes, n, NULL, NULL, err, errlen);
+}
+
+int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
+                        storage_hook hook, void *arg, char *err, size_t errlen)
+{
     MDB_txn *txn;
     size_t cached = st->n_groups;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -330,6 +336,11 @@ int storage_commit(struct storage *st, const struct storage_group_write *writes,
         mdb_txn_abort(txn);
         st->n_groups = cached; /* handles opened in an aborted txn are void */
         return lmdb_error(err, errlen, rc, "writing the log");
+    }
+    if (hook && (rc = hook(arg, txn, err, errlen)) != STORAGE_OK) {
+        mdb_txn_abort(txn);
+        st->n_groups = cached;
+        return rc;
     }
     /* The commit is the fsync: durable when it returns (host contract 1). */
     if ((rc = mdb_txn_commit(txn))) {
@@ -472,4 +483,9 @@ void storage_loaded_free(struct storage_loaded *l)
     free(l->members);
     free(l->arena);
     memset(l, 0, sizeof(*l));
+}
+
+void *storage_env(struct storage *st)
+{
+    return st->env;
 }

@@ -66,6 +66,17 @@ struct storage_group_write {
 int storage_commit(struct storage *st, const struct storage_group_write *writes, size_t n,
                    char *err, size_t errlen);
 
+/* The same, with hook(arg, txn) called in the transaction after the log
+ * writes and before the commit (txn is an MDB_txn *): kvd applies committed
+ * entries there, so log, state and applied index share one fsync. A hook
+ * error (a STORAGE_ code, with err filled) aborts everything. */
+typedef int (*storage_hook)(void *arg, void *txn, char *err, size_t errlen);
+int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
+                        storage_hook hook, void *arg, char *err, size_t errlen);
+
+/* The LMDB environment (an MDB_env *), for the state machine's databases. */
+void *storage_env(struct storage *st);
+
 /* Everything stored for one group, decoded. Owns its memory; release with
  * storage_loaded_free(). persisted points into it and is ready for
  * raft_init() (configuration fields left for the caller to fill when there

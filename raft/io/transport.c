@@ -51,6 +51,8 @@ struct transport {
     struct conn *conns;
     transport_recv_cb on_recv;
     transport_log_cb on_log;
+    transport_forward_cb on_forward;
+    void *forward_data;
     void *data;
     struct transport_stats stats;
     uint64_t prng;
@@ -419,14 +421,15 @@ static void on_delayed(uv_timer_t *timer)
     uv_close((uv_handle_t *)&d->timer, on_delayed_close);
 }
 
-int transport_send(struct transport *t, uint64_t group, const struct raft_message *m)
+/* Queue an encoded frame (taking it) for peer p, through the fault filter:
+ * dropped, duplicated or delayed as the first matching rule says. */
+static int send_frame(struct transport *t, struct peer *p, uint64_t group, int type, uint8_t *frame,
+                      size_t len)
 {
-    struct peer *p = find_peer(t, m->to);
-    if (!p)
-        return UV_EINVAL;
-    const struct transport_fault *f = match_fault(t, m->to, TRANSPORT_OUT, (int)m->type);
+    const struct transport_fault *f = match_fault(t, p->id, TRANSPORT_OUT, type);
     if (f && f->drop_pct && next_random(t) % 100 < f->drop_pct) {
         t->stats.fault_dropped++;
+        free(frame);
         return 0;
     }
     unsigned copies = 1;
@@ -435,22 +438,20 @@ int transport_send(struct transport *t, uint64_t group, const struct raft_messag
         copies = 2;
     }
     for (unsigned c = 0; c < copies; c++) {
-        uint8_t *frame;
-        size_t len;
-        if (codec_encode(m, t->cfg.cluster_id, group, &frame, &len) != CODEC_OK)
-            return UV_EINVAL;
+        uint8_t *copy = frame;
+        if (c + 1 < copies) {
+            if (!(copy = malloc(len)))
+                break;
+            memcpy(copy, frame, len);
+        }
         if (f && f->delay_ms) {
             struct delayed *d = calloc(1, sizeof(*d));
             if (!d) {
-                free(frame);
+                free(copy);
                 return UV_ENOMEM;
             }
-            *d = (struct delayed){.t = t,
-                                  .group = group,
-                                  .to = m->to,
-                                  .frame = frame,
-                                  .len = len,
-                                  .next = t->delayed};
+            *d = (struct delayed){
+                .t = t, .group = group, .to = p->id, .frame = copy, .len = len, .next = t->delayed};
             if (t->delayed)
                 t->delayed->prev = d;
             t->delayed = d;
@@ -461,11 +462,43 @@ int transport_send(struct transport *t, uint64_t group, const struct raft_messag
             t->stats.fault_delayed++;
             continue;
         }
-        int rc = queue_frame(t, p, frame, len);
+        int rc = queue_frame(t, p, copy, len);
         if (rc)
             return rc;
     }
     return 0;
+}
+
+int transport_send(struct transport *t, uint64_t group, const struct raft_message *m)
+{
+    struct peer *p = find_peer(t, m->to);
+    if (!p)
+        return UV_EINVAL;
+    uint8_t *frame;
+    size_t len;
+    if (codec_encode(m, t->cfg.cluster_id, group, &frame, &len) != CODEC_OK)
+        return UV_EINVAL;
+    return send_frame(t, p, group, (int)m->type, frame, len);
+}
+
+int transport_forward(struct transport *t, uint64_t to, uint64_t group, const void *body,
+                      size_t len)
+{
+    struct peer *p = find_peer(t, to);
+    if (!p)
+        return UV_EINVAL;
+    uint8_t *frame;
+    size_t flen;
+    if (codec_encode_forward(t->cfg.cluster_id, group, t->cfg.node_id, to, body, len, &frame,
+                             &flen) != CODEC_OK)
+        return UV_ENOMEM;
+    return send_frame(t, p, group, TRANSPORT_FORWARD, frame, flen);
+}
+
+void transport_on_forward(struct transport *t, transport_forward_cb cb, void *data)
+{
+    t->on_forward = cb;
+    t->forward_data = data;
 }
 
 /* ------------------------------------------------------------------------
@@ -527,6 +560,12 @@ static bool handle_frame(struct conn *c, const uint8_t *body, size_t len)
         t->stats.malformed_frames++;
         tlog(t, "refusing node %llu: a message not for us", (unsigned long long)c->node);
         keep = false;
+    } else if (d.is_forward) {
+        const struct transport_fault *f = match_fault(t, c->node, TRANSPORT_IN, TRANSPORT_FORWARD);
+        if (f && f->drop_pct && next_random(t) % 100 < f->drop_pct)
+            t->stats.fault_dropped++;
+        else if (t->on_forward)
+            t->on_forward(t->forward_data, c->node, d.group, d.forward_body, d.forward_len);
     } else {
         const struct transport_fault *f = match_fault(t, c->node, TRANSPORT_IN, (int)d.msg.type);
         if (f && f->drop_pct && next_random(t) % 100 < f->drop_pct) {

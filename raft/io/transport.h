@@ -48,6 +48,16 @@ int transport_add_peer(struct transport *t, uint64_t id, const char *host, uint1
 /* Queue m for its destination. Returns 0, or UV_ENOBUFS when the peer's
  * queue is full (the message is dropped), or UV_EINVAL for an unknown peer. */
 int transport_send(struct transport *t, uint64_t group, const struct raft_message *m);
+/* Client requests and answers between nodes (kvd forwards to the leader):
+ * an opaque body, through the same connections, queues and fault filter
+ * (as message type TRANSPORT_FORWARD; rules for any type match it too). */
+enum { TRANSPORT_FORWARD = 100 };
+typedef void (*transport_forward_cb)(void *data, uint64_t from, uint64_t group, const uint8_t *body,
+                                     size_t len);
+void transport_on_forward(struct transport *t, transport_forward_cb cb, void *data);
+int transport_forward(struct transport *t, uint64_t to, uint64_t group, const void *body,
+                      size_t len);
+
 /* Close every handle; the loop must then run until it has no more. */
 void transport_close(struct transport *t);
 

@@ -1,0 +1,749 @@
+/* http.c — the HTTP/JSON front door; see http.h. */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "tcp.h"
+
+enum {
+    MAX_URL = 8 << 10,
+    MAX_BODY = 16 << 20,
+    MAX_HEADER = 8 << 10,
+    MAX_BUFFERED = MAX_BODY + (64 << 10), /* unparsed bytes kept per connection */
+};
+
+struct conn {
+    struct http_server *hs;
+    uv_tcp_t tcp;
+    struct conn *prev, *next;
+    http_parser parser;
+    struct buf in; /* bytes received, not yet parsed */
+    size_t in_at;  /* parsed up to here */
+    struct buf url, body, field, value;
+    bool value_done; /* the header value just ended: the next field starts a pair */
+    uint64_t hdr_client, hdr_seq;
+    bool complete; /* a whole request is parsed and waits */
+    bool busy;     /* the server has it */
+    bool keep_alive;
+    bool closing, closed;
+    struct buf out;
+    uint64_t client_id, seq;
+};
+
+struct http_server {
+    uv_loop_t *loop;
+    struct kv_server *kv;
+    uv_tcp_t listener;
+    struct conn *conns;
+    bool stopping;
+    http_parser_settings settings;
+};
+
+/* ------------------------------------------------------------------------
+ * Connections
+ * ------------------------------------------------------------------------ */
+
+static void conn_free(struct conn *c)
+{
+    buf_free(&c->in);
+    buf_free(&c->url);
+    buf_free(&c->body);
+    buf_free(&c->field);
+    buf_free(&c->value);
+    buf_free(&c->out);
+    free(c);
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    c->closed = true;
+    if (!c->busy)
+        conn_free(c);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->hs->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_last_written(uv_stream_t *s)
+{
+    conn_close(s->data);
+}
+
+static const char *status_text(int code)
+{
+    switch (code) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Payload Too Large";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+static void respond(struct conn *c, int code, const char *type, const char *body, size_t len)
+{
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", code,
+               status_text(code), type, len, c->keep_alive ? "" : "Connection: close\r\n");
+    buf_append(&c->out, body, len);
+    if (tcp_write_buf((uv_stream_t *)&c->tcp, &c->out, c->keep_alive ? NULL : on_last_written))
+        conn_close(c);
+}
+
+/* Respond with a JSON object (taking the reference). */
+static void respond_json(struct conn *c, int code, json_t *o)
+{
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text) {
+        respond(c, 503, "application/json", "{\"error\":\"out of memory\"}\n", 26);
+        return;
+    }
+    size_t len = strlen(text);
+    text[len] = '\0';
+    struct buf b = {0};
+    buf_append(&b, text, len);
+    buf_puts(&b, "\n");
+    free(text);
+    respond(c, code, "application/json", b.p ? b.p : "", b.len);
+    buf_free(&b);
+}
+
+static void respond_error(struct conn *c, int code, const char *message)
+{
+    respond_json(c, code, json_pack("{s:s}", "error", message));
+}
+
+/* ------------------------------------------------------------------------
+ * Values in JSON
+ * ------------------------------------------------------------------------ */
+
+static json_t *base64(const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    struct buf b = {0};
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        char out[4] = {tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                       i + 2 < n ? tab[v & 63] : '='};
+        buf_append(&b, out, 4);
+    }
+    json_t *s = json_stringn(b.p ? b.p : "", b.len);
+    buf_free(&b);
+    return s;
+}
+
+/* o["value"] = the value if it is UTF-8, else o["value_base64"]. */
+static void set_value(json_t *o, const char *name, const struct kv_value *v)
+{
+    json_t *s = json_stringn((const char *)v->data, v->len);
+    if (s) {
+        json_object_set_new(o, name, s);
+    } else {
+        char alt[64];
+        snprintf(alt, sizeof(alt), "%s_base64", name);
+        json_object_set_new(o, alt, base64(v->data, v->len));
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Requests
+ * ------------------------------------------------------------------------ */
+
+enum kind { KIND_GET, KIND_PUT, KIND_DEL, KIND_CAS };
+
+struct pending {
+    struct conn *c;
+    enum kind kind;
+    char *key;
+};
+
+static void drive(struct conn *c);
+
+static void on_done(void *ctx, const struct kv_reply *r)
+{
+    struct pending *p = ctx;
+    struct conn *c = p->c;
+    c->busy = false;
+    if (c->closing) {
+        if (c->closed)
+            conn_free(c);
+        free(p->key);
+        free(p);
+        return;
+    }
+    if (r->code != KV_DONE || !r->result) {
+        respond_error(c, r->code == KV_BAD ? 400 : 503, r->message ? r->message : "failed");
+    } else {
+        const struct kv_result *res = r->result;
+        json_t *o = json_object();
+        json_object_set_new(o, "key", json_string(p->key));
+        switch (res->status) {
+        case KVPB__STATUS__STATUS_OK:
+            if (p->kind == KIND_GET) {
+                set_value(o, "value", &res->values[0]);
+            } else if (p->kind == KIND_DEL) {
+                json_object_set_new(o, "deleted", json_integer(res->integer));
+            } else {
+                json_object_set_new(o, "ok", json_true());
+                json_object_set_new(o, "index", json_integer((json_int_t)res->index));
+            }
+            respond_json(c, 200, o);
+            break;
+        case KVPB__STATUS__STATUS_NOT_FOUND:
+            json_object_set_new(o, "error", json_string("not found"));
+            respond_json(c, 404, o);
+            break;
+        case KVPB__STATUS__STATUS_CAS_MISMATCH:
+            json_object_set_new(o, "ok", json_false());
+            if (res->n_values && res->values[0].present)
+                set_value(o, "current", &res->values[0]);
+            else
+                json_object_set_new(o, "current", json_null());
+            respond_json(c, 409, o);
+            break;
+        default:
+            json_decref(o);
+            respond_error(c, 400,
+                          res->status == KVPB__STATUS__STATUS_SESSION_EXPIRED
+                              ? "session expired: a newer command of this client was applied"
+                              : "bad request (keys must be 1 to 511 bytes)");
+            break;
+        }
+    }
+    free(p->key);
+    free(p);
+    drive(c);
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Percent-decode in place; false on a bad escape. */
+static bool url_decode(char *s, size_t *len)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < *len; i++) {
+        if (s[i] != '%') {
+            s[o++] = s[i];
+            continue;
+        }
+        int hi = i + 2 < *len ? hexval((unsigned char)s[i + 1]) : -1;
+        int lo = i + 2 < *len ? hexval((unsigned char)s[i + 2]) : -1;
+        if (hi < 0 || lo < 0)
+            return false;
+        s[o++] = (char)(hi << 4 | lo);
+        i += 2;
+    }
+    *len = o;
+    return true;
+}
+
+static void submit(struct conn *c, Kvpb__Command *cmd, enum kind kind, const char *key)
+{
+    if (kind != KIND_GET) {
+        cmd->client_id = c->hdr_client ? c->hdr_client : c->client_id;
+        cmd->seq = c->hdr_client ? c->hdr_seq : ++c->seq;
+    }
+    struct pending *p = malloc(sizeof(*p));
+    char *k = strdup(key);
+    if (!p || !k) {
+        free(p);
+        free(k);
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    *p = (struct pending){c, kind, k};
+    c->busy = true;
+    kv_server_submit(c->hs->kv, cmd, on_done, p);
+}
+
+static void handle_kv(struct conn *c, int method, char *key, size_t keylen)
+{
+    if (!url_decode(key, &keylen) || keylen == 0 || memchr(key, '\0', keylen)) {
+        respond_error(c, 400, "bad key in the URL");
+        return;
+    }
+    key[keylen] = '\0';
+    Kvpb__Command cmd = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData k = {keylen, (uint8_t *)key};
+    cmd.keys = &k;
+    cmd.n_keys = 1;
+    switch (method) {
+    case HTTP_GET:
+        cmd.op = KVPB__OP__OP_GET;
+        submit(c, &cmd, KIND_GET, key);
+        return;
+    case HTTP_PUT:
+        cmd.op = KVPB__OP__OP_SET;
+        cmd.value = (ProtobufCBinaryData){c->body.len, (uint8_t *)c->body.p};
+        submit(c, &cmd, KIND_PUT, key);
+        return;
+    case HTTP_DELETE:
+        cmd.op = KVPB__OP__OP_DEL;
+        submit(c, &cmd, KIND_DEL, key);
+        return;
+    default:
+        respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/KEY");
+    }
+}
+
+static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
+{
+    if (method != HTTP_POST) {
+        respond_error(c, 405, "use POST on /v1/cas/KEY");
+        return;
+    }
+    if (!url_decode(key, &keylen) || keylen == 0 || memchr(key, '\0', keylen)) {
+        respond_error(c, 400, "bad key in the URL");
+        return;
+    }
+    key[keylen] = '\0';
+    json_error_t jerr;
+    json_t *o = json_loadb(c->body.p ? c->body.p : "", c->body.len, 0, &jerr);
+    json_t *expected = o ? json_object_get(o, "expected") : NULL;
+    json_t *absent = o ? json_object_get(o, "expect_absent") : NULL;
+    json_t *value = o ? json_object_get(o, "value") : NULL;
+    if (!o || !json_is_string(value) || (!json_is_string(expected) && !json_is_true(absent))) {
+        json_decref(o);
+        respond_error(c, 400,
+                      "CAS body: {\"expected\": \"old\", \"value\": \"new\"} or "
+                      "{\"expect_absent\": true, \"value\": \"new\"}");
+        return;
+    }
+    Kvpb__Command cmd = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData k = {keylen, (uint8_t *)key};
+    cmd.op = KVPB__OP__OP_CAS;
+    cmd.keys = &k;
+    cmd.n_keys = 1;
+    cmd.value =
+        (ProtobufCBinaryData){json_string_length(value), (uint8_t *)json_string_value(value)};
+    if (json_is_string(expected))
+        cmd.expected = (ProtobufCBinaryData){json_string_length(expected),
+                                             (uint8_t *)json_string_value(expected)};
+    else
+        cmd.expect_absent = true;
+    submit(c, &cmd, KIND_CAS, key);
+    json_decref(o);
+}
+
+static const struct {
+    const char *name;
+    int type;
+} message_types[] = {
+    {"any", 0},
+    {"RequestVote", RAFT_MSG_REQUEST_VOTE},
+    {"RequestVoteResult", RAFT_MSG_REQUEST_VOTE_RESULT},
+    {"AppendEntries", RAFT_MSG_APPEND_ENTRIES},
+    {"AppendEntriesResult", RAFT_MSG_APPEND_ENTRIES_RESULT},
+    {"TimeoutNow", RAFT_MSG_TIMEOUT_NOW},
+    {"InstallSnapshot", RAFT_MSG_INSTALL_SNAPSHOT},
+    {"InstallSnapshotResult", RAFT_MSG_INSTALL_SNAPSHOT_RESULT},
+    {"Forward", TRANSPORT_FORWARD},
+};
+
+static const char *type_name(int type)
+{
+    for (size_t i = 0; i < sizeof(message_types) / sizeof(message_types[0]); i++)
+        if (message_types[i].type == type)
+            return message_types[i].name;
+    return "?";
+}
+
+static json_t *faults_json(struct kv_server *kv)
+{
+    size_t n;
+    const struct transport_fault *f = kv_server_faults(kv, &n);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const char *dir = f[i].directions == (TRANSPORT_IN | TRANSPORT_OUT) ? "both"
+                          : f[i].directions == TRANSPORT_IN                 ? "in"
+                                                                            : "out";
+        json_array_append_new(
+            a, json_pack("{s:I,s:s,s:s,s:i,s:i,s:i}", "peer", (json_int_t)f[i].peer, "direction",
+                         dir, "type", type_name(f[i].message_type), "drop", (int)f[i].drop_pct,
+                         "duplicate", (int)f[i].dup_pct, "delay_ms", (int)f[i].delay_ms));
+    }
+    return json_pack("{s:o}", "rules", a);
+}
+
+/* Body: {"rules": [{"peer": 2, "direction": "out|in|both", "type": "AppendEntries|...|any",
+ * "drop": 0-100, "duplicate": 0-100, "delay_ms": N}, ...]} */
+static void handle_faults(struct conn *c, int method)
+{
+    struct kv_server *kv = c->hs->kv;
+    if (method == HTTP_GET) {
+        respond_json(c, 200, faults_json(kv));
+        return;
+    }
+    if (method == HTTP_DELETE) {
+        kv_server_set_faults(kv, NULL, 0);
+        respond_json(c, 200, faults_json(kv));
+        return;
+    }
+    if (method != HTTP_PUT && method != HTTP_POST) {
+        respond_error(c, 405, "use GET, PUT or DELETE on /v1/admin/faults");
+        return;
+    }
+    json_error_t jerr;
+    json_t *o = json_loadb(c->body.p ? c->body.p : "", c->body.len, 0, &jerr);
+    json_t *rules = o ? json_object_get(o, "rules") : NULL;
+    struct transport_fault fs[TRANSPORT_MAX_FAULTS];
+    size_t n = 0;
+    const char *bad = NULL;
+    char why[160];
+    if (!json_is_array(rules))
+        bad = "expected {\"rules\": [...]}";
+    else if (json_array_size(rules) > TRANSPORT_MAX_FAULTS)
+        bad = "too many rules (at most 32)";
+    for (size_t i = 0; !bad && i < json_array_size(rules); i++) {
+        json_t *r = json_array_get(rules, i);
+        json_t *peer = json_object_get(r, "peer"), *dir = json_object_get(r, "direction");
+        json_t *type = json_object_get(r, "type"), *drop = json_object_get(r, "drop");
+        json_t *dup = json_object_get(r, "duplicate"), *delay = json_object_get(r, "delay_ms");
+        struct transport_fault f = {0};
+        f.peer = json_is_integer(peer) ? (raft_id)json_integer_value(peer) : 0;
+        const char *d = json_is_string(dir) ? json_string_value(dir) : "both";
+        f.directions = !strcmp(d, "in")     ? TRANSPORT_IN
+                       : !strcmp(d, "out")  ? TRANSPORT_OUT
+                       : !strcmp(d, "both") ? TRANSPORT_IN | TRANSPORT_OUT
+                                            : 0;
+        f.message_type = -1;
+        const char *t = json_is_string(type) ? json_string_value(type) : "any";
+        for (size_t k = 0; k < sizeof(message_types) / sizeof(message_types[0]); k++)
+            if (!strcmp(t, message_types[k].name))
+                f.message_type = message_types[k].type;
+        json_int_t pd = json_is_integer(drop) ? json_integer_value(drop) : 0;
+        json_int_t pu = json_is_integer(dup) ? json_integer_value(dup) : 0;
+        json_int_t dl = json_is_integer(delay) ? json_integer_value(delay) : 0;
+        if (!f.directions || f.message_type < 0 || pd < 0 || pd > 100 || pu < 0 || pu > 100 ||
+            dl < 0 || dl > 600000 || (peer && !json_is_integer(peer))) {
+            snprintf(why, sizeof(why),
+                     "rule %zu: direction in|out|both, type a Raft message name or any, drop and "
+                     "duplicate 0-100, delay_ms 0-600000",
+                     i);
+            bad = why;
+            break;
+        }
+        f.drop_pct = (unsigned)pd;
+        f.dup_pct = (unsigned)pu;
+        f.delay_ms = (uint32_t)dl;
+        fs[n++] = f;
+    }
+    json_decref(o);
+    if (bad) {
+        respond_error(c, 400, bad);
+        return;
+    }
+    kv_server_set_faults(kv, fs, n);
+    respond_json(c, 200, faults_json(kv));
+}
+
+static void emit_metrics(void *arg, const char *text)
+{
+    buf_puts(arg, text);
+}
+
+static void dispatch(struct conn *c)
+{
+    struct kv_server *kv = c->hs->kv;
+    int method = c->parser.method;
+    buf_append(&c->url, "", 1); /* NUL-terminate */
+    if (c->url.oom || c->body.oom) {
+        respond_error(c, 503, "out of memory");
+        return;
+    }
+    char *url = c->url.p;
+    char *query = strchr(url, '?');
+    if (query)
+        *query++ = '\0';
+    size_t len = strlen(url);
+    if (!strncmp(url, "/v1/kv/", 7)) {
+        handle_kv(c, method, url + 7, len - 7);
+    } else if (!strncmp(url, "/v1/cas/", 8)) {
+        handle_cas(c, method, url + 8, len - 8);
+    } else if (!strcmp(url, "/v1/status")) {
+        json_t *st = kv_server_status(kv);
+        respond_json(c, 200, st);
+    } else if (!strcmp(url, "/metrics")) {
+        struct buf b = {0};
+        kv_server_metrics(kv, emit_metrics, &b);
+        respond(c, 200, "text/plain; version=0.0.4", b.p ? b.p : "", b.len);
+        buf_free(&b);
+    } else if (!strcmp(url, "/v1/transfer")) {
+        uint64_t to = 0;
+        if (query && !strncmp(query, "to=", 3)) {
+            char *end;
+            errno = 0;
+            to = strtoull(query + 3, &end, 10);
+            if (errno || *end) {
+                respond_error(c, 400, "to= must be a node id");
+                return;
+            }
+        }
+        if (method != HTTP_POST) {
+            respond_error(c, 405, "use POST /v1/transfer[?to=N]");
+            return;
+        }
+        int rv = kv_server_transfer(kv, to);
+        if (rv == RAFT_OK)
+            respond_json(c, 200, json_pack("{s:b}", "ok", 1));
+        else
+            respond_error(c, rv == RAFT_ENOTLEADER ? 409 : 400,
+                          rv == RAFT_ENOTLEADER ? "not the leader: send it to the leader"
+                                                : raft_strerror(rv));
+    } else if (!strcmp(url, "/v1/admin/faults")) {
+        handle_faults(c, method);
+    } else {
+        respond_error(c, 404,
+                      "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /metrics, "
+                      "/v1/transfer, /v1/admin/faults");
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing
+ * ------------------------------------------------------------------------ */
+
+static int on_message_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->url.len = c->body.len = c->field.len = c->value.len = 0;
+    c->url.oom = c->body.oom = false;
+    c->hdr_client = c->hdr_seq = 0;
+    c->value_done = false;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    buf_append(&c->url, at, len);
+    return c->url.len > MAX_URL;
+}
+
+static void header_done(struct conn *c)
+{
+    if (!c->field.len)
+        return;
+    buf_append(&c->value, "", 1);
+    if (c->value.oom)
+        return;
+    uint64_t *slot = NULL;
+    if (c->field.len == 11 && !strncasecmp(c->field.p, "X-Client-Id", 11))
+        slot = &c->hdr_client;
+    else if (c->field.len == 5 && !strncasecmp(c->field.p, "X-Seq", 5))
+        slot = &c->hdr_seq;
+    if (slot)
+        *slot = strtoull(c->value.p, NULL, 10);
+    c->field.len = c->value.len = 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    if (c->value_done) {
+        header_done(c);
+        c->value_done = false;
+    }
+    buf_append(&c->field, at, len);
+    return c->field.len > MAX_HEADER;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    buf_append(&c->value, at, len);
+    c->value_done = true;
+    return c->value.len > MAX_HEADER;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    header_done(c);
+    c->keep_alive = http_should_keep_alive(p);
+    if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY)
+        return 1;
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct conn *c = p->data;
+    buf_append(&c->body, at, len);
+    return c->body.len > MAX_BODY;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct conn *c = p->data;
+    c->complete = true;
+    http_parser_pause(p, 1); /* one request at a time: the rest waits in c->in */
+    return 0;
+}
+
+/* Parse what is buffered and run the requests, one at a time. */
+static void drive(struct conn *c)
+{
+    while (!c->closing && !c->busy) {
+        if (c->complete) {
+            c->complete = false;
+            http_parser_pause(&c->parser, 0);
+            bool keep = c->keep_alive;
+            dispatch(c);
+            if (!keep)
+                return; /* closes once the answer is written */
+            continue;
+        }
+        if (c->in_at >= c->in.len) {
+            c->in.len = c->in_at = 0;
+            return;
+        }
+        size_t n = http_parser_execute(&c->parser, &c->hs->settings, c->in.p + c->in_at,
+                                       c->in.len - c->in_at);
+        c->in_at += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            c->keep_alive = false;
+            c->in.len = c->in_at = 0;
+            if (c->body.len > MAX_BODY || e == HPE_CB_headers_complete)
+                respond_error(c, 413, "request body over 16 MiB");
+            else
+                respond_error(c, 400, http_errno_description(e));
+            return;
+        }
+        if (!c->complete)
+            return; /* needs more bytes */
+    }
+}
+
+static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b)
+{
+    (void)h;
+    b->base = malloc(size);
+    b->len = b->base ? size : 0;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    if (n < 0) {
+        free(b->base);
+        conn_close(c);
+        return;
+    }
+    if (c->in_at > 0 && c->in_at == c->in.len)
+        c->in.len = c->in_at = 0;
+    buf_append(&c->in, b->base, (size_t)n);
+    free(b->base);
+    if (c->in.oom || c->in.len - c->in_at > MAX_BUFFERED) {
+        conn_close(c);
+        return;
+    }
+    drive(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct http_server *hs = server->data;
+    if (status < 0 || hs->stopping)
+        return;
+    struct conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->hs = hs;
+    uv_tcp_init(hs->loop, &c->tcp);
+    c->tcp.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->keep_alive = true;
+    c->client_id = kv_server_new_client(hs->kv);
+    c->next = hs->conns;
+    if (hs->conns)
+        hs->conns->prev = c;
+    hs->conns = c;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_read);
+}
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, const char *host,
+               uint16_t port)
+{
+    struct http_server *hs = calloc(1, sizeof(*hs));
+    if (!hs)
+        return UV_ENOMEM;
+    hs->loop = loop;
+    hs->kv = kv;
+    http_parser_settings_init(&hs->settings);
+    hs->settings.on_message_begin = on_message_begin;
+    hs->settings.on_url = on_url;
+    hs->settings.on_header_field = on_header_field;
+    hs->settings.on_header_value = on_header_value;
+    hs->settings.on_headers_complete = on_headers_complete;
+    hs->settings.on_body = on_body;
+    hs->settings.on_message_complete = on_message_complete;
+    int rc = tcp_listen(&hs->listener, loop, host, port, on_connection);
+    hs->listener.data = hs;
+    if (rc) {
+        uv_close((uv_handle_t *)&hs->listener, on_listener_closed);
+        return rc;
+    }
+    *out = hs;
+    return 0;
+}
+
+void http_stop(struct http_server *hs)
+{
+    if (!hs)
+        return;
+    hs->stopping = true;
+    while (hs->conns)
+        conn_close(hs->conns);
+    uv_close((uv_handle_t *)&hs->listener, on_listener_closed);
+}

@@ -1,0 +1,365 @@
+/* kvd — a replicated key-value node: Raft on TCP, LMDB storage, a Redis
+ * front door and an HTTP/JSON one. `kvd --help` is its manual. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "http.h"
+#include "resp.h"
+#include "server.h"
+
+static const char usage_text[] =
+    "usage: kvd --id N --data DIR (--cluster FILE | --peers LIST | --nodes N) [options]\n"
+    "\n"
+    "Runs node N of a replicated key-value store. Every node serves the Redis\n"
+    "protocol (redis-cli -p 6380+N), HTTP/JSON (curl 127.0.0.1:8380+N/v1/status)\n"
+    "and talks Raft to its peers on port 9380+N; any node accepts any command and\n"
+    "forwards it to the leader.\n"
+    "\n"
+    "Membership (every node of a cluster must be given the same list):\n"
+    "  --cluster FILE        one line per node: 'node ID HOST [raft=P] [resp=P] [http=P]',\n"
+    "                        and optionally 'cluster-id NAME'; '#' starts a comment\n"
+    "  --peers LIST          ID=HOST[:RAFT[:RESP[:HTTP]]],... e.g. 1=127.0.0.1,2=127.0.0.1\n"
+    "  --nodes N             shorthand: nodes 1..N on 127.0.0.1 with the default ports\n"
+    "  --cluster-id NAME     a name all nodes share (default raftkv); a node of another\n"
+    "                        cluster is refused, and so is a data directory made for one\n"
+    "\n"
+    "Node:\n"
+    "  --id N                this node's id (1..65535), one of the members\n"
+    "  --data DIR            data directory (created if missing); it records the cluster\n"
+    "                        and node id and refuses to start for another\n"
+    "  --map-size MB         LMDB map size, the most data the node holds (default 1024);\n"
+    "                        when it is full, writes fail with a clear error until the\n"
+    "                        node is restarted with a larger one\n"
+    "\n"
+    "Raft:\n"
+    "  --election-timeout MS (default 1000) followers wait a random time in [MS, 2*MS)\n"
+    "  --heartbeat MS        (default 100)\n"
+    "  --read-mode MODE      linearizable (default: ReadIndex, thesis §6.4), lease (the\n"
+    "                        leader's lease, §6.4.1: no round trip, trusts clocks), or\n"
+    "                        unsafe_local (every node answers from its own state: stale\n"
+    "                        reads, for teaching)\n"
+    "  --request-timeout MS  a command not done by then fails with NOQUORUM (default 5000)\n"
+    "  --trace               log every Raft decision with its rule (docs/trace.md)\n"
+    "\n"
+    "Teaching knobs that break guarantees (each needs --allow-unsafe):\n"
+    "  --no-prevote          disable pre-vote (thesis §9.6)\n"
+    "  --no-check-quorum     a leader that lost its majority does not step down (§6.2)\n"
+    "  --allow-unsafe\n"
+    "\n"
+    "SIGTERM or SIGINT stops the node cleanly. Examples:\n"
+    "  kvd --id 1 --data run/1 --nodes 3\n"
+    "  redis-cli -p 6381 set hello world\n"
+    "  curl -s 127.0.0.1:8381/v1/status\n";
+
+static void usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "kvd: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n(kvd --help for the manual)\n");
+    exit(2);
+}
+
+static uint64_t parse_num(const char *s, uint64_t max, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end || v > max || s[0] == '-')
+        usage_error(what, s);
+    return v;
+}
+
+/* FNV-1a: the cluster id is a name; the wire and the data dir hold its hash. */
+static uint64_t cluster_hash(const char *name)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *p = name; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    return h ? h : 1;
+}
+
+static void add_peer(struct kv_server_config *cfg, uint64_t id, const char *host, long raft,
+                     long resp, long http)
+{
+    if (cfg->n_peers == KV_MAX_PEERS)
+        usage_error("too many nodes (at most %s)", "16");
+    if (id == 0 || id > 65535)
+        usage_error("node ids are 1..65535, not %s", host);
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        if (cfg->peers[i].id == id)
+            usage_error("node id given twice (host %s)", host);
+    struct kv_peer *p = &cfg->peers[cfg->n_peers++];
+    p->id = id;
+    if (strlen(host) >= sizeof(p->host))
+        usage_error("host name too long: %s", host);
+    strcpy(p->host, host);
+    struct sockaddr_in sa;
+    if (uv_ip4_addr(host, 0, &sa))
+        usage_error("not an IPv4 address: %s", host);
+    long ports[3] = {raft >= 0 ? raft : 9380 + (long)id, resp >= 0 ? resp : 6380 + (long)id,
+                     http >= 0 ? http : 8380 + (long)id};
+    for (int i = 0; i < 3; i++)
+        if (ports[i] <= 0 || ports[i] > 65535)
+            usage_error("port out of range for host %s", host);
+    p->raft_port = (uint16_t)ports[0];
+    p->resp_port = (uint16_t)ports[1];
+    p->http_port = (uint16_t)ports[2];
+}
+
+/* ID=HOST[:RAFT[:RESP[:HTTP]]],... */
+static void parse_peers(struct kv_server_config *cfg, const char *list)
+{
+    char *copy = strdup(list), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq)
+            usage_error("--peers: '%s' is not ID=HOST[:RAFT[:RESP[:HTTP]]]", tok);
+        *eq = '\0';
+        uint64_t id = parse_num(tok, 65535, "--peers: bad node id '%s'");
+        char *save2 = NULL;
+        char *host = strtok_r(eq + 1, ":", &save2);
+        if (!host)
+            usage_error("--peers: no host for node %s", tok);
+        long ports[3] = {-1, -1, -1};
+        for (int i = 0; i < 3; i++) {
+            char *p = strtok_r(NULL, ":", &save2);
+            if (!p)
+                break;
+            ports[i] = (long)parse_num(p, 65535, "--peers: bad port '%s'");
+        }
+        add_peer(cfg, id, host, ports[0], ports[1], ports[2]);
+    }
+    free(copy);
+}
+
+static void parse_cluster_file(struct kv_server_config *cfg, const char *path, char *name,
+                               size_t namelen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "kvd: cannot read cluster file %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    char line[512];
+    int lineno = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *words[8];
+        int n = 0;
+        for (char *save, *w = strtok_r(line, " \t\r\n", &save); w && n < 8;
+             w = strtok_r(NULL, " \t\r\n", &save))
+            words[n++] = w;
+        if (n == 0)
+            continue;
+        if (!strcmp(words[0], "cluster-id") && n == 2) {
+            snprintf(name, namelen, "%s", words[1]);
+            continue;
+        }
+        if (strcmp(words[0], "node") || n < 3) {
+            fprintf(stderr, "kvd: %s:%d: expected 'node ID HOST [raft=P] [resp=P] [http=P]'\n",
+                    path, lineno);
+            exit(2);
+        }
+        uint64_t id = parse_num(words[1], 65535, "cluster file: bad node id '%s'");
+        long ports[3] = {-1, -1, -1};
+        static const char *keys[3] = {"raft=", "resp=", "http="};
+        for (int i = 3; i < n; i++) {
+            int k = 0;
+            while (k < 3 && strncmp(words[i], keys[k], 5))
+                k++;
+            if (k == 3) {
+                fprintf(stderr, "kvd: %s:%d: unknown '%s'\n", path, lineno, words[i]);
+                exit(2);
+            }
+            ports[k] = (long)parse_num(words[i] + 5, 65535, "cluster file: bad port '%s'");
+        }
+        add_peer(cfg, id, words[2], ports[0], ports[1], ports[2]);
+    }
+    fclose(f);
+}
+
+struct kvd {
+    uv_loop_t loop;
+    struct kv_server *kv;
+    struct resp_server *resp;
+    struct http_server *http;
+    uv_signal_t sigterm, sigint;
+    raft_id id;
+};
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct kvd *d = h->data;
+    fprintf(stderr, "kvd %" PRIu64 ": %s, stopping\n", d->id,
+            signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    uv_signal_stop(&d->sigterm);
+    uv_signal_stop(&d->sigint);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    resp_stop(d->resp);
+    http_stop(d->http);
+    kv_server_stop(d->kv);
+}
+
+int main(int argc, char **argv)
+{
+    struct kv_server_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    raft_config_default(&cfg.raft);
+    cfg.request_timeout_ms = 5000;
+    cfg.tick_ms = 10;
+    size_t map_mb = 1024;
+    const char *data = NULL, *cluster_file = NULL, *peers = NULL;
+    char cluster_name[128] = "raftkv";
+    bool name_given = false;
+    uint64_t nodes = 0;
+    bool unsafe = false, knobs = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEED_VALUE()                                                                               \
+    do {                                                                                           \
+        if (!v)                                                                                    \
+            usage_error("%s needs a value", a);                                                    \
+        i++;                                                                                       \
+    } while (0)
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (!strcmp(a, "--id")) {
+            NEED_VALUE();
+            cfg.id = parse_num(v, 65535, "--id: expected a node id 1..65535, got '%s'");
+        } else if (!strcmp(a, "--data")) {
+            NEED_VALUE();
+            data = v;
+        } else if (!strcmp(a, "--cluster")) {
+            NEED_VALUE();
+            cluster_file = v;
+        } else if (!strcmp(a, "--peers")) {
+            NEED_VALUE();
+            peers = v;
+        } else if (!strcmp(a, "--nodes")) {
+            NEED_VALUE();
+            nodes = parse_num(v, KV_MAX_PEERS, "--nodes: expected 1..16, got '%s'");
+        } else if (!strcmp(a, "--cluster-id")) {
+            NEED_VALUE();
+            snprintf(cluster_name, sizeof(cluster_name), "%s", v);
+            name_given = true;
+        } else if (!strcmp(a, "--map-size")) {
+            NEED_VALUE();
+            map_mb = parse_num(v, 1 << 20, "--map-size: expected megabytes, got '%s'");
+        } else if (!strcmp(a, "--election-timeout")) {
+            NEED_VALUE();
+            cfg.raft.election_timeout_ms =
+                (uint32_t)parse_num(v, 600000, "--election-timeout: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--heartbeat")) {
+            NEED_VALUE();
+            cfg.raft.heartbeat_interval_ms =
+                (uint32_t)parse_num(v, 600000, "--heartbeat: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--request-timeout")) {
+            NEED_VALUE();
+            cfg.request_timeout_ms =
+                (uint32_t)parse_num(v, 3600000, "--request-timeout: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--read-mode")) {
+            NEED_VALUE();
+            if (!strcmp(v, "linearizable") || !strcmp(v, "readindex"))
+                cfg.read_mode = KV_READ_INDEX;
+            else if (!strcmp(v, "lease"))
+                cfg.read_mode = KV_READ_LEASE;
+            else if (!strcmp(v, "unsafe_local"))
+                cfg.read_mode = KV_READ_LOCAL;
+            else
+                usage_error("--read-mode: linearizable, lease or unsafe_local, not '%s'", v);
+        } else if (!strcmp(a, "--trace")) {
+            cfg.trace = true;
+        } else if (!strcmp(a, "--no-prevote")) {
+            cfg.raft.prevote_off = knobs = true;
+        } else if (!strcmp(a, "--no-check-quorum")) {
+            cfg.raft.check_quorum_off = knobs = true;
+        } else if (!strcmp(a, "--allow-unsafe")) {
+            unsafe = true;
+        } else {
+            usage_error("unknown option '%s'", a);
+        }
+#undef NEED_VALUE
+    }
+    if (!cfg.id)
+        usage_error("%s", "--id is required");
+    if (!data)
+        usage_error("%s", "--data is required");
+    if (!!cluster_file + !!peers + !!nodes != 1)
+        usage_error("%s", "give exactly one of --cluster, --peers, --nodes");
+    char file_name[128] = "";
+    if (cluster_file)
+        parse_cluster_file(&cfg, cluster_file, file_name, sizeof(file_name));
+    if (file_name[0] && !name_given)
+        snprintf(cluster_name, sizeof(cluster_name), "%s", file_name);
+    if (peers)
+        parse_peers(&cfg, peers);
+    for (uint64_t i = 1; i <= nodes; i++)
+        add_peer(&cfg, i, "127.0.0.1", -1, -1, -1);
+    if (cfg.n_peers == 0)
+        usage_error("%s", "the cluster has no nodes");
+    if (knobs && !unsafe)
+        usage_error("%s", "--no-prevote and --no-check-quorum break Raft's guarantees on "
+                          "purpose; add --allow-unsafe to run them");
+    cfg.raft.allow_unsafe = unsafe;
+    if (cfg.read_mode == KV_READ_LOCAL)
+        fprintf(stderr, "kvd: warning: --read-mode unsafe_local serves stale reads\n");
+    if (knobs)
+        fprintf(stderr, "kvd: warning: running with Raft safety features turned off\n");
+    if (cfg.raft.heartbeat_interval_ms >= cfg.raft.election_timeout_ms)
+        usage_error("%s", "--heartbeat must be shorter than --election-timeout");
+    /* Snapshots of the KV state are not wired yet: keep the whole log. */
+    cfg.raft.snapshot_threshold_entries = 0;
+    cfg.raft.snapshot_threshold_bytes = 0;
+    cfg.cluster_id = cluster_hash(cluster_name);
+    cfg.data_dir = data;
+    cfg.map_size_bytes = map_mb << 20;
+
+    struct kvd d;
+    memset(&d, 0, sizeof(d));
+    d.id = cfg.id;
+    uv_loop_init(&d.loop);
+    char err[512];
+    if (kv_server_start(&d.kv, &d.loop, &cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "kvd %" PRIu64 ": %s\n", cfg.id, err);
+        return 1;
+    }
+    const struct kv_peer *self = kv_server_self(d.kv);
+    int rc = resp_start(&d.resp, &d.loop, d.kv, self->host, self->resp_port);
+    if (rc == 0)
+        rc = http_start(&d.http, &d.loop, d.kv, self->host, self->http_port);
+    if (rc) {
+        fprintf(stderr, "kvd %" PRIu64 ": cannot listen on %s (ports %u, %u): %s\n", cfg.id,
+                self->host, self->resp_port, self->http_port, uv_strerror(rc));
+        return 1;
+    }
+    uv_signal_init(&d.loop, &d.sigterm);
+    uv_signal_init(&d.loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr,
+            "kvd %" PRIu64 ": cluster '%s' (%zu nodes), data %s, redis %s:%u, http %s:%u, raft "
+            "%s:%u, reads %s\n",
+            cfg.id, cluster_name, cfg.n_peers, data, self->host, self->resp_port, self->host,
+            self->http_port, self->host, self->raft_port,
+            cfg.read_mode == KV_READ_INDEX   ? "linearizable"
+            : cfg.read_mode == KV_READ_LEASE ? "lease"
+                                             : "unsafe_local");
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&d.loop);
+    fprintf(stderr, "kvd %" PRIu64 ": stopped\n", cfg.id);
+    return 0;
+}

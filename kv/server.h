@@ -1,0 +1,97 @@
+/* server.h — the heart of kvd: a Raft node (raft/io/node.h) hosting the
+ * key-value state machine (sm.h), and the path of every client command.
+ *
+ * Any node accepts any command (thesis §6.2). The node a client talks to
+ * -- the coordinator -- sends it to the leader, itself or another node
+ * (a Relay in a raft.proto Forward), and keeps it until an answer comes or
+ * its deadline passes: on "not leader", on a lost answer or while no leader
+ * is known, it tries again with the same {client_id, seq}, so a command is
+ * applied at most once however often it is retried (thesis §6.3). A
+ * command that cannot be committed before the deadline (no quorum) gets an
+ * explicit error, never a hang.
+ *
+ * At the leader a write is proposed and answered when the state machine
+ * has applied it (matched by its session, since a retry may have put it in
+ * the log twice: the second copy is answered from the session table). A
+ * read takes a ReadIndex round (thesis §6.4) -- or a lease read with
+ * --read-mode lease -- and is served once the state machine has applied the
+ * index it returns. With --read-mode unsafe_local every node answers reads
+ * from its own state, stale or not: a teaching knob.
+ */
+#ifndef KV_SERVER_H
+#define KV_SERVER_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "kv.pb-c.h"
+#include "node.h"
+#include "sm.h"
+
+enum kv_read_mode { KV_READ_INDEX, KV_READ_LEASE, KV_READ_LOCAL };
+
+struct kv_peer {
+    raft_id id;
+    char host[64];
+    uint16_t raft_port, resp_port, http_port;
+};
+
+enum { KV_MAX_PEERS = 16 };
+
+struct kv_server_config {
+    uint64_t cluster_id;
+    raft_id id;
+    const char *data_dir;
+    size_t map_size_bytes;
+    struct kv_peer peers[KV_MAX_PEERS]; /* every voter, ourselves included */
+    size_t n_peers;
+    enum kv_read_mode read_mode;
+    uint32_t request_timeout_ms; /* a command's deadline; default 5000 */
+    struct raft_config raft;
+    uint32_t tick_ms;
+    bool trace;
+};
+
+/* How a command ended, for the front doors. */
+enum kv_code {
+    KV_DONE = 0,        /* result holds the state machine's answer */
+    KV_TIMEOUT = 1,     /* not committed (or read) before the deadline */
+    KV_UNAVAILABLE = 2, /* the node refuses work (storage full, shutting down) */
+    KV_BAD = 3,         /* malformed command */
+};
+
+struct kv_reply {
+    enum kv_code code;
+    const char *message; /* for errors */
+    const struct kv_result *result;
+};
+
+typedef void (*kv_done_cb)(void *ctx, const struct kv_reply *reply);
+
+struct kv_server;
+
+int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
+                    char *err, size_t errlen);
+/* Run cmd (a copy is taken); cb is called exactly once, maybe before this
+ * returns (a local read in unsafe_local mode). */
+void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, kv_done_cb cb, void *ctx);
+/* A fresh client session id (random, nonzero). */
+uint64_t kv_server_new_client(struct kv_server *s);
+/* Status as JSON (id, role, term, leader, commit, applied, peers...). */
+json_t *kv_server_status(struct kv_server *s);
+/* Prometheus text format. */
+void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *text), void *arg);
+/* The leader's id (0: unknown) and its peer entry (NULL if unknown). */
+const struct kv_peer *kv_server_leader(struct kv_server *s);
+const struct kv_peer *kv_server_self(struct kv_server *s);
+const struct kv_server_config *kv_server_config(struct kv_server *s);
+/* Leadership transfer; RAFT_ codes. */
+int kv_server_transfer(struct kv_server *s, raft_id to);
+/* Application-level faults (transport.h): set (n == 0 heals) and read. */
+int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n);
+const struct transport_fault *kv_server_faults(struct kv_server *s, size_t *n);
+/* Fail what is outstanding, stop the node; the loop then runs dry. */
+void kv_server_stop(struct kv_server *s);
+
+#endif /* KV_SERVER_H */
