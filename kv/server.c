@@ -349,7 +349,7 @@ static void on_sweep(uv_timer_t *t)
     struct request *q = s->requests, *next;
     for (; q; q = next) {
         next = q->next;
-        if (q->local_exec)
+        if (q->local_exec && q->deadline_ms > now)
             continue; /* the exec answers, or leadership loss fails it */
         if (q->next_try_ms <= now || q->deadline_ms <= now) {
             if (q->next_try_ms && q->next_try_ms != q->deadline_ms)
@@ -499,7 +499,7 @@ static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, con
         x->seq = cmd->seq;
         kvpb__command__free_unpacked(cmd, NULL);
         exec_link(s, x, &s->writes);
-        rv = raft_node_propose(s->node, GROUP, data, len, NULL);
+        rv = raft_node_propose(s->node, GROUP, data, len);
         if (rv == RAFT_OK)
             return;
         exec_unlink(s, x, &s->writes);
@@ -528,6 +528,18 @@ static void serve_reads(struct kv_server *s)
         }
         exec_free(x);
         next = s->reads; /* replies may run callbacks that changed the list */
+    }
+}
+
+static void fail_writes(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
+{
+    while (s->writes) {
+        struct exec *x = s->writes;
+        exec_unlink(s, x, &s->writes);
+        raft_id origin = x->origin;
+        uint64_t req_id = x->req_id;
+        exec_free(x);
+        reply_to(s, origin, req_id, code, message, NULL);
     }
 }
 
@@ -584,6 +596,35 @@ static int cb_apply(void *data, uint64_t group, void *txn, const struct raft_ent
     return STORAGE_OK;
 }
 
+/* Answer the writes executed here, as soon as their results exist. */
+static void cb_results(void *data, uint64_t group, const struct raft_entry *e, size_t n,
+                       void *result)
+{
+    struct kv_server *s = data;
+    (void)group;
+    (void)e;
+    const struct kv_result *results = result;
+    for (size_t i = 0; i < n; i++) {
+        const struct kv_result *r = &results[i];
+        if (!r->client_id)
+            continue;
+        struct exec **p = &s->by_session[bucket_of(r->client_id, r->seq)];
+        while (*p) {
+            struct exec *x = *p;
+            if (x->client_id != r->client_id || x->seq != r->seq) {
+                p = &x->chain;
+                continue;
+            }
+            exec_unlink(s, x, &s->writes);
+            raft_id origin = x->origin;
+            uint64_t req_id = x->req_id;
+            exec_free(x);
+            reply_to(s, origin, req_id, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
+            p = &s->by_session[bucket_of(r->client_id, r->seq)];
+        }
+    }
+}
+
 static void cb_applied(void *data, uint64_t group, const struct raft_entry *e, size_t n,
                        void *result, bool committed)
 {
@@ -592,30 +633,22 @@ static void cb_applied(void *data, uint64_t group, const struct raft_entry *e, s
     (void)e;
     kv_sm_staged_done(s->sm, committed);
     struct kv_result *results = result;
-    for (size_t i = 0; results && i < n; i++) {
-        const struct kv_result *r = &results[i];
-        if (committed && r->client_id) {
-            struct exec **p = &s->by_session[bucket_of(r->client_id, r->seq)];
-            while (*p) {
-                struct exec *x = *p;
-                if (x->client_id != r->client_id || x->seq != r->seq) {
-                    p = &x->chain;
-                    continue;
-                }
-                exec_unlink(s, x, &s->writes);
-                raft_id origin = x->origin;
-                uint64_t req_id = x->req_id;
-                exec_free(x);
-                reply_to(s, origin, req_id, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
-                p = &s->by_session[bucket_of(r->client_id, r->seq)];
-            }
-        }
+    for (size_t i = 0; results && i < n; i++)
         kv_result_free(&results[i]);
-    }
     free(results);
     if (!committed)
         fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, raft_node_error(s->node));
     serve_reads(s);
+}
+
+static void cb_proposals_dropped(void *data, uint64_t group, int rv)
+{
+    struct kv_server *s = data;
+    (void)group;
+    /* Which writes were in that batch is not known here: fail them all;
+     * coordinators retry, and a write that did go in is answered from the
+     * session table rather than applied twice. */
+    fail_writes(s, code_of(rv), message_of(s, rv));
 }
 
 static void cb_read_done(void *data, uint64_t group, const struct raft_read *rd)
@@ -738,9 +771,11 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
     nc.raft.lease_reads = cfg->read_mode == KV_READ_LEASE;
     static const struct raft_node_callbacks callbacks = {.open_group = cb_open_group,
                                                          .apply = cb_apply,
+                                                         .results = cb_results,
                                                          .applied = cb_applied,
                                                          .read_done = cb_read_done,
                                                          .role_changed = cb_role_changed,
+                                                         .proposals_dropped = cb_proposals_dropped,
                                                          .stopped = cb_stopped};
     int rc = raft_node_start(&s->node, loop, &nc, &callbacks, s, err, errlen);
     if (rc) {

@@ -51,6 +51,10 @@ struct raft_log {
     uint8_t *bytes;
     size_t bytes_cap;
     size_t bytes_used; /* sum of the entries' lengths */
+    /* Lowest index appended or truncated since the invariants last looked
+     * (0: none): they check only the changed tail, so a step costs the
+     * same with a long log as with a short one. */
+    raft_index dirty_from;
 };
 
 void log_init(struct raft_log *l);

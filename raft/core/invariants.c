@@ -18,8 +18,6 @@
  */
 #include "core.h"
 
-enum { INVARIANT_LOG_SCAN = 4096 }; /* entries of the tail checked for rule 2 */
-
 const char *raft_check_invariants(const struct raft *r)
 {
     if (r->fatal)
@@ -30,7 +28,10 @@ const char *raft_check_invariants(const struct raft *r)
     if (r->persisted_index > last)
         return "1: persistedIndex <= lastIndex";
 
-    raft_index from = last > INVARIANT_LOG_SCAN ? last - INVARIANT_LOG_SCAN : 0;
+    /* Rule 2 over what changed since the last check (and the entry before
+     * it): older entries were checked then, and a term that was <=
+     * currentTerm stays so. */
+    raft_index from = r->log.dirty_from ? r->log.dirty_from - 1 : last;
     if (from < r->log.offset)
         from = r->log.offset;
     raft_term prev = log_term_at(&r->log, from);

@@ -122,6 +122,12 @@ static size_t find_room(const struct raft_log *l, size_t len)
     return len <= head - tail ? tail : SIZE_MAX;
 }
 
+static void mark_dirty(struct raft_log *l, raft_index index)
+{
+    if (l->dirty_from == 0 || index < l->dirty_from)
+        l->dirty_from = index;
+}
+
 int log_append(struct raft_log *l, raft_term term, uint8_t type, const void *data, size_t len)
 {
     int rv;
@@ -136,6 +142,7 @@ int log_append(struct raft_log *l, raft_term term, uint8_t type, const void *dat
         at = find_room(l, len);
     }
     l->n++;
+    mark_dirty(l, log_last_index(l));
     struct log_slot *s = slot_at(l, log_last_index(l));
     s->term = term;
     s->type = type;
@@ -149,6 +156,7 @@ int log_append(struct raft_log *l, raft_term term, uint8_t type, const void *dat
 
 void log_truncate(struct raft_log *l, raft_index index)
 {
+    mark_dirty(l, index);
     while (log_last_index(l) >= index && l->n > 0) {
         l->bytes_used -= slot_at(l, log_last_index(l))->len;
         l->n--;
@@ -174,6 +182,7 @@ void log_reset(struct raft_log *l, raft_index index, raft_term term)
     l->bytes_used = 0;
     l->offset = index;
     l->offset_term = term;
+    mark_dirty(l, index + 1);
 }
 
 raft_index log_last_index_with_term_le(const struct raft_log *l, raft_index at, raft_term term)

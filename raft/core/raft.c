@@ -320,6 +320,7 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
     if (raft_check_invariants(r) != NULL)
         return RAFT_ECORRUPT;
 #endif
+    r->log.dirty_from = 0;
     return rv;
 }
 

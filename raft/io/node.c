@@ -10,9 +10,19 @@
 const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
 
+/* Proposals of this loop turn, proposed together at its end: one
+ * AppendEntries per follower carries them all. */
+struct proposals {
+    size_t *lens;
+    size_t n, cap;
+    uint8_t *bytes;
+    size_t used, bytes_cap;
+};
+
 struct group {
     uint64_t id;
     struct raft *r;
+    struct proposals props;
 };
 
 /* Entries copied out of a core's update (its pointers live only until the
@@ -66,6 +76,10 @@ struct raft_node {
     struct pending *pending; /* the next batch, growing during the loop turn */
     size_t n_pending, cap_pending;
     struct batch *in_flight; /* at most one batch on the storage thread */
+    /* Results staged by the storage thread, announced before its fsync. */
+    uv_async_t early;
+    uv_mutex_t early_lock;
+    struct batch *early_batch;
     struct raft_node_stats stats;
     int closing_handles;
 };
@@ -202,6 +216,7 @@ static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
 {
     struct batch *b = arg;
     struct raft_node *n = b->n;
+    bool any = false;
     for (size_t i = 0; i < b->count; i++) {
         struct pending *p = &b->p[i];
         if (!p->apply.n || !n->cb.apply)
@@ -210,8 +225,41 @@ static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
                              errlen);
         if (rc)
             return rc;
+        any = true;
+    }
+    /* The entries are committed -- durable on a majority -- and their
+     * results are what any replay would compute: the host may answer
+     * clients now, without waiting for this transaction's sync (which
+     * only spares a replay after a crash). */
+    if (any && n->cb.results) {
+        uv_mutex_lock(&n->early_lock);
+        n->early_batch = b;
+        uv_mutex_unlock(&n->early_lock);
+        uv_async_send(&n->early);
     }
     return STORAGE_OK;
+}
+
+/* On the loop thread: hand out staged results, once per batch. */
+static void deliver_early(struct raft_node *n, struct batch *only)
+{
+    uv_mutex_lock(&n->early_lock);
+    struct batch *b = n->early_batch;
+    if (b && (!only || b == only))
+        n->early_batch = NULL;
+    else
+        b = NULL;
+    uv_mutex_unlock(&n->early_lock);
+    for (size_t i = 0; b && i < b->count; i++) {
+        struct pending *p = &b->p[i];
+        if (p->apply.n && p->apply_result)
+            n->cb.results(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result);
+    }
+}
+
+static void on_early(uv_async_t *h)
+{
+    deliver_early(h->data, NULL);
 }
 
 static void commit_work(uv_work_t *req)
@@ -230,6 +278,8 @@ static void commit_done(uv_work_t *req, int status)
     struct batch *b = req->data;
     struct raft_node *n = b->n;
     n->in_flight = NULL;
+    if (n->cb.results)
+        deliver_early(n, b); /* if the async wake-up has not come yet */
     if (status == 0 && b->rc != STORAGE_OK)
         fail(n, b->rc, "storage: %s", b->err);
     bool ok = status == 0 && b->rc == STORAGE_OK;
@@ -307,8 +357,71 @@ static void start_commit(struct raft_node *n)
     }
 }
 
+static int queue_proposal(struct proposals *q, const void *data, size_t len)
+{
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 64;
+        size_t *lens = realloc(q->lens, cap * sizeof(*lens));
+        if (!lens)
+            return RAFT_ENOMEM;
+        q->lens = lens;
+        q->cap = cap;
+    }
+    if (q->used + len > q->bytes_cap) {
+        size_t cap = q->bytes_cap ? q->bytes_cap : 4096;
+        while (cap < q->used + len)
+            cap *= 2;
+        uint8_t *b = realloc(q->bytes, cap);
+        if (!b)
+            return RAFT_ENOMEM;
+        q->bytes = b;
+        q->bytes_cap = cap;
+    }
+    if (len)
+        memcpy(q->bytes + q->used, data, len);
+    q->used += len;
+    q->lens[q->n++] = len;
+    return RAFT_OK;
+}
+
+static void proposals_free(struct proposals *q)
+{
+    free(q->lens);
+    free(q->bytes);
+    memset(q, 0, sizeof(*q));
+}
+
+/* Propose what the loop turn gathered, one event per group. */
+static void propose_queued(struct raft_node *n)
+{
+    for (size_t i = 0; i < n->n_groups && !n->fatal; i++) {
+        struct group *g = &n->groups[i];
+        struct proposals *q = &g->props;
+        if (!q->n)
+            continue;
+        struct raft_entry *e = malloc(q->n * sizeof(*e));
+        int rv = RAFT_ENOMEM;
+        if (e) {
+            size_t at = 0;
+            for (size_t k = 0; k < q->n; k++) {
+                e[k] = (struct raft_entry){.data = q->bytes + at, .len = q->lens[k]};
+                at += q->lens[k];
+            }
+            struct raft_event ev = {.type = RAFT_PROPOSE};
+            ev.propose.entries = e;
+            ev.propose.n_entries = q->n;
+            rv = step(n, g, &ev);
+            free(e);
+        }
+        q->n = q->used = 0;
+        if (rv != RAFT_OK && n->cb.proposals_dropped)
+            n->cb.proposals_dropped(n->data, g->id, rv);
+    }
+}
+
 static void on_flush(uv_prepare_t *h)
 {
+    propose_queued(h->data);
     start_commit(h->data);
 }
 
@@ -438,6 +551,9 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     uv_prepare_init(loop, &n->flush);
     n->flush.data = n;
     uv_prepare_start(&n->flush, on_flush);
+    uv_mutex_init(&n->early_lock);
+    uv_async_init(loop, &n->early, on_early);
+    n->early.data = n;
     *out = n;
     return 0;
 
@@ -452,24 +568,18 @@ err_after_alloc:
     return rc;
 }
 
-int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len,
-                      raft_index *index)
+int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len)
 {
     struct group *g = find_group(n, group);
     if (!g)
         return RAFT_EINVAL;
     if (n->fatal || n->stopping)
         return RAFT_ECORRUPT;
-    struct raft_entry e = {.data = data, .len = len};
-    struct raft_event ev = {.type = RAFT_PROPOSE, .now_ms = uv_now(n->loop)};
-    ev.propose.entries = &e;
-    ev.propose.n_entries = 1;
-    struct raft_update u;
-    int rv = raft_step(g->r, &ev, &u);
-    if (rv == RAFT_OK && index)
-        *index = u.proposed_first;
-    int prv = process(n, g, &u);
-    return rv ? rv : prv;
+    if (raft_role_of(g->r) != RAFT_LEADER)
+        return RAFT_ENOTLEADER;
+    if (len > n->cfg.raft.max_entry_bytes)
+        return RAFT_ETOOBIG;
+    return queue_proposal(&g->props, data, len);
 }
 
 int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id)
@@ -526,10 +636,13 @@ static void on_handle_close(uv_handle_t *h)
     for (size_t i = 0; i < n->n_pending; i++)
         pending_free(&n->pending[i]);
     free(n->pending);
-    for (size_t i = 0; i < n->n_groups; i++)
+    for (size_t i = 0; i < n->n_groups; i++) {
         raft_close(n->groups[i].r);
+        proposals_free(&n->groups[i].props);
+    }
     free(n->groups);
     storage_close(n->st);
+    uv_mutex_destroy(&n->early_lock);
     void (*stopped)(void *) = n->cb.stopped;
     void *data = n->data;
     free(n);
@@ -539,7 +652,8 @@ static void on_handle_close(uv_handle_t *h)
 
 static void close_handles(struct raft_node *n)
 {
-    n->closing_handles = 2;
+    n->closing_handles = 3;
+    uv_close((uv_handle_t *)&n->early, on_handle_close);
     uv_close((uv_handle_t *)&n->flush, on_handle_close);
     uv_close((uv_handle_t *)&n->tick, on_handle_close);
 }

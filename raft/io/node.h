@@ -64,7 +64,12 @@ struct raft_node_callbacks {
      * transaction is then aborted and the node stops). */
     int (*apply)(void *data, uint64_t group, void *txn, const struct raft_entry *e, size_t n,
                  void **result, char *err, size_t errlen);
-    /* Back on the loop thread: the transaction committed (or not). */
+    /* On the loop thread, once apply() is done but maybe before the
+     * transaction is synced: the entries are committed in Raft, so their
+     * results may be answered now (a crash would only replay them). */
+    void (*results)(void *data, uint64_t group, const struct raft_entry *e, size_t n, void *result);
+    /* Back on the loop thread: the transaction committed (or not); the
+     * state machine now holds the entries (reads of them may be served). */
     void (*applied)(void *data, uint64_t group, const struct raft_entry *e, size_t n, void *result,
                     bool committed);
     /* A ReadIndex request became safe to serve once the state machine has
@@ -72,6 +77,9 @@ struct raft_node_callbacks {
     void (*read_done)(void *data, uint64_t group, const struct raft_read *rd);
     /* Role or leader changed. */
     void (*role_changed)(void *data, uint64_t group, enum raft_role role, raft_id leader);
+    /* The core refused this loop turn's proposals (RAFT_EBUSY: flow
+     * control; RAFT_ENOTLEADER: leadership was lost meanwhile). */
+    void (*proposals_dropped)(void *data, uint64_t group, int rv);
     /* After raft_node_stop(): everything is closed and freed; no callback
      * comes after this one. */
     void (*stopped)(void *data);
@@ -81,10 +89,12 @@ struct raft_node;
 
 int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_node_config *cfg,
                     const struct raft_node_callbacks *cb, void *data, char *err, size_t errlen);
-/* Propose data in group; *index gets its log index. Errors: raft codes
- * (RAFT_ENOTLEADER with raft_leader() as the hint, RAFT_EBUSY, ...). */
-int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len,
-                      raft_index *index);
+/* Propose data in group. The proposals of a loop turn are handed to the
+ * core together at its end (one AppendEntries per follower for all of
+ * them); errors then go to proposals_dropped(). Errors now: RAFT_ENOTLEADER
+ * (raft_leader() is the hint), RAFT_ETOOBIG, RAFT_ECORRUPT (the node
+ * stopped), RAFT_ENOMEM. */
+int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, size_t len);
 /* Start a linearizable read (ReadIndex, or a lease read if configured);
  * read_done() reports it, possibly before this returns. */
 int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id);

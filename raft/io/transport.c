@@ -29,7 +29,7 @@ struct peer {
     struct frame_buf *head, *tail;
     size_t queued_bytes;
     uv_write_t write_req;
-    struct frame_buf *in_flight;
+    struct frame_buf *in_flight; /* the frames of the write in progress, linked */
 };
 
 struct conn {
@@ -233,40 +233,60 @@ static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *buf)
     buf->len = buf->base ? size : 0;
 }
 
+/* Free the frames of the finished write; how many there were. */
+static uint64_t release_in_flight(struct peer *p)
+{
+    uint64_t n = 0;
+    while (p->in_flight) {
+        struct frame_buf *f = p->in_flight;
+        p->in_flight = f->next;
+        p->queued_bytes -= f->len;
+        frame_free(f);
+        n++;
+    }
+    return n;
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct peer *p = req->data;
-    struct frame_buf *f = p->in_flight;
-    p->in_flight = NULL;
-    if (f) {
-        p->queued_bytes -= f->len;
-        frame_free(f);
-    }
+    uint64_t n = release_in_flight(p);
     if (status < 0) {
         if (status != UV_ECANCELED)
             peer_fail(p, uv_strerror(status));
         return;
     }
-    p->t->stats.frames_sent++;
+    p->t->stats.frames_sent += n;
     peer_flush(p);
 }
 
+enum { WRITE_MAX_FRAMES = 256, WRITE_MAX_BYTES = 4 << 20 };
+
+/* Everything queued (up to a bound) in one write: one system call for the
+ * frames a loop turn produced, not one per frame. */
 static void peer_flush(struct peer *p)
 {
     if (!p->connected || p->in_flight || !p->head)
         return;
-    struct frame_buf *f = p->head;
-    p->head = f->next;
+    uv_buf_t bufs[WRITE_MAX_FRAMES];
+    unsigned n = 0;
+    size_t bytes = 0;
+    struct frame_buf *last = NULL;
+    for (struct frame_buf *f = p->head;
+         f && n < WRITE_MAX_FRAMES && (n == 0 || bytes + f->len <= WRITE_MAX_BYTES); f = f->next) {
+        bufs[n++] = uv_buf_init((char *)f->data, (unsigned)f->len);
+        bytes += f->len;
+        last = f;
+    }
+    p->in_flight = p->head;
+    p->head = last->next;
+    last->next = NULL;
     if (!p->head)
         p->tail = NULL;
-    p->in_flight = f;
-    uv_buf_t buf = uv_buf_init((char *)f->data, (unsigned)f->len);
     p->write_req.data = p;
-    int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, &buf, 1, on_write);
+    int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, bufs, n, on_write);
     if (rc < 0) {
-        p->in_flight = NULL;
-        p->queued_bytes -= f->len;
-        frame_free(f);
+        release_in_flight(p);
         peer_fail(p, uv_strerror(rc));
     }
 }
