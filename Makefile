@@ -222,5 +222,5 @@ deps:
 	@scripts/deps.sh install
 
 run: deps-ensure
-	@echo "make run: the kvd server is not built yet (issue 'kvd'); until then try:"
-	@echo "  make && $(RAFTSIM) --seed 1 --nodes 5"
+	@$(MAKE) --no-print-directory $(KVD)
+	@scripts/run-cluster.sh $(KVD) $(or $(NODES),3)

@@ -199,6 +199,7 @@ static struct request *find_request(struct kv_server *s, uint64_t id)
 
 static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
                        size_t len);
+static void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message);
 static void attempt(struct kv_server *s, struct request *q);
 
 /* The leader's answer (from another node or from this one). */
@@ -346,6 +347,9 @@ static void on_sweep(uv_timer_t *t)
 {
     struct kv_server *s = t->data;
     uint64_t now = now_ms(s);
+    const char *why = raft_node_error(s->node);
+    if (why && (s->reads || s->writes))
+        fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
     struct request *q = s->requests, *next;
     for (; q; q = next) {
         next = q->next;

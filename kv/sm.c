@@ -19,8 +19,8 @@ static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
 {
     if (err && errlen)
         snprintf(err, errlen, "state machine: %s: %s%s", what, mdb_strerror(rc),
-                 rc == MDB_MAP_FULL ? " (nothing of this batch was applied; give the node a "
-                                      "larger map size)"
+                 rc == MDB_MAP_FULL ? " (nothing of this batch was applied; restart the node "
+                                      "with a larger map: kvd --map-size)"
                                     : "");
     return rc == MDB_MAP_FULL ? KV_EFULL : KV_EIO;
 }

@@ -16,26 +16,32 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev
-    libhiredis-dev libxxhash-dev libjansson-dev
+    libhiredis-dev libxxhash-dev libjansson-dev libhttp-parser-dev
     clang clang-format shellcheck libclang-rt-14-dev
+    redis-tools curl
 )
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson)
-COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl)
+# Headers without a pkg-config module.
+HEADERS=(/usr/include/http_parser.h)
 
 usage() {
     sed -n '2,13s/^# \{0,1\}//p' "$0"
 }
 
 missing() {
-    local m c
+    local m c h
     command -v pkg-config >/dev/null 2>&1 || { echo "pkg-config"; return; }
     for m in "${PKG_MODULES[@]}"; do
         pkg-config --exists "$m" || echo "pkg-config module $m"
     done
     for c in "${COMMANDS[@]}"; do
         command -v "$c" >/dev/null 2>&1 || echo "command $c"
+    done
+    for h in "${HEADERS[@]}"; do
+        [ -f "$h" ] || echo "header $h"
     done
 }
 

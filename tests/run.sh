@@ -89,6 +89,11 @@ for f in "${FUZZ_DIR:-build/fuzz}"/fuzz_*; do
         expect_ok "no crash" "$f" -seed=1 -runs=200000 -max_len=512
 done
 
+for t in tests/integration/test_*.sh; do
+    run_suite "integration: $(basename "$t" .sh) (real kvd processes on 127.0.0.1)" \
+        env KVD="$OBJ/kvd" "$t"
+done
+
 for t in tests/lint/*.sh; do
     run_suite "lint: $(basename "$t")" "$t"
 done

@@ -51,8 +51,8 @@ static int lmdb_error(char *err, size_t errlen, int rc, const char *what)
 {
     if (rc == MDB_MAP_FULL)
         return fail(err, errlen, STORAGE_EFULL,
-                    "storage full while %s: nothing of this write was stored; restart with a "
-                    "larger map size",
+                    "storage full (MDB_MAP_FULL) while %s: nothing of this write was stored; "
+                    "restart the node with a larger map (kvd --map-size)",
                     what);
     return fail(err, errlen, STORAGE_EIO, "storage: %s: %s", what, mdb_strerror(rc));
 }

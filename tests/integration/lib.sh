@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# lib.sh — helpers for the integration tests: real kvd processes on 127.0.0.1.
+#
+# Sourced by tests/integration/test_*.sh. Each test gets its own ports (from its PID)
+# and a temporary directory; every node it starts is recorded by PID and stopped on
+# exit, whatever happens. Waits poll a condition with a timeout; nothing sleeps for
+# ordering. A test ends with `finish`, which prints "NAME: N passed, M failed" (and the
+# nodes' logs when something failed).
+set -euo pipefail
+
+KVD=${KVD:-build/cc/kvd}
+NODES=${NODES:-3}
+T=$(mktemp -d /tmp/kvd-it.XXXXXX)
+BASE=$((20000 + ($$ % 500) * 40))
+PASS=0
+FAIL=0
+declare -a PID=()
+EXTRA=()
+
+raft_port() { echo $((BASE + $1)); }
+resp_port() { echo $((BASE + 10 + $1)); }
+http_port() { echo $((BASE + 20 + $1)); }
+
+peers() {
+    local i list=""
+    for i in $(seq 1 "$NODES"); do
+        list+="${list:+,}$i=127.0.0.1:$(raft_port "$i"):$(resp_port "$i"):$(http_port "$i")"
+    done
+    echo "$list"
+}
+
+cleanup() {
+    local i
+    for i in "${!PID[@]}"; do
+        kill -KILL "${PID[$i]}" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# start_node I [kvd options...]: node I of the cluster, fast elections for tests.
+start_node() {
+    local i=$1
+    shift
+    "$KVD" --id "$i" --data "$T/$i" --peers "$(peers)" --election-timeout 300 --heartbeat 50 \
+        ${EXTRA[@]+"${EXTRA[@]}"} "$@" >>"$T/$i.log" 2>&1 &
+    PID[i]=$!
+}
+
+# shellcheck disable=SC2120 # options are optional
+start_cluster() {
+    local i
+    for i in $(seq 1 "$NODES"); do
+        start_node "$i" "$@"
+    done
+}
+
+alive() { [ -n "${PID[$1]:-}" ] && kill -0 "${PID[$1]}" 2>/dev/null; }
+
+kill9() {
+    kill -KILL "${PID[$1]}" 2>/dev/null || true
+    wait "${PID[$1]}" 2>/dev/null || true
+    unset "PID[$1]"
+}
+
+# stop_node I: SIGTERM, and wait (bounded) for a clean exit; returns its exit status.
+stop_node() {
+    local pid=${PID[$1]} rc=0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "    node $1 did not stop within 5 s of SIGTERM"
+        kill -KILL "$pid" 2>/dev/null || true
+        rc=1
+    fi
+    wait "$pid" 2>/dev/null || rc=$?
+    unset "PID[$1]"
+    return "$rc"
+}
+
+# r I ARGS...: redis-cli against node I (raw output: errors as "ERR ...", nil as "").
+r() {
+    local i=$1
+    shift
+    timeout 10 redis-cli -p "$(resp_port "$i")" "$@" 2>&1
+}
+
+# info I FIELD: a field of the "# Raft" section of INFO.
+info() {
+    r "$1" INFO | tr -d '\r' | sed -n "s/^raft_$2://p"
+}
+
+metric() {
+    timeout 5 curl -s "127.0.0.1:$(http_port "$1")/metrics" | grep -E "^$2 " | awk '{print $2}'
+}
+
+# wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds or time runs out.
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    while [ $SECONDS -lt $deadline ]; do
+        if "$@" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    "$@" >/dev/null 2>&1
+}
+
+# The id of the leader among the live nodes, if exactly one claims it.
+leader() {
+    local i found=""
+    for i in $(seq 1 "$NODES"); do
+        alive "$i" || continue
+        if [ "$(info "$i" role)" = leader ]; then
+            [ -n "$found" ] && return 1
+            found=$i
+        fi
+    done
+    [ -n "$found" ] && echo "$found"
+}
+
+has_leader() { leader >/dev/null; }
+
+# check DESCRIPTION CMD...: one assertion.
+check() {
+    local what=$1
+    shift
+    if "$@"; then
+        PASS=$((PASS + 1))
+        echo "  ok    $what"
+    else
+        FAIL=$((FAIL + 1))
+        echo "  FAIL  $what"
+    fi
+}
+
+# eq A B: for check (prints both when they differ).
+eq() {
+    [ "$1" = "$2" ] && return 0
+    echo "    expected '$2', got '$1'"
+    return 1
+}
+
+finish() {
+    local name
+    name=$(basename "$0" .sh)
+    if [ "$FAIL" -gt 0 ]; then
+        local f
+        for f in "$T"/*.log; do
+            [ -f "$f" ] || continue
+            echo "--- $f (last 30 lines)"
+            tail -n 30 "$f"
+        done
+    fi
+    echo "$name: $PASS passed, $FAIL failed"
+    [ "$FAIL" -eq 0 ]
+}
