@@ -48,7 +48,7 @@ LIBS_KV := -lhttp_parser
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
-KV_SRC := $(filter-out kv/kvd.c,$(wildcard kv/*.c))
+KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c,$(wildcard kv/*.c))
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -69,9 +69,10 @@ LIBIO := $(OBJ)/libraftio.a
 LIBKV := $(OBJ)/libkv.a
 RAFTSIM := $(OBJ)/raftsim
 KVD := $(OBJ)/kvd
+KVCTL := $(OBJ)/kvctl
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(KVD) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -140,6 +141,10 @@ $(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
 $(KVD): $(OBJ)/kv/kvd.o $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV) -o $@
+
+$(KVCTL): $(OBJ)/kv/kvctl.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV)) -o $@
 
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
@@ -222,5 +227,5 @@ deps:
 	@scripts/deps.sh install
 
 run: deps-ensure
-	@$(MAKE) --no-print-directory $(KVD)
+	@$(MAKE) --no-print-directory $(KVD) $(KVCTL)
 	@scripts/run-cluster.sh $(KVD) $(or $(NODES),3)
