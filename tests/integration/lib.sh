@@ -31,6 +31,7 @@ peers() {
 
 cleanup() {
     local i
+    exec 2>/dev/null # bash would report each node it reaps as "Killed"
     for i in "${!PID[@]}"; do
         kill -KILL "${PID[$i]}" 2>/dev/null || true
     done
