@@ -48,7 +48,7 @@ LIBS_KV := -lhttp_parser
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
-KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c,$(wildcard kv/*.c))
+KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c kv/kvbench.c,$(wildcard kv/*.c))
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -70,9 +70,10 @@ LIBKV := $(OBJ)/libkv.a
 RAFTSIM := $(OBJ)/raftsim
 KVD := $(OBJ)/kvd
 KVCTL := $(OBJ)/kvctl
+KVBENCH := $(OBJ)/kvbench
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVBENCH) $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -146,6 +147,10 @@ $(KVCTL): $(OBJ)/kv/kvctl.o
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV)) -o $@
 
+$(KVBENCH): $(OBJ)/kv/kvbench.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) -o $@
+
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV) -o $@
@@ -173,9 +178,14 @@ MAX_SECONDS ?= 300
 soak: all
 	@$(RAFTSIM) soak --seeds $(SEEDS) --max-seconds $(MAX_SECONDS)
 
+BENCH_SECONDS ?= 5
 bench: deps-ensure
-	@$(MAKE) --no-print-directory OBJ=$(BUILD)/bench OPT='-O2 -g -DNDEBUG' $(BUILD)/bench/raftsim
+	@$(MAKE) --no-print-directory OBJ=$(BUILD)/bench OPT='-O2 -g -DNDEBUG' \
+		$(BUILD)/bench/raftsim $(BUILD)/bench/kvd $(BUILD)/bench/kvbench
+	@echo "== the Raft core alone (simulator, no I/O)"
 	@$(BUILD)/bench/raftsim bench
+	@echo "== kvd cluster"
+	@scripts/bench.sh $(BUILD)/bench $(BENCH_SECONDS)
 
 # libFuzzer targets (clang): `make fuzz FUZZ_SECONDS=300` runs each for that long.
 
