@@ -44,7 +44,7 @@ static const char usage_text[] =
 enum { MAX_NODES = 16 };
 
 struct opts {
-    char *hosts[MAX_NODES];
+    char hosts[MAX_NODES][64];
     int ports[MAX_NODES];
     int n;
     bool json;
@@ -146,7 +146,7 @@ static void print_string(const struct opts *o, const char *key, const char *s, s
 static json_t *status_of(const struct opts *o, const char *host, int port)
 {
     struct opts one = *o;
-    one.hosts[0] = (char *)host;
+    snprintf(one.hosts[0], sizeof(one.hosts[0]), "%s", host);
     one.ports[0] = port;
     one.n = 1;
     one.timeout_ms = o->timeout_ms < 2000 ? o->timeout_ms : 2000;
@@ -268,7 +268,7 @@ int main(int argc, char **argv)
             char host[64];
             if (split_addr(argv[++i], host, sizeof(host), &o.ports[o.n]))
                 usage_error("--node wants HOST:PORT (a node's Redis port, 6380+id by default)");
-            o.hosts[o.n++] = strdup(host);
+            snprintf(o.hosts[o.n++], sizeof(o.hosts[0]), "%s", host);
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             o.timeout_ms = atoi(argv[++i]);
             if (o.timeout_ms <= 0)
@@ -279,7 +279,7 @@ int main(int argc, char **argv)
     }
     if (o.n == 0)
         for (; o.n < 5; o.n++) {
-            o.hosts[o.n] = strdup("127.0.0.1");
+            snprintf(o.hosts[o.n], sizeof(o.hosts[0]), "127.0.0.1");
             o.ports[o.n] = 6381 + o.n;
         }
     if (i == argc)
@@ -378,7 +378,7 @@ int main(int argc, char **argv)
         char host[64];
         if (split_addr(r->element[1]->str, host, sizeof(host), &lo.ports[0]))
             return 3;
-        lo.hosts[0] = host;
+        snprintf(lo.hosts[0], sizeof(lo.hosts[0]), "%s", host);
         lo.n = 1;
         freeReplyObject(r);
         const char *t[] = {"RAFT.TRANSFER", nargs ? args[0] : NULL};
