@@ -40,7 +40,7 @@ endif
 
 PKGS_PROTO := libprotobuf-c
 PKGS_IO := lmdb libuv
-PKGS_KV := hiredis jansson
+PKGS_KV := hiredis jansson libxxhash
 LIBS_KV := -lhttp_parser
 
 # ---------------------------------------------------------------------------

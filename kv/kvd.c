@@ -43,6 +43,10 @@ static const char usage_text[] =
     "                        unsafe_local (every node answers from its own state: stale\n"
     "                        reads, for teaching)\n"
     "  --request-timeout MS  a command not done by then fails with NOQUORUM (default 5000)\n"
+    "  --snapshot-entries N  snapshot the state once N entries were applied since the last\n"
+    "                        one, then drop the log up to a trailing tail (default 8192;\n"
+    "                        0: never); a follower further behind gets the snapshot (§7)\n"
+    "  --snapshot-trailing N entries kept behind a snapshot for slow followers (default 1024)\n"
     "  --trace               log every Raft decision with its rule (docs/trace.md)\n"
     "\n"
     "Teaching knobs that break guarantees (each needs --allow-unsafe):\n"
@@ -279,6 +283,14 @@ int main(int argc, char **argv)
                 cfg.read_mode = KV_READ_LOCAL;
             else
                 usage_error("--read-mode: linearizable, lease or unsafe_local, not '%s'", v);
+        } else if (!strcmp(a, "--snapshot-entries")) {
+            NEED_VALUE();
+            cfg.raft.snapshot_threshold_entries =
+                (uint32_t)parse_num(v, 1u << 30, "--snapshot-entries: expected a count, got '%s'");
+        } else if (!strcmp(a, "--snapshot-trailing")) {
+            NEED_VALUE();
+            cfg.raft.snapshot_trailing_entries =
+                (uint32_t)parse_num(v, 1u << 30, "--snapshot-trailing: expected a count, got '%s'");
         } else if (!strcmp(a, "--trace")) {
             cfg.trace = true;
         } else if (!strcmp(a, "--no-prevote")) {
@@ -319,9 +331,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvd: warning: running with Raft safety features turned off\n");
     if (cfg.raft.heartbeat_interval_ms >= cfg.raft.election_timeout_ms)
         usage_error("%s", "--heartbeat must be shorter than --election-timeout");
-    /* Snapshots of the KV state are not wired yet: keep the whole log. */
-    cfg.raft.snapshot_threshold_entries = 0;
-    cfg.raft.snapshot_threshold_bytes = 0;
     cfg.cluster_id = cluster_hash(cluster_name);
     cfg.data_dir = data;
     cfg.map_size_bytes = map_mb << 20;

@@ -1,10 +1,16 @@
 /* server.c — kvd's node, state machine and command path; see server.h. */
 #include "server.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "storage.h"
 
@@ -67,6 +73,14 @@ struct kv_server {
     uv_timer_t sweep;
     bool stopping;
     int closing;
+    /* Snapshots: files in <data>/snap, the current one named by its index. */
+    char snap_dir[PATH_MAX - 128];
+    raft_index snap_index;
+    bool snap_busy;
+    int read_fd;
+    raft_index read_fd_index;
+    int staging_fd;
+    uint64_t snapshots_taken, snapshots_installed;
     uint64_t prng;
     uint64_t next_request_id, next_read_id;
     struct request *requests;
@@ -731,6 +745,219 @@ static void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *b
  * ------------------------------------------------------------------------ */
 
 static void cb_stopped(void *data);
+static void release(struct kv_server *s);
+
+/* ------------------------------------------------------------------------
+ * Snapshots (§7): files <data>/snap/g<group>-<index>.snap, written from an
+ * LMDB read transaction on a worker thread (writers go on meanwhile), read
+ * in chunks by the leader, staged and installed by followers.
+ * ------------------------------------------------------------------------ */
+
+static void snap_file(struct kv_server *s, char *buf, size_t len, raft_index index)
+{
+    snprintf(buf, len, "%s/g%d-%020" PRIu64 ".snap", s->snap_dir, GROUP, index);
+}
+
+static void snap_named(struct kv_server *s, char *buf, size_t len, const char *what)
+{
+    snprintf(buf, len, "%s/g%d-%s", s->snap_dir, GROUP, what);
+}
+
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+/* Delete every snapshot file but the current one (and what is staging). */
+static void snap_cleanup(struct kv_server *s, bool all_temporary)
+{
+    DIR *d = opendir(s->snap_dir);
+    if (!d)
+        return;
+    char keep[PATH_MAX], path[PATH_MAX + 256];
+    snap_file(s, keep, sizeof(keep), s->snap_index);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", s->snap_dir, e->d_name);
+        bool temporary = strstr(e->d_name, "-tmp") || strstr(e->d_name, "-staging");
+        if (strcmp(path, keep) && (!temporary || all_temporary))
+            unlink(path);
+    }
+    closedir(d);
+}
+
+struct snap_job {
+    uv_work_t req;
+    struct kv_server *s;
+    char tmp[PATH_MAX];
+    raft_index index;
+    uint64_t size, checksum;
+    int rc;
+    char err[256];
+};
+
+static void snap_work(uv_work_t *req)
+{
+    struct snap_job *j = req->data;
+    j->rc = kv_sm_snapshot_write(j->s->sm, j->tmp, &j->index, &j->size, &j->checksum, j->err,
+                                 sizeof(j->err));
+}
+
+static void snap_done(uv_work_t *req, int status)
+{
+    struct snap_job *j = req->data;
+    struct kv_server *s = j->s;
+    s->snap_busy = false;
+    if (status || j->rc || s->stopping) {
+        if (j->rc)
+            fprintf(stderr, "kvd %" PRIu64 ": %s\n", s->cfg.id, j->err);
+        unlink(j->tmp);
+        free(j);
+        if (s->stopping)
+            release(s);
+        return;
+    }
+    char path[PATH_MAX];
+    snap_file(s, path, sizeof(path), j->index);
+    if (j->index == s->snap_index || rename(j->tmp, path)) {
+        unlink(j->tmp); /* nothing new since the last one */
+        free(j);
+        return;
+    }
+    sync_dir(s->snap_dir);
+    int rv = raft_node_snapshot_taken(s->node, GROUP, j->index, j->size, j->checksum);
+    if (rv == RAFT_OK) {
+        s->snap_index = j->index;
+        s->snapshots_taken++;
+        snap_cleanup(s, false);
+        fprintf(stderr, "kvd %" PRIu64 ": snapshot at index %" PRIu64 " (%" PRIu64 " bytes)\n",
+                s->cfg.id, j->index, j->size);
+    } else {
+        unlink(path);
+    }
+    free(j);
+}
+
+static void cb_snapshot_wanted(void *data, uint64_t group, raft_index index)
+{
+    struct kv_server *s = data;
+    (void)group;
+    (void)index; /* taken at what the state machine has committed by then */
+    if (s->snap_busy || s->stopping)
+        return;
+    struct snap_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->s = s;
+    snap_named(s, j->tmp, sizeof(j->tmp), "tmp.snap");
+    j->req.data = j;
+    if (uv_queue_work(s->loop, &j->req, snap_work, snap_done)) {
+        free(j);
+        return;
+    }
+    s->snap_busy = true;
+}
+
+static int cb_snapshot_read(void *data, uint64_t group, raft_index index, uint64_t offset,
+                            void *buf, size_t len)
+{
+    struct kv_server *s = data;
+    (void)group;
+    if (s->read_fd < 0 || s->read_fd_index != index) {
+        if (s->read_fd >= 0)
+            close(s->read_fd);
+        char path[PATH_MAX];
+        snap_file(s, path, sizeof(path), index);
+        s->read_fd = open(path, O_RDONLY | O_CLOEXEC);
+        s->read_fd_index = index;
+        if (s->read_fd < 0) {
+            fprintf(stderr, "kvd %" PRIu64 ": cannot read snapshot %s: %s\n", s->cfg.id, path,
+                    strerror(errno));
+            return -1;
+        }
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(s->read_fd, (char *)buf + done, len - done, (off_t)(offset + done));
+        if (n <= 0)
+            return -1;
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static int cb_snapshot_chunk(void *data, uint64_t group, const struct raft_install_snapshot *is)
+{
+    struct kv_server *s = data;
+    (void)group;
+    char path[PATH_MAX];
+    snap_named(s, path, sizeof(path), "staging.snap");
+    if (is->offset == 0 || s->staging_fd < 0) {
+        if (s->staging_fd >= 0)
+            close(s->staging_fd);
+        s->staging_fd =
+            open(path, O_WRONLY | O_CREAT | (is->offset == 0 ? O_TRUNC : 0) | O_CLOEXEC, 0644);
+    }
+    bool ok = s->staging_fd >= 0;
+    size_t done = 0;
+    while (ok && done < is->len) {
+        ssize_t n = pwrite(s->staging_fd, (const char *)is->data + done, is->len - done,
+                           (off_t)(is->offset + done));
+        ok = n > 0;
+        done += ok ? (size_t)n : 0;
+    }
+    if (!is->done)
+        return ok ? 0 : -1;
+    ok = ok && fsync(s->staging_fd) == 0;
+    close(s->staging_fd);
+    s->staging_fd = -1;
+    raft_index at = 0;
+    if (!ok || kv_snapshot_file_check(path, is->total_size, is->checksum, &at) != KV_OK ||
+        at != is->last_index) {
+        fprintf(stderr, "kvd %" PRIu64 ": received snapshot at %" PRIu64 " fails its check\n",
+                s->cfg.id, is->last_index);
+        return -1;
+    }
+    return 1;
+}
+
+static int cb_snapshot_install(void *data, uint64_t group, void *txn, raft_index index, char *err,
+                               size_t errlen)
+{
+    struct kv_server *s = data;
+    (void)group;
+    char path[PATH_MAX];
+    snap_named(s, path, sizeof(path), "staging.snap");
+    int rc = kv_sm_install_stage(s->sm, txn, path, index, err, errlen);
+    return rc == KV_OK ? STORAGE_OK : rc == KV_EFULL ? STORAGE_EFULL : STORAGE_EIO;
+}
+
+static void cb_snapshot_installed(void *data, uint64_t group, raft_index index, bool committed)
+{
+    struct kv_server *s = data;
+    (void)group;
+    kv_sm_staged_done(s->sm, committed);
+    if (!committed)
+        return;
+    char from[PATH_MAX], to[PATH_MAX];
+    snap_named(s, from, sizeof(from), "staging.snap");
+    snap_file(s, to, sizeof(to), index);
+    if (rename(from, to) == 0) {
+        sync_dir(s->snap_dir);
+        s->snap_index = index;
+        snap_cleanup(s, false);
+    }
+    s->snapshots_installed++;
+    fprintf(stderr, "kvd %" PRIu64 ": installed the leader's snapshot at index %" PRIu64 "\n",
+            s->cfg.id, index);
+    serve_reads(s);
+}
 
 int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
                     char *err, size_t errlen)
@@ -745,6 +972,8 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
     if (!s->cfg.request_timeout_ms)
         s->cfg.request_timeout_ms = 5000;
     s->prng = (uv_hrtime() ^ (cfg->id * 0x9e3779b97f4a7c15ULL)) | 1;
+    s->read_fd = s->staging_fd = -1;
+    snprintf(s->snap_dir, sizeof(s->snap_dir), "%s/snap", cfg->data_dir);
     struct raft_node_peer peers[KV_MAX_PEERS];
     const struct kv_peer *self = NULL;
     for (size_t i = 0; i < cfg->n_peers; i++) {
@@ -780,6 +1009,12 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                                          .read_done = cb_read_done,
                                                          .role_changed = cb_role_changed,
                                                          .proposals_dropped = cb_proposals_dropped,
+                                                         .snapshot_wanted = cb_snapshot_wanted,
+                                                         .snapshot_read = cb_snapshot_read,
+                                                         .snapshot_chunk = cb_snapshot_chunk,
+                                                         .snapshot_install = cb_snapshot_install,
+                                                         .snapshot_installed =
+                                                             cb_snapshot_installed,
                                                          .stopped = cb_stopped};
     int rc = raft_node_start(&s->node, loop, &nc, &callbacks, s, err, errlen);
     if (rc) {
@@ -789,6 +1024,20 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
         return rc;
     }
     transport_on_forward(raft_node_transport(s->node), on_relay, s);
+    /* The snapshot the core starts from must be on disk to be sent. */
+    mkdir(s->snap_dir, 0755);
+    struct raft_snapshot_meta meta;
+    if (raft_snapshot(core(s), &meta)) {
+        s->snap_index = meta.index;
+        char path[PATH_MAX];
+        snap_file(s, path, sizeof(path), meta.index);
+        if (kv_snapshot_file_check(path, meta.size, meta.checksum, NULL) != KV_OK)
+            fprintf(stderr,
+                    "kvd %" PRIu64 ": warning: snapshot file %s is missing or damaged; followers "
+                    "that need it wait for the next snapshot\n",
+                    cfg->id, path);
+    }
+    snap_cleanup(s, true);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_start(&s->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
@@ -875,6 +1124,14 @@ json_t *kv_server_status(struct kv_server *s)
     json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(r)));
     json_object_set_new(o, "read_mode", json_string(read_mode_name(s->cfg.read_mode)));
     json_object_set_new(o, "fsyncs", json_integer((json_int_t)st.commits));
+    json_object_set_new(o, "snapshot_index", json_integer((json_int_t)s->snap_index));
+    uint64_t hash, keys;
+    if (kv_sm_hash(s->sm, &hash, &keys) == KV_OK) {
+        char hex[20];
+        snprintf(hex, sizeof(hex), "%016" PRIx64, hash);
+        json_object_set_new(o, "content_hash", json_string(hex));
+        json_object_set_new(o, "keys", json_integer((json_int_t)keys));
+    }
     const char *why = raft_node_error(s->node);
     json_object_set_new(o, "error", why ? json_string(why) : json_null());
     json_t *peers = json_array();
@@ -993,6 +1250,15 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
              ts.frames_sent, ts.frames_received, ts.refused_hellos, ts.oversized_frames,
              ts.malformed_frames, ts.fault_dropped, ts.fault_duplicated, ts.fault_delayed);
     emit(arg, buf);
+    snprintf(buf, sizeof(buf),
+             "# HELP raftkv_snapshot_index Index of the current snapshot.\n"
+             "# TYPE raftkv_snapshot_index gauge\nraftkv_snapshot_index{group=\"%d\"} %" PRIu64 "\n"
+             "# HELP raftkv_snapshots_total Snapshots taken here or installed from the leader.\n"
+             "# TYPE raftkv_snapshots_total counter\n"
+             "raftkv_snapshots_total{how=\"taken\"} %" PRIu64 "\n"
+             "raftkv_snapshots_total{how=\"installed\"} %" PRIu64 "\n",
+             GROUP, s->snap_index, s->snapshots_taken, s->snapshots_installed);
+    emit(arg, buf);
     emit(arg, "# HELP raftkv_request_seconds Client command latency at this node.\n"
               "# TYPE raftkv_request_seconds histogram\n");
     emit_histogram(emit, arg, "raftkv_request_seconds", "kind=\"write\"", &s->lat_write);
@@ -1036,6 +1302,10 @@ static void release(struct kv_server *s)
         return;
     if (s->sm)
         kv_sm_close(s->sm);
+    if (s->read_fd >= 0)
+        close(s->read_fd);
+    if (s->staging_fd >= 0)
+        close(s->staging_fd);
     free(s);
 }
 
@@ -1055,7 +1325,7 @@ void kv_server_stop(struct kv_server *s)
     while (s->requests)
         finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
     fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");
-    s->closing = 2;
+    s->closing = 2 + s->snap_busy; /* the timer, the node, a snapshot being written */
     uv_timer_stop(&s->sweep);
     uv_close((uv_handle_t *)&s->sweep, on_sweep_close);
     raft_node_stop(s->node);

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 struct kv_sm {
     MDB_env *env;
@@ -409,4 +411,237 @@ int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len)
         return KV_ENOMEM;
     kvpb__command__pack(cmd, *data);
     return KV_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Snapshots (§7) and content hashes
+ * ------------------------------------------------------------------------ */
+
+/* File: "RKVSNAP1", the applied index (8 bytes LE), then records {kind (1
+ * byte: 1 key, 2 session), key length (4 LE), value length (4 LE), key,
+ * value}, then a kind 0 byte. The checksum is XXH64 of the whole file. */
+static const char SNAP_MAGIC[8] = "RKVSNAP1";
+
+static void le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static bool out_write(FILE *f, XXH64_state_t *h, const void *p, size_t n)
+{
+    XXH64_update(h, p, n);
+    return fwrite(p, 1, n, f) == n;
+}
+
+static int dump_db(MDB_txn *txn, MDB_dbi dbi, uint8_t kind, FILE *f, XXH64_state_t *h)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, dbi, &c);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint8_t head[9];
+        head[0] = kind;
+        le32(head + 1, (uint32_t)k.mv_size);
+        le32(head + 5, (uint32_t)v.mv_size);
+        if (!out_write(f, h, head, 9) || !out_write(f, h, k.mv_data, k.mv_size) ||
+            !out_write(f, h, v.mv_data, v.mv_size)) {
+            rc = EIO;
+            break;
+        }
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, uint64_t *size,
+                         uint64_t *checksum, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return lmdb_fail(err, errlen, rc, "snapshot");
+    MDB_val k = {7, "applied"}, d;
+    raft_index applied = 0;
+    if (mdb_get(txn, sm->meta, &k, &d) == 0 && d.mv_size == 8)
+        memcpy(&applied, d.mv_data, 8);
+    FILE *f = fopen(path, "wb");
+    XXH64_state_t *h = XXH64_createState();
+    if (!f || !h) {
+        if (f)
+            fclose(f);
+        XXH64_freeState(h);
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "snapshot: cannot write %s: %s", path, strerror(errno));
+        return KV_EIO;
+    }
+    XXH64_reset(h, 0);
+    uint8_t head[16];
+    memcpy(head, SNAP_MAGIC, 8);
+    le64(head + 8, applied);
+    bool ok = out_write(f, h, head, 16);
+    if (ok && (rc = dump_db(txn, sm->kv, 1, f, h)) == 0)
+        rc = dump_db(txn, sm->sess, 2, f, h);
+    mdb_txn_abort(txn);
+    uint8_t end = 0;
+    ok = ok && rc == 0 && out_write(f, h, &end, 1) && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    long pos = ftell(f);
+    ok = fclose(f) == 0 && ok && pos > 0;
+    *checksum = XXH64_digest(h);
+    XXH64_freeState(h);
+    if (!ok) {
+        snprintf(err, errlen, "snapshot: writing %s: %s", path,
+                 rc ? mdb_strerror(rc) : strerror(errno));
+        return KV_EIO;
+    }
+    *index = applied;
+    *size = (uint64_t)pos;
+    return KV_OK;
+}
+
+int kv_snapshot_file_check(const char *path, uint64_t size, uint64_t checksum, raft_index *index)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return KV_EIO;
+    XXH64_state_t *h = XXH64_createState();
+    XXH64_reset(h, 0);
+    uint8_t buf[65536], head[16];
+    size_t n, total = 0;
+    bool head_ok = fread(head, 1, 16, f) == 16 && !memcmp(head, SNAP_MAGIC, 8);
+    if (head_ok) {
+        XXH64_update(h, head, 16);
+        total = 16;
+        while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+            XXH64_update(h, buf, n);
+            total += n;
+        }
+    }
+    uint64_t sum = XXH64_digest(h);
+    XXH64_freeState(h);
+    fclose(f);
+    if (!head_ok || total != size || sum != checksum)
+        return KV_EIO;
+    if (index)
+        *index = get_le(head + 8, 8);
+    return KV_OK;
+}
+
+static int clear_db(MDB_txn *txn, MDB_dbi dbi)
+{
+    return mdb_drop(txn, dbi, 0); /* empty it, keep the handle */
+}
+
+int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_index index,
+                        char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "snapshot: cannot read %s: %s", path, strerror(errno));
+        return KV_EIO;
+    }
+    uint8_t head[16];
+    int rc = 0;
+    if (fread(head, 1, 16, f) != 16 || memcmp(head, SNAP_MAGIC, 8) || get_le(head + 8, 8) != index)
+        rc = EINVAL;
+    if (!rc && !(rc = clear_db(txn, sm->kv)))
+        rc = clear_db(txn, sm->sess);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    while (!rc) {
+        uint8_t rec[9];
+        if (fread(rec, 1, 1, f) != 1) {
+            rc = EINVAL;
+            break;
+        }
+        if (rec[0] == 0)
+            break;
+        if (rec[0] > 2 || fread(rec + 1, 1, 8, f) != 8) {
+            rc = EINVAL;
+            break;
+        }
+        size_t kl = (size_t)get_le(rec + 1, 4), vl = (size_t)get_le(rec + 5, 4);
+        if (kl == 0 || kl > 511) {
+            rc = EINVAL;
+            break;
+        }
+        if (kl + vl > cap) {
+            uint8_t *nb = realloc(buf, kl + vl);
+            if (!nb) {
+                rc = ENOMEM;
+                break;
+            }
+            buf = nb;
+            cap = kl + vl;
+        }
+        if (fread(buf, 1, kl + vl, f) != kl + vl) {
+            rc = EINVAL;
+            break;
+        }
+        MDB_val k = {kl, buf}, v = {vl, buf + kl};
+        rc = mdb_put(txn, rec[0] == 1 ? sm->kv : sm->sess, &k, &v, 0);
+    }
+    free(buf);
+    fclose(f);
+    MDB_val k = {7, "applied"}, d = {sizeof(index), &index};
+    if (!rc)
+        rc = mdb_put(txn, sm->meta, &k, &d, 0);
+    if (rc == EINVAL) {
+        snprintf(err, errlen, "snapshot %s does not decode", path);
+        return KV_EIO;
+    }
+    if (rc)
+        return lmdb_fail(err, errlen, rc, "installing a snapshot");
+    sm->staged = index;
+    return KV_OK;
+}
+
+int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn))
+        return KV_EIO;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, sm->kv, &c);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return KV_EIO;
+    }
+    XXH64_state_t *h = XXH64_createState();
+    XXH64_reset(h, 0);
+    uint64_t n = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint8_t lens[8];
+        le32(lens, (uint32_t)k.mv_size);
+        le32(lens + 4, (uint32_t)v.mv_size);
+        XXH64_update(h, lens, 8);
+        XXH64_update(h, k.mv_data, k.mv_size);
+        XXH64_update(h, v.mv_data, v.mv_size);
+        n++;
+    }
+    mdb_cursor_close(c);
+    mdb_txn_abort(txn);
+    *hash = XXH64_digest(h);
+    *keys = n;
+    XXH64_freeState(h);
+    return rc == MDB_NOTFOUND ? KV_OK : KV_EIO;
 }

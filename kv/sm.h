@@ -74,6 +74,22 @@ void kv_sm_staged_done(struct kv_sm *sm, bool committed);
  * caller has made it linearizable first (ReadIndex). */
 int kv_sm_read(struct kv_sm *sm, const Kvpb__Command *cmd, struct kv_result *out);
 
+/* Snapshots (§7). Write the committed state -- keys, sessions, applied
+ * index, from one read transaction (LMDB's MVCC: writers go on) -- to
+ * path, synced; *index is the applied index it captures, *checksum its
+ * XXH64. Safe on a thread of its own. */
+int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, uint64_t *size,
+                         uint64_t *checksum, char *err, size_t errlen);
+/* Whether the file at path has this size and checksum (and its index). */
+int kv_snapshot_file_check(const char *path, uint64_t size, uint64_t checksum, raft_index *index);
+/* Replace the state by the snapshot at path (captured at index) in txn,
+ * then kv_sm_staged_done() as for kv_sm_stage(). */
+int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_index index,
+                        char *err, size_t errlen);
+/* XXH64 of every key and value in key order, and how many keys: equal on
+ * replicas that applied the same prefix of the log. */
+int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys);
+
 /* Encode a command as entry data (malloc'ed; the caller frees). */
 int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len);
 

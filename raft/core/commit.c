@@ -51,7 +51,12 @@ void commit_maybe_advance(struct raft *r)
 
 void commit_hand_out(struct raft *r)
 {
-    /* Host contract 2: apply what is committed and durable here, in order. */
+    /* Host contract 2: apply what is committed and durable here, in order.
+     * Nothing while the host installs a snapshot: the state is about to be
+     * replaced by one that covers these entries, and a host that installs
+     * asynchronously would otherwise apply them after it. */
+    if (r->staging.awaiting_install)
+        return;
     raft_index upto = r->commit_index < r->persisted_index ? r->commit_index : r->persisted_index;
     for (raft_index i = r->applied_index + 1; i <= upto; i++)
         r->applied_bytes_since_snapshot += log_entry_len(&r->log, i);

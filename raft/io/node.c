@@ -44,6 +44,11 @@ struct pending {
     void *apply_result;
     struct raft_message *msgs;
     size_t n_msgs;
+    /* A snapshot's meta to record (taken here, or installed from the
+     * leader: install), or a received one that failed its check. */
+    struct raft_snapshot_meta snap;
+    struct raft_member *snap_members;
+    bool install, install_bad;
 };
 
 /* One group commit: taken by the storage thread, finished on the loop. */
@@ -132,6 +137,7 @@ static void pending_free(struct pending *p)
     free(p->apply.e);
     free(p->apply.data);
     free(p->msgs);
+    free(p->snap_members);
 }
 
 /* Keep what an update asks to persist and apply for the next batch. */
@@ -180,6 +186,59 @@ static void log_trace(struct raft_node *n, struct group *g, const struct raft_up
     }
 }
 
+/* Send m; an InstallSnapshot chunk comes from the core without its data,
+ * which the host reads from its snapshot now (raft.h). */
+static void send_message(struct raft_node *n, struct group *g, const struct raft_message *m)
+{
+    const struct raft_install_snapshot *is = &m->install_snapshot;
+    if (m->type != RAFT_MSG_INSTALL_SNAPSHOT || is->data || !is->len) {
+        transport_send(n->tr, g->id, m);
+        return;
+    }
+    void *buf = malloc(is->len);
+    if (!buf || !n->cb.snapshot_read ||
+        n->cb.snapshot_read(n->data, g->id, is->last_index, is->offset, buf, is->len) != 0) {
+        free(buf); /* not sent: the core sends it again */
+        return;
+    }
+    struct raft_message filled = *m;
+    filled.install_snapshot.data = buf;
+    transport_send(n->tr, g->id, &filled);
+    free(buf);
+}
+
+/* The pending entry just deferred also carries a snapshot meta. */
+static int attach_snapshot(struct pending *p, const struct raft_snapshot_meta *meta)
+{
+    p->snap = *meta;
+    p->snap_members = malloc((meta->n_members ? meta->n_members : 1) * sizeof(*p->snap_members));
+    if (!p->snap_members)
+        return RAFT_ENOMEM;
+    if (meta->n_members)
+        memcpy(p->snap_members, meta->members, meta->n_members * sizeof(*p->snap_members));
+    p->snap.members = p->snap_members;
+    p->w.snapshot = &p->snap;
+    return RAFT_OK;
+}
+
+/* A received snapshot is complete: install it with the next batch (ok), or
+ * tell the core it failed its check once that batch is done. */
+static int defer_install(struct raft_node *n, const struct raft_install_snapshot *is, bool ok)
+{
+    struct pending *p = &n->pending[n->n_pending - 1];
+    if (!ok) {
+        p->install_bad = true;
+        p->snap.index = is->last_index;
+        p->snap.term = is->last_term;
+        return RAFT_OK;
+    }
+    struct raft_snapshot_meta meta = {is->last_index, is->last_term, is->total_size,
+                                      is->checksum,   is->members,   is->n_members};
+    p->install = true;
+    p->w.install = true;
+    return attach_snapshot(p, &meta);
+}
+
 /* The host contract of raft.h for one update. */
 static int process(struct raft_node *n, struct group *g, const struct raft_update *u)
 {
@@ -190,16 +249,25 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
         if (u->messages[i].after_persist)
             n_after++;
         else
-            transport_send(n->tr, g->id, &u->messages[i]);
+            send_message(n, g, &u->messages[i]);
     }
+    /* A received chunk is staged now; a complete snapshot is installed by
+     * the storage thread (state, log and meta in one transaction). */
+    int chunk = 0;
+    if (u->snapshot_chunk && n->cb.snapshot_chunk)
+        chunk = n->cb.snapshot_chunk(n->data, g->id, u->snapshot_chunk);
     bool persist = u->hard_state_changed || u->n_entries || u->truncate_from || u->compact_index;
-    if (persist || n_after || u->n_apply) {
+    if (persist || n_after || u->n_apply || chunk) {
         int rv = defer(n, g, u, n_after);
+        if (!rv && chunk)
+            rv = defer_install(n, u->snapshot_chunk, chunk > 0);
         if (rv) {
             fail(n, rv, "%s", "out of memory");
             return rv;
         }
     }
+    if (u->snapshot_wanted && n->cb.snapshot_wanted)
+        n->cb.snapshot_wanted(n->data, g->id, u->snapshot_index);
     if (u->role_changed && n->cb.role_changed)
         n->cb.role_changed(n->data, g->id, u->role, u->leader_id);
     for (size_t i = 0; i < u->n_reads; i++)
@@ -219,13 +287,20 @@ static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
     bool any = false;
     for (size_t i = 0; i < b->count; i++) {
         struct pending *p = &b->p[i];
-        if (!p->apply.n || !n->cb.apply)
-            continue;
-        int rc = n->cb.apply(n->data, p->g->id, txn, p->apply.e, p->apply.n, &p->apply_result, err,
-                             errlen);
-        if (rc)
-            return rc;
-        any = true;
+        /* The update that completed a snapshot may also hand out entries
+         * committed before it: those first, then the snapshot. */
+        if (p->apply.n && n->cb.apply) {
+            int rc = n->cb.apply(n->data, p->g->id, txn, p->apply.e, p->apply.n, &p->apply_result,
+                                 err, errlen);
+            if (rc)
+                return rc;
+            any = true;
+        }
+        if (p->install && n->cb.snapshot_install) {
+            int rc = n->cb.snapshot_install(n->data, p->g->id, txn, p->snap.index, err, errlen);
+            if (rc)
+                return rc;
+        }
     }
     /* The entries are committed -- durable on a majority -- and their
      * results are what any replay would compute: the host may answer
@@ -301,9 +376,18 @@ static void commit_done(uv_work_t *req, int status)
         }
         if (p->apply.n && n->cb.applied)
             n->cb.applied(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result, ok);
+        if (p->install && n->cb.snapshot_installed)
+            n->cb.snapshot_installed(n->data, p->g->id, p->snap.index, ok);
+        if ((p->install || p->install_bad) && ok && !n->stopping) {
+            struct raft_event ev = {.type = RAFT_SNAPSHOT_INSTALLED};
+            ev.snapshot_installed.index = p->snap.index;
+            ev.snapshot_installed.term = p->snap.term;
+            ev.snapshot_installed.ok = p->install;
+            step(n, p->g, &ev);
+        }
         if (ok && !n->stopping) {
             for (size_t k = 0; k < p->n_msgs; k++)
-                transport_send(n->tr, p->g->id, &p->msgs[k]);
+                send_message(n, p->g, &p->msgs[k]);
             if (p->log.n) {
                 struct raft_event ev = {.type = RAFT_PERSISTED};
                 ev.persisted.index = p->log.e[p->log.n - 1].index;
@@ -344,7 +428,7 @@ static void start_commit(struct raft_node *n)
     n->n_pending = n->cap_pending = 0;
     for (size_t i = 0; i < b->count; i++) {
         const struct storage_group_write *w = &b->p[i].w;
-        if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index)
+        if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index || w->snapshot)
             b->ws[b->nw++] = *w;
     }
     b->req.data = b;
@@ -592,6 +676,36 @@ int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id)
     struct raft_event ev = {.type = RAFT_READ};
     ev.read.id = id;
     return step(n, g, &ev);
+}
+
+int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index index, uint64_t size,
+                             uint64_t checksum)
+{
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_EINVAL;
+    if (n->fatal || n->stopping)
+        return RAFT_ECORRUPT;
+    struct raft_event ev = {.type = RAFT_SNAPSHOT_TAKEN};
+    ev.snapshot_taken.index = index;
+    ev.snapshot_taken.size = size;
+    ev.snapshot_taken.checksum = checksum;
+    size_t before = n->n_pending;
+    int rv = step(n, g, &ev);
+    if (rv != RAFT_OK)
+        return rv;
+    /* Record the snapshot's meta with the compaction it allows, in the
+     * same batch: storage never holds a log that starts after its
+     * snapshot without the snapshot's meta. */
+    struct raft_snapshot_meta meta;
+    if (!raft_snapshot(g->r, &meta) || meta.index != index)
+        return RAFT_EINVAL;
+    if (n->n_pending == before) {
+        struct raft_update none = {0};
+        if ((rv = defer(n, g, &none, 0)) != RAFT_OK)
+            return rv;
+    }
+    return attach_snapshot(&n->pending[n->n_pending - 1], &meta);
 }
 
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to)

@@ -77,6 +77,30 @@ struct raft_node_callbacks {
     void (*read_done)(void *data, uint64_t group, const struct raft_read *rd);
     /* Role or leader changed. */
     void (*role_changed)(void *data, uint64_t group, enum raft_role role, raft_id leader);
+    /* Snapshots (§7), all optional (without them, set the core's
+     * snapshot thresholds to 0). The core asks for a snapshot as of index
+     * (its applied index): take one of the state machine -- off the loop
+     * thread, at whatever the state machine has committed by then -- and
+     * report it with raft_node_snapshot_taken(). */
+    void (*snapshot_wanted)(void *data, uint64_t group, raft_index index);
+    /* The leader sends a chunk: read len bytes at offset of the snapshot
+     * at index (the current one) into buf. 0, or -1 (the chunk is not sent;
+     * the core tries again). */
+    int (*snapshot_read)(void *data, uint64_t group, raft_index index, uint64_t offset, void *buf,
+                         size_t len);
+    /* A follower received a chunk: write it to the staging area. Returns 0
+     * (more to come), 1 (the last one, and the whole snapshot checks out:
+     * the node installs it through the storage thread) or -1 (the last
+     * one, and it does not: the leader is asked to start over). */
+    int (*snapshot_chunk)(void *data, uint64_t group, const struct raft_install_snapshot *is);
+    /* On the storage thread, in the group commit transaction: replace the
+     * state machine by the staged snapshot taken at index. 0 or a STORAGE_
+     * code. The node adjusts the log and records the snapshot's meta in the
+     * same transaction. */
+    int (*snapshot_install)(void *data, uint64_t group, void *txn, raft_index index, char *err,
+                            size_t errlen);
+    /* Back on the loop thread, after that transaction. */
+    void (*snapshot_installed)(void *data, uint64_t group, raft_index index, bool committed);
     /* The core refused this loop turn's proposals (RAFT_EBUSY: flow
      * control; RAFT_ENOTLEADER: leadership was lost meanwhile). */
     void (*proposals_dropped)(void *data, uint64_t group, int rv);
@@ -98,6 +122,12 @@ int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, siz
 /* Start a linearizable read (ReadIndex, or a lease read if configured);
  * read_done() reports it, possibly before this returns. */
 int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id);
+/* The snapshot asked for by snapshot_wanted() is durable: it captures the
+ * state machine at index, has size bytes and this checksum. Returns a
+ * RAFT_ code (RAFT_EINVAL: the core has a newer one, or the index is
+ * unusable; the host may then delete the file). */
+int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index index, uint64_t size,
+                             uint64_t checksum);
 /* Leadership transfer (thesis §3.10) to `to` (0: the most up-to-date). */
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);

@@ -286,6 +286,26 @@ static int put_snapshot(MDB_txn *txn, MDB_dbi meta, const struct raft_snapshot_m
     return 0;
 }
 
+/* The log after installing a snapshot at (index, term): its tail after the
+ * snapshot if the stored entry at index has that term, else nothing. */
+static int log_after_install(MDB_txn *txn, struct group_dbis *g, const struct raft_snapshot_meta *s)
+{
+    size_t key = (size_t)s->index;
+    MDB_val k = {sizeof(key), &key}, d;
+    int rc = mdb_get(txn, g->log, &k, &d);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    bool agrees = rc == 0 && d.mv_size >= 9 && get64(d.mv_data) == s->term;
+    rc = agrees ? delete_from(txn, g->log, (size_t)s->index, true) /* <= index */
+                : delete_from(txn, g->log, 0, false);              /* everything */
+    if (rc)
+        return rc;
+    if ((rc = put_u64(txn, g->meta, "first", s->index + 1)) ||
+        (rc = put_u64(txn, g->meta, "prev_term", s->term)))
+        return rc;
+    return 0;
+}
+
 static int write_group(struct storage *st, MDB_txn *txn, const struct storage_group_write *w)
 {
     struct group_dbis *g;
@@ -300,6 +320,8 @@ static int write_group(struct storage *st, MDB_txn *txn, const struct storage_gr
     for (size_t i = 0; i < w->n_entries; i++)
         if ((rc = put_entry(txn, g->log, &w->entries[i])))
             return rc;
+    if (w->snapshot && w->install && (rc = log_after_install(txn, g, w->snapshot)))
+        return rc;
     if (w->snapshot && (rc = put_snapshot(txn, g->meta, w->snapshot)))
         return rc;
     if (w->compact_index) {

@@ -59,6 +59,10 @@ struct storage_group_write {
     raft_index compact_index;                  /* delete entries <= this (0: none)... */
     raft_term compact_term;                    /* ...and remember the term at it */
     const struct raft_snapshot_meta *snapshot; /* a new snapshot's meta, or NULL */
+    /* With snapshot: it was received from the leader and replaces the state
+     * (Figure 13, receiver 6 and 7): keep the entries after it if the
+     * stored log agrees at its index, otherwise drop the whole log. */
+    bool install;
 };
 
 /* Write every group's changes in one transaction and sync it. All or

@@ -11,7 +11,8 @@ set -euo pipefail
 KVD=${KVD:-build/cc/kvd}
 NODES=${NODES:-3}
 T=$(mktemp -d /tmp/kvd-it.XXXXXX)
-BASE=$((20000 + ($$ % 500) * 40))
+# Below the ephemeral range (32768-60999), so no client socket holds our ports.
+BASE=$((20000 + ($$ % 300) * 40))
 PASS=0
 FAIL=0
 declare -a PID=()
@@ -48,6 +49,16 @@ start_node() {
     "$KVD" --id "$i" --data "$T/$i" --peers "$(peers)" --election-timeout 300 --heartbeat 50 \
         ${EXTRA[@]+"${EXTRA[@]}"} "$@" >>"$T/$i.log" 2>&1 &
     PID[i]=$!
+    # Listening within 5 s, or say why not (its log) and fail.
+    local deadline=$((SECONDS + 5))
+    until [ "$(timeout 2 redis-cli -p "$(resp_port "$i")" PING 2>/dev/null)" = PONG ]; do
+        if ! kill -0 "${PID[i]}" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            echo "    node $i did not start:"
+            tail -n 5 "$T/$i.log" | sed 's/^/      /'
+            return 1
+        fi
+        sleep 0.02
+    done
 }
 
 # shellcheck disable=SC2120 # options are optional
@@ -88,7 +99,7 @@ stop_node() {
 r() {
     local i=$1
     shift
-    timeout 10 redis-cli -p "$(resp_port "$i")" "$@" 2>&1
+    timeout 8 redis-cli -p "$(resp_port "$i")" "$@" 2>&1
 }
 
 # info I FIELD: a field of the "# Raft" section of INFO.

@@ -217,6 +217,34 @@ static void test_follower_stages_and_installs(void)
     raft_close(f.r);
 }
 
+/* Nothing is handed out to apply while the host installs a snapshot:
+ * entries committed before it arrived become durable meanwhile, but the
+ * snapshot covers them, and a host installing asynchronously would apply
+ * them after the state was replaced (kvd did: "entry 3 after applied 99"). */
+static void test_no_apply_while_installing(void)
+{
+    struct fx f;
+    fx_new(&f, 2, 3);
+    fx_tick(&f, 0);
+    struct raft_entry es[3] = {{.term = 2, .data = "a", .len = 1},
+                               {.term = 2, .data = "b", .len = 1},
+                               {.term = 2, .data = "c", .len = 1}};
+    struct raft_message ae = fx_append(1, 2, 2, 0, 0, es, 3, 3);
+    fx_recv(&f, &ae);
+    CHECK_EQ(f.u.n_entries, 3);
+    CHECK_EQ(f.u.n_apply, 0); /* committed, not yet durable here */
+    struct raft_message c = chunk(10, 2, 0, "0123456789", 10, 10);
+    fx_recv(&f, &c);
+    CHECK(f.u.snapshot_chunk && f.u.snapshot_chunk->done);
+    CHECK_EQ(fx_persisted(&f, 3, 2), RAFT_OK);
+    CHECK_EQ(f.u.n_apply, 0);
+    CHECK_EQ(raft_applied_index(f.r), 0);
+    CHECK_EQ(fx_installed(&f, 10, 2, true), RAFT_OK);
+    CHECK_EQ(f.u.n_apply, 0);
+    CHECK_EQ(raft_applied_index(f.r), 10);
+    raft_close(f.r);
+}
+
 /* A checksum failure starts the transfer over. */
 static void test_checksum_failure_starts_over(void)
 {
@@ -277,6 +305,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_lost_chunk_resent_by_heartbeat),
         HARNESS_TEST(test_snapshot_succeeds_via_append_answer),
         HARNESS_TEST(test_follower_stages_and_installs),
+        HARNESS_TEST(test_no_apply_while_installing),
         HARNESS_TEST(test_checksum_failure_starts_over),
         HARNESS_TEST(test_restart_from_snapshot),
     };
