@@ -1325,6 +1325,7 @@ void kv_server_stop(struct kv_server *s)
     while (s->requests)
         finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
     fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");
+    kv_sm_end_reads(s->sm);        /* no read is served from here on; the env closes first */
     s->closing = 2 + s->snap_busy; /* the timer, the node, a snapshot being written */
     uv_timer_stop(&s->sweep);
     uv_close((uv_handle_t *)&s->sweep, on_sweep_close);
