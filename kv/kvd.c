@@ -20,8 +20,10 @@ static const char usage_text[] =
     "forwards it to the leader.\n"
     "\n"
     "Membership (every node of a cluster must be given the same list):\n"
-    "  --cluster FILE        one line per node: 'node ID HOST [raft=P] [resp=P] [http=P]',\n"
-    "                        and optionally 'cluster-id NAME'; '#' starts a comment\n"
+    "  --cluster FILE        one line per node: 'node ID HOST [raft=P] [resp=P] [http=P]\n"
+    "                        [clients=HOST]' (clients=: where the Redis and HTTP ports\n"
+    "                        listen, if not HOST), and optionally 'cluster-id NAME';\n"
+    "                        '#' starts a comment\n"
     "  --peers LIST          ID=HOST[:RAFT[:RESP[:HTTP]]],... e.g. 1=127.0.0.1,2=127.0.0.1\n"
     "  --nodes N             shorthand: nodes 1..N on 127.0.0.1 with the default ports\n"
     "  --cluster-id NAME     a name all nodes share (default raftkv); a node of another\n"
@@ -89,7 +91,7 @@ static uint64_t cluster_hash(const char *name)
 }
 
 static void add_peer(struct kv_server_config *cfg, uint64_t id, const char *host, long raft,
-                     long resp, long http)
+                     long resp, long http, const char *client_host)
 {
     if (cfg->n_peers == KV_MAX_PEERS)
         usage_error("too many nodes (at most %s)", "16");
@@ -103,9 +105,14 @@ static void add_peer(struct kv_server_config *cfg, uint64_t id, const char *host
     if (strlen(host) >= sizeof(p->host))
         usage_error("host name too long: %s", host);
     strcpy(p->host, host);
+    if (!client_host)
+        client_host = host;
+    if (strlen(client_host) >= sizeof(p->client_host))
+        usage_error("host name too long: %s", client_host);
+    strcpy(p->client_host, client_host);
     struct sockaddr_in sa;
-    if (uv_ip4_addr(host, 0, &sa))
-        usage_error("not an IPv4 address: %s", host);
+    if (uv_ip4_addr(host, 0, &sa) || uv_ip4_addr(client_host, 0, &sa))
+        usage_error("not an IPv4 address: %s", uv_ip4_addr(host, 0, &sa) ? host : client_host);
     long ports[3] = {raft >= 0 ? raft : 9380 + (long)id, resp >= 0 ? resp : 6380 + (long)id,
                      http >= 0 ? http : 8380 + (long)id};
     for (int i = 0; i < 3; i++)
@@ -137,7 +144,7 @@ static void parse_peers(struct kv_server_config *cfg, const char *list)
                 break;
             ports[i] = (long)parse_num(p, 65535, "--peers: bad port '%s'");
         }
-        add_peer(cfg, id, host, ports[0], ports[1], ports[2]);
+        add_peer(cfg, id, host, ports[0], ports[1], ports[2], NULL);
     }
     free(copy);
 }
@@ -175,8 +182,13 @@ static void parse_cluster_file(struct kv_server_config *cfg, const char *path, c
         }
         uint64_t id = parse_num(words[1], 65535, "cluster file: bad node id '%s'");
         long ports[3] = {-1, -1, -1};
+        const char *clients = NULL;
         static const char *keys[3] = {"raft=", "resp=", "http="};
         for (int i = 3; i < n; i++) {
+            if (!strncmp(words[i], "clients=", 8)) {
+                clients = words[i] + 8;
+                continue;
+            }
             int k = 0;
             while (k < 3 && strncmp(words[i], keys[k], 5))
                 k++;
@@ -186,7 +198,7 @@ static void parse_cluster_file(struct kv_server_config *cfg, const char *path, c
             }
             ports[k] = (long)parse_num(words[i] + 5, 65535, "cluster file: bad port '%s'");
         }
-        add_peer(cfg, id, words[2], ports[0], ports[1], ports[2]);
+        add_peer(cfg, id, words[2], ports[0], ports[1], ports[2], clients);
     }
     fclose(f);
 }
@@ -318,7 +330,7 @@ int main(int argc, char **argv)
     if (peers)
         parse_peers(&cfg, peers);
     for (uint64_t i = 1; i <= nodes; i++)
-        add_peer(&cfg, i, "127.0.0.1", -1, -1, -1);
+        add_peer(&cfg, i, "127.0.0.1", -1, -1, -1, NULL);
     if (cfg.n_peers == 0)
         usage_error("%s", "the cluster has no nodes");
     if (knobs && !unsafe)
@@ -345,12 +357,12 @@ int main(int argc, char **argv)
         return 1;
     }
     const struct kv_peer *self = kv_server_self(d.kv);
-    int rc = resp_start(&d.resp, &d.loop, d.kv, self->host, self->resp_port);
+    int rc = resp_start(&d.resp, &d.loop, d.kv, self->client_host, self->resp_port);
     if (rc == 0)
-        rc = http_start(&d.http, &d.loop, d.kv, self->host, self->http_port);
+        rc = http_start(&d.http, &d.loop, d.kv, self->client_host, self->http_port);
     if (rc) {
         fprintf(stderr, "kvd %" PRIu64 ": cannot listen on %s (ports %u, %u): %s\n", cfg.id,
-                self->host, self->resp_port, self->http_port, uv_strerror(rc));
+                self->client_host, self->resp_port, self->http_port, uv_strerror(rc));
         return 1;
     }
     uv_signal_init(&d.loop, &d.sigterm);
@@ -362,8 +374,8 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "kvd %" PRIu64 ": cluster '%s' (%zu nodes), data %s, redis %s:%u, http %s:%u, raft "
             "%s:%u, reads %s\n",
-            cfg.id, cluster_name, cfg.n_peers, data, self->host, self->resp_port, self->host,
-            self->http_port, self->host, self->raft_port,
+            cfg.id, cluster_name, cfg.n_peers, data, self->client_host, self->resp_port,
+            self->client_host, self->http_port, self->host, self->raft_port,
             cfg.read_mode == KV_READ_INDEX   ? "linearizable"
             : cfg.read_mode == KV_READ_LEASE ? "lease"
                                              : "unsafe_local");

@@ -355,7 +355,7 @@ static void info(struct conn *c)
     }
     const struct kv_peer *l = kv_server_leader(kv);
     if (l)
-        buf_printf(&b, "raft_leader_resp:%s:%u\r\n", l->host, l->resp_port);
+        buf_printf(&b, "raft_leader_resp:%s:%u\r\n", l->client_host, l->resp_port);
     json_decref(st);
     reply_bulk(&c->out, b.p ? b.p : "", b.len);
     buf_free(&b);
@@ -417,7 +417,7 @@ static bool run_local(struct conn *c, const struct cmd *k)
             buf_puts(out, "$-1\r\n");
         } else {
             char addr[96];
-            int len = snprintf(addr, sizeof(addr), "%s:%u", l->host, l->resp_port);
+            int len = snprintf(addr, sizeof(addr), "%s:%u", l->client_host, l->resp_port);
             buf_printf(out, "*2\r\n:%" PRIu64 "\r\n", l->id);
             reply_bulk(out, addr, (size_t)len);
         }

@@ -1141,12 +1141,24 @@ json_t *kv_server_status(struct kv_server *s)
         json_t *po = json_object();
         json_object_set_new(po, "id", json_integer((json_int_t)p->id));
         char addr[96];
-        snprintf(addr, sizeof(addr), "%s:%u", p->host, p->resp_port);
+        snprintf(addr, sizeof(addr), "%s:%u", p->client_host, p->resp_port);
         json_object_set_new(po, "resp", json_string(addr));
-        snprintf(addr, sizeof(addr), "%s:%u", p->host, p->http_port);
+        snprintf(addr, sizeof(addr), "%s:%u", p->client_host, p->http_port);
         json_object_set_new(po, "http", json_string(addr));
         snprintf(addr, sizeof(addr), "%s:%u", p->host, p->raft_port);
         json_object_set_new(po, "raft", json_string(addr));
+        if (p->id != s->cfg.id) {
+            /* Reachable: our connection is up and no fault rule drops all
+             * we send it (the scripts' partitions in loopback mode). */
+            bool up = transport_peer_connected(raft_node_transport(s->node), p->id);
+            for (size_t k = 0; up && k < s->n_faults; k++) {
+                const struct transport_fault *f = &s->faults[k];
+                if ((f->peer == 0 || f->peer == p->id) && (f->directions & TRANSPORT_OUT) &&
+                    f->message_type == 0 && f->drop_pct == 100)
+                    up = false;
+            }
+            json_object_set_new(po, "reachable", json_boolean(up));
+        }
         struct raft_peer_status ps;
         if (leader && p->id != s->cfg.id && raft_peer_status(r, p->id, &ps)) {
             json_object_set_new(po, "match_index", json_integer((json_int_t)ps.match_index));

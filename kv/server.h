@@ -33,7 +33,8 @@ enum kv_read_mode { KV_READ_INDEX, KV_READ_LEASE, KV_READ_LOCAL };
 
 struct kv_peer {
     raft_id id;
-    char host[64];
+    char host[64];        /* Raft: listen, and bind outgoing connections */
+    char client_host[64]; /* the front doors (RESP, HTTP); usually host */
     uint16_t raft_port, resp_port, http_port;
 };
 

@@ -18,12 +18,12 @@ PACKAGES=(
     libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev
     libhiredis-dev libxxhash-dev libjansson-dev libhttp-parser-dev
     clang clang-format shellcheck libclang-rt-14-dev
-    redis-tools curl
+    redis-tools curl jq
 )
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson)
-COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq)
 # Headers without a pkg-config module.
 HEADERS=(/usr/include/http_parser.h)
 

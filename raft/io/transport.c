@@ -515,6 +515,14 @@ int transport_forward(struct transport *t, uint64_t to, uint64_t group, const vo
     return send_frame(t, p, group, TRANSPORT_FORWARD, frame, flen);
 }
 
+bool transport_peer_connected(const struct transport *t, uint64_t id)
+{
+    for (size_t i = 0; i < t->n_peers; i++)
+        if (t->peers[i]->id == id)
+            return t->peers[i]->connected;
+    return false;
+}
+
 void transport_on_forward(struct transport *t, transport_forward_cb cb, void *data)
 {
     t->on_forward = cb;

@@ -58,6 +58,9 @@ void transport_on_forward(struct transport *t, transport_forward_cb cb, void *da
 int transport_forward(struct transport *t, uint64_t to, uint64_t group, const void *body,
                       size_t len);
 
+/* Whether our connection to peer id is up (handshake sent, not failed). */
+bool transport_peer_connected(const struct transport *t, uint64_t id);
+
 /* Close every handle; the loop must then run until it has no more. */
 void transport_close(struct transport *t);
 
