@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "http.h"
+#include "iolog.h"
 #include "resp.h"
 #include "server.h"
 
@@ -215,8 +216,7 @@ struct kvd {
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct kvd *d = h->data;
-    fprintf(stderr, "kvd %" PRIu64 ": %s, stopping\n", d->id,
-            signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    iolog("kvd %" PRIu64 ": %s, stopping\n", d->id, signum == SIGTERM ? "SIGTERM" : "SIGINT");
     uv_signal_stop(&d->sigterm);
     uv_signal_stop(&d->sigint);
     uv_close((uv_handle_t *)&d->sigterm, NULL);
@@ -371,16 +371,15 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
-    fprintf(stderr,
-            "kvd %" PRIu64 ": cluster '%s' (%zu nodes), data %s, redis %s:%u, http %s:%u, raft "
-            "%s:%u, reads %s\n",
-            cfg.id, cluster_name, cfg.n_peers, data, self->client_host, self->resp_port,
-            self->client_host, self->http_port, self->host, self->raft_port,
-            cfg.read_mode == KV_READ_INDEX   ? "linearizable"
-            : cfg.read_mode == KV_READ_LEASE ? "lease"
-                                             : "unsafe_local");
+    iolog("kvd %" PRIu64 ": cluster '%s' (%zu nodes), data %s, redis %s:%u, http %s:%u, raft "
+          "%s:%u, reads %s\n",
+          cfg.id, cluster_name, cfg.n_peers, data, self->client_host, self->resp_port,
+          self->client_host, self->http_port, self->host, self->raft_port,
+          cfg.read_mode == KV_READ_INDEX   ? "linearizable"
+          : cfg.read_mode == KV_READ_LEASE ? "lease"
+                                           : "unsafe_local");
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
-    fprintf(stderr, "kvd %" PRIu64 ": stopped\n", cfg.id);
+    iolog("kvd %" PRIu64 ": stopped\n", cfg.id);
     return 0;
 }

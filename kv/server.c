@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "iolog.h"
 #include "storage.h"
 
 enum {
@@ -695,8 +696,8 @@ static void cb_role_changed(void *data, uint64_t group, enum raft_role role, raf
 {
     struct kv_server *s = data;
     (void)group;
-    fprintf(stderr, "kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
-            raft_role_name(role), raft_current_term(core(s)), leader);
+    iolog("kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
+          raft_role_name(role), raft_current_term(core(s)), leader);
     if (role == RAFT_CANDIDATE)
         s->became_candidate++;
     if (role == RAFT_LEADER)
@@ -816,7 +817,7 @@ static void snap_done(uv_work_t *req, int status)
     s->snap_busy = false;
     if (status || j->rc || s->stopping) {
         if (j->rc)
-            fprintf(stderr, "kvd %" PRIu64 ": %s\n", s->cfg.id, j->err);
+            iolog("kvd %" PRIu64 ": %s\n", s->cfg.id, j->err);
         unlink(j->tmp);
         free(j);
         if (s->stopping)
@@ -836,8 +837,8 @@ static void snap_done(uv_work_t *req, int status)
         s->snap_index = j->index;
         s->snapshots_taken++;
         snap_cleanup(s, false);
-        fprintf(stderr, "kvd %" PRIu64 ": snapshot at index %" PRIu64 " (%" PRIu64 " bytes)\n",
-                s->cfg.id, j->index, j->size);
+        iolog("kvd %" PRIu64 ": snapshot at index %" PRIu64 " (%" PRIu64 " bytes)\n", s->cfg.id,
+              j->index, j->size);
     } else {
         unlink(path);
     }
@@ -877,8 +878,8 @@ static int cb_snapshot_read(void *data, uint64_t group, raft_index index, uint64
         s->read_fd = open(path, O_RDONLY | O_CLOEXEC);
         s->read_fd_index = index;
         if (s->read_fd < 0) {
-            fprintf(stderr, "kvd %" PRIu64 ": cannot read snapshot %s: %s\n", s->cfg.id, path,
-                    strerror(errno));
+            iolog("kvd %" PRIu64 ": cannot read snapshot %s: %s\n", s->cfg.id, path,
+                  strerror(errno));
             return -1;
         }
     }
@@ -920,8 +921,8 @@ static int cb_snapshot_chunk(void *data, uint64_t group, const struct raft_insta
     raft_index at = 0;
     if (!ok || kv_snapshot_file_check(path, is->total_size, is->checksum, &at) != KV_OK ||
         at != is->last_index) {
-        fprintf(stderr, "kvd %" PRIu64 ": received snapshot at %" PRIu64 " fails its check\n",
-                s->cfg.id, is->last_index);
+        iolog("kvd %" PRIu64 ": received snapshot at %" PRIu64 " fails its check\n", s->cfg.id,
+              is->last_index);
         return -1;
     }
     return 1;
@@ -954,8 +955,8 @@ static void cb_snapshot_installed(void *data, uint64_t group, raft_index index, 
         snap_cleanup(s, false);
     }
     s->snapshots_installed++;
-    fprintf(stderr, "kvd %" PRIu64 ": installed the leader's snapshot at index %" PRIu64 "\n",
-            s->cfg.id, index);
+    iolog("kvd %" PRIu64 ": installed the leader's snapshot at index %" PRIu64 "\n", s->cfg.id,
+          index);
     serve_reads(s);
 }
 
@@ -1089,8 +1090,7 @@ int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rule
         if (n)
             memcpy(s->faults, rules, n * sizeof(*rules));
         s->n_faults = n;
-        fprintf(stderr, "kvd %" PRIu64 ": fault filter: %zu rule%s\n", s->cfg.id, n,
-                n == 1 ? "" : "s");
+        iolog("kvd %" PRIu64 ": fault filter: %zu rule%s\n", s->cfg.id, n, n == 1 ? "" : "s");
     }
     return rc;
 }
@@ -1337,7 +1337,6 @@ void kv_server_stop(struct kv_server *s)
     while (s->requests)
         finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
     fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");
-    kv_sm_end_reads(s->sm);        /* no read is served from here on; the env closes first */
     s->closing = 2 + s->snap_busy; /* the timer, the node, a snapshot being written */
     uv_timer_stop(&s->sweep);
     uv_close((uv_handle_t *)&s->sweep, on_sweep_close);

@@ -15,7 +15,6 @@ struct kv_sm {
     MDB_dbi kv, sess, meta;
     raft_index applied; /* committed */
     raft_index staged;  /* applied in the open transaction (the storage thread's) */
-    MDB_txn *rtxn;      /* kv_sm_read's, reset while unused */
 };
 
 static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
@@ -66,17 +65,8 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
     return KV_OK;
 }
 
-void kv_sm_end_reads(struct kv_sm *sm)
-{
-    if (sm->rtxn)
-        mdb_txn_abort(sm->rtxn);
-    sm->rtxn = NULL;
-}
-
 void kv_sm_close(struct kv_sm *sm)
 {
-    if (sm->rtxn)
-        mdb_txn_abort(sm->rtxn);
     free(sm);
 }
 
@@ -402,13 +392,12 @@ int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
 int kv_sm_read(struct kv_sm *sm, const Kvpb__Command *cmd, struct kv_result *out)
 {
     memset(out, 0, sizeof(*out));
-    /* One read transaction handle, reset between reads and renewed for the
-     * next (LMDB keeps its reader slot): no allocation per read. */
-    if (sm->rtxn ? mdb_txn_renew(sm->rtxn) : mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &sm->rtxn))
+    MDB_txn *txn;
+    if (mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn))
         return KV_EIO;
-    int rc = do_read(sm, sm->rtxn, cmd, out);
+    int rc = do_read(sm, txn, cmd, out);
     out->index = sm->applied;
-    mdb_txn_reset(sm->rtxn);
+    mdb_txn_abort(txn);
     if (rc != KV_OK)
         kv_result_free(out);
     return rc;

@@ -36,9 +36,6 @@ enum {
 struct kv_sm;
 
 int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size_t errlen);
-/* Before the environment closes: give back the reader kv_sm_read keeps. */
-void kv_sm_end_reads(struct kv_sm *sm);
-/* Free sm; its environment must still be open, or kv_sm_end_reads called. */
 void kv_sm_close(struct kv_sm *sm);
 raft_index kv_sm_applied(const struct kv_sm *sm);
 

@@ -94,6 +94,28 @@ for t in tests/integration/test_*.sh; do
         env KVD="$OBJ/kvd" "$t"
 done
 
+# The cluster scripts' scenarios, each on its own cluster (ports shifted by 10000, so
+# a `make run` cluster can stay up), and one negative control: a weakened server
+# (no check-quorum, reads from local state) must make split-brain report FAIL.
+for t in cluster-scripts/scenarios/*.sh; do
+    [ "$(basename "$t")" = lib.sh ] && continue
+    run_suite "cluster scenario: $(basename "$t" .sh) (loopback mode)" \
+        expect_ok "PASS" env KVD="$OBJ/kvd" SCENARIO_OWN=1 CLUSTER_PORTS=10000 timeout 180 "$t"
+done
+weakened_split_brain() {
+    local out
+    if out=$(env KVD="$OBJ/kvd" SCENARIO_OWN=1 CLUSTER_PORTS=10000 \
+        KVD_OPTS="--no-check-quorum --allow-unsafe --read-mode unsafe_local" timeout 180 \
+        cluster-scripts/scenarios/split-brain.sh 2>&1); then
+        printf '%s\n' "$out"
+        echo "the weakened server passed: the scenario cannot fail"
+        return 1
+    fi
+    printf '%s\n' "$out" | grep -E "STALE READ|SPLIT BRAIN|^FAIL"
+}
+run_suite "cluster scenario: split-brain catches a weakened server (no check-quorum, unsafe_local reads)" \
+    expect_ok "FAIL reported" weakened_split_brain
+
 for t in tests/lint/*.sh; do
     run_suite "lint: $(basename "$t")" "$t"
 done

@@ -68,6 +68,7 @@ need_cluster() {
 }
 
 finish_cluster() {
+    [ -z "$WRITER_PID" ] || kill "$WRITER_PID" 2>/dev/null || true
     if $OWN; then
         cluster down >/dev/null 2>&1 || true
         if [ "$FAILS" -eq 0 ] && [ -z "${KEEP:-}" ]; then
@@ -99,6 +100,43 @@ write() {
 }
 written() { write "$@"; [ "$LAST" = OK ]; }
 
+# A client writing in the background: unique keys through the nodes in turn, each
+# outcome with its time in writer.log. It stops by itself after 120 s.
+WRITER_PID=""
+start_writer() {
+    (
+        end=$((SECONDS + 120)) k=0
+        while [ $SECONDS -lt $end ]; do
+            k=$((k + 1))
+            n=$((k % N + 1))
+            out=$(timeout 3 redis-cli -p "$(port "$n")" SET "w$k" "$k" 2>&1 | head -1) || out=timeout
+            printf '%s w%s %s %s\n' "$(date +%s%3N)" "$k" "$k" "${out// /_}" >>"$CDIR/writer.log"
+            record "$n" "SET w$k $k -> $out"
+            sleep 0.02
+        done
+    ) &
+    WRITER_PID=$!
+}
+
+# stop_writer: stop it, remember what it got acknowledged, and set WORST_GAP_MS to
+# the longest stretch between two acknowledged writes.
+WORST_GAP_MS=0
+stop_writer() {
+    [ -n "$WRITER_PID" ] || return 0
+    kill "$WRITER_PID" 2>/dev/null || true
+    wait "$WRITER_PID" 2>/dev/null || true
+    WRITER_PID=""
+    local t key val out prev=""
+    while read -r t key val out; do
+        [ "$out" = OK ] || continue
+        ACKED[$key]=$val
+        if [ -n "$prev" ] && [ $((t - prev)) -gt "$WORST_GAP_MS" ]; then
+            WORST_GAP_MS=$((t - prev))
+        fi
+        prev=$t
+    done <"$CDIR/writer.log"
+}
+
 # read NODE KEY: GET through NODE (linearizable unless the server was told otherwise).
 read_key() {
     local out
@@ -113,15 +151,17 @@ info() { # info NODE FIELD
 
 leader() { cluster leader 2>/dev/null; }
 
-# wait_for SECONDS CMD...: poll until CMD succeeds.
+# wait_for SECONDS CMD...: poll until CMD succeeds. CMD is evaluated afresh each
+# time (eval), so write conditions in single quotes:
+#   wait_for 5 '[ "$(info "$OLD" role)" != leader ]'
 wait_for() {
     local deadline=$((SECONDS + $1))
     shift
     while [ $SECONDS -lt "$deadline" ]; do
-        "$@" >/dev/null 2>&1 && return 0
+        eval "$*" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    "$@" >/dev/null 2>&1
+    eval "$*" >/dev/null 2>&1
 }
 
 # A leader among NODES (comma list) acknowledged by them.

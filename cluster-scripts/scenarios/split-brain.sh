@@ -7,6 +7,7 @@
 # §6.2); after the heal its uncommitted entries are truncated and all five nodes hold
 # identical data. Run it against a weakened server to watch it fail:
 #   KVD_OPTS="--no-check-quorum --allow-unsafe --read-mode unsafe_local" split-brain.sh
+# shellcheck disable=SC2016 # wait_for evaluates its condition, written in single quotes
 # shellcheck source=cluster-scripts/scenarios/lib.sh
 . "$(dirname "$0")/lib.sh"
 
@@ -56,6 +57,6 @@ fi
 say "Heal"
 cluster heal | sed 's/^/   /'
 cluster wait-leader --timeout 10 | sed 's/^/   /' || fail "no leader after the heal"
-expect "the old leader sees x=after" wait_for 5 test "$(read_key "$OLD" x)" = after
+expect "the old leader sees x=after" wait_for 5 '[ "$(read_key "$OLD" x)" = after ]'
 check_never_visible lost1
 final_checks

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "iolog.h"
 #include "storage.h"
 
 const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS] = {
@@ -103,8 +104,8 @@ static void fail(struct raft_node *n, int rc, const char *fmt, const char *why)
         return;
     n->fatal = rc ? rc : RAFT_ECORRUPT;
     snprintf(n->error, sizeof(n->error), fmt, why);
-    fprintf(stderr, "raft node %llu: %s; refusing all work until restarted\n",
-            (unsigned long long)n->cfg.id, n->error);
+    iolog("raft node %llu: %s; refusing all work until restarted\n", (unsigned long long)n->cfg.id,
+          n->error);
 }
 
 static int step(struct raft_node *n, struct group *g, struct raft_event *ev);
@@ -181,8 +182,8 @@ static void log_trace(struct raft_node *n, struct group *g, const struct raft_up
     char line[256];
     for (size_t i = 0; i < u->n_trace; i++) {
         raft_trace_format(&u->trace[i], line, sizeof(line));
-        fprintf(stderr, "node %llu group %llu: %s\n", (unsigned long long)n->cfg.id,
-                (unsigned long long)g->id, line);
+        iolog("node %llu group %llu: %s\n", (unsigned long long)n->cfg.id,
+              (unsigned long long)g->id, line);
     }
 }
 
@@ -554,7 +555,7 @@ static void on_recv(void *data, uint64_t group, const struct raft_message *m)
 static void on_log(void *data, const char *line)
 {
     struct raft_node *n = data;
-    fprintf(stderr, "raft node %llu: %s\n", (unsigned long long)n->cfg.id, line);
+    iolog("raft node %llu: %s\n", (unsigned long long)n->cfg.id, line);
 }
 
 static int start_group(struct raft_node *n, struct group *g, char *err, size_t errlen)
