@@ -69,6 +69,7 @@ need_cluster() {
 
 finish_cluster() {
     [ -z "$WRITER_PID" ] || kill "$WRITER_PID" 2>/dev/null || true
+    CDIR=${CDIR:-${CLUSTER_DIR:-}}
     if $OWN; then
         cluster down >/dev/null 2>&1 || true
         if [ "$FAILS" -eq 0 ] && [ -z "${KEEP:-}" ]; then

@@ -309,10 +309,16 @@ static void on_connect(uv_connect_t *req, int status)
 {
     struct peer *p = req->data;
     struct transport *t = p->t;
+    /* Cancelled: the handle was closed (connect timeout, shutdown), and
+     * whoever closed it has scheduled what comes next -- the reconnect
+     * timer must not be stopped here, or the peer is never tried again
+     * (found by a partition in network namespaces, where SYNs go
+     * unanswered and connects time out). */
+    if (status == UV_ECANCELED)
+        return;
     uv_timer_stop(&p->timer);
     if (status < 0) {
-        if (status != UV_ECANCELED)
-            peer_fail(p, uv_strerror(status));
+        peer_fail(p, uv_strerror(status));
         return;
     }
     p->connected = true;
