@@ -71,9 +71,10 @@ RAFTSIM := $(OBJ)/raftsim
 KVD := $(OBJ)/kvd
 KVCTL := $(OBJ)/kvctl
 KVBENCH := $(OBJ)/kvbench
+NFQ_DELAY := $(OBJ)/nfq-delay
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVBENCH) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVBENCH) $(NFQ_DELAY) $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -150,6 +151,12 @@ $(KVCTL): $(OBJ)/kv/kvctl.o
 $(KVBENCH): $(OBJ)/kv/kvbench.o
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) -o $@
+
+# The packet delayer of the cluster scripts' netns mode.
+$(NFQ_DELAY): cluster-scripts/nfq-delay.c
+	$(call say,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs libnetfilter_queue) -o $@
 
 $(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)

@@ -21,6 +21,8 @@ DIR=${2:?usage: netns-sandbox.sh N DIR}
 mount -t tmpfs tmpfs /run
 mkdir -p /run/netns
 ip link set lo up
+# Bridged packets through iptables (for the NFQUEUE delay rules); the default, said anyway.
+sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
 ip link add br0 type bridge
 ip addr add 10.77.0.254/24 dev br0
 ip link set br0 up

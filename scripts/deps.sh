@@ -19,12 +19,12 @@ PACKAGES=(
     libhiredis-dev libxxhash-dev libjansson-dev libhttp-parser-dev
     clang clang-format shellcheck libclang-rt-14-dev
     redis-tools curl jq
-    nftables socat iproute2 util-linux
+    nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
 )
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
-PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson)
-COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter)
+PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
 # Headers without a pkg-config module.
 HEADERS=(/usr/include/http_parser.h)
 
