@@ -114,6 +114,9 @@ for mode in "${modes[@]}"; do
             CLUSTER_NET="$mode" timeout 180 "$t"
     done
 done
+run_suite "cluster script: netns mode without root (as nobody, in a user namespace)" \
+    env KVD="$OBJ/kvd" tests/integration/cluster_rootless.sh
+
 weakened_split_brain() {
     local out
     if out=$(env KVD="$OBJ/kvd" SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=loopback \
