@@ -20,9 +20,8 @@ enum {
 };
 
 struct conn {
+    struct tcp_conn base; /* first: the door's connection (tcp.h) */
     struct http_server *hs;
-    uv_tcp_t tcp;
-    struct conn *prev, *next;
     http_parser parser;
     struct buf in; /* bytes received, not yet parsed */
     size_t in_at;  /* parsed up to here */
@@ -30,19 +29,14 @@ struct conn {
     bool value_done; /* the header value just ended: the next field starts a pair */
     uint64_t hdr_client, hdr_seq;
     bool complete; /* a whole request is parsed and waits */
-    bool busy;     /* the server has it */
     bool keep_alive;
-    bool closing, closed;
     struct buf out;
     uint64_t client_id, seq;
 };
 
 struct http_server {
-    uv_loop_t *loop;
+    struct tcp_door door; /* first */
     struct kv_server *kv;
-    uv_tcp_t listener;
-    struct conn *conns;
-    bool stopping;
     http_parser_settings settings;
 };
 
@@ -50,37 +44,20 @@ struct http_server {
  * Connections
  * ------------------------------------------------------------------------ */
 
-static void conn_free(struct conn *c)
+static void conn_release(struct tcp_conn *base)
 {
+    struct conn *c = (struct conn *)base;
     buf_free(&c->in);
     buf_free(&c->url);
     buf_free(&c->body);
     buf_free(&c->field);
     buf_free(&c->value);
     buf_free(&c->out);
-    free(c);
-}
-
-static void on_conn_closed(uv_handle_t *h)
-{
-    struct conn *c = h->data;
-    c->closed = true;
-    if (!c->busy)
-        conn_free(c);
 }
 
 static void conn_close(struct conn *c)
 {
-    if (c->closing)
-        return;
-    c->closing = true;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        c->hs->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    tcp_conn_close(&c->base);
 }
 
 static void on_last_written(uv_stream_t *s)
@@ -115,7 +92,7 @@ static void respond(struct conn *c, int code, const char *type, const char *body
     buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", code,
                status_text(code), type, len, c->keep_alive ? "" : "Connection: close\r\n");
     buf_append(&c->out, body, len);
-    if (tcp_write_buf((uv_stream_t *)&c->tcp, &c->out, c->keep_alive ? NULL : on_last_written))
+    if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, c->keep_alive ? NULL : on_last_written))
         conn_close(c);
 }
 
@@ -194,11 +171,8 @@ static void on_done(void *ctx, const struct kv_reply *r)
 {
     struct pending *p = ctx;
     struct conn *c = p->c;
-    c->busy = false;
-    if (c->closing) {
-        if (c->closed)
-            conn_free(c);
-        free(p->key);
+    if (tcp_conn_answered(&c->base) || c->base.closing) {
+        free(p->key); /* freed, or going: nobody to answer */
         free(p);
         return;
     }
@@ -289,7 +263,7 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum kind kind, const cha
         return;
     }
     *p = (struct pending){c, kind, k};
-    c->busy = true;
+    c->base.busy = true;
     kv_server_submit(c->hs->kv, cmd, on_done, p);
 }
 
@@ -621,7 +595,7 @@ static int on_message_complete(http_parser *p)
 /* Parse what is buffered and run the requests, one at a time. */
 static void drive(struct conn *c)
 {
-    while (!c->closing && !c->busy) {
+    while (!c->base.closing && !c->base.busy) {
         if (c->complete) {
             c->complete = false;
             http_parser_pause(&c->parser, 0);
@@ -679,37 +653,20 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     drive(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_accepted(struct tcp_conn *base)
 {
-    struct http_server *hs = server->data;
-    if (status < 0 || hs->stopping)
-        return;
-    struct conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->hs = hs;
-    uv_tcp_init(hs->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
-        return;
-    }
-    uv_tcp_nodelay(&c->tcp, 1);
+    struct conn *c = (struct conn *)base;
+    c->hs = (struct http_server *)base->door;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->keep_alive = true;
-    c->client_id = kv_server_new_client(hs->kv);
-    c->next = hs->conns;
-    if (hs->conns)
-        hs->conns->prev = c;
-    hs->conns = c;
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_read);
+    c->client_id = kv_server_new_client(c->hs->kv);
+    uv_read_start((uv_stream_t *)&base->tcp, alloc_buf, on_read);
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_stopped(struct tcp_door *d)
 {
-    free(h->data);
+    free(d); /* the http_server, whose first member it is */
 }
 
 int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, const char *host,
@@ -718,8 +675,11 @@ int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, 
     struct http_server *hs = calloc(1, sizeof(*hs));
     if (!hs)
         return UV_ENOMEM;
-    hs->loop = loop;
     hs->kv = kv;
+    hs->door.conn_size = sizeof(struct conn);
+    hs->door.accepted = on_accepted;
+    hs->door.release = conn_release;
+    hs->door.stopped = on_stopped;
     http_parser_settings_init(&hs->settings);
     hs->settings.on_message_begin = on_message_begin;
     hs->settings.on_url = on_url;
@@ -728,12 +688,9 @@ int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, 
     hs->settings.on_headers_complete = on_headers_complete;
     hs->settings.on_body = on_body;
     hs->settings.on_message_complete = on_message_complete;
-    int rc = tcp_listen(&hs->listener, loop, host, port, on_connection);
-    hs->listener.data = hs;
-    if (rc) {
-        uv_close((uv_handle_t *)&hs->listener, on_listener_closed);
-        return rc;
-    }
+    int rc = tcp_door_start(&hs->door, loop, host, port);
+    if (rc)
+        return rc; /* freed by on_stopped */
     *out = hs;
     return 0;
 }
@@ -742,8 +699,5 @@ void http_stop(struct http_server *hs)
 {
     if (!hs)
         return;
-    hs->stopping = true;
-    while (hs->conns)
-        conn_close(hs->conns);
-    uv_close((uv_handle_t *)&hs->listener, on_listener_closed);
+    tcp_door_stop(&hs->door);
 }

@@ -28,29 +28,22 @@ struct cmd {
 };
 
 struct conn {
+    struct tcp_conn base; /* first: the door's connection (tcp.h) */
     struct resp_server *rs;
-    uv_tcp_t tcp;
-    struct conn *prev, *next;
     redisReader *reader;
     struct cmd *head, *tail;
     size_t queued;
-    bool busy;    /* a command is with the server */
     bool running; /* inside run_queue (a synchronous answer must not recurse) */
-    bool closing; /* the handle is closing; free when the server answered too */
     bool quit;    /* QUIT: close once the replies are written */
     bool reading;
-    bool closed; /* the handle's close callback ran */
     struct buf out;
     struct buf inl; /* an inline command line, until its newline */
     uint64_t client_id, seq;
 };
 
 struct resp_server {
-    uv_loop_t *loop;
+    struct tcp_door door; /* first */
     struct kv_server *kv;
-    uv_tcp_t listener;
-    struct conn *conns;
-    bool stopping;
 };
 
 /* hiredis' reader builds arrays of the size a client announces; refuse
@@ -109,8 +102,9 @@ static void cmd_free(struct cmd *c)
     free(c);
 }
 
-static void conn_free(struct conn *c)
+static void conn_release(struct tcp_conn *base)
 {
+    struct conn *c = (struct conn *)base;
     while (c->head) {
         struct cmd *k = c->head;
         c->head = k->next;
@@ -120,31 +114,11 @@ static void conn_free(struct conn *c)
         redisReaderFree(c->reader);
     buf_free(&c->out);
     buf_free(&c->inl);
-    free(c);
-}
-
-static void on_conn_closed(uv_handle_t *h)
-{
-    struct conn *c = h->data;
-    c->closed = true;
-    if (!c->busy)
-        conn_free(c);
-    /* else: the server's answer frees it (on_done) */
 }
 
 static void conn_close(struct conn *c)
 {
-    if (c->closing)
-        return;
-    c->closing = true;
-    struct resp_server *rs = c->rs;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        rs->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    tcp_conn_close(&c->base);
 }
 
 static void on_quit_written(uv_stream_t *s)
@@ -158,18 +132,19 @@ static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b);
 
 static void flush(struct conn *c)
 {
-    if (c->closing)
+    if (c->base.closing)
         return;
-    bool quit = c->quit && !c->busy && !c->head;
+    bool quit = c->quit && !c->base.busy && !c->head;
     if (c->out.len || quit)
-        if (tcp_write_buf((uv_stream_t *)&c->tcp, &c->out, quit ? on_quit_written : NULL))
+        if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, quit ? on_quit_written : NULL))
             conn_close(c);
-    if (quit && !c->closing && !c->out.len && tcp_write_queue((uv_stream_t *)&c->tcp) == 0)
+    if (quit && !c->base.closing && !c->out.len &&
+        tcp_write_queue((uv_stream_t *)&c->base.tcp) == 0)
         conn_close(c);
     /* Reading resumes once the backlog is worked off. */
-    if (!c->closing && !c->reading && !c->quit && c->queued < MAX_QUEUED / 2) {
+    if (!c->base.closing && !c->reading && !c->quit && c->queued < MAX_QUEUED / 2) {
         c->reading = true;
-        uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_read);
+        uv_read_start((uv_stream_t *)&c->base.tcp, alloc_buf, on_read);
     }
 }
 
@@ -303,12 +278,8 @@ static void on_done(void *ctx, const struct kv_reply *r)
     struct conn *c = p->c;
     enum shape shape = p->shape;
     free(p);
-    c->busy = false;
-    if (c->closing) {
-        if (c->closed)
-            conn_free(c);
-        return;
-    }
+    if (tcp_conn_answered(&c->base) || c->base.closing)
+        return; /* freed, or going: nobody to answer */
     answer(&c->out, shape, r);
     if (!c->running) {
         run_queue(c);
@@ -331,7 +302,7 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum shape shape, uint64_
         return;
     }
     *p = (struct pending_cmd){c, shape};
-    c->busy = true;
+    c->base.busy = true;
     kv_server_submit(c->rs->kv, cmd, on_done, p);
 }
 
@@ -565,7 +536,7 @@ static void run_one(struct conn *c, struct cmd *k)
 static void run_queue(struct conn *c)
 {
     c->running = true;
-    while (!c->busy && c->head && !c->closing && !c->quit) {
+    while (!c->base.busy && c->head && !c->base.closing && !c->quit) {
         struct cmd *k = c->head;
         c->head = k->next;
         if (!c->head)
@@ -769,35 +740,22 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     flush(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+static void on_accepted(struct tcp_conn *base)
 {
-    struct resp_server *rs = server->data;
-    if (status < 0 || rs->stopping)
-        return;
-    struct conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return;
-    c->rs = rs;
-    uv_tcp_init(rs->loop, &c->tcp);
-    c->tcp.data = c;
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) || !(c->reader = reader_new())) {
-        c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+    struct conn *c = (struct conn *)base;
+    c->rs = (struct resp_server *)base->door;
+    if (!(c->reader = reader_new())) {
+        tcp_conn_close(base);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->client_id = kv_server_new_client(rs->kv);
-    c->next = rs->conns;
-    if (rs->conns)
-        rs->conns->prev = c;
-    rs->conns = c;
+    c->client_id = kv_server_new_client(c->rs->kv);
     c->reading = true;
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_read);
+    uv_read_start((uv_stream_t *)&base->tcp, alloc_buf, on_read);
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_stopped(struct tcp_door *d)
 {
-    free(h->data);
+    free(d); /* the resp_server, whose first member it is */
 }
 
 int resp_start(struct resp_server **out, uv_loop_t *loop, struct kv_server *kv, const char *host,
@@ -806,22 +764,19 @@ int resp_start(struct resp_server **out, uv_loop_t *loop, struct kv_server *kv, 
     struct resp_server *rs = calloc(1, sizeof(*rs));
     if (!rs)
         return UV_ENOMEM;
-    rs->loop = loop;
     rs->kv = kv;
-    int rc = tcp_listen(&rs->listener, loop, host, port, on_connection);
-    rs->listener.data = rs;
-    if (rc) {
-        uv_close((uv_handle_t *)&rs->listener, on_listener_closed);
-        return rc;
-    }
+    rs->door.conn_size = sizeof(struct conn);
+    rs->door.accepted = on_accepted;
+    rs->door.release = conn_release;
+    rs->door.stopped = on_stopped;
+    int rc = tcp_door_start(&rs->door, loop, host, port);
+    if (rc)
+        return rc; /* freed by on_stopped */
     *out = rs;
     return 0;
 }
 
 void resp_stop(struct resp_server *rs)
 {
-    rs->stopping = true;
-    while (rs->conns)
-        conn_close(rs->conns);
-    uv_close((uv_handle_t *)&rs->listener, on_listener_closed);
+    tcp_door_stop(&rs->door);
 }

@@ -3,6 +3,7 @@
 #ifndef KV_TCP_H
 #define KV_TCP_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "buf.h"
@@ -16,5 +17,39 @@ int tcp_listen(uv_tcp_t *server, uv_loop_t *loop, const char *host, uint16_t por
 int tcp_write_buf(uv_stream_t *stream, struct buf *b, void (*done)(uv_stream_t *));
 /* Bytes queued in writes not yet done. */
 size_t tcp_write_queue(uv_stream_t *stream);
+
+/* A front door: a listener and its connections, each freed once its handle is closed
+ * and no request of it is with the server. A door's connection struct embeds a
+ * struct tcp_conn as its first member. */
+struct tcp_door;
+
+struct tcp_conn {
+    uv_tcp_t tcp; /* tcp.data points to the connection */
+    struct tcp_door *door;
+    struct tcp_conn *prev, *next;
+    bool busy;    /* a request is with the server: freeing waits for its answer */
+    bool closing; /* uv_close called */
+    bool closed;  /* its close callback ran */
+};
+
+struct tcp_door {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    struct tcp_conn *conns;
+    bool stopping;
+    size_t conn_size;                     /* of the door's connection struct */
+    void (*accepted)(struct tcp_conn *c); /* set it up and start reading */
+    void (*release)(struct tcp_conn *c);  /* free what it owns (not c itself) */
+    void (*stopped)(struct tcp_door *d);  /* after tcp_door_stop: listener closed */
+};
+
+/* Listen on host:port. On error the door is stopped (stopped() will be called). */
+int tcp_door_start(struct tcp_door *d, uv_loop_t *loop, const char *host, uint16_t port);
+void tcp_conn_close(struct tcp_conn *c);
+/* The server answered c's request (busy -> false). True if c was closed meanwhile and is
+ * now freed: the caller must not touch it. */
+bool tcp_conn_answered(struct tcp_conn *c);
+/* Close every connection and the listener. */
+void tcp_door_stop(struct tcp_door *d);
 
 #endif /* KV_TCP_H */
