@@ -7,9 +7,13 @@
  *  3. confirms it is still leader by hearing from a majority in a round of
  *     AppendEntries sent *after* the read arrived (read_seq numbers rounds);
  *  4. serves the read once its applied index reaches readIndex.
- * At most one round is in flight; every read that arrives while it is
- * waits for the next one, so under load one round of empty AppendEntries
- * confirms a whole batch of reads. Reads are served in arrival order.
+ * Up to READ_ROUNDS rounds are in flight: a read that arrives while they
+ * are starts the next one if there is room, and otherwise waits and shares
+ * the next round with every read that arrives meanwhile, so under load one
+ * round of empty AppendEntries confirms a whole batch of reads, and a read
+ * rarely waits a whole round before its own starts. Acknowledgements are
+ * monotonic (a follower's read_seq_acked only grows), so a round confirms
+ * every earlier one too. Reads are served in arrival order.
  */
 #include "core.h"
 
@@ -75,20 +79,23 @@ void readindex_fail_all(struct raft *r)
     r->read_round_wanted = false;
 }
 
-/* Whether a majority has confirmed the last round started (or none was). */
-static bool round_done(const struct raft *r)
+enum { READ_ROUNDS = 4 };
+
+/* Whether another round may start: fewer than READ_ROUNDS are unconfirmed. */
+static bool round_room(const struct raft *r)
 {
-    return r->read_seq == 0 || quorum_read_acks(r, r->read_seq) >= quorum_size(r);
+    return r->read_seq < READ_ROUNDS ||
+           quorum_read_acks(r, r->read_seq - READ_ROUNDS + 1) >= quorum_size(r);
 }
 
 void readindex_end_of_step(struct raft *r)
 {
     if (r->role != RAFT_LEADER)
         return;
-    /* One round in flight at a time: reads that arrive meanwhile all wait
+    /* A bounded number of rounds in flight: reads that find no room wait
      * for the next round and share it. A round whose messages are lost is
      * confirmed by the heartbeats, which carry the current read_seq. */
-    if (r->read_round_wanted && round_done(r)) {
+    if (r->read_round_wanted && round_room(r)) {
         r->read_round_wanted = false;
         r->read_seq++;
         replication_broadcast(r, true);

@@ -51,31 +51,43 @@ static void test_read_waits_for_heartbeat_round(void)
     raft_close(f.r);
 }
 
-/* One round in flight: reads arriving meanwhile wait for the next round
- * (the first was sent before they arrived) and all share it. */
+/* Up to four rounds in flight: each of the first reads starts its own; a
+ * read that finds no room waits and shares the next round with the reads
+ * that arrive meanwhile. A round never confirms a read that arrived after
+ * it was sent, and an acknowledgement of a later round confirms the
+ * earlier ones (acks only grow). */
 static void test_reads_share_a_round(void)
 {
     struct fx f;
     ready_leader(&f);
-    fx_read(&f, 1);
-    CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq, 1);
-    fx_read(&f, 2);
-    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0); /* waits for round 1 */
-    fx_read(&f, 3);
+    for (uint64_t id = 1; id <= 4; id++) {
+        fx_read(&f, id);
+        CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 2); /* round `id`, to both followers */
+        CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2)->append_entries.read_seq, id);
+    }
+    fx_read(&f, 5);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0); /* four in flight: waits */
+    fx_read(&f, 6);
     CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0);
     struct raft_message ack = fx_append_ok(2, 1, 1, 1);
     ack.append_entries_result.read_seq = 1;
     fx_recv(&f, &ack);
-    /* Round 1 confirms read 1 only, and round 2 starts for reads 2 and 3. */
+    /* Round 1 confirms read 1 only, and round 5 starts for reads 5 and 6. */
     CHECK_EQ(f.u.n_reads, 1);
     CHECK_EQ(f.u.reads[0].id, 1);
     CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 2);
-    CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 3)->append_entries.read_seq, 2);
-    ack.append_entries_result.read_seq = 2;
+    CHECK_EQ(fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 3)->append_entries.read_seq, 5);
+    /* An ack of round 4 confirms rounds 2 to 4 too. */
+    ack.append_entries_result.read_seq = 4;
+    fx_recv(&f, &ack);
+    CHECK_EQ(f.u.n_reads, 3);
+    CHECK_EQ(f.u.reads[0].id, 2);
+    CHECK_EQ(f.u.reads[2].id, 4);
+    ack.append_entries_result.read_seq = 5;
     fx_recv(&f, &ack);
     CHECK_EQ(f.u.n_reads, 2);
-    CHECK_EQ(f.u.reads[0].id, 2);
-    CHECK_EQ(f.u.reads[1].id, 3);
+    CHECK_EQ(f.u.reads[0].id, 5);
+    CHECK_EQ(f.u.reads[1].id, 6);
     raft_close(f.r);
 }
 
