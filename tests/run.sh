@@ -119,7 +119,7 @@ run_suite "cluster script: netns mode without root (as nobody, in a user namespa
 
 weakened_split_brain() {
     local out
-    if out=$(env KVD="$OBJ/kvd" SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=loopback \
+    if out=$(env KVD="$OBJ/kvd" SCENARIO_OWN=1 SCENARIO_CLEAN=1 CLUSTER_PORTS=10000 CLUSTER_NET=loopback \
         KVD_OPTS="--no-check-quorum --allow-unsafe --read-mode unsafe_local" timeout 180 \
         cluster-scripts/scenarios/split-brain.sh 2>&1); then
         printf '%s\n' "$out"

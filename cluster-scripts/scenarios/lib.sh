@@ -72,7 +72,9 @@ finish_cluster() {
     CDIR=${CDIR:-${CLUSTER_DIR:-}}
     if $OWN; then
         cluster down >/dev/null 2>&1 || true
-        if [ "$FAILS" -eq 0 ] && [ -z "${KEEP:-}" ]; then
+        # Kept for reading after a failure, unless told (SCENARIO_CLEAN: a control
+        # expected to fail) or asked to keep it anyway (KEEP).
+        if { [ "$FAILS" -eq 0 ] || [ -n "${SCENARIO_CLEAN:-}" ]; } && [ -z "${KEEP:-}" ]; then
             rm -rf "$CDIR"
         else
             echo "   (the cluster's logs and ops.log stay in $CDIR)"
