@@ -215,6 +215,7 @@ static struct request *find_request(struct kv_server *s, uint64_t id)
 static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
                        size_t len);
 static void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message);
+static void send_relay(struct kv_server *s, raft_id to, const Kvpb__Relay *relay);
 static void attempt(struct kv_server *s, struct request *q);
 
 /* The leader's answer (from another node or from this one). */
@@ -317,14 +318,8 @@ static void attempt(struct kv_server *s, struct request *q)
     req.command = cmd;
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
-    size_t len = kvpb__relay__get_packed_size(&relay);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf) {
-        kvpb__relay__pack(&relay, buf);
-        transport_forward(raft_node_transport(s->node), leader, GROUP, buf, len);
-        s->forwarded++;
-    }
-    free(buf);
+    send_relay(s, leader, &relay);
+    s->forwarded++;
     kvpb__command__free_unpacked(cmd, NULL);
     /* No answer within an election timeout: the leader may be gone; ask again. */
     q->next_try_ms = now + s->cfg.raft.election_timeout_ms;
@@ -418,6 +413,18 @@ static void exec_link(struct kv_server *s, struct exec *x, struct exec **list)
     }
 }
 
+/* Send a Relay (a forwarded request or its answer) to node `to`. */
+static void send_relay(struct kv_server *s, raft_id to, const Kvpb__Relay *relay)
+{
+    size_t len = kvpb__relay__get_packed_size(relay);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return; /* as if lost: the coordinator retries */
+    kvpb__relay__pack(relay, buf);
+    transport_forward(raft_node_transport(s->node), to, GROUP, buf, len);
+    free(buf);
+}
+
 /* Answer the coordinator of x (local or remote). */
 static void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb__ReplyCode code,
                      const char *message, const struct kv_result *result)
@@ -446,13 +453,7 @@ static void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb_
     }
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.reply = &reply;
-    size_t len = kvpb__relay__get_packed_size(&relay);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf) {
-        kvpb__relay__pack(&relay, buf);
-        transport_forward(raft_node_transport(s->node), origin, GROUP, buf, len);
-        free(buf);
-    }
+    send_relay(s, origin, &relay);
 out:
     free(vals);
     free(present);
@@ -484,6 +485,18 @@ static void exec_free(struct exec *x)
     if (x->cmd)
         kvpb__command__free_unpacked(x->cmd, NULL);
     free(x);
+}
+
+/* Take x off its list, free it and answer its coordinator (freed first:
+ * the answer may run callbacks that change the lists). */
+static void exec_answer(struct kv_server *s, struct exec *x, struct exec **list,
+                        Kvpb__ReplyCode code, const char *message, const struct kv_result *result)
+{
+    exec_unlink(s, x, list);
+    raft_id origin = x->origin;
+    uint64_t req_id = x->req_id;
+    exec_free(x);
+    reply_to(s, origin, req_id, code, message, result);
 }
 
 static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
@@ -536,30 +549,22 @@ static void serve_reads(struct kv_server *s)
         next = x->next;
         if (!x->read_ready || x->read_index > applied)
             continue;
-        exec_unlink(s, x, &s->reads);
         struct kv_result r;
         if (kv_sm_read(s->sm, x->cmd, &r) == KV_OK) {
-            reply_to(s, x->origin, x->req_id, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
+            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
             kv_result_free(&r);
         } else {
-            reply_to(s, x->origin, x->req_id, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
-                     "reading the state machine failed", NULL);
+            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
+                        "reading the state machine failed", NULL);
         }
-        exec_free(x);
         next = s->reads; /* replies may run callbacks that changed the list */
     }
 }
 
 static void fail_writes(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
 {
-    while (s->writes) {
-        struct exec *x = s->writes;
-        exec_unlink(s, x, &s->writes);
-        raft_id origin = x->origin;
-        uint64_t req_id = x->req_id;
-        exec_free(x);
-        reply_to(s, origin, req_id, code, message, NULL);
-    }
+    while (s->writes)
+        exec_answer(s, s->writes, &s->writes, code, message, NULL);
 }
 
 /* Leadership lost (or the node failed): every command executing here is
@@ -567,17 +572,9 @@ static void fail_writes(struct kv_server *s, Kvpb__ReplyCode code, const char *m
  * session, so a write that commits after all is not applied twice. */
 static void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
 {
-    struct exec **lists[2] = {&s->reads, &s->writes};
-    for (int l = 0; l < 2; l++) {
-        while (*lists[l]) {
-            struct exec *x = *lists[l];
-            exec_unlink(s, x, lists[l]);
-            raft_id origin = x->origin;
-            uint64_t req_id = x->req_id;
-            exec_free(x);
-            reply_to(s, origin, req_id, code, message, NULL);
-        }
-    }
+    while (s->reads)
+        exec_answer(s, s->reads, &s->reads, code, message, NULL);
+    fail_writes(s, code, message);
 }
 
 /* ------------------------------------------------------------------------
@@ -634,11 +631,7 @@ static void cb_results(void *data, uint64_t group, const struct raft_entry *e, s
                 p = &x->chain;
                 continue;
             }
-            exec_unlink(s, x, &s->writes);
-            raft_id origin = x->origin;
-            uint64_t req_id = x->req_id;
-            exec_free(x);
-            reply_to(s, origin, req_id, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
+            exec_answer(s, x, &s->writes, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
             p = &s->by_session[bucket_of(r->client_id, r->seq)];
         }
     }
@@ -678,11 +671,7 @@ static void cb_read_done(void *data, uint64_t group, const struct raft_read *rd)
         if (x->read_id != rd->id)
             continue;
         if (rd->status != RAFT_OK) {
-            exec_unlink(s, x, &s->reads);
-            raft_id origin = x->origin;
-            uint64_t req_id = x->req_id;
-            exec_free(x);
-            reply_to(s, origin, req_id, code_of(rd->status), raft_strerror(rd->status), NULL);
+            exec_answer(s, x, &s->reads, code_of(rd->status), raft_strerror(rd->status), NULL);
             return;
         }
         x->read_index = rd->index;
