@@ -81,7 +81,7 @@ FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 
-.PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure run fuzz
+.PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure bench-peers run fuzz
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -150,7 +150,7 @@ $(KVCTL): $(OBJ)/kv/kvctl.o
 
 $(KVBENCH): $(OBJ)/kv/kvbench.o
 	$(call say,LD,$@)
-	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) -o $@
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) $(LIBS_KV) -o $@
 
 # The packet delayer of the cluster scripts' netns mode.
 $(NFQ_DELAY): cluster-scripts/nfq-delay.c
@@ -242,6 +242,10 @@ clean:
 
 deps:
 	@scripts/deps.sh install
+
+# What `make bench` compares against (etcd); not needed for anything else.
+bench-peers:
+	@scripts/deps.sh peers
 
 run: deps-ensure
 	@$(MAKE) --no-print-directory $(KVD) $(KVCTL)

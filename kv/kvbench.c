@@ -1,9 +1,15 @@
-/* kvbench — a closed-loop load generator for kvd (or any Redis-protocol
- * server): N connections, each sending its next command when the last one
- * is answered, for a bounded time. Prints throughput and latency
- * percentiles, and -- given a node's HTTP address -- fsyncs per second and
- * entries per fsync from its /metrics. hiredis' async client on libuv. */
+/* kvbench — a closed-loop load generator for kvd: N connections, each
+ * sending its next command when the last one is answered, for a bounded
+ * time. Prints throughput and latency percentiles, and -- given a node's
+ * HTTP address -- fsyncs per second and entries per fsync from its /metrics.
+ *
+ * Three protocols: RESP (hiredis' async client on libuv; works against any
+ * Redis-protocol server), kvd's HTTP/JSON API, and etcd's v3 JSON gateway,
+ * so that `make bench` can put kvd and etcd side by side on the same load.
+ * The HTTP client is a keep-alive connection on libuv whose answers are
+ * framed by http-parser. */
 #include <errno.h>
+#include <http_parser.h>
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -15,23 +21,40 @@
 #include <uv.h>
 
 static const char usage_text[] =
-    "usage: kvbench [--node HOST:PORT] [--op set|get|incr] [--connections N] [--seconds S]\n"
-    "               [--keys K] [--value-size B] [--metrics HOST:PORT] [--csv]\n"
+    "usage: kvbench [--node HOST:PORT] [--proto resp|http|etcd] [--op set|get|incr]\n"
+    "               [--connections N] [--seconds S] [--keys K] [--value-size B]\n"
+    "               [--metrics HOST:PORT] [--csv]\n"
     "\n"
     "Closed loop: each of N connections (default 16) sends its next command as soon as the\n"
     "last is answered, for S seconds (default 5, at most 600), on keys key:0..K-1 (default\n"
     "10000) with values of B bytes (default 100). Prints requests per second and latency\n"
     "percentiles; with --metrics (a kvd node's HTTP address, normally the leader's) also\n"
-    "fsyncs per second and entries per fsync during the run. Errors are counted, not retried.\n";
+    "fsyncs per second and entries per fsync during the run. Errors are counted, not retried.\n"
+    "\n"
+    "--proto resp (default) speaks the Redis protocol (--node is a RESP port); http speaks\n"
+    "kvd's HTTP API (PUT/GET /v1/kv/KEY; --node is an HTTP port); etcd speaks etcd's v3 JSON\n"
+    "gateway (POST /v3/kv/put and /v3/kv/range, linearizable; --node is a client URL's\n"
+    "HOST:PORT). incr is RESP only.\n";
+
+enum proto { PROTO_RESP, PROTO_HTTP, PROTO_ETCD };
 
 struct bench;
 
 struct client {
     struct bench *b;
-    redisAsyncContext *ac;
+    redisAsyncContext *ac; /* PROTO_RESP */
     uint64_t sent_ns;
     uint64_t seq;
     bool connected;
+    /* PROTO_HTTP and PROTO_ETCD */
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    http_parser parser;
+    char *req; /* a whole request: headers and body, written at once */
+    size_t req_cap;
+    char rbuf[64 * 1024];
+    bool tcp_open;
 };
 
 struct bench {
@@ -39,6 +62,8 @@ struct bench {
     const char *host;
     int port;
     const char *op;
+    enum proto proto;
+    char *value_b64; /* the value, base64-encoded, for etcd */
     int conns;
     int seconds;
     unsigned keys;
@@ -55,6 +80,7 @@ struct bench {
 };
 
 static void send_next(struct client *c);
+static void http_send_next(struct client *c, const char *key);
 
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -85,6 +111,10 @@ static void send_next(struct client *c)
     snprintf(key, sizeof(key), "key:%u",
              (unsigned)((c->seq++ * 2654435761u + (uint64_t)(c - b->clients) * 7919u) % b->keys));
     c->sent_ns = uv_hrtime();
+    if (b->proto != PROTO_RESP) {
+        http_send_next(c, key);
+        return;
+    }
     const char *argv[3];
     size_t lens[3];
     int argc;
@@ -120,14 +150,180 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     c->b->open--;
 }
 
+/* ---- HTTP (kvd's API and etcd's gateway) ---- */
+
+static size_t base64(char *out, const void *in, size_t n)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = in;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n)
+            v |= p[i + 2];
+        out[o++] = alphabet[v >> 18 & 63];
+        out[o++] = alphabet[v >> 12 & 63];
+        out[o++] = i + 1 < n ? alphabet[v >> 6 & 63] : '=';
+        out[o++] = i + 2 < n ? alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static void http_close(struct client *c)
+{
+    if (!c->tcp_open)
+        return;
+    c->tcp_open = false;
+    c->b->open--;
+    uv_close((uv_handle_t *)&c->tcp, NULL);
+}
+
+static void http_fail(struct client *c, const char *what)
+{
+    struct bench *b = c->b;
+    if (!b->stopping) {
+        if (!b->errors)
+            snprintf(b->first_error, sizeof(b->first_error), "%s", what);
+        b->errors++;
+    }
+    http_close(c);
+}
+
+static void on_http_written(uv_write_t *w, int status)
+{
+    struct client *c = w->data;
+    if (status < 0)
+        http_fail(c, uv_strerror(status));
+}
+
+/* The request is built whole into c->req with its body: one write each. */
+static void http_send_next(struct client *c, const char *key)
+{
+    struct bench *b = c->b;
+    bool set = !strcmp(b->op, "set");
+    size_t cap = c->req_cap;
+    char *req = c->req;
+    int n;
+    if (b->proto == PROTO_HTTP) {
+        n = set ? snprintf(req, cap,
+                           "PUT /v1/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n\r\n%s",
+                           key, b->host, b->value_len, b->value)
+                : snprintf(req, cap, "GET /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n\r\n", key, b->host);
+    } else {
+        char k64[64];
+        base64(k64, key, strlen(key));
+        char body[96];
+        const char *path = set ? "/v3/kv/put" : "/v3/kv/range";
+        int blen =
+            snprintf(body, sizeof(body), "{\"key\":\"%s\"%s", k64, set ? ",\"value\":\"" : "}");
+        size_t total = (size_t)blen + (set ? strlen(b->value_b64) + 2 : 0);
+        n = snprintf(req, cap,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s%s%s",
+                     path, b->host, total, body, set ? b->value_b64 : "", set ? "\"}" : "");
+    }
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "kvbench: request too large\n");
+        exit(3);
+    }
+    uv_buf_t buf = uv_buf_init(req, (unsigned)n);
+    c->write.data = c;
+    int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_http_written);
+    if (rc < 0)
+        http_fail(c, uv_strerror(rc));
+}
+
+static int on_http_message(http_parser *p)
+{
+    struct client *c = p->data;
+    struct bench *b = c->b;
+    uint64_t now = uv_hrtime();
+    /* A GET of a key never written is a 404 from kvd: an answer, not an error. */
+    bool ok = p->status_code / 100 == 2 || (p->status_code == 404 && strcmp(b->op, "set"));
+    if (!ok) {
+        if (!b->errors)
+            snprintf(b->first_error, sizeof(b->first_error), "HTTP %u", p->status_code);
+        b->errors++;
+    } else {
+        b->done++;
+        if (b->n_lat < b->cap_lat)
+            b->lat[b->n_lat++] = now - c->sent_ns;
+    }
+    if (!b->stopping)
+        send_next(c);
+    return 0;
+}
+
+static const http_parser_settings http_settings = {.on_message_complete = on_http_message};
+
+static void on_http_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    (void)hint;
+    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+}
+
+static void on_http_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+    if (n < 0) {
+        http_fail(c, n == UV_EOF ? "server closed the connection" : uv_strerror((int)n));
+        return;
+    }
+    size_t used = http_parser_execute(&c->parser, &http_settings, buf->base, (size_t)n);
+    if (c->parser.http_errno != HPE_OK || used != (size_t)n)
+        http_fail(c, http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+}
+
+static void on_http_connect(uv_connect_t *req, int status)
+{
+    struct client *c = req->data;
+    if (status < 0) {
+        fprintf(stderr, "kvbench: connect to %s:%d: %s\n", c->b->host, c->b->port,
+                uv_strerror(status));
+        http_close(c);
+        return;
+    }
+    c->connected = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, on_http_alloc, on_http_read);
+    if (!c->b->stopping)
+        send_next(c);
+}
+
+static int http_open(struct client *c)
+{
+    struct sockaddr_in sa;
+    int rc = uv_ip4_addr(c->b->host, c->b->port, &sa);
+    if (rc < 0)
+        return rc;
+    uv_tcp_init(c->b->loop, &c->tcp);
+    c->tcp.data = c;
+    c->tcp_open = true;
+    c->b->open++;
+    http_parser_init(&c->parser, HTTP_RESPONSE);
+    c->parser.data = c;
+    c->connect.data = c;
+    rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&sa, on_http_connect);
+    if (rc < 0)
+        http_close(c);
+    return rc;
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct bench *b = t->data;
     b->stopping = true;
     b->end_ns = uv_hrtime();
-    for (int i = 0; i < b->conns; i++)
+    for (int i = 0; i < b->conns; i++) {
         if (b->clients[i].ac)
             redisAsyncDisconnect(b->clients[i].ac);
+        http_close(&b->clients[i]);
+    }
     uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -209,6 +405,17 @@ int main(int argc, char **argv)
             b.port = atoi(colon + 1);
         } else if (!strcmp(a, "--op")) {
             b.op = v;
+        } else if (!strcmp(a, "--proto")) {
+            if (!strcmp(v, "resp"))
+                b.proto = PROTO_RESP;
+            else if (!strcmp(v, "http"))
+                b.proto = PROTO_HTTP;
+            else if (!strcmp(v, "etcd"))
+                b.proto = PROTO_ETCD;
+            else {
+                fprintf(stderr, "kvbench: --proto is resp, http or etcd\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--connections")) {
             b.conns = atoi(v);
         } else if (!strcmp(a, "--seconds")) {
@@ -230,9 +437,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvbench: bad option value (kvbench --help)\n");
         return 2;
     }
+    if (b.proto != PROTO_RESP && !strcmp(b.op, "incr")) {
+        fprintf(stderr, "kvbench: --op incr needs --proto resp\n");
+        return 2;
+    }
     b.value = malloc(b.value_len + 1);
     memset(b.value, 'x', b.value_len);
     b.value[b.value_len] = '\0';
+    b.value_b64 = malloc(b.value_len / 3 * 4 + 8);
+    base64(b.value_b64, b.value, b.value_len);
     b.cap_lat = 20u << 20;
     b.lat = malloc(b.cap_lat * sizeof(*b.lat));
     b.clients = calloc((size_t)b.conns, sizeof(*b.clients));
@@ -242,6 +455,17 @@ int main(int argc, char **argv)
     for (int i = 0; i < b.conns; i++) {
         struct client *c = &b.clients[i];
         c->b = &b;
+        if (b.proto != PROTO_RESP) {
+            c->req_cap = 512 + b.value_len * 2;
+            c->req = malloc(c->req_cap);
+            int rc = c->req ? http_open(c) : UV_ENOMEM;
+            if (rc < 0) {
+                fprintf(stderr, "kvbench: cannot connect to %s:%d: %s\n", b.host, b.port,
+                        uv_strerror(rc));
+                return 3;
+            }
+            continue;
+        }
         c->ac = redisAsyncConnect(b.host, b.port);
         if (!c->ac || c->ac->err) {
             fprintf(stderr, "kvbench: cannot connect to %s:%d\n", b.host, b.port);
@@ -254,8 +478,9 @@ int main(int argc, char **argv)
         b.open++;
     }
     b.start_ns = uv_hrtime();
-    for (int i = 0; i < b.conns; i++)
-        send_next(&b.clients[i]);
+    if (b.proto == PROTO_RESP) /* HTTP clients start when connected */
+        for (int i = 0; i < b.conns; i++)
+            send_next(&b.clients[i]);
     uv_timer_init(b.loop, &b.timer);
     b.timer.data = &b;
     uv_timer_start(&b.timer, on_timer, (uint64_t)b.seconds * 1000, 0);
@@ -285,6 +510,9 @@ int main(int argc, char **argv)
         printf("\n");
     }
     free(b.value);
+    free(b.value_b64);
+    for (int i = 0; i < b.conns; i++)
+        free(b.clients[i].req);
     free(b.lat);
     free(b.clients);
     return b.done ? 0 : 3;

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # bench.sh — `make bench`, the cluster part: kvbench against a 3-node kvd cluster on
-# 127.0.0.1 with fsync on, SET and GET at 1, 16 and 64 connections. Figures are printed,
-# never asserted.
+# 127.0.0.1 with fsync on, SET and GET at 1, 16 and 64 connections, over RESP and over
+# HTTP; and, when etcd is installed (make bench-peers: Debian's etcd-server), the same load
+# on a 3-member etcd (v3 JSON gateway, fsync on) in the same run, with the ratios.
+# Figures are printed, never asserted.
 #
 #   scripts/bench.sh BINDIR [SECONDS]
 #
-# The cluster lives in a temporary directory on ports 26xxx and is stopped (by PID) when
-# the script exits, however it exits. A side-by-side etcd run is not written yet; the
-# script says so at the end.
+# Everything lives in a temporary directory on ports 26xxx (kvd) and 27xxx (etcd) and is
+# stopped (by PID) when the script exits, however it exits. BENCH_ETCD=0 skips etcd.
 set -euo pipefail
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "$0"
+    sed -n '2,12s/^# \{0,1\}//p' "$0"
 }
 
 BIN=${1:-}
@@ -33,6 +34,22 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 N=3
+declare -A RPS # "system op conns" -> requests per second
+
+# run SYSTEM KVBENCH-ARGS...: one kvbench line, printed, its req/s remembered.
+run() {
+    local system=$1 line op conns
+    shift
+    line=$("$BIN/kvbench" "$@" --seconds "$SECS") || {
+        echo "$system: kvbench failed: $line" >&2
+        return 0
+    }
+    echo "  $line"
+    read -r op conns _ <<<"$line"
+    RPS["$system $op $conns"]=$(awk '{print $4}' <<<"$line")
+}
+
+# ---- kvd
 peers=""
 for i in $(seq 1 $N); do
     peers+="${peers:+,}$i=127.0.0.1:$((26000 + i)):$((26100 + i)):$((26200 + i))"
@@ -54,18 +71,84 @@ if [ -z "$leader" ]; then
 fi
 echo "kvd: 3 nodes on 127.0.0.1, fsync on (LMDB), linearizable reads (ReadIndex); leader node $leader"
 echo "each line: $SECS s of closed-loop load on the leader, 100-byte values, 10,000 keys"
+echo "over RESP (redis protocol):"
 for op in set get; do
     for c in 1 16 64; do
-        "$BIN/kvbench" --node "127.0.0.1:$((26100 + leader))" --metrics "127.0.0.1:$((26200 + leader))" \
-            --op "$op" --connections "$c" --seconds "$SECS"
+        run kvd --node "127.0.0.1:$((26100 + leader))" --metrics "127.0.0.1:$((26200 + leader))" \
+            --op "$op" --connections "$c"
     done
 done
-echo "through a follower (forwarded to the leader):"
+echo "over HTTP/JSON (PUT/GET /v1/kv/KEY):"
+for op in set get; do
+    for c in 1 16 64; do
+        run kvd-http --proto http --node "127.0.0.1:$((26200 + leader))" --op "$op" --connections "$c"
+    done
+done
+echo "through a follower (forwarded to the leader), RESP:"
 f=$((leader % N + 1))
-"$BIN/kvbench" --node "127.0.0.1:$((26100 + f))" --op set --connections 64 --seconds "$SECS"
-"$BIN/kvbench" --node "127.0.0.1:$((26100 + f))" --op get --connections 64 --seconds "$SECS"
-if command -v etcd >/dev/null 2>&1; then
-    echo "etcd is installed, but the side-by-side etcd run is not written yet: no ratio printed"
-else
-    echo "etcd is not installed: no side-by-side comparison (apt-get install etcd-server to add one later)"
+run kvd-follower --node "127.0.0.1:$((26100 + f))" --op set --connections 64
+run kvd-follower --node "127.0.0.1:$((26100 + f))" --op get --connections 64
+kill -TERM "${PIDS[@]}" 2>/dev/null || true
+wait "${PIDS[@]}" 2>/dev/null || true
+PIDS=()
+
+# ---- etcd, side by side
+if [ "${BENCH_ETCD:-1}" = 0 ]; then
+    echo "etcd: skipped (BENCH_ETCD=0)"
+    exit 0
 fi
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "etcd is not installed: no side-by-side comparison (make bench-peers installs it; then make bench)"
+    exit 0
+fi
+cluster=""
+for i in $(seq 1 $N); do
+    cluster+="${cluster:+,}e$i=http://127.0.0.1:$((27100 + i))"
+done
+for i in $(seq 1 $N); do
+    etcd --name "e$i" --data-dir "$DIR/etcd$i" \
+        --listen-client-urls "http://127.0.0.1:$((27000 + i))" \
+        --advertise-client-urls "http://127.0.0.1:$((27000 + i))" \
+        --listen-peer-urls "http://127.0.0.1:$((27100 + i))" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$((27100 + i))" \
+        --initial-cluster "$cluster" --initial-cluster-state new \
+        --initial-cluster-token "kvd-bench-$$" >"$DIR/etcd$i.log" 2>&1 &
+    PIDS+=("$!")
+done
+eleader=""
+for _ in $(seq 1 150); do
+    # The member whose own id is the leader id it reports.
+    for i in $(seq 1 $N); do
+        st=$(curl -s --max-time 1 -X POST "http://127.0.0.1:$((27000 + i))/v3/maintenance/status" \
+            -d '{}' 2>/dev/null || true)
+        if [ -n "$st" ] && [ "$(jq -r '.leader // empty' <<<"$st" 2>/dev/null)" != "" ] &&
+            [ "$(jq -r '.leader' <<<"$st")" = "$(jq -r '.header.member_id' <<<"$st")" ]; then
+            eleader=$i
+            break 2
+        fi
+    done
+    sleep 0.1
+done
+if [ -z "$eleader" ]; then
+    echo "etcd: no leader elected; no comparison. Logs:" >&2
+    tail -n 5 "$DIR"/etcd*.log >&2
+    exit 0
+fi
+echo "etcd $(etcd --version | awk '/etcd Version/ {print $3}'): 3 members on 127.0.0.1, fsync on," \
+    "v3 JSON gateway (linearizable range); leader member $eleader"
+for op in set get; do
+    for c in 1 16 64; do
+        run etcd --proto etcd --node "127.0.0.1:$((27000 + eleader))" --op "$op" --connections "$c"
+    done
+done
+
+echo "side by side, requests per second (ratio = kvd / etcd, same load, same machine):"
+printf '  %-4s %5s %12s %12s %12s %10s %10s\n' op conns kvd-resp kvd-http etcd resp/etcd http/etcd
+for op in set get; do
+    for c in 1 16 64; do
+        k=${RPS["kvd $op $c"]:-0} h=${RPS["kvd-http $op $c"]:-0} e=${RPS["etcd $op $c"]:-0}
+        printf '  %-4s %5s %12s %12s %12s %10s %10s\n' "$op" "$c" "$k" "$h" "$e" \
+            "$(awk -v a="$k" -v b="$e" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')" \
+            "$(awk -v a="$h" -v b="$e" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')"
+    done
+done

@@ -8,8 +8,11 @@
 #                             exact command to run and exit 1
 #   scripts/deps.sh ensure    check, and install only when something is missing
 #   scripts/deps.sh list      print the package list
+#   scripts/deps.sh peers     install the systems `make bench` compares against (etcd-server);
+#                             never needed to build, run or test
 #
-# The Makefile's `deps` target runs `install`; `run` and `test` run `ensure`.
+# The Makefile's `deps` target runs `install`; `run` and `test` run `ensure`; `bench-peers`
+# runs `peers`.
 set -euo pipefail
 
 # Debian 12 packages. Later features append to this list (nftables, redis-tools, ...).
@@ -22,6 +25,11 @@ PACKAGES=(
     nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
 )
 
+# Peers for the side-by-side benchmark (Debian's etcd-server is etcd 3.4, with the v3 JSON
+# gateway). Installing it does not start a system etcd where there is no init system; where
+# there is one, Debian enables etcd.service on 127.0.0.1:2379, which the bench does not use.
+PEERS=(etcd-server)
+
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue)
 COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
@@ -29,7 +37,7 @@ COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli re
 HEADERS=(/usr/include/http_parser.h)
 
 usage() {
-    sed -n '2,13s/^# \{0,1\}//p' "$0"
+    sed -n '2,16s/^# \{0,1\}//p' "$0"
 }
 
 missing() {
@@ -56,25 +64,26 @@ check() {
 }
 
 install() {
-    local apt=(apt-get)
+    local apt=(apt-get) pkgs=("$@")
     if [ "$(id -u)" -ne 0 ]; then
         if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
             apt=(sudo -n apt-get)
         else
             echo "deps: not root and no password-less sudo; run this, then try again:" >&2
-            echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${PACKAGES[*]}" >&2
+            echo "  sudo apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y ${pkgs[*]}" >&2
             return 1
         fi
     fi
-    echo "deps: installing ${PACKAGES[*]}"
+    echo "deps: installing ${pkgs[*]}"
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" update -q
-    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${PACKAGES[@]}" </dev/null
+    DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${pkgs[@]}" </dev/null
 }
 
 case "${1:-}" in
     check) check ;;
-    install) install ;;
-    ensure) check 2>/dev/null || { install && check; } ;;
+    install) install "${PACKAGES[@]}" ;;
+    ensure) check 2>/dev/null || { install "${PACKAGES[@]}" && check; } ;;
+    peers) install "${PEERS[@]}" ;;
     list) echo "${PACKAGES[*]}" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;

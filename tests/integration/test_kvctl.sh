@@ -25,6 +25,19 @@ check "leader names the leader" eq "$(k leader | cut -d' ' -f1)" "$(leader)"
 check "status shows a table with one leader" eq "$(k status | grep -c ' leader ')" 1
 check "status --json lists every node" eq "$(k --json status | grep -o '"id":' | wc -l | awk '{print ($1 >= 3)}')" 1
 
+# kvbench, the load generator of make bench, in both of its kvd protocols: a second of
+# load each, no errors, and what it wrote is there (one key: key:0, 100 bytes of x).
+KVBENCH=${KVBENCH:-$(dirname "$KVD")/kvbench}
+bench() { "$KVBENCH" --seconds 1 --connections 4 --keys 1 "$@" 2>&1; }
+ok_line() { grep -q 'req/s' <<<"$1" && ! grep -q errors <<<"$1"; }
+L=$(leader)
+check "kvbench SET over RESP" ok_line "$(bench --node "127.0.0.1:$(resp_port "$L")" --op set)"
+k del key:0 >/dev/null
+check "kvbench SET over HTTP" ok_line "$(bench --proto http --node "127.0.0.1:$(http_port "$L")" --op set)"
+check "kvbench's HTTP SET wrote the value" eq "$(k get key:0)" "$(printf 'x%.0s' $(seq 100))"
+check "kvbench GET over HTTP" ok_line "$(bench --proto http --node "127.0.0.1:$(http_port "$L")" --op get)"
+check "kvbench refuses incr over HTTP" eq "$(bench --proto http --op incr >/dev/null; echo $?)" 2
+
 # The first node given is down: kvctl moves on to the next.
 L=$(leader)
 D=$((L % NODES + 1))
