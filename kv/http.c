@@ -176,6 +176,10 @@ static void on_done(void *ctx, const struct kv_reply *r)
         free(p);
         return;
     }
+    if (r->renewed_client_id) {
+        c->client_id = r->renewed_client_id;
+        c->seq = 1;
+    }
     if (r->code != KV_DONE || !r->result) {
         respond_error(c, r->code == KV_BAD ? 400 : 503, r->message ? r->message : "failed");
     } else {
@@ -210,7 +214,7 @@ static void on_done(void *ctx, const struct kv_reply *r)
             json_decref(o);
             respond_error(c, 400,
                           res->status == KVPB__STATUS__STATUS_SESSION_EXPIRED
-                              ? "session expired: a newer command of this client was applied"
+                              ? "session expired: " SESSION_EXPIRED_WHY
                               : "bad request (keys must be 1 to 511 bytes)");
             break;
         }
@@ -264,7 +268,9 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum kind kind, const cha
     }
     *p = (struct pending){c, kind, k};
     c->base.busy = true;
-    kv_server_submit(c->hs->kv, cmd, on_done, p);
+    /* A connection's own session is renewed when it expires; one named in
+     * X-Client-Id is the client's to handle. */
+    kv_server_submit(c->hs->kv, cmd, c->hdr_client ? 0 : KV_SUBMIT_RENEW, on_done, p);
 }
 
 static void handle_kv(struct conn *c, int method, char *key, size_t keylen)

@@ -46,6 +46,10 @@ static const char usage_text[] =
     "                        unsafe_local (every node answers from its own state: stale\n"
     "                        reads, for teaching)\n"
     "  --request-timeout MS  a command not done by then fails with NOQUORUM (default 5000)\n"
+    "  --session-ttl S       a client session idle for S seconds of the leader's clock\n"
+    "                        expires (default 3600; 0: never; at least twice the request\n"
+    "                        timeout). A connection whose session expired gets a new one\n"
+    "                        on its next write; SESSION commands get an error instead\n"
     "  --snapshot-entries N  snapshot the state once N entries were applied since the last\n"
     "                        one, then drop the log up to a trailing tail (default 8192;\n"
     "                        0: never); a follower further behind gets the snapshot (§7)\n"
@@ -232,6 +236,7 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     raft_config_default(&cfg.raft);
     cfg.request_timeout_ms = 5000;
+    cfg.session_ttl_ms = 3600 * 1000;
     cfg.tick_ms = 10;
     size_t map_mb = 1024;
     const char *data = NULL, *cluster_file = NULL, *peers = NULL;
@@ -285,6 +290,10 @@ int main(int argc, char **argv)
             NEED_VALUE();
             cfg.request_timeout_ms =
                 (uint32_t)parse_num(v, 3600000, "--request-timeout: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--session-ttl")) {
+            NEED_VALUE();
+            cfg.session_ttl_ms =
+                1000 * parse_num(v, 10 * 365 * 86400, "--session-ttl: bad seconds '%s'");
         } else if (!strcmp(a, "--read-mode")) {
             NEED_VALUE();
             if (!strcmp(v, "linearizable") || !strcmp(v, "readindex"))
@@ -318,6 +327,15 @@ int main(int argc, char **argv)
     }
     if (!cfg.id)
         usage_error("%s", "--id is required");
+    /* A retry reaches the log within the request timeout of the first try,
+     * so a TTL above it can never expire a session between the two (given
+     * clocks that agree to well within the difference). */
+    if (cfg.session_ttl_ms && cfg.session_ttl_ms < 2ull * cfg.request_timeout_ms) {
+        char why[128];
+        snprintf(why, sizeof(why), "%llu s is less than twice --request-timeout (%u ms)",
+                 (unsigned long long)(cfg.session_ttl_ms / 1000), cfg.request_timeout_ms);
+        usage_error("--session-ttl: %s", why);
+    }
     if (!data)
         usage_error("%s", "--data is required");
     if (!!cluster_file + !!peers + !!nodes != 1)

@@ -231,7 +231,7 @@ static void answer(struct buf *b, enum shape shape, const struct kv_reply *r)
         reply_error(b, "ERR", "value is not an integer or out of range");
         return;
     case KVPB__STATUS__STATUS_SESSION_EXPIRED:
-        reply_error(b, "ERR", "session expired: a newer command of this client was applied");
+        reply_error(b, "ERR", "session expired: " SESSION_EXPIRED_WHY);
         return;
     case KVPB__STATUS__STATUS_MAP_FULL:
         reply_error(b, "UNAVAILABLE", "storage full");
@@ -280,6 +280,10 @@ static void on_done(void *ctx, const struct kv_reply *r)
     free(p);
     if (tcp_conn_answered(&c->base) || c->base.closing)
         return; /* freed, or going: nobody to answer */
+    if (r->renewed_client_id) {
+        c->client_id = r->renewed_client_id;
+        c->seq = 1;
+    }
     answer(&c->out, shape, r);
     if (!c->running) {
         run_queue(c);
@@ -303,7 +307,9 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum shape shape, uint64_
     }
     *p = (struct pending_cmd){c, shape};
     c->base.busy = true;
-    kv_server_submit(c->rs->kv, cmd, on_done, p);
+    /* A connection's own session is renewed when it expires; one the
+     * user named (SESSION) is the user's to handle. */
+    kv_server_submit(c->rs->kv, cmd, write && !client ? KV_SUBMIT_RENEW : 0, on_done, p);
 }
 
 static void info(struct conn *c)

@@ -46,6 +46,8 @@ struct request {
     uint64_t start_ns;
     raft_id leader_hint;
     bool local_exec; /* being executed here, as the leader */
+    bool renew;      /* KV_SUBMIT_RENEW */
+    uint64_t renewed_client_id;
     char last_error[160];
     kv_done_cb cb;
     void *ctx;
@@ -90,6 +92,7 @@ struct kv_server {
     /* Metrics. */
     struct histogram lat_write, lat_read;
     uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried;
+    uint64_t sessions_renewed;
     uint64_t became_candidate, became_leader;
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
     size_t n_faults;
@@ -198,7 +201,7 @@ static void finish(struct kv_server *s, struct request *q, enum kv_code code, co
         s->ops_bad++;
         break;
     }
-    struct kv_reply reply = {code, message, result};
+    struct kv_reply reply = {code, message, result, q->renewed_client_id};
     q->cb(q->ctx, &reply);
     free(q->data);
     free(q);
@@ -218,6 +221,30 @@ static void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *me
 static void send_relay(struct kv_server *s, raft_id to, const Kvpb__Relay *relay);
 static void attempt(struct kv_server *s, struct request *q);
 
+/* The connection's session expired (thesis §6.3; the state machine
+ * applied nothing): the command becomes seq 1 of a new session, under the
+ * same deadline. */
+static bool renew_session(struct kv_server *s, struct request *q)
+{
+    Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
+    if (!cmd)
+        return false;
+    cmd->client_id = kv_server_new_client(s);
+    cmd->seq = 1;
+    uint8_t *data;
+    size_t len;
+    bool ok = kv_command_encode(cmd, &data, &len) == KV_OK;
+    if (ok) {
+        free(q->data);
+        q->data = data;
+        q->len = len;
+        q->renewed_client_id = cmd->client_id;
+        s->sessions_renewed++;
+    }
+    kvpb__command__free_unpacked(cmd, NULL);
+    return ok;
+}
+
 /* The leader's answer (from another node or from this one). */
 static void on_answer(struct kv_server *s, struct request *q, Kvpb__ReplyCode code, raft_id leader,
                       const char *message, const struct kv_result *result)
@@ -226,6 +253,11 @@ static void on_answer(struct kv_server *s, struct request *q, Kvpb__ReplyCode co
     q->local_exec = false;
     switch (code) {
     case KVPB__REPLY_CODE__REPLY_OK:
+        if (result && result->status == KVPB__STATUS__STATUS_SESSION_EXPIRED && q->renew &&
+            !q->renewed_client_id && renew_session(s, q)) {
+            attempt(s, q);
+            return;
+        }
         finish(s, q, KV_DONE, NULL, result);
         return;
     case KVPB__REPLY_CODE__REPLY_BAD_REQUEST:
@@ -325,14 +357,15 @@ static void attempt(struct kv_server *s, struct request *q)
     q->next_try_ms = now + s->cfg.raft.election_timeout_ms;
 }
 
-void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, kv_done_cb cb, void *ctx)
+void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, kv_done_cb cb,
+                      void *ctx)
 {
     struct request *q = calloc(1, sizeof(*q));
     uint8_t *data = NULL;
     size_t len = 0;
     if (!q || kv_command_encode(cmd, &data, &len) != KV_OK) {
         free(q);
-        struct kv_reply reply = {KV_UNAVAILABLE, "out of memory", NULL};
+        struct kv_reply reply = {KV_UNAVAILABLE, "out of memory", NULL, 0};
         cb(ctx, &reply);
         return;
     }
@@ -340,6 +373,7 @@ void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, kv_done_cb 
     q->data = data;
     q->len = len;
     q->is_read = is_read_op(cmd->op);
+    q->renew = flags & KV_SUBMIT_RENEW;
     q->start_ms = now_ms(s);
     q->start_ns = uv_hrtime();
     q->deadline_ms = q->start_ms + s->cfg.request_timeout_ms;
@@ -499,6 +533,39 @@ static void exec_answer(struct kv_server *s, struct exec *x, struct exec **list,
     reply_to(s, origin, req_id, code, message, result);
 }
 
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7)
+        p[n++] = (uint8_t)(v | 0x80);
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+/* Propose a command stamped with this leader's wall clock and session TTL
+ * (kv.proto fields 9 and 10), which the state machine expires sessions by
+ * (thesis §6.3). Appended to the encoding as it is: a protobuf parser
+ * keeps the last value of a field, so no decode and re-encode. */
+static int propose_stamped(struct kv_server *s, const uint8_t *data, size_t len)
+{
+    uv_timeval64_t tv;
+    uint64_t wall =
+        uv_gettimeofday(&tv) == 0 ? (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000 : 0;
+    uint8_t stack[1024], *buf = len + 24 <= sizeof(stack) ? stack : malloc(len + 24);
+    if (!buf)
+        return RAFT_ENOMEM;
+    memcpy(buf, data, len);
+    size_t n = len;
+    buf[n++] = 9 << 3; /* time_ms, varint */
+    n += put_varint(buf + n, wall);
+    buf[n++] = 10 << 3; /* session_ttl_ms, varint */
+    n += put_varint(buf + n, s->cfg.session_ttl_ms);
+    int rv = raft_node_propose(s->node, GROUP, buf, n);
+    if (buf != stack)
+        free(buf);
+    return rv;
+}
+
 static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
                        size_t len)
 {
@@ -531,7 +598,7 @@ static void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, con
         x->seq = cmd->seq;
         kvpb__command__free_unpacked(cmd, NULL);
         exec_link(s, x, &s->writes);
-        rv = raft_node_propose(s->node, GROUP, data, len);
+        rv = propose_stamped(s, data, len);
         if (rv == RAFT_OK)
             return;
         exec_unlink(s, x, &s->writes);
@@ -1121,6 +1188,11 @@ json_t *kv_server_status(struct kv_server *s)
         json_object_set_new(o, "content_hash", json_string(hex));
         json_object_set_new(o, "keys", json_integer((json_int_t)keys));
     }
+    uint64_t sessions, expired, clock;
+    if (kv_sm_sessions(s->sm, &sessions, &expired, &clock) == KV_OK) {
+        json_object_set_new(o, "sessions", json_integer((json_int_t)sessions));
+        json_object_set_new(o, "log_clock_ms", json_integer((json_int_t)clock));
+    }
     const char *why = raft_node_error(s->node);
     json_object_set_new(o, "error", why ? json_string(why) : json_null());
     json_t *peers = json_array();
@@ -1260,6 +1332,22 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
              "raftkv_snapshots_total{how=\"installed\"} %" PRIu64 "\n",
              GROUP, s->snap_index, s->snapshots_taken, s->snapshots_installed);
     emit(arg, buf);
+    uint64_t sessions, expired, clock;
+    if (kv_sm_sessions(s->sm, &sessions, &expired, &clock) == KV_OK) {
+        snprintf(
+            buf, sizeof(buf),
+            "# HELP raftkv_sessions Client sessions in the state machine (thesis 6.3).\n"
+            "# TYPE raftkv_sessions gauge\nraftkv_sessions{group=\"%d\"} %" PRIu64 "\n"
+            "# HELP raftkv_sessions_expired_total Sessions this node's state machine expired.\n"
+            "# TYPE raftkv_sessions_expired_total counter\n"
+            "raftkv_sessions_expired_total{group=\"%d\"} %" PRIu64 "\n"
+            "# HELP raftkv_sessions_renewed_total Commands of a connection whose session had "
+            "expired, run again as seq 1 of a new one.\n"
+            "# TYPE raftkv_sessions_renewed_total counter\n"
+            "raftkv_sessions_renewed_total %" PRIu64 "\n",
+            GROUP, sessions, GROUP, expired, s->sessions_renewed);
+        emit(arg, buf);
+    }
     emit(arg, "# HELP raftkv_request_seconds Client command latency at this node.\n"
               "# TYPE raftkv_request_seconds histogram\n");
     emit_histogram(emit, arg, "raftkv_request_seconds", "kind=\"write\"", &s->lat_write);

@@ -49,6 +49,7 @@ struct kv_server_config {
     size_t n_peers;
     enum kv_read_mode read_mode;
     uint32_t request_timeout_ms; /* a command's deadline; default 5000 */
+    uint64_t session_ttl_ms;     /* stamped on the commands this node proposes; 0: never */
     struct raft_config raft;
     uint32_t tick_ms;
     bool trace;
@@ -66,6 +67,22 @@ struct kv_reply {
     enum kv_code code;
     const char *message; /* for errors */
     const struct kv_result *result;
+    /* KV_SUBMIT_RENEW: the session was renewed; the command ran as seq 1 of
+     * this client id, which the caller uses from now on (0: not renewed). */
+    uint64_t renewed_client_id;
+};
+
+/* Why a command was refused with STATUS_SESSION_EXPIRED, for the doors. */
+#define SESSION_EXPIRED_WHY                                                                        \
+    "a newer command of this session was applied, or the session is unknown "                      \
+    "(sessions start at seq 1 and expire after --session-ttl idle); nothing was applied"
+
+/* Submit flags. */
+enum {
+    /* The session is the caller's own (a connection's), not the user's: if
+     * the state machine refuses it as expired -- so nothing was applied --
+     * start a new session and run the command as its seq 1. */
+    KV_SUBMIT_RENEW = 1,
 };
 
 typedef void (*kv_done_cb)(void *ctx, const struct kv_reply *reply);
@@ -75,8 +92,9 @@ struct kv_server;
 int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
                     char *err, size_t errlen);
 /* Run cmd (a copy is taken); cb is called exactly once, maybe before this
- * returns (a local read in unsafe_local mode). */
-void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, kv_done_cb cb, void *ctx);
+ * returns (a local read in unsafe_local mode). flags: KV_SUBMIT_*. */
+void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, kv_done_cb cb,
+                      void *ctx);
 /* A fresh client session id (random, nonzero). */
 uint64_t kv_server_new_client(struct kv_server *s);
 /* Status as JSON (id, role, term, leader, commit, applied, peers...). */

@@ -15,7 +15,32 @@ struct kv_sm {
     MDB_dbi kv, sess, meta;
     raft_index applied; /* committed */
     raft_index staged;  /* applied in the open transaction (the storage thread's) */
+    /* The log's clock (sm.h): committed, and as staged. */
+    uint64_t clock_ms, staged_clock_ms;
+    uint64_t expired, staged_expired; /* sessions expired since the process started */
 };
+
+/* The layout of the kvmeta database; 2 since sessions record when they
+ * were last used. A state written by format 1 is refused, not guessed at. */
+enum { STATE_FORMAT = 2 };
+
+static uint64_t meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, bool *found)
+{
+    MDB_val k = {strlen(name), (void *)name}, d;
+    uint64_t v = 0;
+    bool ok = mdb_get(txn, meta, &k, &d) == 0 && d.mv_size == sizeof(v);
+    if (ok)
+        memcpy(&v, d.mv_data, sizeof(v));
+    if (found)
+        *found = ok;
+    return v;
+}
+
+static int put_meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v)
+{
+    MDB_val k = {strlen(name), (void *)name}, d = {sizeof(v), &v};
+    return mdb_put(txn, meta, &k, &d, 0);
+}
 
 static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
 {
@@ -48,12 +73,27 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
     snprintf(name, sizeof(name), "g%" PRIu64 ".kvmeta", group);
     if (!rc)
         rc = mdb_dbi_open(txn, name, MDB_CREATE, &sm->meta);
+    bool old_format = false;
     if (!rc) {
-        MDB_val k = {7, "applied"}, d;
-        int g = mdb_get(txn, sm->meta, &k, &d);
-        if (g == 0 && d.mv_size == sizeof(uint64_t))
-            memcpy(&sm->applied, d.mv_data, sizeof(uint64_t));
+        bool has_applied, has_format;
+        sm->applied = meta_u64(txn, sm->meta, "applied", &has_applied);
+        uint64_t format = meta_u64(txn, sm->meta, "format", &has_format);
         sm->staged = sm->applied;
+        sm->clock_ms = sm->staged_clock_ms = meta_u64(txn, sm->meta, "clock", NULL);
+        if (has_applied && format != STATE_FORMAT)
+            old_format = true;
+        else if (!has_format)
+            rc = put_meta_u64(txn, sm->meta, "format", STATE_FORMAT);
+    }
+    if (old_format) {
+        mdb_txn_abort(txn);
+        free(sm);
+        snprintf(err, errlen,
+                 "state machine: group %" PRIu64 " was written by an older kvd (state format "
+                 "1, format %d here); start this node with an empty --data directory: it "
+                 "catches up from the others",
+                 group, STATE_FORMAT);
+        return KV_EIO;
     }
     if (rc || (rc = mdb_txn_commit(txn))) {
         if (rc)
@@ -234,6 +274,10 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
  * Sessions (thesis §6.3)
  * ------------------------------------------------------------------------ */
 
+/* A session record: seq (8 bytes), the log clock when it was last used (8),
+ * then the encoded Result of that seq. */
+enum { SESS_HEAD = 16 };
+
 static int session_store(struct kv_sm *sm, MDB_txn *txn, uint64_t client, uint64_t seq,
                          const struct kv_result *r)
 {
@@ -252,23 +296,88 @@ static int session_store(struct kv_sm *sm, MDB_txn *txn, uint64_t client, uint64
     res.values = vals;
     res.present = present;
     size_t len = kvpb__result__get_packed_size(&res);
-    MDB_val k = {sizeof(client), &client}, d = {8 + len, NULL};
+    MDB_val k = {sizeof(client), &client}, d = {SESS_HEAD + len, NULL};
     int rc = mdb_put(txn, sm->sess, &k, &d, MDB_RESERVE);
     if (rc)
         return rc;
     memcpy(d.mv_data, &seq, 8);
-    kvpb__result__pack(&res, (uint8_t *)d.mv_data + 8);
+    memcpy((uint8_t *)d.mv_data + 8, &sm->staged_clock_ms, 8);
+    kvpb__result__pack(&res, (uint8_t *)d.mv_data + SESS_HEAD);
     return 0;
 }
 
-/* 1: answered from the table (a retry or an expired seq); 0: apply it. */
+static bool session_expired(const struct kv_sm *sm, const MDB_val *d, uint64_t ttl_ms)
+{
+    uint64_t last;
+    memcpy(&last, (const uint8_t *)d->mv_data + 8, 8);
+    return ttl_ms && last + ttl_ms <= sm->staged_clock_ms;
+}
+
+/* Garbage collection of expired sessions: every session idle for ttl_ms of
+ * log time goes. Runs when the log clock crosses a multiple of a quarter
+ * of the TTL -- a decision made from log contents alone, so every replica
+ * sweeps at the same entry and the tables stay identical. */
+static int session_sweep(struct kv_sm *sm, MDB_txn *txn, uint64_t ttl_ms)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, sm->sess, &c);
+    if (rc)
+        return rc;
+    MDB_val k, d;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        if (d.mv_size >= SESS_HEAD && !session_expired(sm, &d, ttl_ms))
+            continue;
+        if ((rc = mdb_cursor_del(c, 0)) != 0)
+            break;
+        sm->staged_expired++;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* The leader's stamp moves the log clock (never back: a new leader's
+ * clock may be behind the old one's). */
+static int clock_advance(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd)
+{
+    if (cmd->time_ms <= sm->staged_clock_ms)
+        return 0;
+    uint64_t before = sm->staged_clock_ms, ttl = cmd->session_ttl_ms;
+    sm->staged_clock_ms = cmd->time_ms;
+    uint64_t period = ttl / 4 ? ttl / 4 : 1;
+    if (ttl && before / period != cmd->time_ms / period)
+        return session_sweep(sm, txn, ttl);
+    return 0;
+}
+
+/* 1: answered from the table (a retry, an old seq, or no session); 0:
+ * apply it. */
 static int session_check(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd,
                          struct kv_result *r)
 {
     uint64_t client = cmd->client_id;
     MDB_val k = {sizeof(client), &client}, d;
-    if (client == 0 || mdb_get(txn, sm->sess, &k, &d) != 0 || d.mv_size < 8)
+    if (client == 0)
         return 0;
+    int g = mdb_get(txn, sm->sess, &k, &d);
+    if (g && g != MDB_NOTFOUND)
+        return -g;
+    if (g == 0 && (d.mv_size < SESS_HEAD || session_expired(sm, &d, cmd->session_ttl_ms))) {
+        /* Expired but not swept yet: the same answer as after the sweep. */
+        if ((g = mdb_del(txn, sm->sess, &k, NULL)) != 0)
+            return -g;
+        sm->staged_expired++;
+        g = MDB_NOTFOUND;
+    }
+    if (g == MDB_NOTFOUND) {
+        if (cmd->seq == 1)
+            return 0; /* a new session */
+        /* Its seq 1 was applied once (the client sends seq n+1 only after
+         * seq n was answered), so the session existed and has expired, and
+         * this command may be a retry of one applied before: refuse it. */
+        r->status = KVPB__STATUS__STATUS_SESSION_EXPIRED;
+        return 1;
+    }
     uint64_t seq;
     memcpy(&seq, d.mv_data, 8);
     if (cmd->seq > seq)
@@ -277,7 +386,8 @@ static int session_check(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cm
         r->status = KVPB__STATUS__STATUS_SESSION_EXPIRED;
         return 1;
     }
-    Kvpb__Result *res = kvpb__result__unpack(NULL, d.mv_size - 8, (uint8_t *)d.mv_data + 8);
+    Kvpb__Result *res =
+        kvpb__result__unpack(NULL, d.mv_size - SESS_HEAD, (uint8_t *)d.mv_data + SESS_HEAD);
     if (!res)
         return 0;
     r->status = res->status;
@@ -308,8 +418,10 @@ static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
     }
     r->client_id = cmd->client_id;
     r->seq = cmd->seq;
-    int rc = 0;
-    if (session_check(sm, txn, cmd, r) == 0) {
+    int rc = clock_advance(sm, txn, cmd), answered = 0;
+    if (!rc && (answered = session_check(sm, txn, cmd, r)) < 0)
+        rc = -answered;
+    if (!rc && answered == 0) {
         bool read = cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
                     cmd->op == KVPB__OP__OP_MGET;
         rc = read ? (do_read(sm, txn, cmd, r) == KV_OK ? 0 : EIO) : do_write(sm, txn, cmd, r);
@@ -346,8 +458,8 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
         }
     }
     raft_index applied = sm->staged + n;
-    MDB_val k = {7, "applied"}, d = {sizeof(applied), &applied};
-    if (!rc && (rc = mdb_put(txn, sm->meta, &k, &d, 0)))
+    if (!rc && ((rc = put_meta_u64(txn, sm->meta, "applied", applied)) ||
+                (rc = put_meta_u64(txn, sm->meta, "clock", sm->staged_clock_ms))))
         rc = lmdb_fail(err, errlen, rc, "applying");
     if (rc) {
         for (size_t i = 0; results && i < n; i++)
@@ -360,10 +472,15 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
 
 void kv_sm_staged_done(struct kv_sm *sm, bool committed)
 {
-    if (committed)
+    if (committed) {
         sm->applied = sm->staged;
-    else
+        sm->clock_ms = sm->staged_clock_ms;
+        sm->expired += sm->staged_expired;
+    } else {
         sm->staged = sm->applied;
+        sm->staged_clock_ms = sm->clock_ms;
+    }
+    sm->staged_expired = 0;
 }
 
 int kv_sm_apply(struct kv_sm *sm, const struct raft_entry *entries, size_t n,
@@ -418,8 +535,9 @@ int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len)
  * ------------------------------------------------------------------------ */
 
 /* File: "RKVSNAP1", the applied index (8 bytes LE), then records {kind (1
- * byte: 1 key, 2 session), key length (4 LE), value length (4 LE), key,
- * value}, then a kind 0 byte. The checksum is XXH64 of the whole file. */
+ * byte: 1 key, 2 session, 3 state metadata: the log clock), key length (4
+ * LE), value length (4 LE), key, value}, then a kind 0 byte. The checksum
+ * is XXH64 of the whole file. */
 static const char SNAP_MAGIC[8] = "RKVSNAP1";
 
 static void le32(uint8_t *p, uint32_t v)
@@ -478,10 +596,8 @@ int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, 
     int rc = mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return lmdb_fail(err, errlen, rc, "snapshot");
-    MDB_val k = {7, "applied"}, d;
-    raft_index applied = 0;
-    if (mdb_get(txn, sm->meta, &k, &d) == 0 && d.mv_size == 8)
-        memcpy(&applied, d.mv_data, 8);
+    raft_index applied = meta_u64(txn, sm->meta, "applied", NULL);
+    uint64_t clock = meta_u64(txn, sm->meta, "clock", NULL);
     FILE *f = fopen(path, "wb");
     XXH64_state_t *h = XXH64_createState();
     if (!f || !h) {
@@ -497,6 +613,12 @@ int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, 
     memcpy(head, SNAP_MAGIC, 8);
     le64(head + 8, applied);
     bool ok = out_write(f, h, head, 16);
+    uint8_t rec[9 + 5 + 8] = {3};
+    le32(rec + 1, 5);
+    le32(rec + 5, 8);
+    memcpy(rec + 9, "clock", 5);
+    le64(rec + 14, clock);
+    ok = ok && out_write(f, h, rec, sizeof(rec));
     if (ok && (rc = dump_db(txn, sm->kv, 1, f, h)) == 0)
         rc = dump_db(txn, sm->sess, 2, f, h);
     mdb_txn_abort(txn);
@@ -565,6 +687,7 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
         rc = clear_db(txn, sm->sess);
     uint8_t *buf = NULL;
     size_t cap = 0;
+    uint64_t clock = 0;
     while (!rc) {
         uint8_t rec[9];
         if (fread(rec, 1, 1, f) != 1) {
@@ -573,7 +696,7 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
         }
         if (rec[0] == 0)
             break;
-        if (rec[0] > 2 || fread(rec + 1, 1, 8, f) != 8) {
+        if (rec[0] > 3 || fread(rec + 1, 1, 8, f) != 8) {
             rc = EINVAL;
             break;
         }
@@ -595,14 +718,18 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
             rc = EINVAL;
             break;
         }
+        if (rec[0] == 3) { /* metadata we know; unknown names are skipped */
+            if (kl == 5 && vl == 8 && !memcmp(buf, "clock", 5))
+                clock = get_le(buf + 5, 8);
+            continue;
+        }
         MDB_val k = {kl, buf}, v = {vl, buf + kl};
         rc = mdb_put(txn, rec[0] == 1 ? sm->kv : sm->sess, &k, &v, 0);
     }
     free(buf);
     fclose(f);
-    MDB_val k = {7, "applied"}, d = {sizeof(index), &index};
-    if (!rc)
-        rc = mdb_put(txn, sm->meta, &k, &d, 0);
+    if (!rc && !(rc = put_meta_u64(txn, sm->meta, "applied", index)))
+        rc = put_meta_u64(txn, sm->meta, "clock", clock);
     if (rc == EINVAL) {
         snprintf(err, errlen, "snapshot %s does not decode", path);
         return KV_EIO;
@@ -610,6 +737,23 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
     if (rc)
         return lmdb_fail(err, errlen, rc, "installing a snapshot");
     sm->staged = index;
+    sm->staged_clock_ms = clock;
+    return KV_OK;
+}
+
+int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_t *clock_ms)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(sm->env, NULL, MDB_RDONLY, &txn))
+        return KV_EIO;
+    MDB_stat st;
+    int rc = mdb_stat(txn, sm->sess, &st);
+    mdb_txn_abort(txn);
+    if (rc)
+        return KV_EIO;
+    *count = st.ms_entries;
+    *expired = sm->expired;
+    *clock_ms = sm->clock_ms;
     return KV_OK;
 }
 

@@ -10,11 +10,18 @@
  * Exactly-once (thesis §6.3): a command carries {client_id, seq}; the
  * session table keeps each client's highest applied seq and its result, so
  * a retried command is answered from the table and never applied twice.
- * A client has one command outstanding at a time; a seq below the last
- * applied one is refused as expired.
+ * A client has one command outstanding at a time and starts at seq 1; a
+ * seq below the last applied one, or above 1 with no session in the table,
+ * is refused as expired (STATUS_SESSION_EXPIRED) and not applied.
+ *
+ * Sessions expire after session_ttl_ms of idleness, measured on the log's
+ * clock: the largest leader stamp (Command.time_ms) applied so far. So
+ * every replica expires the same sessions at the same entry; the clock is
+ * stored with the applied index and carried in snapshots.
  *
  * Databases (DESIGN.md): "g<id>.kv" (key -> value), "g<id>.sess" (client
- * id -> seq and encoded Result), "g<id>.kvmeta" (the applied index).
+ * id -> seq, last-used clock and encoded Result), "g<id>.kvmeta" (the
+ * applied index, the log clock, the state format).
  */
 #ifndef KV_SM_H
 #define KV_SM_H
@@ -89,6 +96,10 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
 /* XXH64 of every key and value in key order, and how many keys: equal on
  * replicas that applied the same prefix of the log. */
 int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys);
+
+/* Sessions in the table (expired ones not yet swept included), sessions
+ * expired by this process, and the log clock (ms since the epoch). */
+int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_t *clock_ms);
 
 /* Encode a command as entry data (malloc'ed; the caller frees). */
 int kv_command_encode(const Kvpb__Command *cmd, uint8_t **data, size_t *len);

@@ -39,6 +39,9 @@ static void cleanup(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The leader's stamp on the entries entry() makes (kv.proto fields 9, 10). */
+static uint64_t stamp_ms, stamp_ttl_ms;
+
 /* An entry at index holding a command; data is malloc'ed into *buf. */
 static struct raft_entry entry(raft_index index, Kvpb__Op op, const char *key, const char *value,
                                uint64_t client, uint64_t seq, uint8_t **buf)
@@ -54,6 +57,8 @@ static struct raft_entry entry(raft_index index, Kvpb__Op op, const char *key, c
     }
     c.client_id = client;
     c.seq = seq;
+    c.time_ms = stamp_ms;
+    c.session_ttl_ms = stamp_ttl_ms;
     size_t len;
     CHECK_EQ(kv_command_encode(&c, buf, &len), KV_OK);
     return (struct raft_entry){.term = 1, .index = index, .data = *buf, .len = len};
@@ -302,6 +307,153 @@ static void test_snapshot_round_trip(void)
     cleanup();
 }
 
+static uint64_t sessions(struct kv_sm *sm, uint64_t *clock)
+{
+    uint64_t n, expired, c;
+    CHECK_EQ(kv_sm_sessions(sm, &n, &expired, &c), KV_OK);
+    if (clock)
+        *clock = c;
+    return n;
+}
+
+static Kvpb__Status incr_status(struct kv_sm *sm, raft_index i, uint64_t client, uint64_t seq,
+                                int64_t *value)
+{
+    uint8_t *b;
+    struct kv_result r = apply1(sm, entry(i, KVPB__OP__OP_INCR, "n", NULL, client, seq, &b));
+    Kvpb__Status st = r.status;
+    if (value)
+        *value = r.integer;
+    kv_result_free(&r);
+    return st;
+}
+
+/* thesis §6.3: sessions expire after the TTL of idleness on the log's clock
+ * (the leader's stamps); an expired session's next command is refused and
+ * not applied; a session starts at seq 1. */
+static void test_session_expiry(void)
+{
+    fresh(16 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    int64_t v;
+    stamp_ttl_ms = 10000;
+    stamp_ms = 1000;
+    CHECK_EQ(incr_status(sm, 1, 1, 1, &v), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(v, 1);
+    stamp_ms = 5000;
+    CHECK_EQ(incr_status(sm, 2, 2, 1, &v), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(v, 2);
+    /* 1 ms short of its TTL, client 1 is alive; using it renews it. */
+    stamp_ms = 10999;
+    CHECK_EQ(incr_status(sm, 3, 1, 2, &v), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(v, 3);
+    stamp_ms = 20998;
+    CHECK_EQ(incr_status(sm, 4, 1, 3, &v), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(v, 4);
+    /* Client 2 has been idle since 5000: its next command is refused, and
+     * not applied. */
+    CHECK_EQ(incr_status(sm, 5, 2, 2, NULL), KVPB__STATUS__STATUS_SESSION_EXPIRED);
+    /* A session never started (seq above 1) is refused the same way. */
+    CHECK_EQ(incr_status(sm, 6, 3, 5, NULL), KVPB__STATUS__STATUS_SESSION_EXPIRED);
+    struct kv_result r = get(sm, "n");
+    CHECK(r.values[0].len == 1 && r.values[0].data[0] == '4');
+    kv_result_free(&r);
+    /* The clock never goes back (a new leader's clock may be behind). */
+    uint64_t clock;
+    stamp_ms = 7000;
+    CHECK_EQ(incr_status(sm, 7, 1, 4, NULL), KVPB__STATUS__STATUS_OK);
+    sessions(sm, &clock);
+    CHECK_EQ(clock, 20998);
+    /* The sweep: ten sessions, then 10 s of log time later one command
+     * from a new client: only client 1 (used at 20998) and the new one
+     * stay. */
+    stamp_ms = 25000;
+    for (uint64_t c = 10; c < 20; c++)
+        CHECK_EQ(incr_status(sm, 8 + c - 10, c, 1, NULL), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(sessions(sm, NULL), 11);
+    stamp_ms = 35001;
+    CHECK_EQ(incr_status(sm, 18, 100, 1, NULL), KVPB__STATUS__STATUS_OK);
+    CHECK_EQ(sessions(sm, NULL), 1);
+    uint64_t n, expired;
+    CHECK_EQ(kv_sm_sessions(sm, &n, &expired, &clock), KV_OK);
+    CHECK_EQ(expired, 12); /* client 2 at entry 5, then eleven in the sweep */
+    /* TTL 0: nothing expires. */
+    stamp_ttl_ms = 0;
+    stamp_ms = 1000000;
+    CHECK_EQ(incr_status(sm, 19, 100, 2, NULL), KVPB__STATUS__STATUS_OK);
+    /* The clock survives a restart. */
+    kv_sm_close(sm);
+    mdb_env_close(env);
+    open_env(16 << 20);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    sessions(sm, &clock);
+    CHECK_EQ(clock, 1000000);
+    kv_sm_close(sm);
+    stamp_ms = stamp_ttl_ms = 0;
+    cleanup();
+}
+
+/* Expiry is decided from the log alone: the same entries applied in one
+ * batch on one replica and one by one on another leave identical states
+ * (keys, sessions with their last-used clocks, the clock: equal snapshot
+ * checksums), and a snapshot carries the clock to a third. */
+static void test_session_expiry_deterministic(void)
+{
+    fresh(32 << 20);
+    struct kv_sm *a, *b, *c;
+    CHECK_EQ(kv_sm_open(env, 1, &a, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_open(env, 2, &b, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_open(env, 3, &c, err, sizeof(err)), KV_OK);
+    enum { N = 400 };
+    struct raft_entry es[N];
+    uint8_t *bufs[N];
+    uint64_t seqs[40] = {0};
+    uint64_t rng = 12345;
+    stamp_ttl_ms = 3000;
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint64_t client = 1 + (rng >> 33) % 40;
+        stamp_ms = 1000 + (uint64_t)i * 37 - (rng >> 60) * 10; /* not monotonic */
+        es[i] = entry((raft_index)i + 1, KVPB__OP__OP_INCR, "n", NULL, client, ++seqs[client - 1],
+                      &bufs[i]);
+    }
+    CHECK_EQ(kv_sm_apply(a, es, N, NULL, err, sizeof(err)), KV_OK);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(kv_sm_apply(b, &es[i], 1, NULL, err, sizeof(err)), KV_OK);
+    uint64_t na, nb, ea, eb, ca, cb;
+    CHECK_EQ(kv_sm_sessions(a, &na, &ea, &ca), KV_OK);
+    CHECK_EQ(kv_sm_sessions(b, &nb, &eb, &cb), KV_OK);
+    CHECK_EQ(na, nb);
+    CHECK_EQ(ea, eb);
+    CHECK_EQ(ca, cb);
+    CHECK(ea > 0); /* the schedule does expire sessions */
+    char pa[200], pb[200];
+    snprintf(pa, sizeof(pa), "%s/snap-a", dir);
+    snprintf(pb, sizeof(pb), "%s/snap-b", dir);
+    raft_index ia, ib;
+    uint64_t sa, sb, suma, sumb;
+    CHECK_EQ(kv_sm_snapshot_write(a, pa, &ia, &sa, &suma, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_snapshot_write(b, pb, &ib, &sb, &sumb, err, sizeof(err)), KV_OK);
+    CHECK_EQ(suma, sumb);
+    MDB_txn *txn;
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(kv_sm_install_stage(c, txn, pa, ia, err, sizeof(err)), KV_OK);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+    kv_sm_staged_done(c, true);
+    uint64_t nc, ec, cc;
+    CHECK_EQ(kv_sm_sessions(c, &nc, &ec, &cc), KV_OK);
+    CHECK_EQ(nc, na);
+    CHECK_EQ(cc, ca);
+    for (int i = 0; i < N; i++)
+        free(bufs[i]);
+    kv_sm_close(a);
+    kv_sm_close(b);
+    kv_sm_close(c);
+    stamp_ms = stamp_ttl_ms = 0;
+    cleanup();
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -310,6 +462,8 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_cas),
         HARNESS_TEST(test_retry_applied_once),
         HARNESS_TEST(test_map_full_applies_nothing),
+        HARNESS_TEST(test_session_expiry),
+        HARNESS_TEST(test_session_expiry_deterministic),
     };
     return harness_main(argc, argv, "kv_sm", tests, sizeof(tests) / sizeof(tests[0]));
 }
