@@ -199,7 +199,8 @@ bench: deps-ensure
 $(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c raft/io/codec.c $(PROTO_C) $(PROTO_H)
 	$(call say,FUZZ,$@)
 	@mkdir -p $(FUZZ_DIR)
-	$(Q)clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L \
+	$(Q)clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-D_POSIX_C_SOURCE=200809L \
 		-Iraft/include -Iraft/io -I$(GEN) $$(pkg-config --cflags $(PKGS_PROTO)) \
 		$< raft/io/codec.c $(PROTO_C) $$(pkg-config --libs $(PKGS_PROTO)) -o $@
 

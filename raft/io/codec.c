@@ -427,7 +427,8 @@ int frame_reader_feed(struct frame_reader *r, const void *data, size_t len)
         r->buf = buf;
         r->cap = cap;
     }
-    memcpy(r->buf + r->len, data, len);
+    if (len) /* an empty read leaves buf as it is, maybe still NULL */
+        memcpy(r->buf + r->len, data, len);
     r->len += len;
     return prefixes_ok(r) ? CODEC_OK : CODEC_ETOOBIG;
 }
