@@ -46,6 +46,9 @@ static const char usage_text[] =
     "                        unsafe_local (every node answers from its own state: stale\n"
     "                        reads, for teaching)\n"
     "  --request-timeout MS  a command not done by then fails with NOQUORUM (default 5000)\n"
+    "  --apply-linger US     a commit that only applies entries (its clients are answered\n"
+    "                        already) waits up to US for the next writes, to share their\n"
+    "                        sync (default 1000; 0: commit at once)\n"
     "  --session-ttl S       a client session idle for S seconds of the leader's clock\n"
     "                        expires (default 3600; 0: never; at least twice the request\n"
     "                        timeout). A connection whose session expired gets a new one\n"
@@ -237,6 +240,7 @@ int main(int argc, char **argv)
     raft_config_default(&cfg.raft);
     cfg.request_timeout_ms = 5000;
     cfg.session_ttl_ms = 3600 * 1000;
+    cfg.apply_linger_us = 1000;
     cfg.tick_ms = 10;
     size_t map_mb = 1024;
     const char *data = NULL, *cluster_file = NULL, *peers = NULL;
@@ -290,6 +294,10 @@ int main(int argc, char **argv)
             NEED_VALUE();
             cfg.request_timeout_ms =
                 (uint32_t)parse_num(v, 3600000, "--request-timeout: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--apply-linger")) {
+            NEED_VALUE();
+            cfg.apply_linger_us =
+                (uint32_t)parse_num(v, 100000, "--apply-linger: bad microseconds '%s'");
         } else if (!strcmp(a, "--session-ttl")) {
             NEED_VALUE();
             cfg.session_ttl_ms =

@@ -78,7 +78,9 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
 void kv_sm_staged_done(struct kv_sm *sm, bool committed);
 
 /* A read-only command (GET, EXISTS, MGET) against the applied state; the
- * caller has made it linearizable first (ReadIndex). */
+ * caller has made it linearizable first (ReadIndex). kv_sm_read,
+ * kv_sm_hash and kv_sm_sessions share one read transaction: call them from
+ * one thread (kvd's loop). */
 int kv_sm_read(struct kv_sm *sm, const Kvpb__Command *cmd, struct kv_result *out);
 
 /* Snapshots (§7). Write the committed state -- keys, sessions, applied

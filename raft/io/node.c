@@ -62,7 +62,10 @@ struct batch {
     size_t nw;
     int rc;
     char err[256];
-    uint64_t ns;
+    uint64_t ns, linger_ns;
+    /* Written in this batch's transaction while it lingered (see
+     * linger()); finished together with it. */
+    struct batch *joined;
 };
 
 struct raft_node {
@@ -82,10 +85,17 @@ struct raft_node {
     struct pending *pending; /* the next batch, growing during the loop turn */
     size_t n_pending, cap_pending;
     struct batch *in_flight; /* at most one batch on the storage thread */
-    /* Results staged by the storage thread, announced before its fsync. */
+    /* Results staged by the storage thread, announced before its fsync:
+     * the in-flight batch's and the one that joined it. */
     uv_async_t early;
     uv_mutex_t early_lock;
-    struct batch *early_batch;
+    struct batch *early_batch[2];
+    /* An apply-only batch waiting, transaction open, for writes to join
+     * (linger()); all three under linger_lock. */
+    uv_mutex_t linger_lock;
+    uv_cond_t linger_cond;
+    struct batch *lingering, *join;
+    bool flush_now;
     struct raft_node_stats stats;
     int closing_handles;
 };
@@ -281,9 +291,8 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
  * Group commit on the storage thread
  * ------------------------------------------------------------------------ */
 
-static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
+static int apply_batch(struct batch *b, void *txn, char *err, size_t errlen)
 {
-    struct batch *b = arg;
     struct raft_node *n = b->n;
     bool any = false;
     for (size_t i = 0; i < b->count; i++) {
@@ -309,33 +318,80 @@ static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
      * only spares a replay after a crash). */
     if (any && n->cb.results) {
         uv_mutex_lock(&n->early_lock);
-        n->early_batch = b;
+        n->early_batch[n->early_batch[0] ? 1 : 0] = b;
         uv_mutex_unlock(&n->early_lock);
         uv_async_send(&n->early);
     }
     return STORAGE_OK;
 }
 
-/* On the loop thread: hand out staged results, once per batch. */
-static void deliver_early(struct raft_node *n, struct batch *only)
+static bool apply_only(const struct batch *b)
+{
+    if (b->nw)
+        return false;
+    for (size_t i = 0; i < b->count; i++)
+        if (b->p[i].install || b->p[i].install_bad || b->p[i].n_msgs)
+            return false;
+    return true;
+}
+
+/* An apply-only batch has answered its clients already (results are out
+ * before the commit) and its own sync is worth nothing but a shorter
+ * replay after a crash -- yet it would be on the path of every next
+ * write, which waits for it: the clients it answered send their next
+ * commands right away. So it waits, its transaction open, up to
+ * apply_linger_us for the next batch to join it, and the two commit with
+ * one sync. The loop ends the wait early when a read needs the applied
+ * state (raft_node_flush) or the node stops. */
+static int linger(struct batch *b, void *txn, char *err, size_t errlen)
+{
+    struct raft_node *n = b->n;
+    uint64_t t0 = uv_hrtime(), until = t0 + (uint64_t)n->cfg.apply_linger_us * 1000;
+    uv_mutex_lock(&n->linger_lock);
+    n->lingering = b;
+    for (uint64_t now = t0; !n->join && !n->flush_now && now < until; now = uv_hrtime())
+        if (uv_cond_timedwait(&n->linger_cond, &n->linger_lock, until - now) == UV_ETIMEDOUT)
+            break;
+    struct batch *j = n->join;
+    n->join = n->lingering = NULL;
+    n->flush_now = false;
+    uv_mutex_unlock(&n->linger_lock);
+    b->linger_ns = uv_hrtime() - t0;
+    if (!j)
+        return STORAGE_OK;
+    b->joined = j;
+    int rc = storage_write_more(n->st, txn, j->ws, j->nw, err, errlen);
+    return rc ? rc : apply_batch(j, txn, err, errlen);
+}
+
+static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
+{
+    struct batch *b = arg;
+    int rc = apply_batch(b, txn, err, errlen);
+    if (rc == STORAGE_OK && b->n->cfg.apply_linger_us && apply_only(b))
+        rc = linger(b, txn, err, errlen);
+    return rc;
+}
+
+/* On the loop thread: hand out staged results, once per batch (only the
+ * batch in flight and the one that joined it can have any). */
+static void deliver_early(struct raft_node *n)
 {
     uv_mutex_lock(&n->early_lock);
-    struct batch *b = n->early_batch;
-    if (b && (!only || b == only))
-        n->early_batch = NULL;
-    else
-        b = NULL;
+    struct batch *bs[2] = {n->early_batch[0], n->early_batch[1]};
+    n->early_batch[0] = n->early_batch[1] = NULL;
     uv_mutex_unlock(&n->early_lock);
-    for (size_t i = 0; b && i < b->count; i++) {
-        struct pending *p = &b->p[i];
-        if (p->apply.n && p->apply_result)
-            n->cb.results(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result);
-    }
+    for (int k = 0; k < 2; k++)
+        for (size_t i = 0; bs[k] && i < bs[k]->count; i++) {
+            struct pending *p = &bs[k]->p[i];
+            if (p->apply.n && p->apply_result)
+                n->cb.results(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result);
+        }
 }
 
 static void on_early(uv_async_t *h)
 {
-    deliver_early(h->data, NULL);
+    deliver_early(h->data);
 }
 
 static void commit_work(uv_work_t *req)
@@ -343,31 +399,15 @@ static void commit_work(uv_work_t *req)
     struct batch *b = req->data;
     uint64_t t0 = uv_hrtime();
     b->rc = storage_commit_with(b->n->st, b->ws, b->nw, apply_hook, b, b->err, sizeof(b->err));
-    b->ns = uv_hrtime() - t0;
+    b->ns = uv_hrtime() - t0 - b->linger_ns;
 }
 
 static void start_commit(struct raft_node *n);
 static void close_handles(struct raft_node *n);
 
-static void commit_done(uv_work_t *req, int status)
+/* After the commit, on the loop: what waited for it. */
+static void finish_batch(struct raft_node *n, struct batch *b, bool ok)
 {
-    struct batch *b = req->data;
-    struct raft_node *n = b->n;
-    n->in_flight = NULL;
-    if (n->cb.results)
-        deliver_early(n, b); /* if the async wake-up has not come yet */
-    if (status == 0 && b->rc != STORAGE_OK)
-        fail(n, b->rc, "storage: %s", b->err);
-    bool ok = status == 0 && b->rc == STORAGE_OK;
-    if (ok && b->nw) {
-        n->stats.commits++;
-        double s = (double)b->ns / 1e9;
-        n->stats.commit_seconds += s;
-        size_t k = 0;
-        while (k < RAFT_NODE_COMMIT_BUCKETS && s > RAFT_NODE_COMMIT_BOUNDS[k])
-            k++;
-        n->stats.commit_buckets[k]++;
-    }
     for (size_t i = 0; i < b->count; i++) {
         struct pending *p = &b->p[i];
         if (ok) {
@@ -401,25 +441,83 @@ static void commit_done(uv_work_t *req, int status)
     free(b->p);
     free(b->ws);
     free(b);
+}
+
+static void commit_done(uv_work_t *req, int status)
+{
+    struct batch *b = req->data, *joined = b->joined;
+    struct raft_node *n = b->n;
+    n->in_flight = NULL;
+    if (n->cb.results)
+        deliver_early(n); /* if the async wake-up has not come yet */
+    if (status == 0 && b->rc != STORAGE_OK)
+        fail(n, b->rc, "storage: %s", b->err);
+    bool ok = status == 0 && b->rc == STORAGE_OK;
+    if (ok && (b->nw || (joined && joined->nw))) {
+        n->stats.commits++;
+        double s = (double)b->ns / 1e9;
+        n->stats.commit_seconds += s;
+        size_t k = 0;
+        while (k < RAFT_NODE_COMMIT_BUCKETS && s > RAFT_NODE_COMMIT_BOUNDS[k])
+            k++;
+        n->stats.commit_buckets[k]++;
+    }
+    if (ok && joined)
+        n->stats.joined++;
+    else if (ok && !b->nw && status == 0)
+        n->stats.apply_only++;
+    finish_batch(n, b, ok);
+    if (joined)
+        finish_batch(n, joined, ok);
     if (n->stopping)
         close_handles(n);
     else if (n->n_pending)
         start_commit(n);
 }
 
-/* Hand everything kept so far to the storage thread, unless a batch is
- * already there (then it waits, and grows, until that one is done). */
+static struct batch *take_pending(struct raft_node *n);
+
+/* Hand everything kept so far to the storage thread -- or to the batch
+ * lingering there, which then commits both; otherwise, while a batch is
+ * on the storage thread, this one waits, and grows, until it is done. */
 static void start_commit(struct raft_node *n)
 {
-    if (n->in_flight || !n->n_pending || n->fatal)
+    if (!n->n_pending || n->fatal)
         return;
+    if (n->in_flight) {
+        uv_mutex_lock(&n->linger_lock);
+        bool joinable = n->lingering == n->in_flight && !n->join;
+        struct batch *j = joinable ? take_pending(n) : NULL;
+        if (j) {
+            n->join = j;
+            uv_cond_signal(&n->linger_cond);
+        }
+        uv_mutex_unlock(&n->linger_lock);
+        return;
+    }
+    struct batch *b = take_pending(n);
+    if (!b)
+        return;
+    b->req.data = b;
+    n->in_flight = b;
+    int rc = uv_queue_work(n->loop, &b->req, commit_work, commit_done);
+    if (rc) {
+        /* No thread pool: commit here. */
+        commit_work(&b->req);
+        commit_done(&b->req, 0);
+    }
+}
+
+/* The pending writes as a batch (NULL and the node failed: no memory). */
+static struct batch *take_pending(struct raft_node *n)
+{
     struct batch *b = calloc(1, sizeof(*b));
     struct storage_group_write *ws = malloc(n->n_pending * sizeof(*ws));
     if (!b || !ws) {
         free(b);
         free(ws);
         fail(n, RAFT_ENOMEM, "%s", "out of memory");
-        return;
+        return NULL;
     }
     b->n = n;
     b->p = n->pending;
@@ -432,14 +530,17 @@ static void start_commit(struct raft_node *n)
         if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index || w->snapshot)
             b->ws[b->nw++] = *w;
     }
-    b->req.data = b;
-    n->in_flight = b;
-    int rc = uv_queue_work(n->loop, &b->req, commit_work, commit_done);
-    if (rc) {
-        /* No thread pool: commit here. */
-        commit_work(&b->req);
-        commit_done(&b->req, 0);
+    return b;
+}
+
+void raft_node_flush(struct raft_node *n)
+{
+    uv_mutex_lock(&n->linger_lock);
+    if (n->lingering) {
+        n->flush_now = true;
+        uv_cond_signal(&n->linger_cond);
     }
+    uv_mutex_unlock(&n->linger_lock);
 }
 
 static int queue_proposal(struct proposals *q, const void *data, size_t len)
@@ -637,6 +738,8 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     n->flush.data = n;
     uv_prepare_start(&n->flush, on_flush);
     uv_mutex_init(&n->early_lock);
+    uv_mutex_init(&n->linger_lock);
+    uv_cond_init(&n->linger_cond);
     uv_async_init(loop, &n->early, on_early);
     n->early.data = n;
     *out = n;
@@ -758,6 +861,8 @@ static void on_handle_close(uv_handle_t *h)
     free(n->groups);
     storage_close(n->st);
     uv_mutex_destroy(&n->early_lock);
+    uv_mutex_destroy(&n->linger_lock);
+    uv_cond_destroy(&n->linger_cond);
     void (*stopped)(void *) = n->cb.stopped;
     void *data = n->data;
     free(n);
@@ -782,6 +887,7 @@ void raft_node_stop(struct raft_node *n)
     uv_prepare_stop(&n->flush);
     uv_timer_stop(&n->tick);
     transport_close(n->tr);
+    raft_node_flush(n);
     if (!n->in_flight)
         close_handles(n);
 }

@@ -48,6 +48,10 @@ struct raft_node_config {
     struct raft_config raft; /* id and seed are set per group */
     uint32_t tick_ms;
     bool trace; /* log every decision of the cores (raft_trace_format) */
+    /* How long a commit that only applies entries waits, transaction open,
+     * for the next writes to join it (one sync for both); 0: never. Its
+     * results are out already; only its durability waits (node.c linger). */
+    uint32_t apply_linger_us;
 };
 
 /* What the node asks of its host (the state machine's owner). Each may be
@@ -122,6 +126,9 @@ int raft_node_propose(struct raft_node *n, uint64_t group, const void *data, siz
 /* Start a linearizable read (ReadIndex, or a lease read if configured);
  * read_done() reports it, possibly before this returns. */
 int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id);
+/* Someone waits for the applied state (a read at an index the state
+ * machine has staged but not committed): end a lingering commit now. */
+void raft_node_flush(struct raft_node *n);
 /* The snapshot asked for by snapshot_wanted() is durable: it captures the
  * state machine at index, has size bytes and this checksum. Returns a
  * RAFT_ code (RAFT_EINVAL: the core has a newer one, or the index is
@@ -140,10 +147,12 @@ const char *raft_node_error(const struct raft_node *n);
 enum { RAFT_NODE_COMMIT_BUCKETS = 12 };
 extern const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS];
 struct raft_node_stats {
-    uint64_t commits; /* storage transactions (fsyncs) */
-    uint64_t writes;  /* updates whose writes they carried */
-    uint64_t entries; /* log entries they wrote */
-    uint64_t applied; /* entries applied */
+    uint64_t commits;    /* storage transactions (fsyncs) */
+    uint64_t writes;     /* updates whose writes they carried */
+    uint64_t entries;    /* log entries they wrote */
+    uint64_t applied;    /* entries applied */
+    uint64_t apply_only; /* commits that only applied entries (a sync each, off the log) */
+    uint64_t joined;     /* apply-only batches joined by the next writes (no sync of their own) */
     uint64_t commit_buckets[RAFT_NODE_COMMIT_BUCKETS + 1];
     double commit_seconds;
 };

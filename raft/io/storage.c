@@ -31,6 +31,7 @@ struct storage {
     MDB_dbi node;
     struct group_dbis groups[GROUP_CACHE];
     size_t n_groups;
+    size_t hook_writes; /* groups written by storage_write_more in this commit */
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -344,11 +345,24 @@ int storage_commit(struct storage *st, const struct storage_group_write *writes,
     return storage_commit_with(st, writes, n, NULL, NULL, err, errlen);
 }
 
+int storage_write_more(struct storage *st, void *txn, const struct storage_group_write *writes,
+                       size_t n, char *err, size_t errlen)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = write_group(st, txn, &writes[i]);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "writing the log");
+    st->hook_writes += n;
+    return STORAGE_OK;
+}
+
 int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
                         storage_hook hook, void *arg, char *err, size_t errlen)
 {
     MDB_txn *txn;
     size_t cached = st->n_groups;
+    st->hook_writes = 0;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc)
         return lmdb_error(err, errlen, rc, "starting a write");
@@ -370,7 +384,7 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
      * (LMDB keeps atomicity and consistency; the next synced commit makes
      * it durable too): one sync instead of two, on the path of every
      * client's answer. */
-    bool apply_only = n == 0;
+    bool apply_only = n == 0 && st->hook_writes == 0;
     if (apply_only)
         mdb_env_set_flags(st->env, MDB_NOMETASYNC, 1);
     /* The commit is the fsync: durable when it returns (host contract 1). */

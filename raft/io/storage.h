@@ -78,6 +78,11 @@ typedef int (*storage_hook)(void *arg, void *txn, char *err, size_t errlen);
 int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
                         storage_hook hook, void *arg, char *err, size_t errlen);
 
+/* From inside a hook: more groups' writes, in the hook's transaction (the
+ * node joins writes that arrive while it waits to commit). */
+int storage_write_more(struct storage *st, void *txn, const struct storage_group_write *writes,
+                       size_t n, char *err, size_t errlen);
+
 /* The LMDB environment (an MDB_env *), for the state machine's databases. */
 void *storage_env(struct storage *st);
 
