@@ -82,18 +82,15 @@ struct bench {
 static void send_next(struct client *c);
 static void http_send_next(struct client *c, const char *key);
 
-static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+/* One answer came: an error (counted, the first one kept) or a success
+ * (its latency recorded); then the connection's next command. */
+static void answered(struct client *c, const char *error)
 {
-    struct client *c = priv;
     struct bench *b = c->b;
-    (void)ac;
     uint64_t now = uv_hrtime();
-    if (!r) /* disconnected */
-        return;
-    redisReply *reply = r;
-    if (reply->type == REDIS_REPLY_ERROR) {
+    if (error) {
         if (!b->errors)
-            snprintf(b->first_error, sizeof(b->first_error), "%s", reply->str);
+            snprintf(b->first_error, sizeof(b->first_error), "%s", error);
         b->errors++;
     } else {
         b->done++;
@@ -102,6 +99,16 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     if (!b->stopping)
         send_next(c);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct client *c = priv;
+    (void)ac;
+    if (!r) /* disconnected */
+        return;
+    redisReply *reply = r;
+    answered(c, reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
 }
 
 static void send_next(struct client *c)
@@ -240,21 +247,11 @@ static void http_send_next(struct client *c, const char *key)
 static int on_http_message(http_parser *p)
 {
     struct client *c = p->data;
-    struct bench *b = c->b;
-    uint64_t now = uv_hrtime();
     /* A GET of a key never written is a 404 from kvd: an answer, not an error. */
-    bool ok = p->status_code / 100 == 2 || (p->status_code == 404 && strcmp(b->op, "set"));
-    if (!ok) {
-        if (!b->errors)
-            snprintf(b->first_error, sizeof(b->first_error), "HTTP %u", p->status_code);
-        b->errors++;
-    } else {
-        b->done++;
-        if (b->n_lat < b->cap_lat)
-            b->lat[b->n_lat++] = now - c->sent_ns;
-    }
-    if (!b->stopping)
-        send_next(c);
+    bool ok = p->status_code / 100 == 2 || (p->status_code == 404 && strcmp(c->b->op, "set"));
+    char why[32];
+    snprintf(why, sizeof(why), "HTTP %u", p->status_code);
+    answered(c, ok ? NULL : why);
     return 0;
 }
 
