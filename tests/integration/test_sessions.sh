@@ -20,10 +20,12 @@ check "its next one, through a follower" eq "$(r "$F" SESSION 500 2 INCR x)" 2
 check "a session that never started (seq 5) is refused" \
     eq "$(r "$L" SESSION 501 5 INCR x | cut -c1-19)" "ERR session expired"
 
-# Long-lived connections, each one session: 3 and 5 to the leader, 4 to a follower.
+# Long-lived connections, each one session: 3 and 5 to the leader, 4 to a follower (RESP),
+# 6 to the leader (HTTP, keep-alive).
 exec 3<>"/dev/tcp/127.0.0.1/$(resp_port "$L")"
 exec 4<>"/dev/tcp/127.0.0.1/$(resp_port "$F")"
 exec 5<>"/dev/tcp/127.0.0.1/$(resp_port "$L")"
+exec 6<>"/dev/tcp/127.0.0.1/$(http_port "$L")"
 # send FD COMMAND: an inline command, its one-line answer.
 send() {
     local line
@@ -31,7 +33,24 @@ send() {
     IFS= read -r -t 5 line <&"$1" || true
     echo "${line%$'\r'}"
 }
+# hput FD KEY VALUE: PUT /v1/kv/KEY on the kept-alive connection FD; the status code.
+hput() {
+    local line h len=0
+    printf 'PUT /v1/kv/%s HTTP/1.1\r\nHost: kvd\r\nContent-Length: %d\r\n\r\n%s' \
+        "$2" "${#3}" "$3" >&"$1"
+    IFS= read -r -t 5 line <&"$1" || true
+    while IFS= read -r -t 5 h <&"$1"; do
+        h=${h%$'\r'}
+        [ -z "$h" ] && break
+        case ${h,,} in content-length:*) len=${h#*: } ;; esac
+    done
+    if [ "$len" -gt 0 ]; then
+        read -r -N "$len" -t 5 _ <&"$1" || true
+    fi
+    echo "$line" | cut -d' ' -f2
+}
 check "a connection's write (leader)" eq "$(send 3 'INCR y')" ":1"
+check "an HTTP connection's write" eq "$(hput 6 h one)" 200
 check "a connection's write (follower)" eq "$(send 4 'INCR z')" ":1"
 for i in $(seq 1 30); do
     r "$L" SET "burst$i" v >/dev/null
@@ -52,7 +71,9 @@ check "an expired session's command is refused" \
 check "and not applied" eq "$(r "$L" GET x)" 2
 check "an idle connection's next write gets a new session (leader)" eq "$(send 3 'INCR y')" ":2"
 check "an idle connection's next write gets a new session (follower)" eq "$(send 4 'INCR z')" ":2"
-check "the leader counts its renewal" eq "$(metric "$L" raftkv_sessions_renewed_total)" 1
+check "an idle HTTP connection's next write gets a new session" eq "$(hput 6 h two)" 200
+check "and it was written" eq "$(r "$F" GET h)" two
+check "the leader counts its two renewals" eq "$(metric "$L" raftkv_sessions_renewed_total)" 2
 check "the follower counts its renewal" eq "$(metric "$F" raftkv_sessions_renewed_total)" 1
 
 # Every replica expired the same sessions at the same entries.
@@ -67,5 +88,5 @@ same() {
 check "all nodes: same applied index, same sessions, same log clock" wait_until 5 same
 check "and each counted the expiries" \
     eq "$(metric "$F" 'raftkv_sessions_expired_total\{group="1"\}' | awk '{print ($1 >= 33)}')" 1
-exec 3>&- 4>&- 5>&-
+exec 3>&- 4>&- 5>&- 6>&-
 finish
