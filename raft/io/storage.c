@@ -223,29 +223,35 @@ static size_t key_of(const MDB_val *k)
     return v;
 }
 
+/* Delete every log key >= from (downwards: every key <= from).
+ *
+ * Each step finds its next victim afresh, at the end it works from
+ * (MDB_LAST or MDB_FIRST), and passes LMDB no memory of LMDB's own: a key
+ * or value LMDB returns points into its page and is valid only until the
+ * next update in the transaction (lmdb.h, "Values returned from the
+ * database are valid only until a subsequent update operation"). An
+ * earlier version searched again after mdb_cursor_del() with the key the
+ * cursor had returned -- bytes the delete had just moved -- and in a log
+ * of more than one page deleted entries it had to keep (a hole) and kept
+ * ones it had to delete (a stale range, which a restart would load). A
+ * descent per entry costs O(log n); truncations are short suffixes, and
+ * dropping a whole log is one mdb_drop(). */
 static int delete_from(MDB_txn *txn, MDB_dbi log, size_t from, bool downwards)
 {
+    if (!downwards && from <= 1)
+        return mdb_drop(txn, log, 0); /* every key: empty it, keep the handle */
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, log, &c);
     if (rc)
         return rc;
-    MDB_val k = {sizeof(from), &from}, d;
-    if (downwards) { /* delete every key <= from */
-        rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-        while (rc == 0 && key_of(&k) <= from) {
-            if ((rc = mdb_cursor_del(c, 0)))
-                break;
-            rc = mdb_cursor_get(c, &k, &d, MDB_GET_CURRENT);
-            if (rc == EINVAL || rc == MDB_NOTFOUND) /* deleted the last one */
-                rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-        }
-    } else { /* delete every key >= from */
-        rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-        while (rc == 0) {
-            if ((rc = mdb_cursor_del(c, 0)))
-                break;
-            rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-        }
+    MDB_val k, d;
+    MDB_cursor_op at = downwards ? MDB_FIRST : MDB_LAST;
+    while ((rc = mdb_cursor_get(c, &k, &d, at)) == 0) {
+        size_t key = key_of(&k);
+        if (downwards ? key > from : key < from)
+            break;
+        if ((rc = mdb_cursor_del(c, 0)))
+            break;
     }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
@@ -298,7 +304,7 @@ static int log_after_install(MDB_txn *txn, struct group_dbis *g, const struct ra
         return rc;
     bool agrees = rc == 0 && d.mv_size >= 9 && get64(d.mv_data) == s->term;
     rc = agrees ? delete_from(txn, g->log, (size_t)s->index, true) /* <= index */
-                : delete_from(txn, g->log, 0, false);              /* everything */
+                : delete_from(txn, g->log, 1, false);              /* everything */
     if (rc)
         return rc;
     if ((rc = put_u64(txn, g->meta, "first", s->index + 1)) ||

@@ -244,6 +244,126 @@ static void test_kill9_loses_no_acknowledged_write(void)
     }
 }
 
+/* ------------------------------------------------------------------------
+ * Logs of many LMDB pages. Truncation and compaction walk a cursor over
+ * the log while deleting from it; a log that fits in one page hides a
+ * cursor used after an update (the bug of an earlier delete_from: it
+ * searched again with a key that pointed into the page it had just
+ * rewritten, and deleted entries it had to keep while keeping ones it had
+ * to delete). These logs span hundreds of pages.
+ * ------------------------------------------------------------------------ */
+
+enum { BIG_LOG = 6000 };
+
+static char payload[120];
+
+/* Write entries lo..hi of `term` in one commit (batches of 512). */
+static void append_range(struct storage *st, uint64_t group, raft_index lo, raft_index hi,
+                         raft_term term)
+{
+    static struct raft_entry es[512];
+    while (lo <= hi) {
+        size_t n = 0;
+        for (; lo <= hi && n < 512; lo++, n++)
+            es[n] = (struct raft_entry){
+                .term = term, .index = lo, .data = payload, .len = sizeof(payload)};
+        struct storage_group_write w = {.group = group, .entries = es, .n_entries = n};
+        if (storage_commit(st, &w, 1, err, sizeof(err)) != STORAGE_OK)
+            harness_fail(__FILE__, __LINE__, "storage_commit: %s", err);
+    }
+}
+
+/* The stored log is exactly first..last, each entry of `term_at(i)`. */
+static void expect_log(struct storage *st, uint64_t group, raft_index first, raft_index last,
+                       raft_term (*term_at)(raft_index))
+{
+    struct storage_loaded l;
+    if (storage_load(st, group, &l, err, sizeof(err)) != STORAGE_OK)
+        harness_fail(__FILE__, __LINE__, "storage_load: %s", err);
+    size_t want = last >= first ? (size_t)(last - first + 1) : 0;
+    if (l.persisted.n_entries != want) {
+        size_t n = l.persisted.n_entries;
+        raft_index lo = n ? l.persisted.entries[0].index : 0;
+        raft_index hi = n ? l.persisted.entries[n - 1].index : 0;
+        storage_loaded_free(&l);
+        harness_fail(__FILE__, __LINE__, "log holds %zu entries (%llu..%llu), want %llu..%llu", n,
+                     (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)first,
+                     (unsigned long long)last);
+    }
+    for (size_t i = 0; i < want; i++) {
+        const struct raft_entry *e = &l.persisted.entries[i];
+        if (e->index != first + i || (term_at && e->term != term_at(e->index))) {
+            storage_loaded_free(&l);
+            harness_fail(__FILE__, __LINE__, "entry %zu is %llu/%llu", i,
+                         (unsigned long long)e->index, (unsigned long long)e->term);
+        }
+    }
+    storage_loaded_free(&l);
+}
+
+static raft_term term_one(raft_index i)
+{
+    (void)i;
+    return 1;
+}
+
+/* Truncate a log of BIG_LOG entries at many points, each from a fresh
+ * copy: exactly the prefix stays. */
+static void test_truncate_many_pages(void)
+{
+    memset(payload, 'p', sizeof(payload));
+    static const raft_index at[] = {BIG_LOG, BIG_LOG - 1, 5000, 4097, 3001, 2048,
+                                    1500,    777,         100,  2,    1};
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    for (size_t k = 0; k < sizeof(at) / sizeof(at[0]); k++) {
+        uint64_t group = 100 + k;
+        append_range(st, group, 1, BIG_LOG, 1);
+        struct storage_group_write t = {.group = group, .truncate_from = at[k]};
+        CHECK_EQ(storage_commit(st, &t, 1, err, sizeof(err)), STORAGE_OK);
+        expect_log(st, group, 1, at[k] - 1, term_one);
+    }
+    storage_close(st);
+    remove_dir();
+}
+
+/* Compaction of a long log at many points, then truncation of what is
+ * left, then an install that disagrees (the whole log goes) and one that
+ * agrees (the tail after the snapshot stays). */
+static void test_compact_and_install_many_pages(void)
+{
+    memset(payload, 'q', sizeof(payload));
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    append_range(st, 1, 1, BIG_LOG, 1);
+    raft_index first = 1;
+    for (raft_index c = 700; c < 4000; c += 911) {
+        struct storage_group_write w = {.group = 1, .compact_index = c, .compact_term = 1};
+        CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+        first = c + 1;
+        expect_log(st, 1, first, BIG_LOG, term_one);
+    }
+    struct storage_group_write t = {.group = 1, .truncate_from = 5123};
+    CHECK_EQ(storage_commit(st, &t, 1, err, sizeof(err)), STORAGE_OK);
+    expect_log(st, 1, first, 5122, term_one);
+
+    /* A snapshot at 9000 of term 3: nothing of the log agrees, all goes. */
+    struct raft_member members[] = {{1, true}, {2, true}, {3, true}};
+    struct raft_snapshot_meta snap = {9000, 3, 10, 1, members, 3};
+    struct storage_group_write i1 = {.group = 1, .snapshot = &snap, .install = true};
+    CHECK_EQ(storage_commit(st, &i1, 1, err, sizeof(err)), STORAGE_OK);
+    expect_log(st, 1, 9001, 9000, NULL);
+
+    /* A new log after it; then a snapshot inside it that agrees: its tail stays. */
+    append_range(st, 1, 9001, 9000 + BIG_LOG, 3);
+    struct raft_snapshot_meta snap2 = {11500, 3, 10, 1, members, 3};
+    struct storage_group_write i2 = {.group = 1, .snapshot = &snap2, .install = true};
+    CHECK_EQ(storage_commit(st, &i2, 1, err, sizeof(err)), STORAGE_OK);
+    expect_log(st, 1, 11501, 9000 + BIG_LOG, NULL);
+    storage_close(st);
+    remove_dir();
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -253,6 +373,8 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_group_commit_many_groups),
         HARNESS_TEST(test_map_full_then_recover),
         HARNESS_TEST(test_kill9_loses_no_acknowledged_write),
+        HARNESS_TEST(test_truncate_many_pages),
+        HARNESS_TEST(test_compact_and_install_many_pages),
     };
     return harness_main(argc, argv, "storage", tests, sizeof(tests) / sizeof(tests[0]));
 }
