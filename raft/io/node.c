@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "iolog.h"
+#include "node_testing.h"
 #include "storage.h"
 
 const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS] = {
@@ -526,7 +527,12 @@ static struct batch *take_pending(struct raft_node *n)
     n->pending = NULL;
     n->n_pending = n->cap_pending = 0;
     for (size_t i = 0; i < b->count; i++) {
-        const struct storage_group_write *w = &b->p[i].w;
+        struct storage_group_write *w = &b->p[i].w;
+        /* A snapshot's meta lives in its pending record, which the array's
+         * growth (defer's realloc) may have moved since attach_snapshot():
+         * point at where it is now, in the array the batch owns. */
+        if (w->snapshot)
+            w->snapshot = &b->p[i].snap;
         if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index || w->snapshot)
             b->ws[b->nw++] = *w;
     }
@@ -890,4 +896,37 @@ void raft_node_stop(struct raft_node *n)
     raft_node_flush(n);
     if (!n->in_flight)
         close_handles(n);
+}
+
+/* ------------------------------------------------------------------------
+ * Test hooks (node_testing.h)
+ * ------------------------------------------------------------------------ */
+
+int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct raft_update *u)
+{
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_EINVAL;
+    if (n->fatal)
+        return RAFT_ECORRUPT;
+    return process(n, g, u);
+}
+
+bool raft_node_testing_idle(const struct raft_node *n)
+{
+    return !n->in_flight && !n->n_pending;
+}
+
+int raft_node_testing_load(struct raft_node *n, uint64_t group, struct storage_loaded *out,
+                           char *err, size_t errlen)
+{
+    return storage_load(n->st, group, out, err, errlen);
+}
+
+bool raft_node_testing_lingering(struct raft_node *n)
+{
+    uv_mutex_lock(&n->linger_lock);
+    bool lingering = n->lingering && n->lingering == n->in_flight && !n->join;
+    uv_mutex_unlock(&n->linger_lock);
+    return lingering;
 }

@@ -313,12 +313,14 @@ static int log_after_install(MDB_txn *txn, struct group_dbis *g, const struct ra
     return 0;
 }
 
-static int write_group(struct storage *st, MDB_txn *txn, const struct storage_group_write *w)
+static int write_log(struct storage *st, MDB_txn *txn, const struct storage_group_write *w,
+                     struct group_dbis **out)
 {
     struct group_dbis *g;
     int rc = group_dbis(st, txn, w->group, true, &g);
     if (rc)
         return rc;
+    *out = g;
     if (w->hard_state && ((rc = put_u64(txn, g->meta, "term", w->term)) ||
                           (rc = put_u64(txn, g->meta, "vote", w->vote))))
         return rc;
@@ -345,6 +347,79 @@ static int write_group(struct storage *st, MDB_txn *txn, const struct storage_gr
     return 0;
 }
 
+/* Host contract 1 as stored: after each write a group's log is one run
+ * first..last -- no hole, nothing left below `first` -- and it holds the
+ * last entry just written (the index PERSISTED will report), unless the
+ * same write compacted or replaced it. Checked inside the transaction, so
+ * a write that would break it is never committed and the node stops at
+ * once, saying why, instead of failing at its next start. Three B-tree
+ * descents per write. */
+static int check_log(MDB_txn *txn, struct group_dbis *g, const struct storage_group_write *w,
+                     char *err, size_t errlen)
+{
+    uint64_t first;
+    MDB_stat stat;
+    int rc = get_u64(txn, g->meta, "first", &first);
+    if (rc || (rc = mdb_stat(txn, g->log, &stat)))
+        return lmdb_error(err, errlen, rc, "checking the log");
+    first = first ? first : 1;
+    size_t lo = 0, hi = 0;
+    if (stat.ms_entries) {
+        MDB_cursor *c;
+        MDB_val k, d;
+        if ((rc = mdb_cursor_open(txn, g->log, &c)))
+            return lmdb_error(err, errlen, rc, "checking the log");
+        if ((rc = mdb_cursor_get(c, &k, &d, MDB_FIRST)) == 0) {
+            lo = key_of(&k);
+            if ((rc = mdb_cursor_get(c, &k, &d, MDB_LAST)) == 0)
+                hi = key_of(&k);
+        }
+        mdb_cursor_close(c);
+        if (rc)
+            return lmdb_error(err, errlen, rc, "checking the log");
+        if (lo != first || hi - lo + 1 != stat.ms_entries)
+            return fail(err, errlen, STORAGE_ECORRUPT,
+                        "storage: group %llu: this write would leave the log with %s (first index "
+                        "%llu, %zu entries stored in %zu..%zu); nothing of it was stored",
+                        (unsigned long long)g->group,
+                        lo < first   ? "entries before its first index"
+                        : lo > first ? "its first entries missing"
+                                     : "a hole",
+                        (unsigned long long)first, (size_t)stat.ms_entries, lo, hi);
+    }
+    if (!w->n_entries)
+        return STORAGE_OK;
+    const struct raft_entry *last = &w->entries[w->n_entries - 1];
+    raft_index gone = w->compact_index;
+    if (w->install && w->snapshot && w->snapshot->index > gone)
+        gone = w->snapshot->index;
+    if (last->index <= gone)
+        return STORAGE_OK;
+    size_t key = (size_t)last->index;
+    MDB_val k = {sizeof(key), &key}, d;
+    rc = mdb_get(txn, g->log, &k, &d);
+    if (rc && rc != MDB_NOTFOUND)
+        return lmdb_error(err, errlen, rc, "checking the log");
+    if (rc || d.mv_size < 9 || get64(d.mv_data) != last->term)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: group %llu: entry %llu of term %llu was written but is not stored; "
+                    "nothing of this write was stored",
+                    (unsigned long long)g->group, (unsigned long long)last->index,
+                    (unsigned long long)last->term);
+    return STORAGE_OK;
+}
+
+/* One group's write and its check; a STORAGE_ code with err filled. */
+static int write_group(struct storage *st, MDB_txn *txn, const struct storage_group_write *w,
+                       char *err, size_t errlen)
+{
+    struct group_dbis *g = NULL;
+    int rc = write_log(st, txn, w, &g);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "writing the log");
+    return check_log(txn, g, w, err, errlen);
+}
+
 int storage_commit(struct storage *st, const struct storage_group_write *writes, size_t n,
                    char *err, size_t errlen)
 {
@@ -354,11 +429,11 @@ int storage_commit(struct storage *st, const struct storage_group_write *writes,
 int storage_write_more(struct storage *st, void *txn, const struct storage_group_write *writes,
                        size_t n, char *err, size_t errlen)
 {
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++)
-        rc = write_group(st, txn, &writes[i]);
-    if (rc)
-        return lmdb_error(err, errlen, rc, "writing the log");
+    for (size_t i = 0; i < n; i++) {
+        int rc = write_group(st, txn, &writes[i], err, errlen);
+        if (rc)
+            return rc;
+    }
     st->hook_writes += n;
     return STORAGE_OK;
 }
@@ -373,11 +448,11 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
     if (rc)
         return lmdb_error(err, errlen, rc, "starting a write");
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = write_group(st, txn, &writes[i]);
+        rc = write_group(st, txn, &writes[i], err, errlen);
     if (rc) {
         mdb_txn_abort(txn);
         st->n_groups = cached; /* handles opened in an aborted txn are void */
-        return lmdb_error(err, errlen, rc, "writing the log");
+        return rc;
     }
     if (hook && (rc = hook(arg, txn, err, errlen)) != STORAGE_OK) {
         mdb_txn_abort(txn);
@@ -436,48 +511,123 @@ static int load_snapshot(MDB_txn *txn, MDB_dbi meta, struct storage_loaded *out)
     return 0;
 }
 
-static int load_entries(MDB_txn *txn, MDB_dbi log, raft_index first, struct storage_loaded *out)
+/* What a damaged log means, and what to do about it (appended to every
+ * diagnosis of diagnose_log). */
+#define DAMAGED_ADVICE                                                                             \
+    "; this node may have acknowledged entries it no longer holds, or kept entries it had to "     \
+    "delete, so it must not rejoin with this log. Move its data directory aside and start it "     \
+    "empty only while the other nodes alone are a majority and are caught up with their leader "   \
+    "(they then hold every committed entry; see docs/kvd.md, \"A node that will not start\")"
+
+/* Read the stored log once and say what, if anything, breaks host
+ * contract 1: a record that does not decode, entries below the first
+ * index (a compaction or snapshot install left them), a hole, or a term
+ * that goes down (a stale range a truncation left: Log Matching, §5.3,
+ * makes terms non-decreasing along any log). *bytes is the data size
+ * when the log is sound. */
+static int diagnose_log(MDB_txn *txn, MDB_dbi log, uint64_t group, raft_index first,
+                        raft_term prev_term, size_t *bytes, char *err, size_t errlen)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, log, &c);
     if (rc)
+        return lmdb_error(err, errlen, rc, "reading the log");
+    size_t n = 0, lo = 0, hi = 0, below = 0, below_lo = 0, below_hi = 0;
+    size_t bad = 0, bad_size = 0, hole = 0, drop = 0;
+    raft_term last_term = prev_term, drop_term = 0, drop_prev = 0;
+    raft_index expect = first;
+    MDB_val k, d;
+    *bytes = 0;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        size_t index = key_of(&k);
+        lo = n++ ? lo : index;
+        hi = index;
+        *bytes += d.mv_size;
+        if (d.mv_size < 9) {
+            bad = bad ? bad : index, bad_size = bad_size ? bad_size : d.mv_size;
+            continue;
+        }
+        if (index < first) {
+            below_lo = below++ ? below_lo : index;
+            below_hi = index;
+            continue;
+        }
+        if (index != expect && !hole)
+            hole = expect;
+        expect = index + 1;
+        raft_term term = get64(d.mv_data);
+        if (term < last_term && !drop)
+            drop = index, drop_term = term, drop_prev = last_term;
+        last_term = term;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return lmdb_error(err, errlen, rc, "reading the log");
+    unsigned long long g = group;
+    if (bad)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu: entry %zu does not decode (a record of %zu bytes, "
+                    "stored %zu..%zu)" DAMAGED_ADVICE,
+                    g, bad, bad_size, lo, hi);
+    if (below)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu holds %zu entries (%zu..%zu) below its first index "
+                    "%llu, which a compaction or snapshot install had to delete (stored "
+                    "%zu..%zu)" DAMAGED_ADVICE,
+                    g, below, below_lo, below_hi, (unsigned long long)first, lo, hi);
+    if (hole)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu has a hole at %zu (first index %llu, stored "
+                    "%zu..%zu)" DAMAGED_ADVICE,
+                    g, hole, (unsigned long long)first, lo, hi);
+    if (drop)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu: entry %zu has term %llu after term %llu (terms "
+                    "never go down along a log: a stale range a truncation had to delete; stored "
+                    "%zu..%zu)" DAMAGED_ADVICE,
+                    g, drop, (unsigned long long)drop_term, (unsigned long long)drop_prev, lo, hi);
+    return STORAGE_OK;
+}
+
+static int load_entries(MDB_txn *txn, MDB_dbi log, uint64_t group, struct storage_loaded *out,
+                        char *err, size_t errlen)
+{
+    size_t bytes = 0;
+    int rc = diagnose_log(txn, log, group, out->persisted.first_index, out->persisted.prev_term,
+                          &bytes, err, errlen);
+    if (rc)
         return rc;
     MDB_stat stat;
-    mdb_stat(txn, log, &stat);
-    size_t n = 0, bytes = 0, cap = stat.ms_entries;
+    MDB_cursor *c;
+    if ((rc = mdb_stat(txn, log, &stat)) || (rc = mdb_cursor_open(txn, log, &c)))
+        return lmdb_error(err, errlen, rc, "reading the log");
+    size_t n = 0, cap = stat.ms_entries;
     out->entries = calloc(cap ? cap : 1, sizeof(*out->entries));
-    MDB_val k, d;
-    /* First pass: sizes, to place all data in one arena. */
-    for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(c, &k, &d, MDB_NEXT))
-        bytes += d.mv_size;
     out->arena = malloc(bytes ? bytes : 1);
     if (!out->entries || !out->arena) {
         mdb_cursor_close(c);
-        return STORAGE_ENOMEM;
+        return fail(err, errlen, STORAGE_ENOMEM, "storage: group %llu: out of memory",
+                    (unsigned long long)group);
     }
     uint8_t *at = out->arena;
-    raft_index expect = first;
+    MDB_val k, d;
     for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0 && n < cap;
          rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-        size_t index = key_of(&k);
-        if (d.mv_size < 9 || index != expect) {
-            mdb_cursor_close(c);
-            return STORAGE_ECORRUPT; /* a hole, or a record that does not decode */
-        }
         memcpy(at, (const uint8_t *)d.mv_data + 9, d.mv_size - 9);
         out->entries[n++] = (struct raft_entry){.term = get64(d.mv_data),
-                                                .index = index,
+                                                .index = key_of(&k),
                                                 .type = ((const uint8_t *)d.mv_data)[8],
                                                 .data = at,
                                                 .len = d.mv_size - 9};
         at += d.mv_size - 9;
-        expect++;
     }
     mdb_cursor_close(c);
     out->persisted.entries = out->entries;
     out->persisted.n_entries = n;
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return lmdb_error(err, errlen, rc, "reading the log");
+    return STORAGE_OK;
 }
 
 int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out, char *err,
@@ -516,13 +666,19 @@ int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out,
     out->persisted.prev_term = prev_term;
     if (rc == 0)
         rc = load_snapshot(txn, g->meta, out);
-    if (rc == 0)
-        rc = load_entries(txn, g->log, out->persisted.first_index, out);
+    if (rc == 0) {
+        rc = load_entries(txn, g->log, group, out, err, errlen);
+        mdb_txn_abort(txn);
+        if (rc)
+            storage_loaded_free(out);
+        return rc;
+    }
     mdb_txn_abort(txn);
     if (rc == STORAGE_ECORRUPT || rc == STORAGE_ENOMEM) {
         storage_loaded_free(out);
         return fail(err, errlen, rc, "storage: group %llu: %s", (unsigned long long)group,
-                    rc == STORAGE_ECORRUPT ? "stored data does not decode" : "out of memory");
+                    rc == STORAGE_ECORRUPT ? "its snapshot record does not decode"
+                                           : "out of memory");
     }
     if (rc) {
         storage_loaded_free(out);

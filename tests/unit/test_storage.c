@@ -364,6 +364,66 @@ static void test_compact_and_install_many_pages(void)
     remove_dir();
 }
 
+/* A write that would leave the log with a hole, or without the entry it
+ * wrote, is refused in its transaction: nothing of the batch is stored
+ * and the error says what broke (the check after every write). */
+static void test_write_breaking_the_log_is_refused(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    append_range(st, 1, 1, 10, 1);
+    struct raft_entry gap[] = {{.term = 2, .index = 12, .data = "g", .len = 1}};
+    struct storage_group_write w = {
+        .group = 1, .hard_state = true, .term = 2, .entries = gap, .n_entries = 1};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "a hole") && strstr(err, "nothing of it was stored"));
+    /* An empty log starts at its first index, not after it. */
+    struct storage_group_write late = {.group = 2, .entries = gap, .n_entries = 1};
+    CHECK_EQ(storage_commit(st, &late, 1, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "its first entries missing"));
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, 10);
+    CHECK_EQ(l.persisted.current_term, 0); /* the hard state of the refused batch is not there */
+    storage_loaded_free(&l);
+    storage_close(st);
+    remove_dir();
+}
+
+/* Two data directories that real nodes could no longer start from (the
+ * old delete_from): the start names what is wrong and what to do, never
+ * "does not decode". tests/fixtures/README.md tells their stories. */
+static void expect_damaged(const char *fixture, uint64_t node, const char *what)
+{
+    char cmd[600];
+    fresh_dir();
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s' && cp tests/fixtures/%s/data.mdb '%s'/", dir, fixture,
+             dir);
+    CHECK(system(cmd) == 0);
+    struct storage *st = open_ok(0x8c656a6f66221d70ULL, node, 1ULL << 30);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_ECORRUPT);
+    if (!strstr(err, what))
+        harness_fail(__FILE__, __LINE__, "want \"%s\" in: %s", what, err);
+    CHECK(strstr(err, "must not rejoin with this log"));
+    CHECK(!strstr(err, "does not decode"));
+    storage_close(st);
+    remove_dir();
+}
+
+static void test_fixture_log_hole_named(void)
+{
+    expect_damaged("log-hole", 3,
+                   "log of group 1 has a hole at 90701 (first index 88516, stored "
+                   "88516..91704)");
+}
+
+static void test_fixture_stale_after_install_named(void)
+{
+    expect_damaged("stale-after-install", 5,
+                   "log of group 1 holds 1487 entries (31669..33155) below its first index 40955");
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -375,6 +435,9 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_kill9_loses_no_acknowledged_write),
         HARNESS_TEST(test_truncate_many_pages),
         HARNESS_TEST(test_compact_and_install_many_pages),
+        HARNESS_TEST(test_write_breaking_the_log_is_refused),
+        HARNESS_TEST(test_fixture_log_hole_named),
+        HARNESS_TEST(test_fixture_stale_after_install_named),
     };
     return harness_main(argc, argv, "storage", tests, sizeof(tests) / sizeof(tests[0]));
 }
