@@ -6,7 +6,10 @@
 #   make lint       clang-format check, shellcheck, raft/core purity check
 #   make fmt        reformat the C sources in place
 #   make bench      benchmarks that print figures (never asserted)
-#   make soak       more random simulator seeds: make soak SEEDS=100000 MAX_SECONDS=600
+#   make soak       more random simulator seeds (make soak SEEDS=100000 MAX_SECONDS=600),
+#                   then make soak-cluster
+#   make soak-cluster  kill -9 and restart nodes of a 5-node kvd cluster under load,
+#                   hundreds of times (SOAK_SECONDS=900); every node must start again
 #   make install    raftsim, raft.h, libraft.a and raft.pc under PREFIX (default /usr/local)
 #   make deps       install the Debian packages (apt-get; root or sudo)
 #   make clean      remove build/
@@ -81,7 +84,7 @@ FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 
-.PHONY: all test test-run asan lint fmt bench soak install clean deps deps-ensure bench-peers run fuzz
+.PHONY: all test test-run asan lint fmt bench soak soak-cluster install clean deps deps-ensure bench-peers run fuzz
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -184,6 +187,11 @@ SEEDS ?= 20000
 MAX_SECONDS ?= 300
 soak: all
 	@$(RAFTSIM) soak --seeds $(SEEDS) --max-seconds $(MAX_SECONDS)
+	@$(MAKE) --no-print-directory soak-cluster
+
+SOAK_SECONDS ?= 900
+soak-cluster: all
+	@KVD=$(OBJ)/kvd SOAK_SECONDS=$(SOAK_SECONDS) cluster-scripts/soak-kill
 
 BENCH_SECONDS ?= 5
 bench: deps-ensure

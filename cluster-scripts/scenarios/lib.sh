@@ -104,11 +104,12 @@ write() {
 written() { write "$@"; [ "$LAST" = OK ]; }
 
 # A client writing in the background: unique keys through the nodes in turn, each
-# outcome with its time in writer.log. It stops by itself after 120 s.
+# outcome with its time in writer.log. It stops by itself after WRITER_SECONDS
+# (default 120).
 WRITER_PID=""
 start_writer() {
     (
-        end=$((SECONDS + 120)) k=0
+        end=$((SECONDS + ${WRITER_SECONDS:-120})) k=0
         while [ $SECONDS -lt $end ]; do
             k=$((k + 1))
             n=$((k % N + 1))

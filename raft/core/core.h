@@ -283,6 +283,8 @@ void election_reset_timer(struct raft *r);
 void election_tick(struct raft *r);
 void election_become_follower(struct raft *r, raft_term term, raft_id leader);
 void election_receive_request_vote(struct raft *r, const struct raft_message *m);
+/* A vote request from a stale term: denied with our term (Figure 2). */
+void election_reject_stale_vote(struct raft *r, const struct raft_message *m);
 void election_receive_request_vote_result(struct raft *r, const struct raft_message *m);
 void election_start(struct raft *r, bool leadership_transfer);
 bool election_in_leader_lease(const struct raft *r);
@@ -327,6 +329,8 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
 int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok);
 bool snapshot_send(struct raft *r, struct raft_server *s, bool heartbeat);
 void snapshot_receive(struct raft *r, const struct raft_message *m);
+/* A chunk from a stale term: answered with our term (Figure 13, receiver 1). */
+void snapshot_reject_stale(struct raft *r, const struct raft_message *m);
 void snapshot_receive_result(struct raft *r, const struct raft_message *m);
 
 /* transfer.c */

@@ -243,6 +243,14 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
     reply_vote(r, m, true, r->current_term);
 }
 
+void election_reject_stale_vote(struct raft *r, const struct raft_message *m)
+{
+    /* Figure 2, RequestVote receiver 1: reply false if term < currentTerm;
+     * our term in the reply ends the stale candidacy. */
+    update_trace(r, "§5.1 vote request from a stale term denied", m->from, 0, "term", m->term);
+    reply_vote(r, m, false, r->current_term);
+}
+
 void election_receive_request_vote_result(struct raft *r, const struct raft_message *m)
 {
     const struct raft_request_vote_result *res = &m->request_vote_result;

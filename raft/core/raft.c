@@ -201,10 +201,35 @@ static bool check_term(struct raft *r, const struct raft_message *m)
         return true;
     }
     if (m->term < r->current_term) {
-        if (m->type == RAFT_MSG_APPEND_ENTRIES)
+        /* A request from a stale term is answered with ours, so that its
+         * sender learns it is behind (Figure 2, "reply false if term <
+         * currentTerm"; Figure 13, InstallSnapshot receiver 1). With
+         * pre-vote and check-quorum this answer is the only way a stale
+         * leader learns of a follower's higher term: the follower's
+         * pre-votes fail while the others still hear the leader, and its
+         * vote requests would be ignored (thesis §4.2.3). A leader sending
+         * a snapshot sends that follower nothing but chunks, so the chunk
+         * must be answered too (etcd answers a stale heartbeat or append for
+         * the same reason; its leader keeps heartbeating a follower that
+         * receives a snapshot). Responses from a stale term are dropped,
+         * and so is TimeoutNow: it asks for nothing back, and the stale
+         * leader's next AppendEntries is answered. */
+        switch (m->type) {
+        case RAFT_MSG_APPEND_ENTRIES:
             replication_reject_stale_append(r, m);
-        else if (m->type == RAFT_MSG_REQUEST_VOTE && m->request_vote.pre_vote)
-            election_receive_request_vote(r, m); /* denies, telling our term */
+            break;
+        case RAFT_MSG_INSTALL_SNAPSHOT:
+            snapshot_reject_stale(r, m);
+            break;
+        case RAFT_MSG_REQUEST_VOTE:
+            if (m->request_vote.pre_vote)
+                election_receive_request_vote(r, m); /* denies, telling our term */
+            else
+                election_reject_stale_vote(r, m);
+            break;
+        default:
+            break;
+        }
         return false;
     }
     return true;
@@ -407,5 +432,6 @@ bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status 
     st->inflight = s->inflight_count;
     st->is_voter = s->is_voter;
     st->caught_up = s->is_voter || s->caught_up;
+    st->sending_snapshot = s->state == PROGRESS_SNAPSHOT;
     return true;
 }

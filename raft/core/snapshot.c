@@ -242,6 +242,19 @@ static int staging_start(struct raft *r, const struct raft_install_snapshot *is,
     return RAFT_OK;
 }
 
+void snapshot_reject_stale(struct raft *r, const struct raft_message *m)
+{
+    /* Figure 13, InstallSnapshot receiver 1: reply immediately if term <
+     * currentTerm. The reply carries our term, and the stale leader steps
+     * down on it (Figure 2, all servers); the chunk itself is dropped. */
+    const struct raft_install_snapshot *is = &m->install_snapshot;
+    update_trace(r, "§7 InstallSnapshot from a stale term rejected", m->from, is->last_index,
+                 "term", m->term);
+    struct raft_message *res = reply(r, m->from, is->last_index, is->last_term);
+    res->after_persist = false; /* nothing of it was written */
+    res->install_snapshot_result.rejected = true;
+}
+
 void snapshot_receive(struct raft *r, const struct raft_message *m)
 {
     const struct raft_install_snapshot *is = &m->install_snapshot;

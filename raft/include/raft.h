@@ -499,7 +499,8 @@ struct raft_peer_status {
     bool is_replicating; /* pipelining (true) or probing (false) */
     uint32_t inflight;
     bool is_voter;
-    bool caught_up; /* a learner that kept up for a whole round (thesis §4.2.1) */
+    bool caught_up;        /* a learner that kept up for a whole round (thesis §4.2.1) */
+    bool sending_snapshot; /* the entries it needs are compacted: it gets the snapshot (§7) */
 };
 bool raft_peer_status(const struct raft *r, raft_id id, struct raft_peer_status *st);
 

@@ -290,6 +290,34 @@ static bool all_committed(struct sim *s, void *arg)
     return sim_all_committed(s, *(raft_index *)arg, true);
 }
 
+/* When liveness fails: every node's role, term, commit and last index, and
+ * each leader's view of its followers (match, next and progress state), so
+ * that the failure explains itself. */
+static void describe_nodes(struct sim *s)
+{
+    for (raft_id id = 1; id <= sim_nodes(s); id++) {
+        const struct raft *r = s->nodes[id - 1].r;
+        if (!r) {
+            sim_say(s, "STATE n%llu down", (unsigned long long)id);
+            continue;
+        }
+        sim_say(s, "STATE n%llu %s term %llu leader n%llu (0: none) commit %llu last %llu",
+                (unsigned long long)id, raft_role_name(raft_role_of(r)),
+                (unsigned long long)raft_current_term(r), (unsigned long long)raft_leader(r),
+                (unsigned long long)raft_commit_index(r), (unsigned long long)raft_last_index(r));
+        struct raft_peer_status ps;
+        for (raft_id p = 1; p <= sim_nodes(s); p++)
+            if (p != id && raft_peer_status(r, p, &ps))
+                sim_say(s, "STATE   n%llu's view of n%llu: match %llu next %llu %s%s",
+                        (unsigned long long)id, (unsigned long long)p,
+                        (unsigned long long)ps.match_index, (unsigned long long)ps.next_index,
+                        ps.sending_snapshot ? "sending the snapshot"
+                        : ps.is_replicating ? "replicating"
+                                            : "probing",
+                        ps.is_voter ? "" : " (learner)");
+    }
+}
+
 /* Liveness: after the heal, a leader and a committed entry on every node. */
 static const char *settle(struct sim *s, uint64_t budget_ms)
 {
@@ -409,6 +437,8 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     if (!s->stop) {
         heal_everything(s, &so);
         liveness = settle(s, o->settle_ms);
+        if (liveness)
+            describe_nodes(s);
     }
     struct sim_stats local;
     sim_get_stats(s, stats ? stats : &local);
