@@ -73,7 +73,14 @@ void snapshot_maybe_ask(struct raft *r)
 
 int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t checksum)
 {
-    if (index <= r->snap.index || index > r->applied_index || index <= r->log.offset) {
+    /* Not while the leader's snapshot is being installed: it replaces the
+     * state this one was taken of, and is newer (it is above commitIndex).
+     * Accepting this one would have the host record its meta -- and a
+     * compaction -- after the install's, so that storage would hold an
+     * older snapshot than the log's first index needs (found by the kill -9
+     * soak: the node could not start again). */
+    if (r->staging.awaiting_install || index <= r->snap.index || index > r->applied_index ||
+        index <= r->log.offset) {
         r->snapshot_asked = false;
         return RAFT_EINVAL;
     }

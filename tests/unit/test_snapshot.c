@@ -245,6 +245,35 @@ static void test_no_apply_while_installing(void)
     raft_close(f.r);
 }
 
+/* A snapshot the host took of its own state is refused while the leader's
+ * is being installed: the leader's is newer, and recording the older one's
+ * meta after it left storage with a log that starts after its snapshot (a
+ * node that could not start again, found by the kill -9 soak). */
+static void test_own_snapshot_refused_while_installing(void)
+{
+    struct fx f;
+    fx_new(&f, 2, 3);
+    fx_tick(&f, 0);
+    struct raft_entry es[3] = {{.term = 2, .data = "a", .len = 1},
+                               {.term = 2, .data = "b", .len = 1},
+                               {.term = 2, .data = "c", .len = 1}};
+    struct raft_message ae = fx_append(1, 2, 2, 0, 0, es, 3, 3);
+    fx_recv(&f, &ae);
+    CHECK_EQ(fx_persisted(&f, 3, 2), RAFT_OK);
+    CHECK_EQ(raft_applied_index(f.r), 3); /* handed out: the host may snapshot at 3 */
+    struct raft_message c = chunk(10, 2, 0, "0123456789", 10, 10);
+    fx_recv(&f, &c);
+    CHECK(f.u.snapshot_chunk && f.u.snapshot_chunk->done);
+    CHECK_EQ(fx_taken(&f, 3, 5), RAFT_EINVAL);
+    CHECK_EQ(f.u.compact_index, 0);
+    struct raft_snapshot_meta meta;
+    CHECK(!raft_snapshot(f.r, &meta));
+    CHECK_EQ(fx_installed(&f, 10, 2, true), RAFT_OK);
+    CHECK(raft_snapshot(f.r, &meta) && meta.index == 10);
+    CHECK_EQ(fx_taken(&f, 3, 5), RAFT_EINVAL); /* and after it, as older than it */
+    raft_close(f.r);
+}
+
 /* A checksum failure starts the transfer over. */
 static void test_checksum_failure_starts_over(void)
 {
@@ -307,6 +336,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_follower_stages_and_installs),
         HARNESS_TEST(test_no_apply_while_installing),
         HARNESS_TEST(test_checksum_failure_starts_over),
+        HARNESS_TEST(test_own_snapshot_refused_while_installing),
         HARNESS_TEST(test_restart_from_snapshot),
     };
     return harness_main(argc, argv, "snapshot", tests, sizeof(tests) / sizeof(tests[0]));
