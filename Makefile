@@ -10,7 +10,8 @@
 #                   then make soak-cluster
 #   make soak-cluster  kill -9 and restart nodes of a 5-node kvd cluster under load,
 #                   hundreds of times (SOAK_SECONDS=900); every node must start again
-#   make install    raftsim, raft.h, libraft.a and raft.pc under PREFIX (default /usr/local)
+#   make install    kvd, kvctl, raftsim, raft.h, libraft.a and raft.pc under PREFIX
+#                   (default /usr/local)
 #   make deps       install the Debian packages (apt-get; root or sudo)
 #   make clean      remove build/
 #
@@ -42,7 +43,7 @@ say = @printf '  %-7s %s\n' $(1) $(2)
 endif
 
 PKGS_PROTO := libprotobuf-c
-PKGS_IO := lmdb libuv
+PKGS_IO := lmdb libuv libsodium
 PKGS_KV := hiredis jansson libxxhash
 LIBS_KV := -lhttp_parser
 
@@ -242,6 +243,8 @@ fmt:
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 755 $(RAFTSIM) $(DESTDIR)$(PREFIX)/bin/raftsim
+	install -m 755 $(KVD) $(DESTDIR)$(PREFIX)/bin/kvd
+	install -m 755 $(KVCTL) $(DESTDIR)$(PREFIX)/bin/kvctl
 	install -m 644 raft/include/raft.h $(DESTDIR)$(PREFIX)/include/raft.h
 	install -m 644 $(LIBRAFT) $(DESTDIR)$(PREFIX)/lib/libraft.a
 	sed -e 's|@PREFIX@|$(PREFIX)|' raft/raft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/raft.pc

@@ -19,7 +19,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential pkg-config
     libuv1-dev libprotobuf-c-dev protobuf-c-compiler liblmdb-dev
-    libhiredis-dev libxxhash-dev libjansson-dev libhttp-parser-dev
+    libhiredis-dev libxxhash-dev libjansson-dev libhttp-parser-dev libsodium-dev
     clang clang-format shellcheck libclang-rt-14-dev
     redis-tools curl jq
     nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
@@ -31,7 +31,7 @@ PACKAGES=(
 PEERS=(etcd-server)
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
-PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue)
+PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue libsodium)
 COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
 # Headers without a pkg-config module.
 HEADERS=(/usr/include/http_parser.h)

@@ -40,8 +40,13 @@ for i in $(seq 1 "$N"); do
         exit 1
     fi
 done
+# The cluster secret: a process that cannot read run/secret cannot take part in Raft,
+# even one that knows the cluster's name and a node's id (docs/kvd.md, Security).
+if [ ! -s run/secret ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >run/secret)
+fi
 for i in $(seq 1 "$N"); do
-    "$KVD" --id "$i" --data "run/$i" --nodes "$N" >>"run/$i.log" 2>&1 &
+    "$KVD" --id "$i" --data "run/$i" --nodes "$N" --cluster-secret run/secret >>"run/$i.log" 2>&1 &
     PIDS+=("$!")
 done
 

@@ -30,18 +30,52 @@ static int pack(Raftpb__Envelope *env, uint8_t **frame, size_t *len)
     return CODEC_OK;
 }
 
-int codec_encode_hello(uint64_t cluster_id, uint64_t node_id, uint8_t **frame, size_t *len)
+int codec_encode_handshake(uint64_t cluster_id, uint64_t from, uint64_t to,
+                           const struct codec_handshake *h, uint8_t **frame, size_t *len)
 {
-    Raftpb__Hello hello = RAFTPB__HELLO__INIT;
-    hello.cluster_id = cluster_id;
-    hello.node_id = node_id;
-    hello.version = CODEC_WIRE_VERSION;
     Raftpb__Envelope env = RAFTPB__ENVELOPE__INIT;
     env.cluster_id = cluster_id;
-    env.from_node = node_id;
-    env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_HELLO;
-    env.hello = &hello;
+    env.from_node = from;
+    env.to_node = to;
+    Raftpb__Hello hello = RAFTPB__HELLO__INIT;
+    Raftpb__Challenge challenge = RAFTPB__CHALLENGE__INIT;
+    Raftpb__Proof proof = RAFTPB__PROOF__INIT;
+    ProtobufCBinaryData nonce = {sizeof(h->nonce), (uint8_t *)h->nonce};
+    ProtobufCBinaryData mac = {sizeof(h->mac), (uint8_t *)h->mac};
+    switch (h->kind) {
+    case CODEC_HELLO:
+        hello.cluster_id = cluster_id;
+        hello.node_id = h->node;
+        hello.version = h->version;
+        hello.nonce = nonce;
+        env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_HELLO;
+        env.hello = &hello;
+        break;
+    case CODEC_CHALLENGE:
+        challenge.node_id = h->node;
+        challenge.nonce = nonce;
+        challenge.mac = mac;
+        env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_CHALLENGE;
+        env.challenge = &challenge;
+        break;
+    case CODEC_PROOF:
+        proof.mac = mac;
+        env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_PROOF;
+        env.proof = &proof;
+        break;
+    default:
+        return CODEC_EMALFORMED;
+    }
     return pack(&env, frame, len);
+}
+
+/* A nonce or MAC of exactly n bytes, copied out. */
+static bool fixed_bytes(const ProtobufCBinaryData *b, uint8_t *to, size_t n)
+{
+    if (b->len != n)
+        return false;
+    memcpy(to, b->data, n);
+    return true;
 }
 
 int codec_encode_forward(uint64_t cluster_id, uint64_t group, uint64_t from, uint64_t to,
@@ -271,10 +305,30 @@ static int decode_payload(const Raftpb__Envelope *env, struct codec_decoded *out
     struct raft_message *m = &out->msg;
     switch (env->payload_case) {
     case RAFTPB__ENVELOPE__PAYLOAD_HELLO:
-        out->is_hello = true;
-        out->hello_node = env->hello->node_id;
-        out->hello_version = env->hello->version;
+        out->is_handshake = true;
+        out->hs.kind = CODEC_HELLO;
+        out->hs.node = env->hello->node_id;
+        out->hs.version = env->hello->version;
         out->cluster_id = env->hello->cluster_id;
+        /* A version-1 Hello has no nonce: decoded, so that the refusal
+         * can name the version. */
+        if (env->hello->nonce.len &&
+            !fixed_bytes(&env->hello->nonce, out->hs.nonce, CODEC_NONCE_BYTES))
+            return CODEC_EMALFORMED;
+        return CODEC_OK;
+    case RAFTPB__ENVELOPE__PAYLOAD_CHALLENGE:
+        out->is_handshake = true;
+        out->hs.kind = CODEC_CHALLENGE;
+        out->hs.node = env->challenge->node_id;
+        if (!fixed_bytes(&env->challenge->nonce, out->hs.nonce, CODEC_NONCE_BYTES) ||
+            !fixed_bytes(&env->challenge->mac, out->hs.mac, CODEC_MAC_BYTES))
+            return CODEC_EMALFORMED;
+        return CODEC_OK;
+    case RAFTPB__ENVELOPE__PAYLOAD_PROOF:
+        out->is_handshake = true;
+        out->hs.kind = CODEC_PROOF;
+        if (!fixed_bytes(&env->proof->mac, out->hs.mac, CODEC_MAC_BYTES))
+            return CODEC_EMALFORMED;
         return CODEC_OK;
     case RAFTPB__ENVELOPE__PAYLOAD_REQUEST_VOTE:
         m->type = RAFT_MSG_REQUEST_VOTE;

@@ -22,15 +22,26 @@ enum {
     CODEC_ENOMEM = 3,
 };
 
-enum { CODEC_WIRE_VERSION = 1, CODEC_DEFAULT_MAX_FRAME = 16 << 20 };
+enum { CODEC_WIRE_VERSION = 2, CODEC_DEFAULT_MAX_FRAME = 16 << 20 };
 
 /* Encode m (of group `group`, cluster `cluster_id`) as one frame in a
  * malloc'ed buffer the caller frees. InstallSnapshot data must be filled. */
 int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t group, uint8_t **frame,
                  size_t *len);
 
-/* Encode the Hello that opens every connection. */
-int codec_encode_hello(uint64_t cluster_id, uint64_t node_id, uint8_t **frame, size_t *len);
+/* The handshake that opens every connection (transport.c): Hello from the
+ * node that connects, Challenge from the node that accepts, Proof back. */
+enum codec_handshake_kind { CODEC_HELLO = 1, CODEC_CHALLENGE = 2, CODEC_PROOF = 3 };
+enum { CODEC_NONCE_BYTES = 16, CODEC_MAC_BYTES = 32 };
+struct codec_handshake {
+    enum codec_handshake_kind kind;
+    uint64_t node;                    /* Hello, Challenge: who speaks */
+    uint32_t version;                 /* Hello */
+    uint8_t nonce[CODEC_NONCE_BYTES]; /* Hello, Challenge */
+    uint8_t mac[CODEC_MAC_BYTES];     /* Challenge, Proof */
+};
+int codec_encode_handshake(uint64_t cluster_id, uint64_t from, uint64_t to,
+                           const struct codec_handshake *h, uint8_t **frame, size_t *len);
 
 /* Encode a Forward (a client request or answer, opaque here) from node
  * `from` to node `to`. */
@@ -42,9 +53,8 @@ int codec_encode_forward(uint64_t cluster_id, uint64_t group, uint64_t from, uin
 struct codec_decoded {
     uint64_t cluster_id;
     uint64_t group;
-    bool is_hello;
-    uint64_t hello_node;
-    uint32_t hello_version;
+    bool is_handshake; /* hs is filled */
+    struct codec_handshake hs;
     bool is_forward; /* msg.from and msg.to are set; the body points into envelope */
     const uint8_t *forward_body;
     size_t forward_len;

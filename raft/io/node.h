@@ -52,6 +52,9 @@ struct raft_node_config {
      * for the next writes to join it (one sync for both); 0: never. Its
      * results are out already; only its durability waits (node.c linger). */
     uint32_t apply_linger_us;
+    /* The key that proves membership in the handshake (transport.h,
+     * transport_secret_from_file): TRANSPORT_KEY_BYTES bytes, or NULL. */
+    const uint8_t *cluster_secret;
 };
 
 /* What the node asks of its host (the state machine's owner). Each may be

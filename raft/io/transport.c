@@ -2,13 +2,18 @@
 #define _GNU_SOURCE /* TCP_USER_TIMEOUT */
 #include "transport.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* An encoded frame waiting in a peer's queue. */
 struct frame_buf {
@@ -30,15 +35,39 @@ struct peer {
     size_t queued_bytes;
     uv_write_t write_req;
     struct frame_buf *in_flight; /* the frames of the write in progress, linked */
+    /* The handshake: our nonce, and the peer's Challenge read here. */
+    bool authed;
+    uint8_t nonce[CODEC_NONCE_BYTES];
+    struct frame_reader reader;
 };
+
+/* An inbound connection goes through the handshake before anything else. */
+enum conn_state { WAIT_HELLO, WAIT_PROOF, AUTHED };
 
 struct conn {
     struct transport *t;
     uv_tcp_t tcp;
     struct frame_reader reader;
-    bool hello_ok;
+    enum conn_state state;
     uint64_t node;
+    uint8_t their_nonce[CODEC_NONCE_BYTES], our_nonce[CODEC_NONCE_BYTES];
+    uint64_t accepted_ms;
+    char addr[64]; /* the peer's address, for refusals */
     struct conn *prev, *next;
+};
+
+/* Kinds of refusal, each logged at most once per REFUSAL_LOG_MS. */
+enum refusal {
+    REFUSE_HELLO,
+    REFUSE_MEMBER,
+    REFUSE_AUTH,
+    REFUSE_TIMEOUT,
+    REFUSE_PROTOCOL,
+    REFUSALS
+};
+enum {
+    REFUSAL_LOG_MS = 10000,
+    HANDSHAKE_MAX_FRAME = 1024, /* a handshake frame is under 100 bytes */
 };
 
 struct transport {
@@ -61,6 +90,8 @@ struct transport {
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
     size_t n_faults;
     struct delayed *delayed; /* messages held back by delay faults */
+    uv_timer_t sweep;        /* closes inbound connections stuck in the handshake */
+    uint64_t refused_at[REFUSALS], refusals_quiet[REFUSALS];
 };
 
 /* A message held back by a delay fault. */
@@ -118,6 +149,33 @@ static void tlog(struct transport *t, const char *fmt, ...)
     t->on_log(t->data, line);
 }
 
+static void refuse(struct transport *t, enum refusal why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A refusal for the log: the first of its kind in an interval is written,
+ * with how many were not; a peer retrying every few milliseconds (or an
+ * attacker) does not fill the log. */
+static void refuse(struct transport *t, enum refusal why, const char *fmt, ...)
+{
+    uint64_t now = uv_now(t->loop);
+    if (t->refused_at[why] && now - t->refused_at[why] < REFUSAL_LOG_MS) {
+        t->refusals_quiet[why]++;
+        return;
+    }
+    char line[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (t->refusals_quiet[why])
+        tlog(t, "%s (and %llu more like it in the last %d s)", line,
+             (unsigned long long)t->refusals_quiet[why], REFUSAL_LOG_MS / 1000);
+    else
+        tlog(t, "%s", line);
+    t->refused_at[why] = now;
+    t->refusals_quiet[why] = 0;
+}
+
 void transport_config_default(struct transport_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -128,6 +186,109 @@ void transport_config_default(struct transport_config *cfg)
     cfg->backoff_max_ms = 2000;
     cfg->max_queue_bytes = (size_t)64 << 20;
     cfg->user_timeout_ms = 1500;
+    cfg->handshake_timeout_ms = 3000;
+}
+
+int transport_secret_from_file(const char *path, uint8_t key[TRANSPORT_KEY_BYTES], char *err,
+                               size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cluster secret %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    if (st.st_mode & 077) {
+        snprintf(err, errlen,
+                 "cluster secret %s can be read by others (mode %03o): chmod 600 it, and choose "
+                 "a new secret if others could read it",
+                 path, (unsigned)(st.st_mode & 0777));
+        close(fd);
+        return -1;
+    }
+    uint8_t buf[4096];
+    ssize_t n = read(fd, buf, sizeof(buf));
+    close(fd);
+    size_t meaningful = 0;
+    for (ssize_t i = 0; i < n; i++)
+        meaningful += buf[i] != ' ' && buf[i] != '\n' && buf[i] != '\r' && buf[i] != '\t';
+    if (n < 0 || meaningful < 16) {
+        snprintf(err, errlen,
+                 "cluster secret %s: %s (make one with: head -c 32 /dev/urandom | base64 > %s)",
+                 path, n < 0 ? strerror(errno) : "shorter than 16 characters", path);
+        sodium_memzero(buf, sizeof(buf));
+        return -1;
+    }
+    /* Trailing whitespace (an editor's newline) does not change the key. */
+    while (n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    crypto_generichash(key, TRANSPORT_KEY_BYTES, buf, (size_t)n, NULL, 0);
+    sodium_memzero(buf, sizeof(buf));
+    return 0;
+}
+
+/* The MAC of one side of the handshake. The label differs by side, so a
+ * MAC cannot be reflected back; both nonces are fresh for this connection,
+ * so none can be replayed on another. */
+static void handshake_mac(const struct transport *t, char side, uint64_t connector,
+                          uint64_t acceptor, const uint8_t *connector_nonce,
+                          const uint8_t *acceptor_nonce, uint8_t mac[CODEC_MAC_BYTES])
+{
+    uint8_t msg[1 + 3 * 8 + 2 * CODEC_NONCE_BYTES];
+    const uint64_t ids[3] = {t->cfg.cluster_id, connector, acceptor};
+    msg[0] = (uint8_t)side;
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 8; i++)
+            msg[1 + 8 * k + i] = (uint8_t)(ids[k] >> (8 * i));
+    memcpy(msg + 25, connector_nonce, CODEC_NONCE_BYTES);
+    memcpy(msg + 25 + CODEC_NONCE_BYTES, acceptor_nonce, CODEC_NONCE_BYTES);
+    crypto_auth_hmacsha256(mac, msg, sizeof(msg), t->cfg.secret);
+}
+
+static bool handshake_mac_ok(const struct transport *t, char side, uint64_t connector,
+                             uint64_t acceptor, const uint8_t *connector_nonce,
+                             const uint8_t *acceptor_nonce, const uint8_t *mac)
+{
+    uint8_t want[CODEC_MAC_BYTES];
+    handshake_mac(t, side, connector, acceptor, connector_nonce, acceptor_nonce, want);
+    return sodium_memcmp(want, mac, CODEC_MAC_BYTES) == 0; /* constant time */
+}
+
+/* A handshake frame, written on its own (the peer's queue waits for the
+ * handshake to finish). A failure shows up on the read side. */
+struct raw_write {
+    uv_write_t req;
+    uint8_t *data;
+};
+
+static void on_raw_write(uv_write_t *req, int status)
+{
+    (void)status;
+    struct raw_write *w = req->data;
+    free(w->data);
+    free(w);
+}
+
+static void send_handshake(struct transport *t, uv_tcp_t *tcp, uint64_t to,
+                           const struct codec_handshake *h)
+{
+    struct raw_write *w = malloc(sizeof(*w));
+    size_t len;
+    if (!w || uv_is_closing((uv_handle_t *)tcp) ||
+        codec_encode_handshake(t->cfg.cluster_id, t->cfg.node_id, to, h, &w->data, &len) !=
+            CODEC_OK) {
+        free(w);
+        return;
+    }
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init((char *)w->data, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)tcp, &buf, 1, on_raw_write) < 0) {
+        free(w->data);
+        free(w);
+    }
 }
 
 static void transport_free(struct transport *t)
@@ -191,6 +352,8 @@ static void peer_disconnect(struct peer *p)
         p->tcp = NULL;
     }
     p->connected = false;
+    p->authed = false;
+    frame_reader_free(&p->reader);
 }
 
 static void on_reconnect_timer(uv_timer_t *timer)
@@ -203,7 +366,9 @@ static void on_reconnect_timer(uv_timer_t *timer)
 static void peer_fail(struct peer *p, const char *why)
 {
     struct transport *t = p->t;
-    if (p->connected)
+    /* A connection that never finished its handshake was not up: its
+     * failure is a refusal, logged (once per interval) where it happened. */
+    if (p->authed)
         tlog(t, "connection to node %llu lost: %s", (unsigned long long)p->id, why);
     peer_disconnect(p);
     if (t->closing)
@@ -217,13 +382,41 @@ static void peer_fail(struct peer *p, const char *why)
     t->stats.reconnects++;
 }
 
-/* Nothing is expected on an outbound connection; reading notices EOF. */
+static void peer_handshake_frame(struct peer *p, const uint8_t *body, size_t len);
+
+/* On our own connection to a peer, only its Challenge comes back; after
+ * the handshake, nothing (reading notices EOF). */
 static void on_outbound_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
-    free(buf->base);
     struct peer *p = s->data;
-    if (n < 0 && p->tcp == (uv_tcp_t *)s)
+    if (p->tcp != (uv_tcp_t *)s) {
+        free(buf->base);
+        return;
+    }
+    if (n < 0) {
+        free(buf->base);
         peer_fail(p, uv_strerror((int)n));
+        return;
+    }
+    if (n == 0) {
+        free(buf->base);
+        return;
+    }
+    if (p->authed) {
+        free(buf->base);
+        peer_fail(p, "it sent data on our connection after the handshake");
+        return;
+    }
+    int rc = frame_reader_feed(&p->reader, buf->base, (size_t)n);
+    free(buf->base);
+    const uint8_t *body;
+    size_t len;
+    if (rc != CODEC_OK) {
+        peer_fail(p, "its handshake frame is too long");
+        return;
+    }
+    while (p->tcp && !p->authed && frame_reader_next(&p->reader, &body, &len))
+        peer_handshake_frame(p, body, len);
 }
 
 static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *buf)
@@ -266,7 +459,7 @@ enum { WRITE_MAX_FRAMES = 256, WRITE_MAX_BYTES = 4 << 20 };
  * frames a loop turn produced, not one per frame. */
 static void peer_flush(struct peer *p)
 {
-    if (!p->connected || p->in_flight || !p->head)
+    if (!p->authed || p->in_flight || !p->head)
         return;
     uv_buf_t bufs[WRITE_MAX_FRAMES];
     unsigned n = 0;
@@ -291,19 +484,7 @@ static void peer_flush(struct peer *p)
     }
 }
 
-static void queue_front(struct peer *p, uint8_t *data, size_t len)
-{
-    struct frame_buf *f = malloc(sizeof(*f));
-    if (!f) {
-        free(data);
-        return;
-    }
-    *f = (struct frame_buf){p->head, len, data};
-    p->head = f;
-    if (!p->tail)
-        p->tail = f;
-    p->queued_bytes += len;
-}
+static void on_connect_timeout(uv_timer_t *timer);
 
 static void on_connect(uv_connect_t *req, int status)
 {
@@ -322,21 +503,59 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     p->connected = true;
-    p->backoff_ms = t->cfg.backoff_min_ms;
-    t->stats.connects++;
     tune_socket(t, p->tcp);
+    frame_reader_init(&p->reader, HANDSHAKE_MAX_FRAME);
     uv_read_start((uv_stream_t *)p->tcp, alloc_buf, on_outbound_read);
-    uint8_t *hello;
-    size_t len;
-    if (codec_encode_hello(t->cfg.cluster_id, t->cfg.node_id, &hello, &len) == CODEC_OK)
-        queue_front(p, hello, len);
-    peer_flush(p);
+    struct codec_handshake hello = {
+        .kind = CODEC_HELLO, .node = t->cfg.node_id, .version = CODEC_WIRE_VERSION};
+    randombytes_buf(p->nonce, sizeof(p->nonce));
+    memcpy(hello.nonce, p->nonce, sizeof(hello.nonce));
+    send_handshake(t, p->tcp, p->id, &hello);
+    /* The peer's Challenge must come within the connect timeout too. */
+    uv_timer_start(&p->timer, on_connect_timeout, t->cfg.connect_timeout_ms, 0);
 }
 
 static void on_connect_timeout(uv_timer_t *timer)
 {
     struct peer *p = timer->data;
-    peer_fail(p, "connect timed out");
+    peer_fail(p, p->connected ? "no answer to our Hello (is it a node of this cluster, with "
+                                "this node in its list?)"
+                              : "connect timed out");
+}
+
+/* The peer's Challenge: it proves the peer holds the cluster secret; our
+ * Proof answers it, and the queued messages may leave. */
+static void peer_handshake_frame(struct peer *p, const uint8_t *body, size_t len)
+{
+    struct transport *t = p->t;
+    struct codec_decoded d;
+    if (codec_decode(body, len, &d) != CODEC_OK) {
+        peer_fail(p, "its answer to our Hello is not a Challenge");
+        return;
+    }
+    const char *why = NULL;
+    if (!d.is_handshake || d.hs.kind != CODEC_CHALLENGE)
+        why = "its answer to our Hello is not a Challenge";
+    else if (d.cluster_id != t->cfg.cluster_id || d.hs.node != p->id)
+        why = "another cluster or node answers at its address";
+    else if (!handshake_mac_ok(t, 'A', t->cfg.node_id, p->id, p->nonce, d.hs.nonce, d.hs.mac))
+        why = "it does not hold our cluster secret (--cluster-secret differs)";
+    if (why) {
+        t->stats.refused_auth++;
+        refuse(t, REFUSE_AUTH, "refusing node %llu: %s", (unsigned long long)p->id, why);
+        codec_decoded_free(&d);
+        peer_fail(p, why);
+        return;
+    }
+    struct codec_handshake proof = {.kind = CODEC_PROOF};
+    handshake_mac(t, 'C', t->cfg.node_id, p->id, p->nonce, d.hs.nonce, proof.mac);
+    codec_decoded_free(&d);
+    send_handshake(t, p->tcp, p->id, &proof);
+    uv_timer_stop(&p->timer);
+    p->authed = true;
+    p->backoff_ms = t->cfg.backoff_min_ms;
+    t->stats.connects++;
+    peer_flush(p);
 }
 
 static void peer_connect(struct peer *p)
@@ -525,7 +744,7 @@ bool transport_peer_connected(const struct transport *t, uint64_t id)
 {
     for (size_t i = 0; i < t->n_peers; i++)
         if (t->peers[i]->id == id)
-            return t->peers[i]->connected;
+            return t->peers[i]->authed;
     return false;
 }
 
@@ -562,6 +781,72 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_close);
 }
 
+static void peer_address(uv_tcp_t *tcp, char *out, size_t len)
+{
+    struct sockaddr_storage ss;
+    int n = sizeof(ss);
+    snprintf(out, len, "?");
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &n) == 0 && ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        char ip[INET_ADDRSTRLEN];
+        uv_ip4_name(in, ip, sizeof(ip));
+        snprintf(out, len, "%s:%u", ip, ntohs(in->sin_port));
+    }
+}
+
+/* The handshake, on the accepting side. False: close the connection. */
+static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
+{
+    struct transport *t = c->t;
+    const struct codec_handshake *h = &d->hs;
+    if (c->state == WAIT_HELLO) {
+        if (!d->is_handshake || h->kind != CODEC_HELLO) {
+            t->stats.malformed_frames++;
+            refuse(t, REFUSE_PROTOCOL,
+                   "refusing a connection from %s: it did not start with a Hello", c->addr);
+            return false;
+        }
+        if (d->cluster_id != t->cfg.cluster_id || h->version != CODEC_WIRE_VERSION) {
+            t->stats.refused_hellos++;
+            refuse(t, REFUSE_HELLO,
+                   "refusing node %llu from %s: it belongs to cluster %016llx (wire version %u), "
+                   "we are cluster %016llx (version %d)",
+                   (unsigned long long)h->node, c->addr, (unsigned long long)d->cluster_id,
+                   h->version, (unsigned long long)t->cfg.cluster_id, CODEC_WIRE_VERSION);
+            return false;
+        }
+        if (h->node == t->cfg.node_id || !find_peer(t, h->node) ||
+            (d->msg.to && d->msg.to != t->cfg.node_id)) {
+            t->stats.refused_members++;
+            refuse(t, REFUSE_MEMBER,
+                   "refusing node %llu from %s: not a member of this cluster (or not for us)",
+                   (unsigned long long)h->node, c->addr);
+            return false;
+        }
+        c->node = h->node;
+        memcpy(c->their_nonce, h->nonce, sizeof(c->their_nonce));
+        randombytes_buf(c->our_nonce, sizeof(c->our_nonce));
+        struct codec_handshake ch = {.kind = CODEC_CHALLENGE, .node = t->cfg.node_id};
+        memcpy(ch.nonce, c->our_nonce, sizeof(ch.nonce));
+        handshake_mac(t, 'A', c->node, t->cfg.node_id, c->their_nonce, c->our_nonce, ch.mac);
+        send_handshake(t, &c->tcp, c->node, &ch);
+        c->state = WAIT_PROOF;
+        return true;
+    }
+    if (!d->is_handshake || h->kind != CODEC_PROOF ||
+        !handshake_mac_ok(t, 'C', c->node, t->cfg.node_id, c->their_nonce, c->our_nonce, h->mac)) {
+        t->stats.refused_auth++;
+        refuse(t, REFUSE_AUTH,
+               "refusing node %llu from %s: it does not hold our cluster secret "
+               "(--cluster-secret differs)",
+               (unsigned long long)c->node, c->addr);
+        return false;
+    }
+    c->state = AUTHED;
+    c->reader.max_frame = t->cfg.max_frame;
+    return true;
+}
+
 /* One frame from an inbound connection. False: close the connection. */
 static bool handle_frame(struct conn *c, const uint8_t *body, size_t len)
 {
@@ -569,30 +854,18 @@ static bool handle_frame(struct conn *c, const uint8_t *body, size_t len)
     struct codec_decoded d;
     if (codec_decode(body, len, &d) != CODEC_OK) {
         t->stats.malformed_frames++;
-        tlog(t, "refusing a connection: a frame that is not a Raft message");
+        refuse(t, REFUSE_PROTOCOL,
+               "refusing a connection from %s: a frame that is not a Raft message", c->addr);
         return false;
     }
     bool keep = true;
-    if (!c->hello_ok) {
-        if (!d.is_hello) {
-            tlog(t, "refusing a connection: it did not start with a Hello");
-            keep = false;
-        } else if (d.cluster_id != t->cfg.cluster_id || d.hello_version != CODEC_WIRE_VERSION) {
-            t->stats.refused_hellos++;
-            tlog(t,
-                 "refusing node %llu: it belongs to cluster %016llx (wire version %u), we are "
-                 "cluster %016llx (version %d)",
-                 (unsigned long long)d.hello_node, (unsigned long long)d.cluster_id,
-                 d.hello_version, (unsigned long long)t->cfg.cluster_id, CODEC_WIRE_VERSION);
-            keep = false;
-        } else {
-            c->hello_ok = true;
-            c->node = d.hello_node;
-        }
-    } else if (d.is_hello || d.cluster_id != t->cfg.cluster_id || d.msg.to != t->cfg.node_id ||
+    if (c->state != AUTHED) {
+        keep = conn_handshake(c, &d);
+    } else if (d.is_handshake || d.cluster_id != t->cfg.cluster_id || d.msg.to != t->cfg.node_id ||
                d.msg.from != c->node) {
         t->stats.malformed_frames++;
-        tlog(t, "refusing node %llu: a message not for us", (unsigned long long)c->node);
+        refuse(t, REFUSE_PROTOCOL, "refusing node %llu from %s: a message not for us",
+               (unsigned long long)c->node, c->addr);
         keep = false;
     } else if (d.is_forward) {
         const struct transport_fault *f = match_fault(t, c->node, TRANSPORT_IN, TRANSPORT_FORWARD);
@@ -623,6 +896,14 @@ static void on_inbound_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     struct transport *t = c->t;
     if (n < 0) {
         free(buf->base);
+        if (c->state == WAIT_PROOF) {
+            /* It had our Challenge and left: it did not accept our MAC. */
+            t->stats.refused_auth++;
+            refuse(t, REFUSE_AUTH,
+                   "refusing node %llu from %s: it left during the handshake (it does not hold "
+                   "our cluster secret: --cluster-secret differs)",
+                   (unsigned long long)c->node, c->addr);
+        }
         conn_close(c);
         return;
     }
@@ -630,8 +911,9 @@ static void on_inbound_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     free(buf->base);
     if (rc == CODEC_ETOOBIG) {
         t->stats.oversized_frames++;
-        tlog(t, "refusing node %llu: a frame over the %zu-byte maximum",
-             (unsigned long long)c->node, t->cfg.max_frame);
+        refuse(t, REFUSE_PROTOCOL, "refusing %s from %s: a frame over the %zu-byte maximum%s",
+               c->state == AUTHED ? "a node" : "a connection", c->addr, c->reader.max_frame,
+               c->state == AUTHED ? "" : " before the handshake");
         conn_close(c);
         return;
     }
@@ -656,7 +938,8 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_init(t->loop, &c->tcp);
     c->tcp.data = c;
     t->open_handles++;
-    frame_reader_init(&c->reader, t->cfg.max_frame);
+    frame_reader_init(&c->reader, HANDSHAKE_MAX_FRAME);
+    c->accepted_ms = uv_now(t->loop);
     c->next = t->conns;
     if (t->conns)
         t->conns->prev = c;
@@ -666,7 +949,25 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     tune_socket(t, &c->tcp);
+    peer_address(&c->tcp, c->addr, sizeof(c->addr));
     uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_inbound_read);
+}
+
+/* Inbound connections that have not finished the handshake in time are
+ * closed: a connection that says nothing holds no resources for long. */
+static void on_sweep(uv_timer_t *timer)
+{
+    struct transport *t = timer->data;
+    uint64_t now = uv_now(t->loop);
+    for (struct conn *c = t->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state != AUTHED && now - c->accepted_ms >= t->cfg.handshake_timeout_ms) {
+            t->stats.handshake_timeouts++;
+            refuse(t, REFUSE_TIMEOUT, "refusing a connection from %s: no handshake within %u ms",
+                   c->addr, t->cfg.handshake_timeout_ms);
+            conn_close(c);
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -695,6 +996,15 @@ int transport_init(struct transport **out, uv_loop_t *loop, const struct transpo
         rc = uv_tcp_bind(&t->listener, (const struct sockaddr *)&addr, 0);
         if (rc == 0)
             rc = uv_listen((uv_stream_t *)&t->listener, 128, on_connection);
+    }
+    if (rc == 0 && sodium_init() < 0)
+        rc = UV_EIO; /* no source of randomness for the handshake's nonces */
+    if (rc == 0) {
+        uv_timer_init(loop, &t->sweep);
+        t->sweep.data = t;
+        t->open_handles++;
+        uint32_t every = cfg->handshake_timeout_ms / 4 ? cfg->handshake_timeout_ms / 4 : 1;
+        uv_timer_start(&t->sweep, on_sweep, every, every);
     }
     if (rc < 0) {
         transport_close(t);
@@ -731,6 +1041,8 @@ void transport_close(struct transport *t)
     }
     while (t->conns)
         conn_close(t->conns);
+    if (t->sweep.loop && !uv_is_closing((uv_handle_t *)&t->sweep))
+        uv_close((uv_handle_t *)&t->sweep, on_handle_close);
     for (struct delayed *d = t->delayed; d; d = d->next)
         if (!uv_is_closing((uv_handle_t *)&d->timer))
             uv_close((uv_handle_t *)&d->timer, on_delayed_close);

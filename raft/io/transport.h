@@ -5,10 +5,20 @@
  * TCP_USER_TIMEOUT; a non-blocking connect with a timeout; reconnection
  * with capped exponential backoff and jitter; a bounded send queue per
  * peer (messages beyond it are dropped, as a lossy network would: Raft
- * retries). Every connection opens with a Hello; a foreign cluster id or an
- * incompatible version is refused with a log line and the connection
- * closed. Frames longer than the maximum are refused before any allocation
- * for them (codec.h). Incoming connections are served the same way.
+ * retries). Frames longer than the maximum are refused before any
+ * allocation for them (codec.h).
+ *
+ * Every connection opens with a mutual handshake (raft.proto, Hello): the
+ * node that connects sends a fresh nonce; the node that accepts refuses a
+ * foreign cluster, another wire version or a node that is not one of its
+ * peers, and otherwise answers with its own nonce and an HMAC-SHA-256 over
+ * both nonces, the cluster id and both node ids, keyed with the cluster
+ * secret; the connecting node checks it and answers with its own MAC. Only
+ * then does it send Raft messages, and only then does the accepting node
+ * read them. A connection that has not finished within the handshake
+ * timeout is closed; until it has, frames are limited to a few KiB.
+ * Refusals are logged with the peer's address, at most once per interval
+ * per kind, and counted.
  */
 #ifndef RAFT_IO_TRANSPORT_H
 #define RAFT_IO_TRANSPORT_H
@@ -18,20 +28,33 @@
 
 #include "codec.h"
 
+enum { TRANSPORT_KEY_BYTES = 32 };
+
 struct transport_config {
     uint64_t cluster_id;
     uint64_t node_id;
-    const char *host;            /* our address (127.0.0.x), for listening and for binding */
-    uint16_t port;               /* 0: any (see transport_port) */
-    size_t max_frame;            /* default CODEC_DEFAULT_MAX_FRAME */
-    uint32_t connect_timeout_ms; /* default 1000 */
-    uint32_t backoff_min_ms;     /* default 50 */
-    uint32_t backoff_max_ms;     /* default 2000 */
-    size_t max_queue_bytes;      /* per peer; default 64 MiB */
-    uint32_t user_timeout_ms;    /* TCP_USER_TIMEOUT; default 1500 */
+    const char *host;              /* our address (127.0.0.x), for listening and for binding */
+    uint16_t port;                 /* 0: any (see transport_port) */
+    size_t max_frame;              /* default CODEC_DEFAULT_MAX_FRAME */
+    uint32_t connect_timeout_ms;   /* default 1000 */
+    uint32_t backoff_min_ms;       /* default 50 */
+    uint32_t backoff_max_ms;       /* default 2000 */
+    size_t max_queue_bytes;        /* per peer; default 64 MiB */
+    uint32_t user_timeout_ms;      /* TCP_USER_TIMEOUT; default 1500 */
+    uint32_t handshake_timeout_ms; /* an inbound connection must finish by then; default 3000 */
+    /* The key of the handshake's MACs (transport_secret_from_file). All
+     * zeros -- no secret -- proves only that a peer knows the cluster id. */
+    uint8_t secret[TRANSPORT_KEY_BYTES];
 };
 
 void transport_config_default(struct transport_config *cfg);
+
+/* The handshake key from a secret file: at least 16 bytes besides
+ * whitespace, readable by its owner only (like an ssh key). Hashed, so any
+ * text will do (`head -c 32 /dev/urandom | base64 > secret`). 0, or -1
+ * with err filled. */
+int transport_secret_from_file(const char *path, uint8_t key[TRANSPORT_KEY_BYTES], char *err,
+                               size_t errlen);
 
 /* A received message (valid during the call only) of group `group`. */
 typedef void (*transport_recv_cb)(void *data, uint64_t group, const struct raft_message *m);
@@ -58,7 +81,7 @@ void transport_on_forward(struct transport *t, transport_forward_cb cb, void *da
 int transport_forward(struct transport *t, uint64_t to, uint64_t group, const void *body,
                       size_t len);
 
-/* Whether our connection to peer id is up (handshake sent, not failed). */
+/* Whether our connection to peer id is up (the handshake done). */
 bool transport_peer_connected(const struct transport *t, uint64_t id);
 
 /* Close every handle; the loop must then run until it has no more. */
@@ -83,6 +106,7 @@ int transport_set_faults(struct transport *t, const struct transport_fault *rule
 
 struct transport_stats {
     uint64_t frames_sent, frames_received, refused_hellos, oversized_frames, malformed_frames;
+    uint64_t refused_members, refused_auth, handshake_timeouts;
     uint64_t dropped_full_queue, connects, reconnects;
     uint64_t fault_dropped, fault_duplicated, fault_delayed;
 };

@@ -23,8 +23,10 @@ static void check_decoded(const struct codec_decoded *d)
         fuzz_assert(d->forward_len == 0 || d->forward_body != NULL);
         return;
     }
-    if (d->is_hello)
+    if (d->is_handshake) {
+        fuzz_assert(d->hs.kind >= CODEC_HELLO && d->hs.kind <= CODEC_PROOF);
         return;
+    }
     fuzz_assert(m->type >= RAFT_MSG_REQUEST_VOTE && m->type <= RAFT_MSG_INSTALL_SNAPSHOT_RESULT);
     if (m->type == RAFT_MSG_APPEND_ENTRIES)
         for (size_t i = 0; i < m->append_entries.n_entries; i++)

@@ -16,7 +16,7 @@ check "a first write" eq "$(r "$L" SET k v)" OK
     --peers "1=127.0.0.1:$(raft_port 9):$(resp_port 9):$(http_port 9),2=127.0.0.1:$(raft_port 2),3=127.0.0.1:$(raft_port 3)" \
     >"$T/intruder.log" 2>&1 &
 PID[9]=$!
-refused() { grep -q "refusing node 1: it belongs to cluster" "$T/2.log" "$T/3.log"; }
+refused() { grep -q "refusing node 1 from 127.0.0.1:[0-9]*: it belongs to cluster" "$T/2.log" "$T/3.log"; }
 check "a node of another cluster is refused, with a log line saying so" wait_until 5 refused
 kill9 9
 check "the refusal is counted" test "$(metric 2 'raftkv_transport_refused_total\{why="hello"\}')$(metric 3 'raftkv_transport_refused_total\{why="hello"\}')" != 00

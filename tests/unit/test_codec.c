@@ -122,19 +122,46 @@ static void test_every_other_message_round_trips(void)
     codec_decoded_free(&d);
 }
 
-static void test_hello(void)
+/* The three handshake frames round-trip; a nonce or MAC of the wrong
+ * size does not decode. */
+static void test_handshake(void)
 {
-    uint8_t *frame;
-    size_t len;
-    CHECK_EQ(codec_encode_hello(0xabcdef, 3, &frame, &len), CODEC_OK);
-    struct codec_decoded d;
-    CHECK_EQ(codec_decode(frame + 4, len - 4, &d), CODEC_OK);
-    CHECK(d.is_hello);
-    CHECK_EQ(d.cluster_id, 0xabcdef);
-    CHECK_EQ(d.hello_node, 3);
-    CHECK_EQ(d.hello_version, CODEC_WIRE_VERSION);
-    codec_decoded_free(&d);
-    free(frame);
+    struct codec_handshake hs[3] = {{.kind = CODEC_HELLO, .node = 3, .version = CODEC_WIRE_VERSION},
+                                    {.kind = CODEC_CHALLENGE, .node = 5},
+                                    {.kind = CODEC_PROOF}};
+    for (int k = 0; k < 3; k++) {
+        memset(hs[k].nonce, 0x10 + k, sizeof(hs[k].nonce));
+        if (hs[k].kind != CODEC_HELLO)
+            memset(hs[k].mac, 0x20 + k, sizeof(hs[k].mac));
+        uint8_t *frame;
+        size_t len;
+        CHECK_EQ(codec_encode_handshake(0xabcdef, 3, 5, &hs[k], &frame, &len), CODEC_OK);
+        struct codec_decoded d;
+        CHECK_EQ(codec_decode(frame + 4, len - 4, &d), CODEC_OK);
+        CHECK(d.is_handshake);
+        CHECK_EQ(d.hs.kind, hs[k].kind);
+        CHECK_EQ(d.cluster_id, 0xabcdef);
+        CHECK_EQ(d.msg.to, 5);
+        if (hs[k].kind != CODEC_PROOF) {
+            CHECK_EQ(d.hs.node, hs[k].node);
+            CHECK(memcmp(d.hs.nonce, hs[k].nonce, sizeof(hs[k].nonce)) == 0);
+        }
+        if (hs[k].kind == CODEC_HELLO)
+            CHECK_EQ(d.hs.version, CODEC_WIRE_VERSION);
+        else
+            CHECK(memcmp(d.hs.mac, hs[k].mac, sizeof(hs[k].mac)) == 0);
+        codec_decoded_free(&d);
+        /* One byte short of a MAC (or nonce): malformed. The last field is
+         * at the end of the frame: shorten its length and drop a byte. */
+        if (hs[k].kind == CODEC_PROOF) {
+            CHECK_EQ(frame[len - 33], CODEC_MAC_BYTES);
+            frame[len - 33] = CODEC_MAC_BYTES - 1;
+            frame[len - 35]--; /* the Proof's own length */
+            frame[3]--;        /* the frame's length */
+            CHECK_EQ(codec_decode(frame + 4, len - 5, &d), CODEC_EMALFORMED);
+        }
+        free(frame);
+    }
 }
 
 /* Several frames in one read, then one split across reads. */
@@ -234,7 +261,7 @@ int main(int argc, char **argv)
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_append_entries_round_trip),
         HARNESS_TEST(test_every_other_message_round_trips),
-        HARNESS_TEST(test_hello),
+        HARNESS_TEST(test_handshake),
         HARNESS_TEST(test_frames_in_any_pieces),
         HARNESS_TEST(test_oversized_frame_refused),
         HARNESS_TEST(test_random_bytes_refused),

@@ -4,6 +4,8 @@
 #include "transport.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct inbox {
     int received;
@@ -42,10 +44,15 @@ static bool run_until(const int *flag, int want, unsigned timeout_ms)
     return *flag >= want;
 }
 
+static uint8_t secret[TRANSPORT_KEY_BYTES]; /* the next start()'s key */
+static uint32_t handshake_timeout_ms = 3000;
+
 static struct transport *start(uint64_t cluster, uint64_t node, uint16_t port, struct inbox *in)
 {
     struct transport_config cfg;
     transport_config_default(&cfg);
+    memcpy(cfg.secret, secret, sizeof(secret));
+    cfg.handshake_timeout_ms = handshake_timeout_ms;
     cfg.cluster_id = cluster;
     cfg.node_id = node;
     cfg.port = port;
@@ -186,6 +193,7 @@ static void test_bad_bytes_close_only_that_connection(void)
     }
     /* Still serving. */
     CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
     struct raft_message m = vote(1, 2, 5);
     CHECK_EQ(transport_send(t1, 1, &m), 0);
     CHECK(run_until(&in2.received, 1, 3000));
@@ -205,6 +213,7 @@ static void test_reconnects_after_restart(void)
     struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
     uint16_t port = transport_port(t2);
     CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", port), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
     struct raft_message m = vote(1, 2, 5);
     CHECK_EQ(transport_send(t1, 1, &m), 0);
     CHECK(run_until(&in2.received, 1, 3000));
@@ -215,6 +224,7 @@ static void test_reconnects_after_restart(void)
     }
     struct inbox again = {0};
     t2 = start(7, 2, port, &again);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
     m.term = 6;
     int sent = 0;
     for (int i = 0; i < 300 && again.received == 0; i++) {
@@ -232,6 +242,130 @@ static void test_reconnects_after_restart(void)
     stop(t1);
     stop(t2);
     CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Only members take part: a node that is not among our peers is refused
+ * at its Hello, though it knows the cluster id. */
+static void test_non_member_refused(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0}, in9 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    struct transport *t9 = start(7, 9, 0, &in9);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    CHECK_EQ(transport_add_peer(t9, 2, "127.0.0.1", transport_port(t2)), 0);
+    struct raft_message m = vote(9, 2, 50);
+    CHECK_EQ(transport_send(t9, 1, &m), 0);
+    struct transport_stats st = {0};
+    for (int i = 0; i < 2000 && !st.refused_members; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        transport_get_stats(t2, &st);
+    }
+    CHECK(st.refused_members >= 1);
+    CHECK(strstr(in2.log, "refusing node 9 from 127.0.0.1:") && strstr(in2.log, "not a member"));
+    run_until(&in2.received, 1, 200);
+    CHECK_EQ(in2.received, 0);
+    CHECK(!transport_peer_connected(t9, 2));
+    stop(t1);
+    stop(t2);
+    stop(t9);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* The cluster secret: a member with another secret is refused both ways
+ * (neither accepts the other's MAC); with the same secret they talk. */
+static void test_wrong_secret_refused(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    memset(secret, 0xaa, sizeof(secret));
+    struct transport *t1 = start(7, 1, 0, &in1);
+    memset(secret, 0xbb, sizeof(secret));
+    struct transport *t2 = start(7, 2, 0, &in2);
+    memset(secret, 0, sizeof(secret));
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 5), back = vote(2, 1, 5);
+    transport_send(t1, 1, &m);
+    transport_send(t2, 1, &back);
+    struct transport_stats s1 = {0}, s2 = {0};
+    for (int i = 0; i < 2000 && (!s1.refused_auth || !s2.refused_auth); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        transport_get_stats(t1, &s1);
+        transport_get_stats(t2, &s2);
+    }
+    CHECK(s1.refused_auth >= 1 && s2.refused_auth >= 1);
+    CHECK(strstr(in1.log, "cluster secret") || strstr(in2.log, "cluster secret"));
+    CHECK_EQ(in1.received + in2.received, 0);
+    stop(t1);
+    stop(t2);
+
+    memset(secret, 0xcc, sizeof(secret));
+    struct inbox a = {0}, b = {0};
+    t1 = start(7, 1, 0, &a);
+    t2 = start(7, 2, 0, &b);
+    memset(secret, 0, sizeof(secret));
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    CHECK_EQ(transport_send(t1, 1, &m), 0);
+    CHECK(run_until(&b.received, 1, 3000));
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* A connection that never finishes the handshake is closed after the
+ * timeout; one that sends a big frame before it is refused at once. */
+static void test_handshake_deadline_and_size(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    handshake_timeout_ms = 200;
+    struct inbox in2 = {0};
+    struct transport *t2 = start(7, 2, 0, &in2);
+    handshake_timeout_ms = 3000;
+    struct raw silent = {.bytes = {0, 0}, .len = 2}; /* half a length prefix */
+    raw_send(&silent, transport_port(t2));
+    struct raw big = {.bytes = {0, 0, 0x10, 0}, .len = 4}; /* 4 KiB before any Hello */
+    raw_send(&big, transport_port(t2));
+    struct transport_stats st = {0};
+    for (int i = 0; i < 3000 && (!st.handshake_timeouts || !st.oversized_frames); i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        transport_get_stats(t2, &st);
+    }
+    CHECK_EQ(st.oversized_frames, 1);
+    CHECK_EQ(st.handshake_timeouts, 1);
+    uv_close((uv_handle_t *)&silent.tcp, NULL);
+    uv_close((uv_handle_t *)&big.tcp, NULL);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* The secret comes from a file only its owner can read. */
+static void test_secret_file(void)
+{
+    char path[] = "/tmp/raftkv-test-secret-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "short\n", 6) == 6);
+    uint8_t k1[TRANSPORT_KEY_BYTES], k2[TRANSPORT_KEY_BYTES];
+    char err[300];
+    CHECK_EQ(transport_secret_from_file(path, k1, err, sizeof(err)), -1);
+    CHECK(strstr(err, "shorter than 16"));
+    CHECK(ftruncate(fd, 0) == 0 && lseek(fd, 0, SEEK_SET) == 0);
+    CHECK(write(fd, "0123456789abcdefXYZ\n", 20) == 20);
+    CHECK_EQ(transport_secret_from_file(path, k1, err, sizeof(err)), 0);
+    CHECK(ftruncate(fd, 19) == 0); /* without the newline: the same key */
+    CHECK_EQ(transport_secret_from_file(path, k2, err, sizeof(err)), 0);
+    CHECK(memcmp(k1, k2, sizeof(k1)) == 0);
+    CHECK(chmod(path, 0644) == 0);
+    CHECK_EQ(transport_secret_from_file(path, k2, err, sizeof(err)), -1);
+    CHECK(strstr(err, "can be read by others"));
+    close(fd);
+    unlink(path);
+    CHECK_EQ(transport_secret_from_file(path, k2, err, sizeof(err)), -1);
 }
 
 /* Application-level faults: loss in one direction only, by message type,
@@ -296,6 +430,10 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_bad_bytes_close_only_that_connection),
         HARNESS_TEST(test_reconnects_after_restart),
         HARNESS_TEST(test_fault_filter),
+        HARNESS_TEST(test_non_member_refused),
+        HARNESS_TEST(test_wrong_secret_refused),
+        HARNESS_TEST(test_handshake_deadline_and_size),
+        HARNESS_TEST(test_secret_file),
     };
     return harness_main(argc, argv, "transport", tests, sizeof(tests) / sizeof(tests[0]));
 }
