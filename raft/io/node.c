@@ -62,7 +62,7 @@ struct batch {
     struct storage_group_write *ws;
     size_t nw;
     int rc;
-    char err[256];
+    char err[512];
     uint64_t ns, linger_ns;
     /* Written in this batch's transaction while it lingered (see
      * linger()); finished together with it. */
@@ -81,7 +81,7 @@ struct raft_node {
     size_t n_groups;
     bool stopping;
     int fatal; /* a storage error or a corrupt core: the node stops taking work */
-    char error[320];
+    char error[600];
     uv_prepare_t flush;
     struct pending *pending; /* the next batch, growing during the loop turn */
     size_t n_pending, cap_pending;
@@ -451,8 +451,10 @@ static void commit_done(uv_work_t *req, int status)
     n->in_flight = NULL;
     if (n->cb.results)
         deliver_early(n); /* if the async wake-up has not come yet */
+    /* The storage layer and the state machine name themselves in their
+     * messages ("storage: ...", "state machine: ..."). */
     if (status == 0 && b->rc != STORAGE_OK)
-        fail(n, b->rc, "storage: %s", b->err);
+        fail(n, b->rc, "%s", b->err[0] ? b->err : "storage: a commit failed");
     bool ok = status == 0 && b->rc == STORAGE_OK;
     if (ok && (b->nw || (joined && joined->nw))) {
         n->stats.commits++;
@@ -730,6 +732,8 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     tc.node_id = cfg->id;
     tc.host = cfg->host;
     tc.port = cfg->port;
+    if (cfg->cluster_secret)
+        memcpy(tc.secret, cfg->cluster_secret, sizeof(tc.secret));
     if ((rc = transport_init(&n->tr, loop, &tc, on_recv, on_log, n)) != 0) {
         snprintf(err, errlen, "listening on %s:%u: %s", cfg->host, cfg->port, uv_strerror(rc));
         goto err_after_groups;
@@ -788,6 +792,21 @@ int raft_node_read(struct raft_node *n, uint64_t group, uint64_t id)
     return step(n, g, &ev);
 }
 
+/* The meta of a snapshot taken here, into the batch of the update that
+ * compacts the log for it (or a batch of its own, if none was made since
+ * `before`). */
+static int record_snapshot(struct raft_node *n, struct group *g, size_t before,
+                           const struct raft_snapshot_meta *meta)
+{
+    if (n->n_pending == before) {
+        struct raft_update none = {0};
+        int rv = defer(n, g, &none, 0);
+        if (rv != RAFT_OK)
+            return rv;
+    }
+    return attach_snapshot(&n->pending[n->n_pending - 1], meta);
+}
+
 int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index index, uint64_t size,
                              uint64_t checksum)
 {
@@ -810,12 +829,7 @@ int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index ind
     struct raft_snapshot_meta meta;
     if (!raft_snapshot(g->r, &meta) || meta.index != index)
         return RAFT_EINVAL;
-    if (n->n_pending == before) {
-        struct raft_update none = {0};
-        if ((rv = defer(n, g, &none, 0)) != RAFT_OK)
-            return rv;
-    }
-    return attach_snapshot(&n->pending[n->n_pending - 1], &meta);
+    return record_snapshot(n, g, before, &meta);
 }
 
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to)
@@ -902,14 +916,17 @@ void raft_node_stop(struct raft_node *n)
  * Test hooks (node_testing.h)
  * ------------------------------------------------------------------------ */
 
-int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct raft_update *u)
+int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct raft_update *u,
+                             const struct raft_snapshot_meta *taken)
 {
     struct group *g = find_group(n, group);
     if (!g)
         return RAFT_EINVAL;
     if (n->fatal)
         return RAFT_ECORRUPT;
-    return process(n, g, u);
+    size_t before = n->n_pending;
+    int rv = process(n, g, u);
+    return rv || !taken ? rv : record_snapshot(n, g, before, taken);
 }
 
 bool raft_node_testing_idle(const struct raft_node *n)

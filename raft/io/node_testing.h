@@ -11,8 +11,11 @@
 #include "node.h"
 #include "storage.h"
 
-/* Handle u as if group's core had returned it from a step. */
-int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct raft_update *u);
+/* Handle u as if group's core had returned it from a step; with `taken`,
+ * the step of a snapshot taken here, whose meta is recorded with it (as
+ * raft_node_snapshot_taken does). */
+int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct raft_update *u,
+                             const struct raft_snapshot_meta *taken);
 /* Nothing pending and nothing on the storage thread. */
 bool raft_node_testing_idle(const struct raft_node *n);
 /* An apply-only commit waits, transaction open, for writes to join it. */

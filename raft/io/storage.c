@@ -4,15 +4,22 @@
  * the same on every machine. Log keys are MDB_INTEGERKEY (native size_t).
  */
 #define _POSIX_C_SOURCE 200809L
+/* flock() is BSD, not POSIX; glibc declares it only with this. */
+#define _DEFAULT_SOURCE
 #include "storage.h"
 
 #include <errno.h>
+#include <xxhash.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 enum {
     MAX_DBS = 4096,     /* named databases: 4 per group plus the node's */
@@ -27,6 +34,8 @@ struct group_dbis {
 };
 
 struct storage {
+    int lock_fd;   /* holds the data directory's lock (lock_dir) */
+    size_t header; /* of a log record: 9, or 17 with a checksum (format 2) */
     MDB_env *env;
     MDB_dbi node;
     struct group_dbis groups[GROUP_CACHE];
@@ -54,6 +63,23 @@ static int lmdb_error(char *err, size_t errlen, int rc, const char *what)
         return fail(err, errlen, STORAGE_EFULL,
                     "storage full (MDB_MAP_FULL) while %s: nothing of this write was stored; "
                     "restart the node with a larger map (kvd --map-size)",
+                    what);
+    /* LMDB passes on ENOSPC only when a write fit nothing at all; a write
+     * the kernel cut short it reports as EIO, and that is what a full disk
+     * usually gives: a commit's writev starts on pages the file already has
+     * and runs into new ones (seen on a full tmpfs). Both need the same
+     * care. */
+    if (rc == ENOSPC)
+        return fail(err, errlen, STORAGE_EIO,
+                    "storage: no space left on device while %s: nothing of this write was "
+                    "acknowledged; free space on the data directory's file system, then restart "
+                    "the node",
+                    what);
+    if (rc == EIO)
+        return fail(err, errlen, STORAGE_EIO,
+                    "storage: I/O error while %s, most often a full disk (no space left on "
+                    "device) that cut a write short: nothing of this write was acknowledged; "
+                    "free space (df) or check the disk (dmesg), then restart the node",
                     what);
     return fail(err, errlen, STORAGE_EIO, "storage: %s: %s", what, mdb_strerror(rc));
 }
@@ -120,20 +146,200 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
             return lmdb_error(err, errlen, rc, "recording the node's identity");
         }
         rc = mdb_txn_commit(txn);
+        st->header = 17;
         return rc ? lmdb_error(err, errlen, rc, "recording the node's identity") : STORAGE_OK;
     }
     mdb_txn_abort(txn);
-    if (have_version != STORAGE_FORMAT_VERSION)
+    /* Format 1 has no checksums in its log records; such a directory is
+     * still read and written as it was made. */
+    if (have_version != STORAGE_FORMAT_VERSION && have_version != 1)
         return fail(err, errlen, STORAGE_EMISMATCH,
-                    "data dir %s has storage format %llu, this build reads %d (use a fresh "
-                    "--data)",
+                    "data dir %s has storage format %llu, this build reads 1 and %d (use a "
+                    "fresh --data)",
                     path, (unsigned long long)have_version, STORAGE_FORMAT_VERSION);
+    st->header = have_version == 1 ? 9 : 17;
     if (have_cluster != cluster_id || have_node != node_id)
         return fail(err, errlen, STORAGE_EMISMATCH,
                     "data dir %s belongs to cluster %016llx node %llu, not cluster %016llx node "
                     "%llu (use a fresh --data, or the --id and cluster it was made for)",
                     path, (unsigned long long)have_cluster, (unsigned long long)have_node,
                     (unsigned long long)cluster_id, (unsigned long long)node_id);
+    return STORAGE_OK;
+}
+
+/* One process per data directory. Two kvds on one LMDB environment would
+ * each take the other's writes for its own, and their peers would accept
+ * both as the same node: two voters with one vote. flock() rather than
+ * fcntl() locks, because a second open in the same process must fail too
+ * and closing an unrelated descriptor of the file must not drop the lock;
+ * the kernel drops it with the process, so kill -9 leaves nothing stale.
+ * The file names its holder, for the message of the one refused. */
+static int lock_dir(const char *path, uint64_t cluster_id, uint64_t node_id, int *out, char *err,
+                    size_t errlen)
+{
+    char file[4096];
+    snprintf(file, sizeof(file), "%s/kvd.lock", path);
+    int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return fail(err, errlen, STORAGE_EIO, "storage: cannot open %s: %s", file, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        if (e != EWOULDBLOCK) {
+            close(fd);
+            return fail(err, errlen, STORAGE_EIO, "storage: cannot lock %s: %s", file, strerror(e));
+        }
+        /* The holder writes its name just after taking the lock: give it a
+         * moment if we came in between. */
+        char who[128] = "";
+        long pid = 0;
+        for (int tries = 0; tries < 20 && pid <= 0; tries++) {
+            ssize_t len = pread(fd, who, sizeof(who) - 1, 0);
+            who[len > 0 ? len : 0] = '\0';
+            pid = strtol(who, NULL, 10);
+            if (pid <= 0)
+                nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+        }
+        close(fd);
+        char *nl = strchr(who, '\n'), *end = nl ? strchr(nl + 1, '\n') : NULL;
+        if (end)
+            *end = '\0';
+        if (pid <= 0)
+            return fail(err, errlen, STORAGE_ELOCKED,
+                        "data dir %s is in use by another process (another kvd with this "
+                        "--data?)",
+                        path);
+        return fail(err, errlen, STORAGE_ELOCKED,
+                    "data dir %s is in use by process %ld (%s%sanother kvd with this --data?)",
+                    path, pid, nl && nl[1] ? nl + 1 : "", nl && nl[1] ? "; " : "");
+    }
+    char who[128];
+    int len = snprintf(who, sizeof(who), "%ld\nnode %llu of cluster %016llx\n", (long)getpid(),
+                       (unsigned long long)node_id, (unsigned long long)cluster_id);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, who, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return fail(err, errlen, STORAGE_EIO, "storage: cannot write %s: %s", file, strerror(e));
+    }
+    *out = fd;
+    return STORAGE_OK;
+}
+
+/* LMDB maps its data file and trusts the meta pages at its start: a file
+ * shorter than they claim makes the first read past its end a SIGBUS, with
+ * no word of why. So read the meta pages first, the way they lie on disk
+ * (native byte order and word size): each page opens with a header (page
+ * number: a word; two 16-bit fields, the second the page's flags; 32 bits
+ * more), and a meta page's body is: magic (32 bits), format version (32
+ * bits), two words (address, map size), the free and main databases'
+ * records (32 bits, of which the free database's holds the page size, two
+ * 16-bit fields, five words each), the last page used and the transaction
+ * id (a word each). Page 0 sits at offset 0, page 1 one page further. */
+enum {
+    WORD = sizeof(size_t),
+    PAGE_HEADER = WORD + 8,
+    META_FLAGS = WORD + 2,
+    META_MAGIC = PAGE_HEADER,
+    META_VERSION = PAGE_HEADER + 4,
+    META_PSIZE = PAGE_HEADER + 8 + 2 * WORD, /* the free database's first field */
+    META_LAST_PG = PAGE_HEADER + 8 + 2 * WORD + 2 * (8 + 5 * WORD),
+    META_TXNID = META_LAST_PG + WORD,
+    META_END = META_TXNID + WORD,
+    P_META = 0x08,
+    LMDB_MAGIC = 0xBEEFC0DE,
+    LMDB_DATA_VERSION = 1,
+};
+
+struct meta_page {
+    uint32_t psize;
+    size_t last_pg, txnid;
+};
+
+/* NULL when the meta page in buf (page number pgno) is sound, else why not. */
+static const char *read_meta(const uint8_t *buf, size_t pgno, struct meta_page *m)
+{
+    size_t number;
+    uint16_t flags;
+    uint32_t magic, version;
+    memcpy(&number, buf, WORD);
+    memcpy(&flags, buf + META_FLAGS, 2);
+    memcpy(&magic, buf + META_MAGIC, 4);
+    memcpy(&version, buf + META_VERSION, 4);
+    memcpy(&m->psize, buf + META_PSIZE, 4);
+    memcpy(&m->last_pg, buf + META_LAST_PG, WORD);
+    memcpy(&m->txnid, buf + META_TXNID, WORD);
+    if (magic != LMDB_MAGIC || number != pgno || !(flags & P_META))
+        return "is not an LMDB meta page";
+    if (version != LMDB_DATA_VERSION)
+        return "of an LMDB format version this build does not read";
+    if (m->psize < 512 || m->psize > 65536 || (m->psize & (m->psize - 1)))
+        return "has an impossible page size";
+    if (m->last_pg < 1)
+        return "has an impossible last page";
+    return NULL;
+}
+
+#define RESTORE_ADVICE "(restore it from a copy, or replace the node)"
+
+/* A missing or empty data file is a fresh directory; anything else must
+ * hold every page its newer meta page counts. */
+static int check_data_file(const char *path, char *err, size_t errlen)
+{
+    char file[4096];
+    snprintf(file, sizeof(file), "%s/data.mdb", path);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return STORAGE_OK;
+    if (fd < 0)
+        return fail(err, errlen, STORAGE_EIO, "data file %s cannot be read: %s", file,
+                    strerror(errno));
+    struct stat sb;
+    uint8_t page[2][META_END];
+    struct meta_page m[2];
+    ssize_t got[2] = {0, 0};
+    const char *why[2] = {NULL, NULL};
+    int e = 0;
+    if (fstat(fd, &sb) != 0)
+        e = errno;
+    else if (sb.st_size > 0 && (got[0] = pread(fd, page[0], META_END, 0)) < 0)
+        e = errno;
+    else if (got[0] == META_END && !(why[0] = read_meta(page[0], 0, &m[0])) &&
+             (got[1] = pread(fd, page[1], META_END, m[0].psize)) < 0)
+        e = errno;
+    close(fd);
+    if (e)
+        return fail(err, errlen, STORAGE_EIO, "data file %s cannot be read: %s", file, strerror(e));
+    unsigned long long size = (unsigned long long)sb.st_size;
+    if (size == 0)
+        return STORAGE_OK;
+    if (got[0] < META_END)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "data file %s is truncated: %llu bytes, too few for LMDB's first meta "
+                    "page " RESTORE_ADVICE,
+                    file, size);
+    if (why[0])
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "data file %s is unreadable: its meta page 0 %s " RESTORE_ADVICE, file, why[0]);
+    const struct meta_page *newest = &m[0];
+    if (got[1] == META_END) {
+        if ((why[1] = read_meta(page[1], 1, &m[1])))
+            return fail(err, errlen, STORAGE_ECORRUPT,
+                        "data file %s is unreadable: its meta page 1 %s " RESTORE_ADVICE, file,
+                        why[1]);
+        if (m[1].psize != m[0].psize)
+            return fail(err, errlen, STORAGE_ECORRUPT,
+                        "data file %s is unreadable: its meta pages disagree on the page size "
+                        "(%u, %u) " RESTORE_ADVICE,
+                        file, m[0].psize, m[1].psize);
+        if (m[1].txnid > m[0].txnid)
+            newest = &m[1];
+    }
+    /* A short page 1 is the truncation below. */
+    unsigned long long need = ((unsigned long long)newest->last_pg + 1) * newest->psize;
+    if (size < need)
+        return fail(
+            err, errlen, STORAGE_ECORRUPT,
+            "data file %s is truncated: %llu bytes, LMDB needs at least %llu " RESTORE_ADVICE, file,
+            size, need);
     return STORAGE_OK;
 }
 
@@ -148,9 +354,17 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
     struct storage *st = calloc(1, sizeof(*st));
     if (!st)
         return fail(err, errlen, STORAGE_ENOMEM, "storage: out of memory");
-    if ((rc = mdb_env_create(&st->env))) {
+    /* Locked before LMDB sees the directory: LMDB's own lock file lets
+     * any number of processes share an environment. */
+    if ((rc = lock_dir(path, cluster_id, node_id, &st->lock_fd, err, errlen)) != STORAGE_OK) {
         free(st);
-        return lmdb_error(err, errlen, rc, "creating the environment");
+        return rc;
+    }
+    if ((rc = check_data_file(path, err, errlen)) != STORAGE_OK)
+        goto err_after_lock;
+    if ((rc = mdb_env_create(&st->env))) {
+        rc = lmdb_error(err, errlen, rc, "creating the environment");
+        goto err_after_lock;
     }
     /* Default flags: every commit is durable (never MDB_NOSYNC, DESIGN.md). */
     if ((rc = mdb_env_set_maxdbs(st->env, MAX_DBS)) ||
@@ -166,6 +380,8 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
 
 err_after_env:
     mdb_env_close(st->env);
+err_after_lock:
+    close(st->lock_fd);
     free(st);
     return rc;
 }
@@ -174,7 +390,10 @@ void storage_close(struct storage *st)
 {
     if (!st)
         return;
+    /* The environment first: the next holder may open it the moment the
+     * lock is gone. */
     mdb_env_close(st->env);
+    close(st->lock_fd);
     free(st);
 }
 
@@ -257,10 +476,22 @@ static int delete_from(MDB_txn *txn, MDB_dbi log, size_t from, bool downwards)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int put_entry(MDB_txn *txn, MDB_dbi log, const struct raft_entry *e)
+/* A log record's checksum (format 2): XXH64 over its index, term, type and
+ * data, so that a flipped bit anywhere in it -- or a record under another
+ * key -- is found when it is read, not served. */
+static uint64_t entry_checksum(size_t index, const uint8_t *record, const void *data, size_t len)
+{
+    uint8_t head[17]; /* index, term, type */
+    put64(head, index);
+    memcpy(head + 8, record, 9);
+    return XXH64(data, len, XXH64(head, sizeof(head), 0));
+}
+
+static int put_entry(const struct storage *st, MDB_txn *txn, MDB_dbi log,
+                     const struct raft_entry *e)
 {
     size_t key = (size_t)e->index;
-    MDB_val k = {sizeof(key), &key}, d = {9 + e->len, NULL};
+    MDB_val k = {sizeof(key), &key}, d = {st->header + e->len, NULL};
     /* MDB_RESERVE: LMDB gives us the space, we fill it: one copy. */
     int rc = mdb_put(txn, log, &k, &d, MDB_RESERVE);
     if (rc)
@@ -268,8 +499,10 @@ static int put_entry(MDB_txn *txn, MDB_dbi log, const struct raft_entry *e)
     uint8_t *p = d.mv_data;
     put64(p, e->term);
     p[8] = (uint8_t)e->type;
+    if (st->header > 9)
+        put64(p + 9, entry_checksum(key, p, e->data, e->len));
     if (e->len)
-        memcpy(p + 9, e->data, e->len);
+        memcpy(p + st->header, e->data, e->len);
     return 0;
 }
 
@@ -327,7 +560,7 @@ static int write_log(struct storage *st, MDB_txn *txn, const struct storage_grou
     if (w->truncate_from && (rc = delete_from(txn, g->log, (size_t)w->truncate_from, false)))
         return rc;
     for (size_t i = 0; i < w->n_entries; i++)
-        if ((rc = put_entry(txn, g->log, &w->entries[i])))
+        if ((rc = put_entry(st, txn, g->log, &w->entries[i])))
             return rc;
     if (w->snapshot && w->install && (rc = log_after_install(txn, g, w->snapshot)))
         return rc;
@@ -354,15 +587,33 @@ static int write_log(struct storage *st, MDB_txn *txn, const struct storage_grou
  * a write that would break it is never committed and the node stops at
  * once, saying why, instead of failing at its next start. Three B-tree
  * descents per write. */
+/* The index of the stored snapshot (0: none). */
+static int snapshot_index(MDB_txn *txn, MDB_dbi meta, uint64_t *index)
+{
+    MDB_val k = {4, "snap"}, d;
+    int rc = mdb_get(txn, meta, &k, &d);
+    *index = rc == 0 && d.mv_size >= 8 ? get64(d.mv_data) : 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int check_log(MDB_txn *txn, struct group_dbis *g, const struct storage_group_write *w,
                      char *err, size_t errlen)
 {
-    uint64_t first;
+    uint64_t first, snap;
     MDB_stat stat;
     int rc = get_u64(txn, g->meta, "first", &first);
-    if (rc || (rc = mdb_stat(txn, g->log, &stat)))
+    if (rc || (rc = mdb_stat(txn, g->log, &stat)) || (rc = snapshot_index(txn, g->meta, &snap)))
         return lmdb_error(err, errlen, rc, "checking the log");
     first = first ? first : 1;
+    /* What the log dropped, the snapshot must hold (§7): a log that starts
+     * after its snapshot has lost entries S+1..first-1 for good. */
+    if (first - 1 > snap)
+        return fail(
+            err, errlen, STORAGE_ECORRUPT,
+            "storage: group %llu: this write would leave the log starting at %llu after "
+            "its snapshot at %llu (entries %llu..%llu in neither); nothing of it was stored",
+            (unsigned long long)g->group, (unsigned long long)first, (unsigned long long)snap,
+            (unsigned long long)snap + 1, (unsigned long long)first - 1);
     size_t lo = 0, hi = 0;
     if (stat.ms_entries) {
         MDB_cursor *c;
@@ -525,9 +776,11 @@ static int load_snapshot(MDB_txn *txn, MDB_dbi meta, struct storage_loaded *out)
  * that goes down (a stale range a truncation left: Log Matching, §5.3,
  * makes terms non-decreasing along any log). *bytes is the data size
  * when the log is sound. */
-static int diagnose_log(MDB_txn *txn, MDB_dbi log, uint64_t group, raft_index first,
-                        raft_term prev_term, size_t *bytes, char *err, size_t errlen)
+static int diagnose_log(const struct storage *st, MDB_txn *txn, MDB_dbi log, uint64_t group,
+                        raft_index first, raft_term prev_term, size_t *bytes, char *err,
+                        size_t errlen)
 {
+    size_t header = st->header, sum = 0;
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, log, &c);
     if (rc)
@@ -544,10 +797,14 @@ static int diagnose_log(MDB_txn *txn, MDB_dbi log, uint64_t group, raft_index fi
         lo = n++ ? lo : index;
         hi = index;
         *bytes += d.mv_size;
-        if (d.mv_size < 9) {
+        if (d.mv_size < header) {
             bad = bad ? bad : index, bad_size = bad_size ? bad_size : d.mv_size;
             continue;
         }
+        const uint8_t *rec = d.mv_data;
+        if (header > 9 && !sum &&
+            get64(rec + 9) != entry_checksum(index, rec, rec + header, d.mv_size - header))
+            sum = index;
         if (index < first) {
             below_lo = below++ ? below_lo : index;
             below_hi = index;
@@ -565,6 +822,11 @@ static int diagnose_log(MDB_txn *txn, MDB_dbi log, uint64_t group, raft_index fi
     if (rc != MDB_NOTFOUND)
         return lmdb_error(err, errlen, rc, "reading the log");
     unsigned long long g = group;
+    if (sum)
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu: entry %zu fails its checksum (its bytes changed "
+                    "on disk; stored %zu..%zu)" DAMAGED_ADVICE,
+                    g, sum, lo, hi);
     if (bad)
         return fail(err, errlen, STORAGE_ECORRUPT,
                     "storage: log of group %llu: entry %zu does not decode (a record of %zu bytes, "
@@ -590,11 +852,11 @@ static int diagnose_log(MDB_txn *txn, MDB_dbi log, uint64_t group, raft_index fi
     return STORAGE_OK;
 }
 
-static int load_entries(MDB_txn *txn, MDB_dbi log, uint64_t group, struct storage_loaded *out,
-                        char *err, size_t errlen)
+static int load_entries(const struct storage *st, MDB_txn *txn, MDB_dbi log, uint64_t group,
+                        struct storage_loaded *out, char *err, size_t errlen)
 {
     size_t bytes = 0;
-    int rc = diagnose_log(txn, log, group, out->persisted.first_index, out->persisted.prev_term,
+    int rc = diagnose_log(st, txn, log, group, out->persisted.first_index, out->persisted.prev_term,
                           &bytes, err, errlen);
     if (rc)
         return rc;
@@ -614,13 +876,13 @@ static int load_entries(MDB_txn *txn, MDB_dbi log, uint64_t group, struct storag
     MDB_val k, d;
     for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0 && n < cap;
          rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-        memcpy(at, (const uint8_t *)d.mv_data + 9, d.mv_size - 9);
+        memcpy(at, (const uint8_t *)d.mv_data + st->header, d.mv_size - st->header);
         out->entries[n++] = (struct raft_entry){.term = get64(d.mv_data),
                                                 .index = key_of(&k),
                                                 .type = ((const uint8_t *)d.mv_data)[8],
                                                 .data = at,
-                                                .len = d.mv_size - 9};
-        at += d.mv_size - 9;
+                                                .len = d.mv_size - st->header};
+        at += d.mv_size - st->header;
     }
     mdb_cursor_close(c);
     out->persisted.entries = out->entries;
@@ -666,8 +928,19 @@ int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out,
     out->persisted.prev_term = prev_term;
     if (rc == 0)
         rc = load_snapshot(txn, g->meta, out);
+    raft_index snap = out->persisted.snapshot ? out->snapshot.index : 0;
+    if (rc == 0 && out->persisted.first_index - 1 > snap) {
+        unsigned long long from = out->persisted.first_index;
+        mdb_txn_abort(txn);
+        storage_loaded_free(out);
+        return fail(err, errlen, STORAGE_ECORRUPT,
+                    "storage: log of group %llu starts at %llu but its snapshot is at %llu: "
+                    "entries %llu..%llu are in neither" DAMAGED_ADVICE,
+                    (unsigned long long)group, from, (unsigned long long)snap,
+                    (unsigned long long)snap + 1, from - 1);
+    }
     if (rc == 0) {
-        rc = load_entries(txn, g->log, group, out, err, errlen);
+        rc = load_entries(st, txn, g->log, group, out, err, errlen);
         mdb_txn_abort(txn);
         if (rc)
             storage_loaded_free(out);

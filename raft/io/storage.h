@@ -31,17 +31,23 @@ enum {
     STORAGE_EMISMATCH = 3, /* the data directory belongs to another cluster or node */
     STORAGE_ECORRUPT = 4,  /* stored data does not decode */
     STORAGE_ENOMEM = 5,
+    STORAGE_ELOCKED = 6, /* another process holds the data directory; the message names it */
 };
 
-enum { STORAGE_FORMAT_VERSION = 1 };
+/* Format 2 adds a checksum to every log record (format 1 is still read). */
+enum { STORAGE_FORMAT_VERSION = 2 };
 
 struct storage;
 
 /* Open (creating if needed) the environment in directory `path` for node
  * `node_id` of cluster `cluster_id`. A directory that records another
  * cluster or node is refused with STORAGE_EMISMATCH and a message saying
- * what to do. map_size_bytes bounds the data (LMDB's map size). On error,
- * `err` (size errlen) holds a message for the user. */
+ * what to do; one that another process has open (its lock file kvd.lock,
+ * held until storage_close() or the process ends), with STORAGE_ELOCKED; a
+ * data file shorter than its own meta pages say, or whose meta pages are
+ * not LMDB's, with STORAGE_ECORRUPT before LMDB maps it. map_size_bytes
+ * bounds the data (LMDB's map size). On error, `err` (size errlen) holds a
+ * message for the user. */
 int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t map_size_bytes,
                  struct storage **out, char *err, size_t errlen);
 void storage_close(struct storage *st);

@@ -48,6 +48,7 @@ static struct {
     raft_term terms[WINDOW]; /* of index i at i % WINDOW: the log never spans more */
     raft_term term;
     raft_id vote;
+    raft_index snap; /* the stored snapshot's index (0: none) */
 } m;
 
 static uint64_t data_of(raft_index i, raft_term t)
@@ -112,11 +113,31 @@ static raft_term last_term(void)
     return model_term_at(m.last);
 }
 
+static struct raft_member members[] = {{1, true}, {2, true}, {3, true}};
+
+/* A snapshot taken at s, and the log compacted up to c <= s: the meta
+ * travels with the compaction (the log never starts after its snapshot). */
+static void compact(struct raft_update *u, struct raft_snapshot_meta **taken)
+{
+    static struct raft_snapshot_meta meta;
+    raft_index c = m.first + below(m.last - m.first + 1);
+    raft_index lo = c > m.snap ? c : m.snap;
+    raft_index s = lo + below(m.last - lo + 1);
+    meta = (struct raft_snapshot_meta){s, model_term_at(s), 1, 1, members, 3};
+    *taken = &meta;
+    m.snap = s;
+    u->compact_index = c;
+    u->compact_term = model_term_at(c);
+    m.prev_term = u->compact_term;
+    m.first = c + 1;
+}
+
 /* One random update, applied to the model as storage must apply it. */
 static void random_update(struct raft_update *u, struct raft_install_snapshot *is,
-                          struct raft_member *members)
+                          struct raft_snapshot_meta **taken)
 {
     memset(u, 0, sizeof(*u));
+    *taken = NULL;
     uint64_t op = below(100);
     if (m.last + 1 - m.first > WINDOW - 600) /* keep the log within the window */
         op = 60;
@@ -134,18 +155,16 @@ static void random_update(struct raft_update *u, struct raft_install_snapshot *i
         u->hard_state_changed = true;
         u->truncate_from = from;
         u->n_entries = make_entries(from, from + below(100), m.term);
-    } else if (op < 65 && m.last >= m.first) { /* compaction after a snapshot (§7) */
-        raft_index c = m.first + below(m.last - m.first + 1);
-        u->compact_index = c;
-        u->compact_term = model_term_at(c);
-        m.prev_term = u->compact_term;
-        m.first = c + 1;
+    } else if (op < 65 && m.last >= m.first) { /* a snapshot taken here, and a compaction (§7) */
+        compact(u, taken);
     } else if (op < 75) { /* a snapshot from the leader (Figure 13) */
-        bool agree = m.last >= m.first && below(2);
+        /* Newer than any snapshot here (the core refuses others, §7). */
+        raft_index lo = m.first > m.snap + 1 ? m.first : m.snap + 1;
+        bool agree = m.last >= lo && below(2);
         raft_index at;
         raft_term t;
         if (agree) {
-            at = m.first + below(m.last - m.first + 1);
+            at = lo + below(m.last - lo + 1);
             t = model_term_at(at);
         } else {
             at = m.last + 1 + below(500);
@@ -167,6 +186,7 @@ static void random_update(struct raft_update *u, struct raft_install_snapshot *i
             m.last = at;
         m.first = at + 1;
         m.prev_term = t;
+        m.snap = at;
     } else if (op < 85) { /* a vote in a new term */
         m.term++;
         m.vote = 1 + below(3);
@@ -182,13 +202,8 @@ static void random_update(struct raft_update *u, struct raft_install_snapshot *i
     }
     if (u->n_entries) {
         u->entries = entries;
-        if (below(4) == 0 && m.last >= m.first) { /* compact in the same update */
-            raft_index c = m.first + below(m.last - m.first + 1);
-            u->compact_index = c;
-            u->compact_term = model_term_at(c);
-            m.prev_term = u->compact_term;
-            m.first = c + 1;
-        }
+        if (below(4) == 0 && m.last >= m.first) /* compact in the same update */
+            compact(u, taken);
     }
 }
 
@@ -205,6 +220,10 @@ static void expect_model(struct raft_node *n, int round)
         snprintf(why, sizeof(why), "first %llu/%llu, want %llu/%llu",
                  (unsigned long long)p->first_index, (unsigned long long)p->prev_term,
                  (unsigned long long)m.first, (unsigned long long)m.prev_term);
+    else if ((p->snapshot ? p->snapshot->index : 0) != m.snap)
+        snprintf(why, sizeof(why), "snapshot at %llu, want %llu",
+                 (unsigned long long)(p->snapshot ? p->snapshot->index : 0),
+                 (unsigned long long)m.snap);
     else if (p->current_term != m.term || p->voted_for != m.vote)
         snprintf(why, sizeof(why), "term %llu vote %llu, want %llu %llu",
                  (unsigned long long)p->current_term, (unsigned long long)p->voted_for,
@@ -261,8 +280,8 @@ static void run_model(uint32_t linger_us)
     struct raft_node *n;
     if (raft_node_start(&n, &loop, &cfg, &callbacks, NULL, err, sizeof(err)) != 0)
         harness_fail(__FILE__, __LINE__, "raft_node_start: %s", err);
-    struct raft_member members[] = {{1, true}, {2, true}, {3, true}};
     struct raft_install_snapshot is;
+    struct raft_snapshot_meta *taken;
     int checks = 0;
     for (int round = 0; round < ROUNDS; round++) {
         /* A burst of updates in one loop turn, then one turn or a few of the
@@ -270,8 +289,8 @@ static void run_model(uint32_t linger_us)
          * or join it, while it is there. */
         for (uint64_t k = 1 + below(4); k > 0; k--) {
             struct raft_update u;
-            random_update(&u, &is, members);
-            int rv = raft_node_testing_inject(n, GROUP, &u);
+            random_update(&u, &is, &taken);
+            int rv = raft_node_testing_inject(n, GROUP, &u, taken);
             if (rv != 0)
                 harness_fail(__FILE__, __LINE__, "round %d: inject: %d (%s)", round, rv,
                              raft_node_error(n) ? raft_node_error(n) : "");

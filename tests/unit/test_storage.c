@@ -5,9 +5,13 @@
 #include "harness.h"
 #include "storage.h"
 
+#include <fcntl.h>
+#include <lmdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -340,8 +344,12 @@ static void test_compact_and_install_many_pages(void)
     struct storage *st = open_ok(1, 1, MAP);
     append_range(st, 1, 1, BIG_LOG, 1);
     raft_index first = 1;
+    struct raft_member one[] = {{1, true}};
     for (raft_index c = 700; c < 4000; c += 911) {
-        struct storage_group_write w = {.group = 1, .compact_index = c, .compact_term = 1};
+        /* A compaction comes with the snapshot that covers what it drops. */
+        struct raft_snapshot_meta at = {c + 10, 1, 10, 1, one, 1};
+        struct storage_group_write w = {
+            .group = 1, .compact_index = c, .compact_term = 1, .snapshot = &at};
         CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
         first = c + 1;
         expect_log(st, 1, first, BIG_LOG, term_one);
@@ -421,10 +429,321 @@ static void test_fixture_log_hole_named(void)
                    "88516..91704)");
 }
 
+/* A byte of a stored log record changed on disk (format 2 checksums every
+ * record): the start names the entry instead of handing the core a log it
+ * would trust. Format 1 directories (the fixtures) are still read. */
+static void test_flipped_byte_in_log_named(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    append_range(st, 1, 1, 10, 1);
+    storage_close(st);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi log;
+    CHECK_EQ(mdb_env_create(&env), 0);
+    CHECK_EQ(mdb_env_set_maxdbs(env, 16), 0);
+    CHECK_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(mdb_dbi_open(txn, "g1.log", MDB_INTEGERKEY, &log), 0);
+    size_t key = 7;
+    MDB_val k = {sizeof(key), &key}, d;
+    CHECK_EQ(mdb_get(txn, log, &k, &d), 0);
+    uint8_t copy[256];
+    CHECK(d.mv_size <= sizeof(copy) && d.mv_size > 20);
+    memcpy(copy, d.mv_data, d.mv_size);
+    copy[d.mv_size - 1] ^= 0x01; /* one bit of its data */
+    MDB_val flipped = {d.mv_size, copy};
+    CHECK_EQ(mdb_put(txn, log, &k, &flipped, 0), 0);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    st = open_ok(1, 1, MAP);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "log of group 1: entry 7 fails its checksum"));
+    storage_close(st);
+    remove_dir();
+}
+
+static void test_fixture_snapshot_behind_log_named(void)
+{
+    expect_damaged("snapshot-behind-log", 3,
+                   "log of group 1 starts at 148746 but its snapshot is at 147629: entries "
+                   "147630..148745 are in neither");
+}
+
+/* A write that would record an older snapshot than the log needs (a
+ * compaction past it) is refused in its transaction. */
+static void test_write_leaving_log_after_snapshot_refused(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    append_range(st, 1, 1, 100, 1);
+    struct raft_member members[] = {{1, true}};
+    struct raft_snapshot_meta snap = {50, 1, 10, 1, members, 1};
+    struct storage_group_write ok = {
+        .group = 1, .snapshot = &snap, .compact_index = 40, .compact_term = 1};
+    CHECK_EQ(storage_commit(st, &ok, 1, err, sizeof(err)), STORAGE_OK);
+    struct storage_group_write bad = {.group = 1, .compact_index = 60, .compact_term = 1};
+    CHECK_EQ(storage_commit(st, &bad, 1, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "starting at 61 after its snapshot at 50"));
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.first_index, 41);
+    storage_loaded_free(&l);
+    storage_close(st);
+    remove_dir();
+}
+
 static void test_fixture_stale_after_install_named(void)
 {
     expect_damaged("stale-after-install", 5,
                    "log of group 1 holds 1487 entries (31669..33155) below its first index 40955");
+}
+
+/* ------------------------------------------------------------------------
+ * The data directory itself: one process at a time, and a data file LMDB
+ * could not map safely is named at start instead of crashing the node.
+ * ------------------------------------------------------------------------ */
+
+/* storage_open of dir (and, when it opens, a load of group 1) in a child
+ * process: a crash there is a failed check, not the end of the suite. The
+ * child's message is left in err; returns its exit code (the STORAGE_
+ * code), or -1 with *status saying how it died. */
+static int open_in_child(int *status)
+{
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct storage *st;
+        err[0] = '\0';
+        int rv = storage_open(dir, 1, 1, MAP, &st, err, sizeof(err));
+        if (rv == STORAGE_OK) {
+            struct storage_loaded l;
+            if ((rv = storage_load(st, 1, &l, err, sizeof(err))) == STORAGE_OK)
+                storage_loaded_free(&l);
+            storage_close(st);
+        }
+        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv);
+    }
+    close(fds[1]);
+    memset(err, 0, sizeof(err));
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof(err) - 1 && (r = read(fds[0], err + got, sizeof(err) - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fds[0]);
+    CHECK(waitpid(pid, status, 0) == pid);
+    return WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+}
+
+static void expect_in_err(const char *want, int line)
+{
+    if (!strstr(err, want))
+        harness_fail(__FILE__, line, "want \"%s\" in: %s", want, err);
+}
+
+/* Two processes on one environment would each be "node 1" to the peers:
+ * the second open is refused, in this process and in another, with a
+ * message naming the holder; once closed, the directory is free. */
+static void test_data_dir_locked_while_open(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP), *again;
+    int rv = storage_open(dir, 1, 1, MAP, &again, err, sizeof(err));
+    if (rv == STORAGE_OK) {
+        storage_close(again);
+        storage_close(st);
+        harness_fail(__FILE__, __LINE__, "a second storage_open of %s succeeded", dir);
+    }
+    CHECK_EQ(rv, STORAGE_ELOCKED);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "data dir %s is in use by process %d (node 1 of cluster 0000000000000001; another "
+             "kvd with this --data?)",
+             dir, (int)getpid());
+    expect_in_err(want, __LINE__);
+    int status;
+    rv = open_in_child(&status);
+    storage_close(st);
+    CHECK_EQ(rv, STORAGE_ELOCKED);
+    expect_in_err(want, __LINE__);
+    storage_close(open_ok(1, 1, MAP));
+    remove_dir();
+}
+
+/* The lock goes with its process: after kill -9 of the holder, the next
+ * open succeeds (no stale lock to clear by hand). */
+static void test_lock_dies_with_its_process(void)
+{
+    fresh_dir();
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        struct storage *st;
+        char ok = storage_open(dir, 1, 1, MAP, &st, err, sizeof(err)) == STORAGE_OK;
+        if (write(fds[1], &ok, 1) != 1)
+            _exit(2);
+        pause();
+        _exit(0);
+    }
+    close(fds[1]);
+    char ok = 0;
+    CHECK(read(fds[0], &ok, 1) == 1 && ok);
+    close(fds[0]);
+    struct storage *st;
+    int rv = storage_open(dir, 1, 1, MAP, &st, err, sizeof(err));
+    if (rv == STORAGE_OK)
+        storage_close(st);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    CHECK_EQ(rv, STORAGE_ELOCKED);
+    char want[64];
+    snprintf(want, sizeof(want), "in use by process %d ", (int)pid);
+    expect_in_err(want, __LINE__);
+    storage_close(open_ok(1, 1, MAP));
+    remove_dir();
+}
+
+/* A data file cut short (a bad copy, a full disk during a restore) made
+ * the first read of a missing page a SIGBUS: now the open names the file,
+ * its size and the size its meta pages need, and says what to do. */
+static void test_truncated_data_file_named(void)
+{
+    fresh_dir();
+    memset(payload, 't', sizeof(payload));
+    struct storage *st = open_ok(1, 1, MAP);
+    append_range(st, 1, 1, 3000, 1);
+    MDB_envinfo info;
+    MDB_stat stat;
+    CHECK(mdb_env_info(storage_env(st), &info) == 0);
+    CHECK(mdb_env_stat(storage_env(st), &stat) == 0);
+    storage_close(st);
+    unsigned long long need = (unsigned long long)(info.me_last_pgno + 1) * stat.ms_psize;
+    char file[300];
+    snprintf(file, sizeof(file), "%s/data.mdb", dir);
+    const unsigned long long sizes[] = {need / 2, need - stat.ms_psize, 5000};
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        CHECK(truncate(file, (off_t)sizes[i]) == 0);
+        int status, rv = open_in_child(&status);
+        if (rv < 0)
+            harness_fail(__FILE__, __LINE__, "opening a data file of %llu bytes (of %llu): %s",
+                         sizes[i], need,
+                         WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "no exit code");
+        CHECK_EQ(rv, STORAGE_ECORRUPT);
+        char want[512];
+        snprintf(want, sizeof(want),
+                 "data file %s is truncated: %llu bytes, LMDB needs at least %llu (restore it "
+                 "from a copy, or replace the node)",
+                 file, sizes[i], need);
+        expect_in_err(want, __LINE__);
+    }
+    /* An empty data file is a fresh directory. */
+    CHECK(truncate(file, 0) == 0);
+    int status;
+    CHECK_EQ(open_in_child(&status), STORAGE_OK);
+    remove_dir();
+}
+
+/* Meta pages that are not LMDB's: named, page by page, before LMDB maps
+ * the file. */
+static void test_garbage_meta_page_named(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    MDB_stat stat;
+    CHECK(mdb_env_stat(storage_env(st), &stat) == 0);
+    storage_close(st);
+    char file[300];
+    snprintf(file, sizeof(file), "%s/data.mdb", dir);
+    int fd = open(file, O_RDWR);
+    CHECK(fd >= 0);
+    for (int page = 0; page < 2; page++) {
+        uint8_t keep[64], junk[64];
+        off_t at = (off_t)page * stat.ms_psize;
+        memset(junk, 0x5a, sizeof(junk));
+        if (pread(fd, keep, sizeof(keep), at) != (ssize_t)sizeof(keep) ||
+            pwrite(fd, junk, sizeof(junk), at) != (ssize_t)sizeof(junk)) {
+            close(fd);
+            harness_fail(__FILE__, __LINE__, "cannot rewrite page %d of %s", page, file);
+        }
+        int status, rv = open_in_child(&status);
+        bool restored = pwrite(fd, keep, sizeof(keep), at) == (ssize_t)sizeof(keep);
+        if (rv != STORAGE_ECORRUPT || !restored) {
+            close(fd);
+            harness_fail(__FILE__, __LINE__, "page %d garbage: open gave %d: %s", page, rv, err);
+        }
+        char want[512];
+        snprintf(want, sizeof(want),
+                 "data file %s is unreadable: its meta page %d is not an LMDB meta page (restore "
+                 "it from a copy, or replace the node)",
+                 file, page);
+        if (!strstr(err, want)) {
+            close(fd);
+            harness_fail(__FILE__, __LINE__, "want \"%s\" in: %s", want, err);
+        }
+    }
+    close(fd);
+    int status;
+    CHECK_EQ(open_in_child(&status), STORAGE_OK);
+    remove_dir();
+}
+
+/* A disk that fills up during a commit: the kernel cuts the write short,
+ * and LMDB reports EIO (it passes on ENOSPC only when nothing fit). A file
+ * size limit (RLIMIT_FSIZE) cuts writes short the same way, without root:
+ * the message must point at free space and a restart, not just say
+ * "Input/output error". */
+static void test_commit_cut_short_says_what_to_do(void)
+{
+    fresh_dir();
+    storage_close(open_ok(1, 1, MAP));
+    char file[300];
+    snprintf(file, sizeof(file), "%s/data.mdb", dir);
+    struct stat sb;
+    CHECK(stat(file, &sb) == 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        signal(SIGXFSZ, SIG_IGN); /* the write fails instead of killing us */
+        struct rlimit lim = {(rlim_t)sb.st_size + 300000, (rlim_t)sb.st_size + 300000};
+        struct storage *st;
+        int rv = setrlimit(RLIMIT_FSIZE, &lim) != 0
+                     ? 98
+                     : storage_open(dir, 1, 1, MAP, &st, err, sizeof(err));
+        static char big[20000];
+        for (raft_index i = 1; rv == STORAGE_OK && i < 100; i++) {
+            struct raft_entry e = {.term = 1, .index = i, .data = big, .len = sizeof(big)};
+            struct storage_group_write w = {.group = 1, .entries = &e, .n_entries = 1};
+            rv = storage_commit(st, &w, 1, err, sizeof(err));
+        }
+        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv);
+    }
+    close(fds[1]);
+    memset(err, 0, sizeof(err));
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof(err) - 1 && (r = read(fds[0], err + got, sizeof(err) - 1 - got)) > 0)
+        got += (size_t)r;
+    close(fds[0]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ(WEXITSTATUS(status), STORAGE_EIO);
+    expect_in_err("storage: I/O error while committing", __LINE__);
+    expect_in_err("no space left on device", __LINE__);
+    expect_in_err("then restart the node", __LINE__);
+    remove_dir();
 }
 
 int main(int argc, char **argv)
@@ -441,6 +760,14 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_write_breaking_the_log_is_refused),
         HARNESS_TEST(test_fixture_log_hole_named),
         HARNESS_TEST(test_fixture_stale_after_install_named),
+        HARNESS_TEST(test_fixture_snapshot_behind_log_named),
+        HARNESS_TEST(test_flipped_byte_in_log_named),
+        HARNESS_TEST(test_write_leaving_log_after_snapshot_refused),
+        HARNESS_TEST(test_data_dir_locked_while_open),
+        HARNESS_TEST(test_lock_dies_with_its_process),
+        HARNESS_TEST(test_truncated_data_file_named),
+        HARNESS_TEST(test_garbage_meta_page_named),
+        HARNESS_TEST(test_commit_cut_short_says_what_to_do),
     };
     return harness_main(argc, argv, "storage", tests, sizeof(tests) / sizeof(tests[0]));
 }
