@@ -17,6 +17,14 @@ enum {
     MAX_BODY = 16 << 20,
     MAX_HEADER = 8 << 10,
     MAX_BUFFERED = MAX_BODY + (64 << 10), /* unparsed bytes kept per connection */
+    /* Fed to the parser at most this much at a time, so that a URL or a header over its
+     * limit reaches our callbacks (414, 431) before the parser's own 80 KiB header cap. */
+    PARSE_SLICE = 16 << 10,
+    /* Bytes read and dropped after the last answer: a client still sending the body we
+     * refused then reads its 413, where closing at once could reset the connection under
+     * it; a client sending more than this is cut off. */
+    MAX_DRAIN = 4 * MAX_BODY,
+    OUT_PAUSE = 1 << 20, /* unsent replies beyond which requests wait */
 };
 
 struct conn {
@@ -30,8 +38,16 @@ struct conn {
     uint64_t hdr_client, hdr_seq;
     bool complete; /* a whole request is parsed and waits */
     bool keep_alive;
+    int refused; /* 413, 414 or 431: why a callback stopped the parser */
+    /* Nothing more is parsed: the request answered last is the connection's last, or the
+     * bytes could not be parsed and the next request would start at a guess. */
+    bool done;
+    size_t drained; /* bytes dropped since done */
+    uv_shutdown_t shutdown;
     struct buf out;
     uint64_t client_id, seq;
+    bool in_message;       /* a request has begun and is not complete (the partial timeout) */
+    enum kv_access access; /* this request's: what its Authorization header opens */
 };
 
 struct http_server {
@@ -60,9 +76,40 @@ static void conn_close(struct conn *c)
     tcp_conn_close(&c->base);
 }
 
-static void on_last_written(uv_stream_t *s)
+static void drive(struct conn *c);
+
+/* Replies the kernel has not taken yet. */
+static size_t unsent(struct conn *c)
 {
-    conn_close(s->data);
+    return tcp_write_queue((uv_stream_t *)&c->base.tcp);
+}
+
+/* A reply went out: the client reads, and the next request may run
+ * (drive() waits while replies pile up). */
+static void on_written(uv_stream_t *s)
+{
+    struct conn *c = s->data;
+    if (c->base.closing)
+        return;
+    tcp_conn_stalled(&c->base, false);
+    if (!c->base.busy)
+        drive(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    if (status)
+        conn_close(req->data);
+}
+
+/* Stop parsing: the buffered bytes are dropped and so is whatever comes next, and the
+ * answer on its way is the last one. */
+static void stop_parsing(struct conn *c)
+{
+    c->done = true;
+    c->keep_alive = false;
+    buf_free(&c->in);
+    c->in_at = 0;
 }
 
 static const char *status_text(int code)
@@ -72,6 +119,10 @@ static const char *status_text(int code)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -80,6 +131,10 @@ static const char *status_text(int code)
         return "Conflict";
     case 413:
         return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
     case 503:
         return "Service Unavailable";
     default:
@@ -87,13 +142,38 @@ static const char *status_text(int code)
     }
 }
 
+/* An answer, with extra header lines (each ending in CRLF) or NULL. */
+static void respond_with(struct conn *c, int code, const char *type, const char *extra,
+                         const char *body, size_t len)
+{
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
+               code, status_text(code), type, len, extra ? extra : "",
+               c->keep_alive ? "" : "Connection: close\r\n");
+    buf_append(&c->out, body, len);
+    if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written)) {
+        conn_close(c);
+        return;
+    }
+    const struct tcp_limits *lim = c->base.door->limits;
+    if (lim && lim->output_limit && unsent(c) > lim->output_limit) {
+        c->base.door->limits->output_closed++;
+        conn_close(c);
+        return;
+    }
+    tcp_conn_stalled(&c->base, unsent(c) > 0); /* tcp.c closes it if no write completes */
+    if (c->keep_alive)
+        return;
+    /* Half-close once the answer is out, and read on until the client closes (on_read):
+     * closing with its bytes unread would reset the connection, and the client could
+     * lose the answer. */
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->base.tcp, on_shutdown))
+        conn_close(c);
+}
+
 static void respond(struct conn *c, int code, const char *type, const char *body, size_t len)
 {
-    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", code,
-               status_text(code), type, len, c->keep_alive ? "" : "Connection: close\r\n");
-    buf_append(&c->out, body, len);
-    if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, c->keep_alive ? NULL : on_last_written))
-        conn_close(c);
+    respond_with(c, code, type, NULL, body, len);
 }
 
 /* Respond with a JSON object (taking the reference). */
@@ -120,6 +200,25 @@ static void respond_error(struct conn *c, int code, const char *message)
     respond_json(c, code, json_pack("{s:s}", "error", message));
 }
 
+/* Whether this request may go on; if not, it is answered (401: who are
+ * you; 403: not with that secret). */
+static bool allowed(struct conn *c, enum kv_access need)
+{
+    if (c->access >= need)
+        return true;
+    if (c->access == KV_ACCESS_NONE) {
+        static const char msg[] =
+            "{\"error\":\"authentication required: Authorization: Bearer PASSWORD\"}\n";
+        respond_with(c, 401, "application/json", "WWW-Authenticate: Bearer realm=\"kvd\"\r\n", msg,
+                     sizeof(msg) - 1);
+        return false;
+    }
+    respond_error(c, 403,
+                  "a control operation: it needs the admin token (Authorization: Bearer "
+                  "ADMIN-TOKEN)");
+    return false;
+}
+
 /* ------------------------------------------------------------------------
  * Values in JSON
  * ------------------------------------------------------------------------ */
@@ -140,10 +239,12 @@ static json_t *base64(const uint8_t *p, size_t n)
     return s;
 }
 
-/* o["value"] = the value if it is UTF-8, else o["value_base64"]. */
+/* o["value"] = the value if it is UTF-8, else o["value_base64"]: the shape depends on the
+ * bytes alone. An empty value read through another node has no buffer behind it (data is
+ * NULL once protobuf decoded it), which json_stringn refuses. */
 static void set_value(json_t *o, const char *name, const struct kv_value *v)
 {
-    json_t *s = json_stringn((const char *)v->data, v->len);
+    json_t *s = json_stringn(v->len ? (const char *)v->data : "", v->len);
     if (s) {
         json_object_set_new(o, name, s);
     } else {
@@ -473,6 +574,9 @@ static void dispatch(struct conn *c)
     if (query)
         *query++ = '\0';
     size_t len = strlen(url);
+    bool control = !strcmp(url, "/v1/transfer") || !strcmp(url, "/v1/admin/faults");
+    if (!allowed(c, control ? KV_ACCESS_ADMIN : KV_ACCESS_DATA))
+        return;
     if (!strncmp(url, "/v1/kv/", 7)) {
         handle_kv(c, method, url + 7, len - 7);
     } else if (!strncmp(url, "/v1/cas/", 8)) {
@@ -508,7 +612,12 @@ static void dispatch(struct conn *c)
                           rv == RAFT_ENOTLEADER ? "not the leader: send it to the leader"
                                                 : raft_strerror(rv));
     } else if (!strcmp(url, "/v1/admin/faults")) {
-        handle_faults(c, method);
+        if (kv_server_auth(kv)->fault_injection)
+            handle_faults(c, method);
+        else
+            respond_error(c, 404,
+                          "fault injection is off: start kvd with "
+                          "--enable-fault-injection (the cluster scripts do)");
     } else {
         respond_error(c, 404,
                       "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /metrics, "
@@ -527,14 +636,26 @@ static int on_message_begin(http_parser *p)
     c->url.oom = c->body.oom = false;
     c->hdr_client = c->hdr_seq = 0;
     c->value_done = false;
+    c->refused = 0;
+    c->in_message = true;
+    c->access = kv_auth_default(kv_server_auth(c->hs->kv));
     return 0;
+}
+
+/* Stop the parser (any non-zero return of a data callback) and say why. */
+static int refuse(struct conn *c, int code)
+{
+    c->refused = code;
+    return 1;
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    if (c->url.len + len > MAX_URL)
+        return refuse(c, 414);
     buf_append(&c->url, at, len);
-    return c->url.len > MAX_URL;
+    return 0;
 }
 
 static void header_done(struct conn *c)
@@ -551,6 +672,13 @@ static void header_done(struct conn *c)
         slot = &c->hdr_seq;
     if (slot)
         *slot = strtoull(c->value.p, NULL, 10);
+    if (c->field.len == 13 && !strncasecmp(c->field.p, "Authorization", 13) &&
+        !strncasecmp(c->value.p, "Bearer ", 7)) {
+        enum kv_access a =
+            kv_auth_check(kv_server_auth(c->hs->kv), NULL, c->value.p + 7, strlen(c->value.p + 7));
+        if (a > c->access)
+            c->access = a;
+    }
     c->field.len = c->value.len = 0;
 }
 
@@ -561,16 +689,20 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
         header_done(c);
         c->value_done = false;
     }
+    if (c->field.len + len > MAX_HEADER)
+        return refuse(c, 431);
     buf_append(&c->field, at, len);
-    return c->field.len > MAX_HEADER;
+    return 0;
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    if (c->value.len + len > MAX_HEADER)
+        return refuse(c, 431);
     buf_append(&c->value, at, len);
     c->value_done = true;
-    return c->value.len > MAX_HEADER;
+    return 0;
 }
 
 static int on_headers_complete(http_parser *p)
@@ -578,58 +710,84 @@ static int on_headers_complete(http_parser *p)
     struct conn *c = p->data;
     header_done(c);
     c->keep_alive = http_should_keep_alive(p);
-    if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY)
-        return 1;
+    /* Not 1: to http-parser that means "there is no body", and the body would then be
+     * parsed as the next requests. Any other non-zero value is an error. */
+    if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY) {
+        refuse(c, 413);
+        return -1;
+    }
     return 0;
 }
 
+/* A chunked body has no length up front: it is refused as it grows past the limit. */
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
+    if (c->body.len + len > MAX_BODY)
+        return refuse(c, 413);
     buf_append(&c->body, at, len);
-    return c->body.len > MAX_BODY;
+    return 0;
 }
 
 static int on_message_complete(http_parser *p)
 {
     struct conn *c = p->data;
     c->complete = true;
-    http_parser_pause(p, 1); /* one request at a time: the rest waits in c->in */
+    c->in_message = false;
+    if (p->upgrade)
+        c->keep_alive = false; /* what follows is another protocol, which we do not speak */
+    http_parser_pause(p, 1);   /* one request at a time: the rest waits in c->in */
     return 0;
+}
+
+static void refuse_request(struct conn *c, enum http_errno e)
+{
+    int code = c->refused ? c->refused : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+    stop_parsing(c);
+    switch (code) {
+    case 413:
+        respond_error(c, code, "request body over 16 MiB");
+        break;
+    case 414:
+        respond_error(c, code, "URL over 8 KiB");
+        break;
+    case 431:
+        respond_error(c, code, "request header over 8 KiB, or headers over 80 KiB in all");
+        break;
+    default:
+        respond_error(c, code, http_errno_description(e));
+    }
 }
 
 /* Parse what is buffered and run the requests, one at a time. */
 static void drive(struct conn *c)
 {
-    while (!c->base.closing && !c->base.busy) {
+    /* Not while replies wait for the client to read them: a client that
+     * pipelines requests and does not read gets nothing more made for it. */
+    while (!c->base.closing && !c->base.busy && !c->done && unsent(c) <= OUT_PAUSE) {
         if (c->complete) {
             c->complete = false;
             http_parser_pause(&c->parser, 0);
-            bool keep = c->keep_alive;
+            if (!c->keep_alive)
+                stop_parsing(c); /* anything after this request is not ours to run */
             dispatch(c);
-            if (!keep)
-                return; /* closes once the answer is written */
             continue;
         }
         if (c->in_at >= c->in.len) {
             c->in.len = c->in_at = 0;
             return;
         }
+        size_t len = c->in.len - c->in_at;
         size_t n = http_parser_execute(&c->parser, &c->hs->settings, c->in.p + c->in_at,
-                                       c->in.len - c->in_at);
+                                       len < PARSE_SLICE ? len : PARSE_SLICE);
         c->in_at += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         if (e != HPE_OK && e != HPE_PAUSED) {
-            c->keep_alive = false;
-            c->in.len = c->in_at = 0;
-            if (c->body.len > MAX_BODY || e == HPE_CB_headers_complete)
-                respond_error(c, 413, "request body over 16 MiB");
-            else
-                respond_error(c, 400, http_errno_description(e));
+            refuse_request(c, e);
             return;
         }
-        if (!c->complete)
-            return; /* needs more bytes */
+        if (!n && !c->complete)
+            return;
     }
 }
 
@@ -648,6 +806,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         conn_close(c);
         return;
     }
+    if (c->done) {
+        free(b->base);
+        c->drained += (size_t)n;
+        if (c->drained > MAX_DRAIN)
+            conn_close(c);
+        return;
+    }
     if (c->in_at > 0 && c->in_at == c->in.len)
         c->in.len = c->in_at = 0;
     buf_append(&c->in, b->base, (size_t)n);
@@ -657,6 +822,8 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     drive(c);
+    if (!c->base.closing)
+        tcp_conn_partial(&c->base, !c->done && c->in_message && !c->complete);
 }
 
 static void on_accepted(struct tcp_conn *base)
@@ -686,6 +853,10 @@ int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, 
     hs->door.accepted = on_accepted;
     hs->door.release = conn_release;
     hs->door.stopped = on_stopped;
+    hs->door.limits = kv_server_limits(kv);
+    hs->door.full_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                          "Content-Length: 42\r\nConnection: close\r\n\r\n"
+                          "{\"error\":\"max number of clients reached\"}\n";
     http_parser_settings_init(&hs->settings);
     hs->settings.on_message_begin = on_message_begin;
     hs->settings.on_url = on_url;

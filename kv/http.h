@@ -11,10 +11,14 @@
  *   GET|PUT|DELETE /v1/admin/faults   the transport's fault filter (docs/kvd.md)
  *
  * Errors are JSON {"error": "..."}: 503 for no quorum or an unavailable
- * node, 400 for a bad request. A connection is one client session; a
+ * node, 400 for a bad request; 413 for a body over 16 MiB, 414 for a URL
+ * over 8 KiB, 431 for a header over 8 KiB. A request that says
+ * Connection: close, or one that cannot be parsed (these 4xx), is the
+ * connection's last: it is answered, nothing after it is parsed, and the
+ * connection closes. A connection is one client session; a
  * client that retries on its own sends X-Client-Id and X-Seq headers
  * (thesis §6.3: the retry is answered, not applied again). Values that
- * are not UTF-8 come back as "value_base64".
+ * are not UTF-8 come back as "value_base64", on every node.
  */
 #ifndef KV_HTTP_H
 #define KV_HTTP_H

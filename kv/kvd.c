@@ -5,12 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "http.h"
 #include "iolog.h"
 #include "resp.h"
 #include "server.h"
+#include "transport.h"
 
 static const char usage_text[] =
     "usage: kvd --id N --data DIR (--cluster FILE | --peers LIST | --nodes N) [options]\n"
@@ -59,6 +61,30 @@ static const char usage_text[] =
     "  --snapshot-trailing N entries kept behind a snapshot for slow followers (default 1024)\n"
     "  --trace               log every Raft decision with its rule (docs/trace.md)\n"
     "\n"
+    "Security (docs/kvd.md, Security and limits):\n"
+    "  --cluster-secret FILE a secret every node of the cluster shares (at least 16\n"
+    "                        characters, mode 600): a peer must prove it knows it before\n"
+    "                        a node takes any Raft message from it. Make one with\n"
+    "                        head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE\n"
+    "  --requirepass FILE    clients must AUTH with the password on the file's first line\n"
+    "                        (RESP: AUTH password, or HELLO 2 AUTH default password;\n"
+    "                        HTTP: Authorization: Bearer password)\n"
+    "  --admin-token FILE    control operations (RAFT.TRANSFER, /v1/transfer, the fault\n"
+    "                        filter) need this token (AUTH admin token; Bearer token);\n"
+    "                        without it the password opens them too\n"
+    "  --enable-fault-injection  serve the fault filter (/v1/admin/faults), for the\n"
+    "                        cluster scripts; off by default\n"
+    "  --max-clients N       open client connections, RESP and HTTP together (default\n"
+    "                        10000); one more gets 'max number of clients reached'\n"
+    "  --client-timeout S    close a connection that holds part of a request this long\n"
+    "                        (default 30; 0: never)\n"
+    "  --client-output-limit MB  close a client whose unsent replies exceed MB (default\n"
+    "                        512), or stay above 1 MiB for --client-output-timeout S\n"
+    "                        (default 60): it does not read them\n"
+    "  --insecure            allow listening beyond 127.0.0.0/8 without a cluster secret\n"
+    "                        (peers) or a password (clients): anyone who reaches the\n"
+    "                        ports can then join the cluster or use it\n"
+    "\n"
     "Teaching knobs that break guarantees (each needs --allow-unsafe):\n"
     "  --no-prevote          disable pre-vote (thesis §9.6)\n"
     "  --no-check-quorum     a leader that lost its majority does not step down (§6.2)\n"
@@ -96,6 +122,30 @@ static uint64_t cluster_hash(const char *name)
         h *= 1099511628211ULL;
     }
     return h ? h : 1;
+}
+
+/* Each client takes a descriptor; so do peers (two each), LMDB, snapshots
+ * and the listeners. Raise the soft limit as far as the hard one allows,
+ * and lower --max-clients to what fits, saying so (as Redis does), so that
+ * a flood of clients can never take the descriptors peers need. */
+static void reserve_fds(struct tcp_limits *l, size_t n_peers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t reserved = 64 + 4 * (rlim_t)n_peers, want = l->max_clients + reserved;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (l->max_clients && rl.rlim_cur < want) {
+        unsigned fit = rl.rlim_cur > reserved ? (unsigned)(rl.rlim_cur - reserved) : 1;
+        fprintf(stderr,
+                "kvd: warning: open files limited to %llu: --max-clients lowered from %u to %u\n",
+                (unsigned long long)rl.rlim_cur, l->max_clients, fit);
+        l->max_clients = fit;
+    }
 }
 
 static void add_peer(struct kv_server_config *cfg, uint64_t id, const char *host, long raft,
@@ -247,7 +297,15 @@ int main(int argc, char **argv)
     char cluster_name[128] = "raftkv";
     bool name_given = false;
     uint64_t nodes = 0;
-    bool unsafe = false, knobs = false;
+    bool unsafe = false, knobs = false, insecure = false;
+    const char *secret_file = NULL, *password_file = NULL, *admin_file = NULL;
+    bool fault_injection = false;
+    static struct kv_auth auth;
+    static struct tcp_limits limits = {.max_clients = 10000,
+                                       .partial_timeout_ms = 30000,
+                                       .output_limit = (size_t)512 << 20,
+                                       .output_timeout_ms = 60000};
+    static uint8_t secret[TRANSPORT_KEY_BYTES];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -328,6 +386,35 @@ int main(int argc, char **argv)
             cfg.raft.check_quorum_off = knobs = true;
         } else if (!strcmp(a, "--allow-unsafe")) {
             unsafe = true;
+        } else if (!strcmp(a, "--cluster-secret")) {
+            NEED_VALUE();
+            secret_file = v;
+        } else if (!strcmp(a, "--insecure")) {
+            insecure = true;
+        } else if (!strcmp(a, "--requirepass")) {
+            NEED_VALUE();
+            password_file = v;
+        } else if (!strcmp(a, "--admin-token")) {
+            NEED_VALUE();
+            admin_file = v;
+        } else if (!strcmp(a, "--enable-fault-injection")) {
+            fault_injection = true;
+        } else if (!strcmp(a, "--max-clients")) {
+            NEED_VALUE();
+            limits.max_clients =
+                (unsigned)parse_num(v, 1000000, "--max-clients: expected a count, got '%s'");
+        } else if (!strcmp(a, "--client-timeout")) {
+            NEED_VALUE();
+            limits.partial_timeout_ms =
+                1000 * (uint32_t)parse_num(v, 86400, "--client-timeout: bad seconds '%s'");
+        } else if (!strcmp(a, "--client-output-limit")) {
+            NEED_VALUE();
+            limits.output_limit =
+                (size_t)parse_num(v, 1 << 20, "--client-output-limit: bad megabytes '%s'") << 20;
+        } else if (!strcmp(a, "--client-output-timeout")) {
+            NEED_VALUE();
+            limits.output_timeout_ms =
+                1000 * (uint32_t)parse_num(v, 86400, "--client-output-timeout: bad seconds '%s'");
         } else {
             usage_error("unknown option '%s'", a);
         }
@@ -369,6 +456,38 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvd: warning: running with Raft safety features turned off\n");
     if (cfg.raft.heartbeat_interval_ms >= cfg.raft.election_timeout_ms)
         usage_error("%s", "--heartbeat must be shorter than --election-timeout");
+    if (secret_file) {
+        char why[512];
+        if (transport_secret_from_file(secret_file, secret, why, sizeof(why)) != 0)
+            usage_error("--cluster-secret: %s", why);
+        cfg.cluster_secret = secret;
+    } else {
+        /* Redis' protected mode, for peers: without a secret, knowing the
+         * cluster name and a member's id is enough to join, so such a
+         * node listens on loopback only unless told otherwise. */
+        for (size_t i = 0; i < cfg.n_peers; i++)
+            if (cfg.peers[i].id == cfg.id && strncmp(cfg.peers[i].host, "127.", 4) != 0 &&
+                !insecure)
+                usage_error("would listen for peers on %s without a cluster secret: give every "
+                            "node the same --cluster-secret FILE (or --insecure to accept any "
+                            "process that reaches the port)",
+                            cfg.peers[i].host);
+    }
+    char why[512];
+    if (kv_auth_load(&auth, password_file, admin_file, why, sizeof(why)) != 0)
+        usage_error("%s", why);
+    auth.fault_injection = fault_injection;
+    cfg.auth = &auth;
+    cfg.limits = &limits;
+    reserve_fds(&limits, cfg.n_peers);
+    /* The same protected mode for clients: a node that serves them beyond
+     * loopback asks for a password. */
+    for (size_t i = 0; i < cfg.n_peers; i++)
+        if (cfg.peers[i].id == cfg.id && strncmp(cfg.peers[i].client_host, "127.", 4) != 0 &&
+            !password_file && !insecure)
+            usage_error("would serve clients on %s without a password: give --requirepass FILE "
+                        "(or --insecure to let anyone who reaches the ports read and write)",
+                        cfg.peers[i].client_host);
     cfg.cluster_id = cluster_hash(cluster_name);
     cfg.data_dir = data;
     cfg.map_size_bytes = map_mb << 20;

@@ -16,12 +16,15 @@ enum {
     MAX_ARGS = 1 << 16,           /* arguments per command */
     MAX_PENDING_BYTES = 16 << 20, /* unparsed bytes per connection */
     MAX_QUEUED = 1024,            /* parsed commands waiting; reading pauses beyond */
+    MAX_QUEUED_BYTES = 16 << 20,  /* ...or beyond this many bytes of them */
+    OUT_PAUSE = 1 << 20,          /* unsent replies beyond which commands wait */
     MAX_INLINE = 64 << 10,
 };
 
 /* One parsed command: argv[i] (argvlen[i] bytes, NUL-terminated too). */
 struct cmd {
     struct cmd *next;
+    size_t bytes; /* its size here, for the queue's bound */
     int argc;
     char **argv;
     size_t *argvlen;
@@ -39,6 +42,10 @@ struct conn {
     struct buf out;
     struct buf inl; /* an inline command line, until its newline */
     uint64_t client_id, seq;
+    enum kv_access access; /* what this connection may do (auth.h) */
+    size_t queued_bytes;   /* of the commands in head..tail */
+    char name[64];         /* CLIENT SETNAME */
+    uint64_t id;           /* CLIENT ID: small, as Redis' (client_id is the session's) */
 };
 
 struct resp_server {
@@ -69,7 +76,9 @@ static redisReader *reader_new(void)
         guarded.createArray = create_array_guarded;
     }
     r->fn = &guarded;
-    r->maxbuf = 0; /* keep the buffer: avoids reallocating it for every big value */
+    /* hiredis frees an idle buffer with more than this free: a big command's
+     * memory goes back, small ones reuse the buffer. */
+    r->maxbuf = 1 << 20;
     return r;
 }
 
@@ -129,6 +138,25 @@ static void on_quit_written(uv_stream_t *s)
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b);
+static void run_queue(struct conn *c);
+static void flush(struct conn *c);
+
+/* Replies built or written but not yet taken by the kernel. */
+static size_t unsent(struct conn *c)
+{
+    return c->out.len + tcp_write_queue((uv_stream_t *)&c->base.tcp);
+}
+
+/* A write finished: commands that waited for the client to read go on. */
+static void on_written(uv_stream_t *s)
+{
+    struct conn *c = s->data;
+    if (c->base.closing || c->running)
+        return;
+    tcp_conn_stalled(&c->base, false); /* it reads: the clock starts again */
+    run_queue(c);
+    flush(c);
+}
 
 static void flush(struct conn *c)
 {
@@ -136,13 +164,29 @@ static void flush(struct conn *c)
         return;
     bool quit = c->quit && !c->base.busy && !c->head;
     if (c->out.len || quit)
-        if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, quit ? on_quit_written : NULL))
+        if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out,
+                          quit ? on_quit_written : on_written))
             conn_close(c);
     if (quit && !c->base.closing && !c->out.len &&
         tcp_write_queue((uv_stream_t *)&c->base.tcp) == 0)
         conn_close(c);
+    if (c->base.closing)
+        return;
+    /* A client that does not read: its replies are bounded (commands wait
+     * beyond OUT_PAUSE), and once the kernel holds all it will take, a write
+     * waits; if none completes for the output timeout, it is closed (tcp.c);
+     * past the hard limit (one huge reply) at once. */
+    size_t pending = unsent(c);
+    const struct tcp_limits *lim = c->base.door->limits;
+    if (lim && lim->output_limit && pending > lim->output_limit) {
+        c->base.door->limits->output_closed++;
+        conn_close(c);
+        return;
+    }
+    tcp_conn_stalled(&c->base, tcp_write_queue((uv_stream_t *)&c->base.tcp) > 0);
     /* Reading resumes once the backlog is worked off. */
-    if (!c->base.closing && !c->reading && !c->quit && c->queued < MAX_QUEUED / 2) {
+    if (!c->reading && !c->quit && c->queued < MAX_QUEUED / 2 &&
+        c->queued_bytes < MAX_QUEUED_BYTES / 2) {
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->base.tcp, alloc_buf, on_read);
     }
@@ -338,6 +382,37 @@ static void info(struct conn *c)
     buf_free(&b);
 }
 
+/* CLIENT: what redis-cli and client libraries send on connecting. */
+static void cmd_client(struct conn *c, const struct cmd *k)
+{
+    struct buf *out = &c->out;
+    if (arg_is(k, 1, "SETNAME") && k->argc == 3) {
+        if (k->argvlen[2] >= sizeof(c->name) || memchr(k->argv[2], ' ', k->argvlen[2])) {
+            reply_error(out, "ERR", "client names are at most 63 characters, without spaces");
+            return;
+        }
+        memcpy(c->name, k->argv[2], k->argvlen[2] + 1);
+        buf_puts(out, "+OK\r\n");
+    } else if (arg_is(k, 1, "GETNAME") && k->argc == 2) {
+        if (c->name[0])
+            reply_bulk(out, c->name, strlen(c->name));
+        else
+            buf_puts(out, "$-1\r\n");
+    } else if (arg_is(k, 1, "ID") && k->argc == 2) {
+        buf_printf(out, ":%" PRIu64 "\r\n", c->id);
+    } else if (arg_is(k, 1, "INFO") && k->argc == 2) {
+        char line[160];
+        int n = snprintf(line, sizeof(line), "id=%" PRIu64 " name=%s db=0 cmd=client|info\n", c->id,
+                         c->name);
+        reply_bulk(out, line, (size_t)n);
+    } else if (arg_is(k, 1, "SETINFO") && k->argc == 4) {
+        buf_puts(out, "+OK\r\n"); /* a library's name and version: nothing to do with them */
+    } else {
+        reply_error(out, "ERR",
+                    "CLIENT: SETNAME, GETNAME, ID, INFO and SETINFO are supported, nothing else");
+    }
+}
+
 /* Commands answered here, at once. True if k was one of them. */
 static bool run_local(struct conn *c, const struct cmd *k)
 {
@@ -359,9 +434,18 @@ static bool run_local(struct conn *c, const struct cmd *k)
             buf_puts(out, "+OK\r\n");
         else
             reply_error(out, "ERR", "only database 0 exists");
-    } else if (!strcasecmp(name, "CLIENT") || !strcasecmp(name, "READONLY") ||
-               !strcasecmp(name, "READWRITE")) {
+    } else if (!strcasecmp(name, "CLIENT")) {
+        cmd_client(c, k);
+    } else if (!strcasecmp(name, "READONLY") || !strcasecmp(name, "READWRITE")) {
         buf_puts(out, "+OK\r\n");
+    } else if (!strcasecmp(name, "MULTI") || !strcasecmp(name, "EXEC") ||
+               !strcasecmp(name, "DISCARD") || !strcasecmp(name, "WATCH") ||
+               !strcasecmp(name, "UNWATCH")) {
+        /* Refused rather than half done: queued commands would run one by
+         * one, each its own log entry, not as one atomic step. */
+        reply_error(out, "ERR",
+                    "transactions (MULTI/EXEC/WATCH) are not supported: each command is its own "
+                    "Raft entry; use CAS for a conditional write");
     } else if (!strcasecmp(name, "COMMAND")) {
         buf_puts(out, "*0\r\n");
     } else if (!strcasecmp(name, "CONFIG")) {
@@ -400,6 +484,11 @@ static bool run_local(struct conn *c, const struct cmd *k)
         }
     } else if (!strcasecmp(name, "RAFT.TRANSFER")) {
         uint64_t to = 0;
+        if (c->access < KV_ACCESS_ADMIN) {
+            reply_error(out, "NOPERM",
+                        "RAFT.TRANSFER is a control command: AUTH admin <token> first");
+            return true;
+        }
         if (k->argc > 2 || (k->argc == 2 && !parse_u64(k->argv[1], &to))) {
             reply_error(out, "ERR", "usage: RAFT.TRANSFER [node-id]");
             return true;
@@ -521,10 +610,85 @@ static void run_kv(struct conn *c, struct cmd *k, int at, uint64_t client, uint6
     free(many);
 }
 
+/* AUTH [user] password: user "admin" presents the admin token, any other
+ * user (Redis' "default") the client password. */
+static void cmd_auth(struct conn *c, int argc, char **argv, size_t *argvlen)
+{
+    const struct kv_auth *a = kv_server_auth(c->rs->kv);
+    if (argc < 1 || argc > 2) {
+        reply_error(&c->out, "ERR", "usage: AUTH [username] password");
+        return;
+    }
+    if (!a->has_password && !a->has_admin) {
+        reply_error(&c->out, "ERR",
+                    "AUTH: this node has no password (kvd --requirepass, --admin-token)");
+        return;
+    }
+    enum kv_access got =
+        kv_auth_check(a, argc == 2 ? argv[0] : NULL, argv[argc - 1], argvlen[argc - 1]);
+    if (got == KV_ACCESS_NONE) {
+        reply_error(&c->out, "WRONGPASS", "invalid username-password pair");
+        return;
+    }
+    if (got > c->access || kv_auth_default(a) == KV_ACCESS_NONE)
+        c->access = got;
+    buf_puts(&c->out, "+OK\r\n");
+}
+
+/* HELLO [protover [AUTH username password] [SETNAME name]]: RESP2 only. */
+static void cmd_hello(struct conn *c, struct cmd *k)
+{
+    int i = 1;
+    if (k->argc > 1) {
+        uint64_t v;
+        if (!parse_u64(k->argv[1], &v) || v != 2) {
+            reply_error(&c->out, "NOPROTO", "this server speaks RESP2 only (HELLO 2)");
+            return;
+        }
+        i = 2;
+    }
+    for (; i < k->argc; i++) {
+        if (arg_is(k, i, "AUTH") && i + 2 < k->argc) {
+            size_t before = c->out.len;
+            cmd_auth(c, 2, k->argv + i + 1, k->argvlen + i + 1);
+            if (c->out.len > before && c->out.p[before] == '-')
+                return; /* the error is the answer */
+            c->out.len = before;
+            i += 2;
+        } else if (arg_is(k, i, "SETNAME") && i + 1 < k->argc) {
+            i++;
+        } else {
+            reply_error(&c->out, "ERR", "usage: HELLO [2 [AUTH username password] [SETNAME name]]");
+            return;
+        }
+    }
+    if (c->access == KV_ACCESS_NONE) {
+        reply_error(&c->out, "NOAUTH", "HELLO must be called with AUTH when a password is set");
+        return;
+    }
+    buf_puts(&c->out, "*14\r\n$6\r\nserver\r\n$3\r\nkvd\r\n$7\r\nversion\r\n$5\r\n0.1.0\r\n"
+                      "$5\r\nproto\r\n:2\r\n$2\r\nid\r\n");
+    buf_printf(&c->out, ":%" PRIu64 "\r\n", c->id);
+    buf_puts(&c->out, "$4\r\nmode\r\n$7\r\ncluster\r\n$4\r\nrole\r\n$6\r\nmaster\r\n"
+                      "$7\r\nmodules\r\n*0\r\n");
+}
+
 static void run_one(struct conn *c, struct cmd *k)
 {
     if (k->argc == 0)
         return;
+    if (!strcasecmp(k->argv[0], "AUTH")) {
+        cmd_auth(c, k->argc - 1, k->argv + 1, k->argvlen + 1);
+        return;
+    }
+    if (!strcasecmp(k->argv[0], "HELLO")) {
+        cmd_hello(c, k);
+        return;
+    }
+    if (c->access == KV_ACCESS_NONE && strcasecmp(k->argv[0], "QUIT") != 0) {
+        reply_error(&c->out, "NOAUTH", "Authentication required.");
+        return;
+    }
     if (!strcasecmp(k->argv[0], "SESSION")) {
         uint64_t client, seq;
         if (k->argc < 4 || !parse_u64(k->argv[1], &client) || !parse_u64(k->argv[2], &seq) ||
@@ -542,12 +706,13 @@ static void run_one(struct conn *c, struct cmd *k)
 static void run_queue(struct conn *c)
 {
     c->running = true;
-    while (!c->base.busy && c->head && !c->base.closing && !c->quit) {
+    while (!c->base.busy && c->head && !c->base.closing && !c->quit && unsent(c) < OUT_PAUSE) {
         struct cmd *k = c->head;
         c->head = k->next;
         if (!c->head)
             c->tail = NULL;
         c->queued--;
+        c->queued_bytes -= k->bytes;
         run_one(c, k);
         cmd_free(k);
     }
@@ -567,6 +732,7 @@ static struct cmd *cmd_new(int argc, const char **argv, const size_t *lens)
     if (!k)
         return NULL;
     k->next = NULL;
+    k->bytes = bytes;
     k->argc = argc;
     k->argv = (char **)(k + 1);
     k->argvlen = (size_t *)(k->argv + argc);
@@ -589,6 +755,7 @@ static void enqueue(struct conn *c, struct cmd *k)
         c->head = k;
     c->tail = k;
     c->queued++;
+    c->queued_bytes += k->bytes;
 }
 
 static bool take_array(struct conn *c, redisReply *r)
@@ -727,6 +894,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     bool ok = parse(c, b->base, (size_t)n);
     free(b->base);
+    tcp_conn_partial(&c->base, ok && (c->inl.len || !reader_idle(c->reader)));
     if (!ok) {
         /* Say why, then close (as Redis does on a protocol error). */
         c->quit = true;
@@ -737,8 +905,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         }
         c->tail = NULL;
         c->queued = 0;
+        c->queued_bytes = 0;
     }
-    if (c->queued >= MAX_QUEUED && c->reading) {
+    if ((c->queued >= MAX_QUEUED || c->queued_bytes >= MAX_QUEUED_BYTES) && c->reading) {
         uv_read_stop(s);
         c->reading = false;
     }
@@ -754,7 +923,10 @@ static void on_accepted(struct tcp_conn *base)
         tcp_conn_close(base);
         return;
     }
+    static uint64_t connections;
+    c->id = ++connections;
     c->client_id = kv_server_new_client(c->rs->kv);
+    c->access = kv_auth_default(kv_server_auth(c->rs->kv));
     c->reading = true;
     uv_read_start((uv_stream_t *)&base->tcp, alloc_buf, on_read);
 }
@@ -775,6 +947,8 @@ int resp_start(struct resp_server **out, uv_loop_t *loop, struct kv_server *kv, 
     rs->door.accepted = on_accepted;
     rs->door.release = conn_release;
     rs->door.stopped = on_stopped;
+    rs->door.limits = kv_server_limits(kv);
+    rs->door.full_reply = "-ERR max number of clients reached\r\n";
     int rc = tcp_door_start(&rs->door, loop, host, port);
     if (rc)
         return rc; /* freed by on_stopped */

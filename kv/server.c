@@ -46,6 +46,7 @@ struct request {
     uint64_t start_ns;
     raft_id leader_hint;
     bool local_exec; /* being executed here, as the leader */
+    raft_id sent_to; /* the node the last try went to: only its answer counts */
     bool renew;      /* KV_SUBMIT_RENEW */
     uint64_t renewed_client_id;
     char last_error[160];
@@ -92,6 +93,7 @@ struct kv_server {
     /* Metrics. */
     struct histogram lat_write, lat_read;
     uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried;
+    bool damaged_logged; /* a damaged value was reported once */
     uint64_t sessions_renewed;
     uint64_t became_candidate, became_leader;
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
@@ -283,14 +285,30 @@ static void on_answer(struct kv_server *s, struct request *q, Kvpb__ReplyCode co
         attempt(s, q);
 }
 
+/* Why a read of the state machine failed, for the client (and, when this
+ * node's copy is damaged, once for the log). */
+static const char *read_failed(struct kv_server *s, int rc)
+{
+    if (rc != KV_EDAMAGED)
+        return "reading the state machine failed";
+    if (!s->damaged_logged) {
+        s->damaged_logged = true;
+        iolog("kvd %" PRIu64 ": a stored value fails its checksum (its bytes changed on disk): "
+              "this node answers no read of it; replace the node (docs/kvd.md)\n",
+              s->cfg.id);
+    }
+    return "this node's copy of a value is damaged (it fails its checksum): ask another node";
+}
+
 static void serve_local_read(struct kv_server *s, struct request *q)
 {
     Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
     struct kv_result r;
-    if (!cmd || kv_sm_read(s->sm, cmd, &r) != KV_OK) {
+    int rc = cmd ? kv_sm_read(s->sm, cmd, &r) : KV_EIO;
+    if (rc != KV_OK) {
         if (cmd)
             kvpb__command__free_unpacked(cmd, NULL);
-        finish(s, q, KV_UNAVAILABLE, "reading the local state failed", NULL);
+        finish(s, q, KV_UNAVAILABLE, read_failed(s, rc), NULL);
         return;
     }
     kvpb__command__free_unpacked(cmd, NULL);
@@ -351,6 +369,7 @@ static void attempt(struct kv_server *s, struct request *q)
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
     send_relay(s, leader, &relay);
+    q->sent_to = leader;
     s->forwarded++;
     kvpb__command__free_unpacked(cmd, NULL);
     /* No answer within an election timeout: the leader may be gone; ask again. */
@@ -487,6 +506,20 @@ static void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb_
     }
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.reply = &reply;
+    /* An answer over the frame limit would never arrive (the peer refuses
+     * the frame, and the coordinator would retry until its deadline): say
+     * so at once instead. Only reads answer with that much. */
+    size_t size = kvpb__relay__get_packed_size(&relay);
+    char why[200];
+    if (size > CODEC_DEFAULT_MAX_FRAME - 4096) {
+        snprintf(why, sizeof(why),
+                 "the answer (%zu bytes) is over the %d MiB one node can forward to another: "
+                 "send the command to the leader (RAFT.LEADER), or ask for fewer keys",
+                 size, CODEC_DEFAULT_MAX_FRAME >> 20);
+        reply.code = KVPB__REPLY_CODE__REPLY_BAD_REQUEST;
+        reply.message = why;
+        reply.result = NULL;
+    }
     send_relay(s, origin, &relay);
 out:
     free(vals);
@@ -617,12 +650,13 @@ static void serve_reads(struct kv_server *s)
         if (!x->read_ready || x->read_index > applied)
             continue;
         struct kv_result r;
-        if (kv_sm_read(s->sm, x->cmd, &r) == KV_OK) {
+        int rc = kv_sm_read(s->sm, x->cmd, &r);
+        if (rc == KV_OK) {
             exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
             kv_result_free(&r);
         } else {
-            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
-                        "reading the state machine failed", NULL);
+            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, read_failed(s, rc),
+                        NULL);
         }
         next = s->reads; /* replies may run callbacks that changed the list */
     }
@@ -792,7 +826,10 @@ static void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *b
         }
     } else if (relay->reply) {
         struct request *q = find_request(s, relay->reply->id);
-        if (q && !q->local_exec) {
+        /* Only the node the request went to answers it (the transport has
+         * authenticated `from`): an answer from any other node, or to a
+         * try that was superseded, is dropped. */
+        if (q && !q->local_exec && q->sent_to == from) {
             struct kv_result r;
             struct kv_value vals[64];
             if (relay->reply->result)
@@ -1065,7 +1102,8 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                   .raft = cfg->raft,
                                   .tick_ms = cfg->tick_ms ? cfg->tick_ms : 10,
                                   .trace = cfg->trace,
-                                  .apply_linger_us = cfg->apply_linger_us};
+                                  .apply_linger_us = cfg->apply_linger_us,
+                                  .cluster_secret = cfg->cluster_secret};
     nc.raft.lease_reads = cfg->read_mode == KV_READ_LEASE;
     static const struct raft_node_callbacks callbacks = {.open_group = cb_open_group,
                                                          .apply = cb_apply,
@@ -1142,6 +1180,17 @@ const struct kv_peer *kv_server_self(struct kv_server *s)
     return peer_of(s, s->cfg.id);
 }
 
+struct tcp_limits *kv_server_limits(const struct kv_server *s)
+{
+    return s->cfg.limits;
+}
+
+const struct kv_auth *kv_server_auth(const struct kv_server *s)
+{
+    static const struct kv_auth open = {0};
+    return s->cfg.auth ? s->cfg.auth : &open;
+}
+
 int kv_server_transfer(struct kv_server *s, raft_id to)
 {
     return raft_node_transfer(s->node, GROUP, to);
@@ -1170,6 +1219,24 @@ static const char *read_mode_name(enum kv_read_mode m)
     return m == KV_READ_LEASE ? "lease" : m == KV_READ_LOCAL ? "unsafe_local" : "linearizable";
 }
 
+/* A node stopped by a storage error still has a core that may believe it
+ * leads (nothing tells the core); it serves nothing, and status must not
+ * send anyone to it. */
+static bool node_failed(const struct kv_server *s)
+{
+    return raft_node_error(s->node) != NULL;
+}
+
+static const char *role_name(struct kv_server *s)
+{
+    return node_failed(s) ? "failed" : raft_role_name(raft_role_of(core(s)));
+}
+
+static bool leads(struct kv_server *s)
+{
+    return !node_failed(s) && raft_role_of(core(s)) == RAFT_LEADER;
+}
+
 json_t *kv_server_status(struct kv_server *s)
 {
     struct raft *r = core(s);
@@ -1180,7 +1247,7 @@ json_t *kv_server_status(struct kv_server *s)
     char cid[20];
     snprintf(cid, sizeof(cid), "%016" PRIx64, s->cfg.cluster_id);
     json_object_set_new(o, "cluster_id", json_string(cid));
-    json_object_set_new(o, "role", json_string(raft_role_name(raft_role_of(r))));
+    json_object_set_new(o, "role", json_string(role_name(s)));
     json_object_set_new(o, "term", json_integer((json_int_t)raft_current_term(r)));
     json_object_set_new(o, "leader", json_integer((json_int_t)raft_leader(r)));
     json_object_set_new(o, "commit", json_integer((json_int_t)raft_commit_index(r)));
@@ -1204,7 +1271,7 @@ json_t *kv_server_status(struct kv_server *s)
     const char *why = raft_node_error(s->node);
     json_object_set_new(o, "error", why ? json_string(why) : json_null());
     json_t *peers = json_array();
-    bool leader = raft_role_of(r) == RAFT_LEADER;
+    bool leader = leads(s);
     for (size_t i = 0; i < s->cfg.n_peers; i++) {
         const struct kv_peer *p = &s->cfg.peers[i];
         json_t *po = json_object();
@@ -1277,6 +1344,9 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
         "raftkv_term{group=\"%d\"} %" PRIu64 "\n"
         "# HELP raftkv_is_leader 1 if this node leads the group.\n"
         "# TYPE raftkv_is_leader gauge\nraftkv_is_leader{group=\"%d\"} %d\n"
+        "# HELP raftkv_failed 1 if the node stopped taking work (a storage error: see "
+        "/v1/status, error) until it is restarted.\n"
+        "# TYPE raftkv_failed gauge\nraftkv_failed %d\n"
         "# HELP raftkv_elections_total Elections this node started (as candidate).\n"
         "# TYPE raftkv_elections_total counter\nraftkv_elections_total{group=\"%d\"} %" PRIu64 "\n"
         "# HELP raftkv_leaderships_total Times this node became leader.\n"
@@ -1302,9 +1372,9 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
         "# TYPE raftkv_apply_commits_total counter\n"
         "raftkv_apply_commits_total{how=\"alone\"} %" PRIu64 "\n"
         "raftkv_apply_commits_total{how=\"joined\"} %" PRIu64 "\n",
-        GROUP, raft_current_term(r), GROUP, raft_role_of(r) == RAFT_LEADER, GROUP,
-        s->became_candidate, GROUP, s->became_leader, GROUP, raft_commit_index(r), GROUP,
-        kv_sm_applied(s->sm), GROUP, raft_last_index(r), st.commits, st.entries,
+        GROUP, raft_current_term(r), GROUP, leads(s), node_failed(s), GROUP, s->became_candidate,
+        GROUP, s->became_leader, GROUP, raft_commit_index(r), GROUP, kv_sm_applied(s->sm), GROUP,
+        raft_last_index(r), st.commits, st.entries,
         st.commits ? (double)st.entries / (double)st.commits : 0.0, st.applied, st.apply_only,
         st.joined);
     emit(arg, buf);
@@ -1323,9 +1393,13 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
              "# TYPE raftkv_transport_frames_total counter\n"
              "raftkv_transport_frames_total{direction=\"out\"} %" PRIu64 "\n"
              "raftkv_transport_frames_total{direction=\"in\"} %" PRIu64 "\n"
-             "# HELP raftkv_transport_refused_total Connections refused (foreign cluster, "
-             "oversized or malformed frames).\n# TYPE raftkv_transport_refused_total counter\n"
+             "# HELP raftkv_transport_refused_total Connections refused (foreign cluster or "
+             "version, not a member, wrong cluster secret, no handshake in time, oversized or "
+             "malformed frames).\n# TYPE raftkv_transport_refused_total counter\n"
              "raftkv_transport_refused_total{why=\"hello\"} %" PRIu64 "\n"
+             "raftkv_transport_refused_total{why=\"member\"} %" PRIu64 "\n"
+             "raftkv_transport_refused_total{why=\"auth\"} %" PRIu64 "\n"
+             "raftkv_transport_refused_total{why=\"handshake_timeout\"} %" PRIu64 "\n"
              "raftkv_transport_refused_total{why=\"oversized\"} %" PRIu64 "\n"
              "raftkv_transport_refused_total{why=\"malformed\"} %" PRIu64 "\n"
              "# HELP raftkv_fault_injected_total Messages the fault filter acted on.\n"
@@ -1334,9 +1408,26 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
              "raftkv_fault_injected_total{action=\"duplicate\"} %" PRIu64 "\n"
              "raftkv_fault_injected_total{action=\"delay\"} %" PRIu64 "\n",
              s->ops_ok, s->ops_timeout, s->ops_unavailable, s->ops_bad, s->forwarded, s->retried,
-             ts.frames_sent, ts.frames_received, ts.refused_hellos, ts.oversized_frames,
-             ts.malformed_frames, ts.fault_dropped, ts.fault_duplicated, ts.fault_delayed);
+             ts.frames_sent, ts.frames_received, ts.refused_hellos, ts.refused_members,
+             ts.refused_auth, ts.handshake_timeouts, ts.oversized_frames, ts.malformed_frames,
+             ts.fault_dropped, ts.fault_duplicated, ts.fault_delayed);
     emit(arg, buf);
+    const struct tcp_limits *lim = s->cfg.limits;
+    if (lim) {
+        snprintf(buf, sizeof(buf),
+                 "# HELP raftkv_clients Client connections open (RESP and HTTP).\n"
+                 "# TYPE raftkv_clients gauge\nraftkv_clients %u\n"
+                 "# HELP raftkv_clients_max The --max-clients limit.\n"
+                 "# TYPE raftkv_clients_max gauge\nraftkv_clients_max %u\n"
+                 "# HELP raftkv_clients_closed_total Client connections refused or closed by a "
+                 "limit: max_clients, timeout (a partial request held too long), output (replies "
+                 "not read).\n# TYPE raftkv_clients_closed_total counter\n"
+                 "raftkv_clients_closed_total{why=\"max_clients\"} %" PRIu64 "\n"
+                 "raftkv_clients_closed_total{why=\"timeout\"} %" PRIu64 "\n"
+                 "raftkv_clients_closed_total{why=\"output\"} %" PRIu64 "\n",
+                 lim->clients, lim->max_clients, lim->refused, lim->timed_out, lim->output_closed);
+        emit(arg, buf);
+    }
     snprintf(buf, sizeof(buf),
              "# HELP raftkv_snapshot_index Index of the current snapshot.\n"
              "# TYPE raftkv_snapshot_index gauge\nraftkv_snapshot_index{group=\"%d\"} %" PRIu64 "\n"
@@ -1381,7 +1472,7 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
                      cum, st.commit_seconds, st.commits);
         emit(arg, buf);
     }
-    if (raft_role_of(r) == RAFT_LEADER) {
+    if (leads(s)) {
         emit(arg, "# HELP raftkv_peer_lag_entries How far each follower's log is behind the "
                   "leader's.\n# TYPE raftkv_peer_lag_entries gauge\n");
         for (size_t i = 0; i < s->cfg.n_peers; i++) {

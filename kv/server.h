@@ -25,6 +25,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth.h"
+#include "tcp.h"
 #include "kv.pb-c.h"
 #include "node.h"
 #include "sm.h"
@@ -54,6 +56,9 @@ struct kv_server_config {
     struct raft_config raft;
     uint32_t tick_ms;
     bool trace;
+    const uint8_t *cluster_secret; /* raft_node_config.cluster_secret */
+    const struct kv_auth *auth;    /* the front doors' secrets (auth.h); NULL: all open */
+    struct tcp_limits *limits;     /* the front doors' limits (tcp.h); NULL: none */
 };
 
 /* How a command ended, for the front doors. */
@@ -105,6 +110,10 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
 /* The leader's id (0: unknown) and its peer entry (NULL if unknown). */
 const struct kv_peer *kv_server_leader(struct kv_server *s);
 const struct kv_peer *kv_server_self(struct kv_server *s);
+/* Who may use the front doors (never NULL: all open when not configured). */
+const struct kv_auth *kv_server_auth(const struct kv_server *s);
+/* The front doors' limits and counters (NULL: none). */
+struct tcp_limits *kv_server_limits(const struct kv_server *s);
 const struct kv_server_config *kv_server_config(struct kv_server *s);
 /* Leadership transfer; RAFT_ codes. */
 int kv_server_transfer(struct kv_server *s, raft_id to);

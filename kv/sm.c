@@ -23,7 +23,12 @@ struct kv_sm {
      * and clears room for every database the environment may open (4096
      * in kvd), which was 5% of a leader's CPU serving GETs. */
     MDB_txn *rtxn;
+    bool checked; /* values carry a checksum (state format 3) */
 };
+
+/* A value whose bytes changed on disk (its checksum fails): a code of its
+ * own among LMDB's (negative, far from this) and errno's (positive). */
+enum { VALUE_DAMAGED = -1 };
 
 static int read_begin(struct kv_sm *sm, MDB_txn **txn)
 {
@@ -44,9 +49,12 @@ static void read_end(struct kv_sm *sm)
     mdb_txn_reset(sm->rtxn);
 }
 
-/* The layout of the kvmeta database; 2 since sessions record when they
- * were last used. A state written by format 1 is refused, not guessed at. */
-enum { STATE_FORMAT = 2 };
+/* The layout of the state: 2 since sessions record when they were last
+ * used, 3 since every value carries a checksum (XXH64 of key and value,
+ * before the value): a flipped bit on disk is found when the value is
+ * read, and not served. Format 2 is still read and written as it was
+ * made; format 1 is refused, not guessed at. */
+enum { STATE_FORMAT = 3, VALUE_SUM = 8 };
 
 static uint64_t meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, bool *found)
 {
@@ -104,10 +112,11 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
         uint64_t format = meta_u64(txn, sm->meta, "format", &has_format);
         sm->staged = sm->applied;
         sm->clock_ms = sm->staged_clock_ms = meta_u64(txn, sm->meta, "clock", NULL);
-        if (has_applied && format != STATE_FORMAT)
+        if (has_applied && format != STATE_FORMAT && format != 2)
             old_format = true;
         else if (!has_format)
-            rc = put_meta_u64(txn, sm->meta, "format", STATE_FORMAT);
+            rc = put_meta_u64(txn, sm->meta, "format", format = STATE_FORMAT);
+        sm->checked = format >= 3;
     }
     if (old_format) {
         mdb_txn_abort(txn);
@@ -182,6 +191,57 @@ static int get_key(MDB_txn *txn, MDB_dbi dbi, const ProtobufCBinaryData *key, MD
     return mdb_get(txn, dbi, &k, val);
 }
 
+static uint64_t value_sum(const void *key, size_t klen, const void *val, size_t vlen)
+{
+    return XXH64(val, vlen, XXH64(key, klen, 0x6b76));
+}
+
+/* A stored value as the user wrote it: its checksum verified and taken
+ * off (format 3). VALUE_DAMAGED if it fails. */
+static int value_open(const struct kv_sm *sm, const MDB_val *k, MDB_val *v)
+{
+    if (!sm->checked)
+        return 0;
+    if (v->mv_size < VALUE_SUM)
+        return VALUE_DAMAGED;
+    const uint8_t *p = v->mv_data;
+    uint64_t want = 0;
+    for (int i = 0; i < 8; i++)
+        want |= (uint64_t)p[i] << (8 * i);
+    v->mv_data = (uint8_t *)v->mv_data + VALUE_SUM;
+    v->mv_size -= VALUE_SUM;
+    return value_sum(k->mv_data, k->mv_size, v->mv_data, v->mv_size) == want ? 0 : VALUE_DAMAGED;
+}
+
+static int value_get(const struct kv_sm *sm, MDB_txn *txn, const ProtobufCBinaryData *key,
+                     MDB_val *val)
+{
+    int rc = get_key(txn, sm->kv, key, val);
+    if (rc)
+        return rc;
+    MDB_val k = {key->len, key->data};
+    return value_open(sm, &k, val);
+}
+
+static int value_put(const struct kv_sm *sm, MDB_txn *txn, const void *key, size_t klen,
+                     const void *data, size_t len)
+{
+    MDB_val k = {klen, (void *)key}, d = {len + (sm->checked ? VALUE_SUM : 0), NULL};
+    int rc = mdb_put(txn, sm->kv, &k, &d, MDB_RESERVE);
+    if (rc)
+        return rc;
+    uint8_t *p = d.mv_data;
+    if (sm->checked) {
+        uint64_t sum = value_sum(key, klen, data, len);
+        for (int i = 0; i < 8; i++)
+            p[i] = (uint8_t)(sum >> (8 * i));
+        p += VALUE_SUM;
+    }
+    if (len)
+        memcpy(p, data, len);
+    return 0;
+}
+
 /* GET, EXISTS and MGET, in a read or write transaction. */
 static int do_read(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, struct kv_result *r)
 {
@@ -197,11 +257,13 @@ static int do_read(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, str
         return rc;
     for (size_t i = 0; i < cmd->n_keys && (cmd->op != KVPB__OP__OP_GET || i == 0); i++) {
         MDB_val v;
-        int g = get_key(txn, sm->kv, &cmd->keys[i], &v);
+        int g = value_get(sm, txn, &cmd->keys[i], &v);
         if (g == EINVAL) {
             r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
             return KV_OK;
         }
+        if (g == VALUE_DAMAGED)
+            return KV_EDAMAGED;
         if (g && g != MDB_NOTFOUND)
             return KV_EIO;
         if (cmd->op == KVPB__OP__OP_EXISTS)
@@ -231,13 +293,6 @@ static bool parse_int(const void *data, size_t len, int64_t *out)
     return true;
 }
 
-static int put_key(MDB_txn *txn, MDB_dbi dbi, const ProtobufCBinaryData *key, const void *data,
-                   size_t len)
-{
-    MDB_val k = {key->len, key->data}, d = {len, (void *)data};
-    return mdb_put(txn, dbi, &k, &d, 0);
-}
-
 static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, struct kv_result *r)
 {
     MDB_val v;
@@ -248,7 +303,8 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
     }
     switch (cmd->op) {
     case KVPB__OP__OP_SET:
-        return put_key(txn, sm->kv, &cmd->keys[0], cmd->value.data, cmd->value.len);
+        return value_put(sm, txn, cmd->keys[0].data, cmd->keys[0].len, cmd->value.data,
+                         cmd->value.len);
     case KVPB__OP__OP_DEL:
         for (size_t i = 0; i < cmd->n_keys; i++) {
             MDB_val k = {cmd->keys[i].len, cmd->keys[i].data};
@@ -261,7 +317,7 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
         return 0;
     case KVPB__OP__OP_INCR: {
         int64_t cur = 0, delta = cmd->delta ? cmd->delta : 1;
-        g = get_key(txn, sm->kv, &cmd->keys[0], &v);
+        g = value_get(sm, txn, &cmd->keys[0], &v);
         if (g && g != MDB_NOTFOUND)
             return g;
         if ((g == 0 && !parse_int(v.mv_data, v.mv_size, &cur)) ||
@@ -272,10 +328,10 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
         char buf[32];
         int len = snprintf(buf, sizeof(buf), "%" PRId64, cur + delta);
         r->integer = cur + delta;
-        return put_key(txn, sm->kv, &cmd->keys[0], buf, (size_t)len);
+        return value_put(sm, txn, cmd->keys[0].data, cmd->keys[0].len, buf, (size_t)len);
     }
     case KVPB__OP__OP_CAS: {
-        g = get_key(txn, sm->kv, &cmd->keys[0], &v);
+        g = value_get(sm, txn, &cmd->keys[0], &v);
         if (g && g != MDB_NOTFOUND)
             return g;
         bool ok = cmd->expect_absent ? g == MDB_NOTFOUND
@@ -288,7 +344,8 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
                 g = set_value(&r->values[0], v.mv_data, v.mv_size);
             return g == KV_ENOMEM ? ENOMEM : 0;
         }
-        return put_key(txn, sm->kv, &cmd->keys[0], cmd->value.data, cmd->value.len);
+        return value_put(sm, txn, cmd->keys[0].data, cmd->keys[0].len, cmd->value.data,
+                         cmd->value.len);
     }
     default:
         r->status = KVPB__STATUS__STATUS_BAD_REQUEST;
@@ -450,7 +507,12 @@ static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
     if (!rc && answered == 0) {
         bool read = cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
                     cmd->op == KVPB__OP__OP_MGET;
-        rc = read ? (do_read(sm, txn, cmd, r) == KV_OK ? 0 : EIO) : do_write(sm, txn, cmd, r);
+        if (read) {
+            int d = do_read(sm, txn, cmd, r);
+            rc = d == KV_OK ? 0 : d == KV_EDAMAGED ? VALUE_DAMAGED : EIO;
+        } else {
+            rc = do_write(sm, txn, cmd, r);
+        }
         r->index = e->index;
         if (!rc && cmd->client_id)
             rc = session_store(sm, txn, cmd->client_id, cmd->seq, r);
@@ -478,6 +540,17 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
         rc = apply_one(sm, txn, &entries[i], r);
         if (!results)
             kv_result_free(&scratch);
+        if (rc == VALUE_DAMAGED) {
+            if (err && errlen)
+                snprintf(err, errlen,
+                         "state machine: applying entry %llu read a stored value that fails its "
+                         "checksum (its bytes changed on disk): this node stops rather than "
+                         "build on it; replace it (start it empty while the others hold a "
+                         "majority, docs/kvd.md)",
+                         (unsigned long long)entries[i].index);
+            rc = KV_EDAMAGED;
+            break;
+        }
         if (rc) {
             rc = lmdb_fail(err, errlen, rc, "applying");
             break;
@@ -592,7 +665,10 @@ static bool out_write(FILE *f, XXH64_state_t *h, const void *p, size_t n)
     return fwrite(p, 1, n, f) == n;
 }
 
-static int dump_db(MDB_txn *txn, MDB_dbi dbi, uint8_t kind, FILE *f, XXH64_state_t *h)
+/* Values go into a snapshot as the user wrote them (no checksum: the file
+ * has its own), verified on the way out. */
+static int dump_db(const struct kv_sm *sm, MDB_txn *txn, MDB_dbi dbi, uint8_t kind, FILE *f,
+                   XXH64_state_t *h)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(txn, dbi, &c);
@@ -601,6 +677,8 @@ static int dump_db(MDB_txn *txn, MDB_dbi dbi, uint8_t kind, FILE *f, XXH64_state
     MDB_val k, v;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (kind == 1 && (rc = value_open(sm, &k, &v)))
+            break;
         uint8_t head[9];
         head[0] = kind;
         le32(head + 1, (uint32_t)k.mv_size);
@@ -645,8 +723,8 @@ int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, 
     memcpy(rec + 9, "clock", 5);
     le64(rec + 14, clock);
     ok = ok && out_write(f, h, rec, sizeof(rec));
-    if (ok && (rc = dump_db(txn, sm->kv, 1, f, h)) == 0)
-        rc = dump_db(txn, sm->sess, 2, f, h);
+    if (ok && (rc = dump_db(sm, txn, sm->kv, 1, f, h)) == 0)
+        rc = dump_db(sm, txn, sm->sess, 2, f, h);
     mdb_txn_abort(txn);
     uint8_t end = 0;
     ok = ok && rc == 0 && out_write(f, h, &end, 1) && fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -656,7 +734,10 @@ int kv_sm_snapshot_write(struct kv_sm *sm, const char *path, raft_index *index, 
     XXH64_freeState(h);
     if (!ok) {
         snprintf(err, errlen, "snapshot: writing %s: %s", path,
-                 rc ? mdb_strerror(rc) : strerror(errno));
+                 rc == VALUE_DAMAGED ? "a stored value fails its checksum (its bytes changed on "
+                                       "disk): this node must be replaced"
+                 : rc                ? mdb_strerror(rc)
+                                     : strerror(errno));
         return KV_EIO;
     }
     *index = applied;
@@ -750,7 +831,8 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
             continue;
         }
         MDB_val k = {kl, buf}, v = {vl, buf + kl};
-        rc = mdb_put(txn, rec[0] == 1 ? sm->kv : sm->sess, &k, &v, 0);
+        rc = rec[0] == 1 ? value_put(sm, txn, buf, kl, buf + kl, vl)
+                         : mdb_put(txn, sm->sess, &k, &v, 0);
     }
     free(buf);
     fclose(f);
@@ -800,6 +882,8 @@ int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys)
     MDB_val k, v;
     for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if ((rc = value_open(sm, &k, &v)))
+            break;
         uint8_t lens[8];
         le32(lens, (uint32_t)k.mv_size);
         le32(lens + 4, (uint32_t)v.mv_size);
@@ -813,5 +897,5 @@ int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys)
     *hash = XXH64_digest(h);
     *keys = n;
     XXH64_freeState(h);
-    return rc == MDB_NOTFOUND ? KV_OK : KV_EIO;
+    return rc == MDB_NOTFOUND ? KV_OK : rc == VALUE_DAMAGED ? KV_EDAMAGED : KV_EIO;
 }

@@ -37,7 +37,8 @@ enum {
     KV_EFULL = 1, /* the map is full: nothing of the batch was applied */
     KV_EIO = 2,
     KV_ENOMEM = 3,
-    KV_EORDER = 4, /* entries not consecutive after the applied index */
+    KV_EORDER = 4,   /* entries not consecutive after the applied index */
+    KV_EDAMAGED = 5, /* a stored value fails its checksum: this copy must not be served */
 };
 
 struct kv_sm;

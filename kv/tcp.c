@@ -2,6 +2,7 @@
 #include "tcp.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int tcp_listen(uv_tcp_t *server, uv_loop_t *loop, const char *host, uint16_t port,
                uv_connection_cb on_conn)
@@ -67,11 +68,24 @@ size_t tcp_write_queue(uv_stream_t *stream)
  * Doors and their connections
  * ------------------------------------------------------------------------ */
 
+static void door_handle_gone(struct tcp_door *d)
+{
+    if (--d->open_handles == 0 && d->stopped)
+        d->stopped(d);
+}
+
+/* A connection holds its door: the door (freed by stopped()) goes only
+ * after its listener, its timer and every connection (libuv runs close
+ * callbacks newest first, so the listener's would otherwise come first). */
 static void conn_free(struct tcp_conn *c)
 {
-    if (c->door->release)
-        c->door->release(c);
+    struct tcp_door *d = c->door;
+    if (c->counted && d->limits)
+        d->limits->clients--;
+    if (d->release)
+        d->release(c);
     free(c);
+    door_handle_gone(d);
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -106,15 +120,54 @@ bool tcp_conn_answered(struct tcp_conn *c)
     return true;
 }
 
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void since(struct tcp_conn *c, uint64_t *at, bool on)
+{
+    if (!on)
+        *at = 0;
+    else if (!*at)
+        *at = uv_now(c->door->loop) | 1; /* never 0 */
+}
+
+void tcp_conn_partial(struct tcp_conn *c, bool partial)
+{
+    since(c, &c->partial_since_ms, partial);
+}
+
+void tcp_conn_stalled(struct tcp_conn *c, bool stalled)
+{
+    since(c, &c->stalled_since_ms, stalled);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct tcp_door *d = server->data;
     if (status < 0 || d->stopping)
         return;
+    struct tcp_limits *lim = d->limits;
+    if (lim && lim->max_clients && lim->clients >= lim->max_clients) {
+        /* Refused with a word, as Redis does; the client may try again. */
+        uv_tcp_t *t = malloc(sizeof(*t));
+        if (!t)
+            return;
+        uv_tcp_init(d->loop, t);
+        if (uv_accept(server, (uv_stream_t *)t) == 0 && d->full_reply) {
+            uv_buf_t b = uv_buf_init((char *)d->full_reply, (unsigned)strlen(d->full_reply));
+            uv_try_write((uv_stream_t *)t, &b, 1);
+        }
+        uv_close((uv_handle_t *)t, free_handle);
+        lim->refused++;
+        return;
+    }
     struct tcp_conn *c = calloc(1, d->conn_size);
     if (!c)
         return;
     c->door = d;
+    d->open_handles++;
     uv_tcp_init(d->loop, &c->tcp);
     c->tcp.data = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
@@ -123,6 +176,10 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (lim) {
+        lim->clients++;
+        c->counted = true;
+    }
     c->next = d->conns;
     if (d->conns)
         d->conns->prev = c;
@@ -130,11 +187,32 @@ static void on_connection(uv_stream_t *server, int status)
     d->accepted(c);
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void on_door_handle_closed(uv_handle_t *h)
 {
-    struct tcp_door *d = h->data;
-    if (d->stopped)
-        d->stopped(d);
+    door_handle_gone(h->data);
+}
+
+/* A connection holding part of a request for longer than the timeout is
+ * closed: a client sending a byte a second must not keep a buffer (and a
+ * connection slot) forever. So is one whose replies have waited unsent
+ * too long: it does not read them. */
+static void on_sweep(uv_timer_t *t)
+{
+    struct tcp_door *d = t->data;
+    struct tcp_limits *lim = d->limits;
+    uint64_t now = uv_now(d->loop);
+    for (struct tcp_conn *c = d->conns, *next; c; c = next) {
+        next = c->next;
+        if (lim->partial_timeout_ms && c->partial_since_ms &&
+            now - c->partial_since_ms >= lim->partial_timeout_ms) {
+            lim->timed_out++;
+            tcp_conn_close(c);
+        } else if (lim->output_timeout_ms && c->stalled_since_ms &&
+                   now - c->stalled_since_ms >= lim->output_timeout_ms) {
+            lim->output_closed++;
+            tcp_conn_close(c);
+        }
+    }
 }
 
 int tcp_door_start(struct tcp_door *d, uv_loop_t *loop, const char *host, uint16_t port)
@@ -142,11 +220,23 @@ int tcp_door_start(struct tcp_door *d, uv_loop_t *loop, const char *host, uint16
     d->loop = loop;
     int rc = tcp_listen(&d->listener, loop, host, port, on_connection);
     d->listener.data = d;
+    d->open_handles += 2;
+    uv_timer_init(loop, &d->sweep);
+    d->sweep.data = d;
     if (rc) {
         d->stopping = true;
-        uv_close((uv_handle_t *)&d->listener, on_listener_closed);
+        uv_close((uv_handle_t *)&d->listener, on_door_handle_closed);
+        uv_close((uv_handle_t *)&d->sweep, on_door_handle_closed);
+        return rc;
     }
-    return rc;
+    if (d->limits && (d->limits->partial_timeout_ms || d->limits->output_timeout_ms)) {
+        uint64_t shortest = d->limits->partial_timeout_ms;
+        if (!shortest || (d->limits->output_timeout_ms && d->limits->output_timeout_ms < shortest))
+            shortest = d->limits->output_timeout_ms;
+        uint64_t every = shortest / 4 ? shortest / 4 : 1;
+        uv_timer_start(&d->sweep, on_sweep, every, every);
+    }
+    return 0;
 }
 
 void tcp_door_stop(struct tcp_door *d)
@@ -154,5 +244,6 @@ void tcp_door_stop(struct tcp_door *d)
     d->stopping = true;
     while (d->conns)
         tcp_conn_close(d->conns);
-    uv_close((uv_handle_t *)&d->listener, on_listener_closed);
+    uv_close((uv_handle_t *)&d->listener, on_door_handle_closed);
+    uv_close((uv_handle_t *)&d->sweep, on_door_handle_closed);
 }

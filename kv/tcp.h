@@ -23,13 +23,30 @@ size_t tcp_write_queue(uv_stream_t *stream);
  * struct tcp_conn as its first member. */
 struct tcp_door;
 
+/* Limits shared by all the doors of a node (kvd --max-clients, --client-timeout), and
+ * what they did. */
+struct tcp_limits {
+    unsigned max_clients;        /* open connections, all doors together; 0: no limit */
+    uint32_t partial_timeout_ms; /* a connection that holds part of a request longer is
+                                  * closed (slowloris); 0: never */
+    size_t output_limit;         /* a connection whose unsent replies exceed this is
+                                  * closed at once; 0: no limit */
+    uint32_t output_timeout_ms;  /* ...or whose replies wait unsent, no write completing,
+                                  * this long: it does not read; 0: never */
+    unsigned clients;            /* open now */
+    uint64_t refused, timed_out, output_closed; /* connections refused or closed */
+};
+
 struct tcp_conn {
     uv_tcp_t tcp; /* tcp.data points to the connection */
     struct tcp_door *door;
     struct tcp_conn *prev, *next;
-    bool busy;    /* a request is with the server: freeing waits for its answer */
-    bool closing; /* uv_close called */
-    bool closed;  /* its close callback ran */
+    bool busy;                 /* a request is with the server: freeing waits for its answer */
+    bool counted;              /* in limits->clients */
+    uint64_t partial_since_ms; /* when it began to hold part of a request (0: it does not) */
+    uint64_t stalled_since_ms; /* when its replies began to wait unsent (0: they do not) */
+    bool closing;              /* uv_close called */
+    bool closed;               /* its close callback ran */
 };
 
 struct tcp_door {
@@ -41,11 +58,19 @@ struct tcp_door {
     void (*accepted)(struct tcp_conn *c); /* set it up and start reading */
     void (*release)(struct tcp_conn *c);  /* free what it owns (not c itself) */
     void (*stopped)(struct tcp_door *d);  /* after tcp_door_stop: listener closed */
+    struct tcp_limits *limits;            /* NULL: none */
+    const char *full_reply;               /* written to a connection refused for max_clients */
+    uv_timer_t sweep;                     /* partial-request timeouts */
+    int open_handles;
 };
 
 /* Listen on host:port. On error the door is stopped (stopped() will be called). */
 int tcp_door_start(struct tcp_door *d, uv_loop_t *loop, const char *host, uint16_t port);
 void tcp_conn_close(struct tcp_conn *c);
+/* The door says whether c holds part of a request now (for the partial timeout), and
+ * whether its replies wait because it does not read them (for the output timeout). */
+void tcp_conn_partial(struct tcp_conn *c, bool partial);
+void tcp_conn_stalled(struct tcp_conn *c, bool stalled);
 /* The server answered c's request (busy -> false). True if c was closed meanwhile and is
  * now freed: the caller must not touch it. */
 bool tcp_conn_answered(struct tcp_conn *c);

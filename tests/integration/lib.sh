@@ -51,7 +51,8 @@ start_node() {
     PID[i]=$!
     # Listening within 5 s, or say why not (its log) and fail.
     local deadline=$((SECONDS + 5))
-    until [ "$(timeout 2 redis-cli -p "$(resp_port "$i")" PING 2>/dev/null)" = PONG ]; do
+    # (A node that wants a password answers NOAUTH: it is listening too.)
+    until [[ "$(timeout 2 redis-cli -p "$(resp_port "$i")" PING 2>/dev/null)" =~ ^(PONG|NOAUTH) ]]; do
         if ! kill -0 "${PID[i]}" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
             echo "    node $i did not start:"
             tail -n 5 "$T/$i.log" | sed 's/^/      /'
@@ -96,10 +97,12 @@ stop_node() {
 }
 
 # r I ARGS...: redis-cli against node I (raw output: errors as "ERR ...", nil as "").
+# RCLI_AUTH holds redis-cli's options to authenticate, when the nodes need it.
+RCLI_AUTH=()
 r() {
     local i=$1
     shift
-    timeout 8 redis-cli -p "$(resp_port "$i")" "$@" 2>&1
+    timeout 8 redis-cli -p "$(resp_port "$i")" ${RCLI_AUTH[@]+"${RCLI_AUTH[@]}"} "$@" 2>&1
 }
 
 # info I FIELD: a field of the "# Raft" section of INFO.
@@ -107,8 +110,11 @@ info() {
     r "$1" INFO | tr -d '\r' | sed -n "s/^raft_$2://p"
 }
 
+# CURL_AUTH holds curl's options to authenticate, when the nodes need it.
+CURL_AUTH=()
 metric() {
-    timeout 5 curl -s "127.0.0.1:$(http_port "$1")/metrics" | grep -E "^$2 " | awk '{print $2}'
+    timeout 5 curl -s ${CURL_AUTH[@]+"${CURL_AUTH[@]}"} "127.0.0.1:$(http_port "$1")/metrics" |
+        grep -E "^$2 " | awk '{print $2}'
 }
 
 # wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds or time runs out.

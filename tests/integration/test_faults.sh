@@ -7,7 +7,7 @@
 
 faults() { timeout 5 curl -s -X "$2" "127.0.0.1:$(http_port "$1")/v1/admin/faults" ${3:+-d "$3"}; }
 
-EXTRA=(--request-timeout 3000)
+EXTRA=(--request-timeout 3000 --enable-fault-injection)
 start_cluster
 check "a leader is elected" wait_until 5 has_leader
 L=$(leader)

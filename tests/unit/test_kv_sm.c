@@ -454,6 +454,58 @@ static void test_session_expiry_deterministic(void)
     cleanup();
 }
 
+/* A byte of a stored value changed on disk: a read gets KV_EDAMAGED, not
+ * the changed bytes; a write that reads it (INCR) stops the apply with a
+ * message; the snapshot refuses to carry it; other keys still read. */
+static void test_flipped_value_never_served(void)
+{
+    fresh(16 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    uint8_t *b;
+    struct kv_result r = apply1(sm, entry(1, KVPB__OP__OP_SET, "n", "41", 0, 0, &b));
+    kv_result_free(&r);
+    r = apply1(sm, entry(2, KVPB__OP__OP_SET, "other", "fine", 0, 0, &b));
+    kv_result_free(&r);
+    MDB_txn *txn;
+    MDB_dbi kv;
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(mdb_dbi_open(txn, "g1.kv", 0, &kv), 0);
+    MDB_val k = {1, "n"}, d;
+    CHECK_EQ(mdb_get(txn, kv, &k, &d), 0);
+    uint8_t copy[64];
+    CHECK(d.mv_size < sizeof(copy));
+    memcpy(copy, d.mv_data, d.mv_size);
+    copy[d.mv_size - 1] ^= 0x02; /* "41" becomes "43" */
+    MDB_val flipped = {d.mv_size, copy};
+    CHECK_EQ(mdb_put(txn, kv, &k, &flipped, 0), 0);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+
+    Kvpb__Command c = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData key = {1, (uint8_t *)"n"};
+    c.op = KVPB__OP__OP_GET;
+    c.n_keys = 1;
+    c.keys = &key;
+    CHECK_EQ(kv_sm_read(sm, &c, &r), KV_EDAMAGED);
+    r = get(sm, "other");
+    CHECK(r.values[0].len == 4 && memcmp(r.values[0].data, "fine", 4) == 0);
+    kv_result_free(&r);
+    struct raft_entry e = entry(3, KVPB__OP__OP_INCR, "n", NULL, 0, 0, &b);
+    CHECK_EQ(kv_sm_apply(sm, &e, 1, &r, err, sizeof(err)), KV_EDAMAGED);
+    free((void *)e.data);
+    CHECK(strstr(err, "entry 3 read a stored value that fails its checksum"));
+    char path[200];
+    raft_index index;
+    uint64_t size, sum;
+    snprintf(path, sizeof(path), "%s/snap", dir);
+    CHECK_EQ(kv_sm_snapshot_write(sm, path, &index, &size, &sum, err, sizeof(err)), KV_EIO);
+    CHECK(strstr(err, "fails its checksum"));
+    uint64_t hash, keys;
+    CHECK_EQ(kv_sm_hash(sm, &hash, &keys), KV_EDAMAGED);
+    kv_sm_close(sm);
+    cleanup();
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -464,6 +516,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_map_full_applies_nothing),
         HARNESS_TEST(test_session_expiry),
         HARNESS_TEST(test_session_expiry_deterministic),
+        HARNESS_TEST(test_flipped_value_never_served),
     };
     return harness_main(argc, argv, "kv_sm", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The front doors' limits (kv/tcp.c, kv/resp.c): a client count, a deadline for a partial
+# request, and replies a client does not read. Before them, 20,400 idle connections took
+# every descriptor, a request at one byte a second was served after 34 s, and pipelined
+# GETs of an 8 MB value from a client that never read grew a node to 4 GB.
+# shellcheck disable=SC2016 # wait_until evaluates its condition; RESP's $ is literal
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+EXTRA=(--max-clients 12 --client-timeout 1 --client-output-timeout 2)
+start_cluster
+check "a leader is elected" wait_until 5 has_leader
+L=$(leader)
+P=$(resp_port "$L")
+
+rss_mb() { echo $(($(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' "/proc/${PID[$1]}/status") / 1024)); }
+
+# 1. --max-clients: twelve connections held open, the next is refused with Redis' words.
+for fd in $(seq 20 31); do
+    eval "exec $fd<>/dev/tcp/127.0.0.1/$P"
+done
+check "a client beyond --max-clients is refused" \
+    eq "$(timeout 3 redis-cli -p "$P" PING 2>&1)" "ERR max number of clients reached"
+for fd in $(seq 20 31); do
+    eval "exec $fd>&-"
+done
+check "and served once others have left" wait_until 5 eval '[ "$(timeout 2 redis-cli -p "$P" PING)" = PONG ]'
+check "refusals are counted" test "$(metric "$L" 'raftkv_clients_closed_total\{why="max_clients"\}')" -ge 1
+
+# 2. --client-timeout: half a command, then silence: closed after about a second; an idle
+# connection with nothing half-sent stays.
+exec 40<>"/dev/tcp/127.0.0.1/$P"
+printf '*1\r\n$4\r\nPI' >&40
+exec 41<>"/dev/tcp/127.0.0.1/$P"
+eof_on() { timeout 1 cat <&"$1" >/dev/null 2>&1; } # cat ends (0) at end of file
+check "a partial request is closed after --client-timeout" wait_until 4 eof_on 40
+check "an idle connection is not" eval '! eof_on 41'
+printf 'PING\r\n' >&41
+check "and still answers" eq "$(IFS= read -r -t 2 line <&41 && echo "${line%$'\r'}")" "+PONG"
+exec 40>&- 41>&-
+check "timeouts are counted" test "$(metric "$L" 'raftkv_clients_closed_total\{why="timeout"\}')" -ge 1
+
+# 3. A client that pipelines GETs of a 4 MB value and never reads: the node stops working
+# for it (its memory stays bounded), then closes it after --client-output-timeout.
+head -c $((4 << 20)) /dev/zero | tr '\0' x >"$T/big"
+check "a 4 MB value" eq "$(r "$L" -x SET big <"$T/big")" OK
+before=$(rss_mb "$L")
+exec 50<>"/dev/tcp/127.0.0.1/$P"
+for _ in $(seq 1 200); do printf 'GET big\r\n'; done >&50 &
+writer=$!
+sleep 1
+during=$(rss_mb "$L")
+check "memory stays bounded while it does not read (${before} MB before, ${during} MB now)" \
+    test "$during" -lt $((before + 100))
+output_closed() { [ "$(metric "$L" 'raftkv_clients_closed_total\{why="output"\}')" -ge 1 ]; }
+check "it is closed after --client-output-timeout" wait_until 15 output_closed
+[ -n "${DEBUG:-}" ] && { curl -s "127.0.0.1:$(http_port "$L")/metrics" | grep -E "clients_closed|raftkv_clients " >&2; ss -tn | grep ":$P " >&2; }
+kill "$writer" 2>/dev/null || true
+wait "$writer" 2>/dev/null || true
+exec 50>&-
+check "the node still serves" eq "$(r "$L" GET k 2>&1)" ""
+finish
