@@ -1,0 +1,279 @@
+/* coordinator.c — commands from this node's clients, until answered: attempts at the
+ * leader, retries, deadlines, session renewal. See server_internal.h. */
+#include "server_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "iolog.h"
+#include "storage.h"
+
+/* ------------------------------------------------------------------------
+ * Coordinator: requests from this node's clients
+ * ------------------------------------------------------------------------ */
+
+static void observe(struct histogram *h, double seconds)
+{
+    size_t k = 0;
+    while (k < LAT_BUCKETS && seconds > LAT_BOUNDS[k])
+        k++;
+    h->buckets[k]++;
+    h->count++;
+    h->sum += seconds;
+}
+
+static void request_unlink(struct kv_server *s, struct request *q)
+{
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        s->requests = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+}
+
+void request_finish(struct kv_server *s, struct request *q, enum kv_code code, const char *message,
+                    const struct kv_result *result)
+{
+    request_unlink(s, q);
+    double seconds = (double)(uv_hrtime() - q->start_ns) / 1e9;
+    switch (code) {
+    case KV_DONE:
+        s->ops_ok++;
+        observe(q->is_read ? &s->lat_read : &s->lat_write, seconds);
+        break;
+    case KV_TIMEOUT:
+        s->ops_timeout++;
+        break;
+    case KV_UNAVAILABLE:
+        s->ops_unavailable++;
+        break;
+    case KV_BAD:
+        s->ops_bad++;
+        break;
+    }
+    struct kv_reply reply = {code, message, result, q->renewed_client_id};
+    q->cb(q->ctx, &reply);
+    free(q->data);
+    free(q);
+}
+
+struct request *find_request(struct kv_server *s, uint64_t id)
+{
+    for (struct request *q = s->requests; q; q = q->next)
+        if (q->id == id)
+            return q;
+    return NULL;
+}
+
+static void attempt(struct kv_server *s, struct request *q);
+
+/* The connection's session expired (thesis §6.3; the state machine
+ * applied nothing): the command becomes seq 1 of a new session, under the
+ * same deadline. */
+static bool renew_session(struct kv_server *s, struct request *q)
+{
+    Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
+    if (!cmd)
+        return false;
+    cmd->client_id = kv_server_new_client(s);
+    cmd->seq = 1;
+    uint8_t *data;
+    size_t len;
+    bool ok = kv_command_encode(cmd, &data, &len) == KV_OK;
+    if (ok) {
+        free(q->data);
+        q->data = data;
+        q->len = len;
+        q->renewed_client_id = cmd->client_id;
+        s->sessions_renewed++;
+    }
+    kvpb__command__free_unpacked(cmd, NULL);
+    return ok;
+}
+
+/* The leader's answer (from another node or from this one). */
+void request_answered(struct kv_server *s, struct request *q, Kvpb__ReplyCode code, raft_id leader,
+                      const char *message, const struct kv_result *result)
+{
+    uint64_t now = now_ms(s);
+    q->local_exec = false;
+    switch (code) {
+    case KVPB__REPLY_CODE__REPLY_OK:
+        if (result && result->status == KVPB__STATUS__STATUS_SESSION_EXPIRED && q->renew &&
+            !q->renewed_client_id && renew_session(s, q)) {
+            attempt(s, q);
+            return;
+        }
+        request_finish(s, q, KV_DONE, NULL, result);
+        return;
+    case KVPB__REPLY_CODE__REPLY_BAD_REQUEST:
+        request_finish(s, q, KV_BAD, message && *message ? message : "bad request", NULL);
+        return;
+    case KVPB__REPLY_CODE__REPLY_NOT_LEADER:
+        q->leader_hint = leader != s->cfg.id ? leader : 0;
+        q->next_try_ms = now + (leader ? 0 : NO_LEADER_RETRY_MS);
+        snprintf(q->last_error, sizeof(q->last_error), "no leader could commit it");
+        break;
+    case KVPB__REPLY_CODE__REPLY_BUSY:
+        q->next_try_ms = now + BUSY_RETRY_MS;
+        snprintf(q->last_error, sizeof(q->last_error), "the leader is busy (flow control)");
+        break;
+    default:
+        q->next_try_ms = now + NO_LEADER_RETRY_MS * 2;
+        snprintf(q->last_error, sizeof(q->last_error), "leader unavailable: %s",
+                 message ? message : "");
+        break;
+    }
+    s->retried++;
+    if (q->next_try_ms <= now)
+        attempt(s, q);
+}
+
+/* Why a read of the state machine failed, for the client (and, when this
+ * node's copy is damaged, once for the log). */
+const char *read_failed(struct kv_server *s, int rc)
+{
+    if (rc != KV_EDAMAGED)
+        return "reading the state machine failed";
+    if (!s->damaged_logged) {
+        s->damaged_logged = true;
+        iolog("kvd %" PRIu64 ": a stored value fails its checksum (its bytes changed on disk): "
+              "this node answers no read of it; replace the node (docs/kvd.md)\n",
+              s->cfg.id);
+    }
+    return "this node's copy of a value is damaged (it fails its checksum): ask another node";
+}
+
+static void serve_local_read(struct kv_server *s, struct request *q)
+{
+    Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
+    struct kv_result r;
+    int rc = cmd ? kv_sm_read(s->sm, cmd, &r) : KV_EIO;
+    if (rc != KV_OK) {
+        if (cmd)
+            kvpb__command__free_unpacked(cmd, NULL);
+        request_finish(s, q, KV_UNAVAILABLE, read_failed(s, rc), NULL);
+        return;
+    }
+    kvpb__command__free_unpacked(cmd, NULL);
+    request_finish(s, q, KV_DONE, NULL, &r);
+    kv_result_free(&r);
+}
+
+/* Send q where it can be executed: here if we lead, to the leader if one
+ * is known; otherwise wait a little for an election. */
+static void attempt(struct kv_server *s, struct request *q)
+{
+    uint64_t now = now_ms(s);
+    const char *why = raft_node_error(s->node);
+    if (why || s->stopping) {
+        request_finish(s, q, KV_UNAVAILABLE, why ? why : "the node is shutting down", NULL);
+        return;
+    }
+    if (now >= q->deadline_ms) {
+        char msg[256];
+        raft_id leader = raft_leader(core(s));
+        if (leader)
+            snprintf(msg, sizeof(msg),
+                     "no quorum: not done within %u ms (leader %" PRIu64 "; last: %s)",
+                     s->cfg.request_timeout_ms, leader,
+                     q->last_error[0] ? q->last_error : "no answer from the leader");
+        else
+            snprintf(msg, sizeof(msg), "no quorum: no leader elected within %u ms",
+                     s->cfg.request_timeout_ms);
+        request_finish(s, q, KV_TIMEOUT, msg, NULL);
+        return;
+    }
+    if (q->is_read && s->cfg.read_mode == KV_READ_LOCAL) {
+        serve_local_read(s, q);
+        return;
+    }
+    raft_id leader = raft_leader(core(s));
+    if (!leader || leader == s->cfg.id)
+        leader = leader ? leader : q->leader_hint;
+    q->leader_hint = 0;
+    if (leader == s->cfg.id && raft_role_of(core(s)) == RAFT_LEADER) {
+        q->local_exec = true;
+        q->next_try_ms = q->deadline_ms;
+        exec_start(s, s->cfg.id, q->id, q->data, q->len);
+        return;
+    }
+    if (!leader || leader == s->cfg.id) {
+        q->next_try_ms = now + NO_LEADER_RETRY_MS;
+        return;
+    }
+    Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
+    if (!cmd) {
+        request_finish(s, q, KV_BAD, "command does not decode", NULL);
+        return;
+    }
+    Kvpb__Request req = KVPB__REQUEST__INIT;
+    req.id = q->id;
+    req.command = cmd;
+    Kvpb__Relay relay = KVPB__RELAY__INIT;
+    relay.request = &req;
+    send_relay(s, leader, &relay);
+    q->sent_to = leader;
+    s->forwarded++;
+    kvpb__command__free_unpacked(cmd, NULL);
+    /* No answer within an election timeout: the leader may be gone; ask again. */
+    q->next_try_ms = now + s->cfg.raft.election_timeout_ms;
+}
+
+void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, kv_done_cb cb,
+                      void *ctx)
+{
+    struct request *q = calloc(1, sizeof(*q));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (!q || kv_command_encode(cmd, &data, &len) != KV_OK) {
+        free(q);
+        struct kv_reply reply = {KV_UNAVAILABLE, "out of memory", NULL, 0};
+        cb(ctx, &reply);
+        return;
+    }
+    q->id = ++s->next_request_id;
+    q->data = data;
+    q->len = len;
+    q->is_read = is_read_op(cmd->op);
+    q->renew = flags & KV_SUBMIT_RENEW;
+    q->start_ms = now_ms(s);
+    q->start_ns = uv_hrtime();
+    q->deadline_ms = q->start_ms + s->cfg.request_timeout_ms;
+    q->cb = cb;
+    q->ctx = ctx;
+    q->next = s->requests;
+    if (s->requests)
+        s->requests->prev = q;
+    s->requests = q;
+    attempt(s, q);
+}
+
+/* Retries and deadlines. */
+void requests_sweep(uv_timer_t *t)
+{
+    struct kv_server *s = t->data;
+    uint64_t now = now_ms(s);
+    const char *why = raft_node_error(s->node);
+    if (why && (s->reads || s->writes))
+        fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
+    struct request *q = s->requests, *next;
+    for (; q; q = next) {
+        next = q->next;
+        if (q->local_exec && q->deadline_ms > now)
+            continue; /* the exec answers, or leadership loss fails it */
+        if (q->next_try_ms <= now || q->deadline_ms <= now) {
+            if (q->next_try_ms && q->next_try_ms != q->deadline_ms)
+                s->retried++;
+            attempt(s, q);
+        }
+    }
+}
