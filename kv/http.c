@@ -91,9 +91,11 @@ static void on_written(uv_stream_t *s)
     struct conn *c = s->data;
     if (c->base.closing)
         return;
-    tcp_conn_stalled(&c->base, false);
+    tcp_conn_stalled(&c->base, false); /* it reads: the clock starts again... */
     if (!c->base.busy)
         drive(c);
+    if (!c->base.closing) /* ...if replies still wait */
+        tcp_conn_stalled(&c->base, unsent(c) > 0);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)

@@ -44,6 +44,7 @@ struct conn {
     uint64_t client_id, seq;
     enum kv_access access; /* what this connection may do (auth.h) */
     size_t queued_bytes;   /* of the commands in head..tail */
+    uint64_t parsed;       /* commands parsed so far (progress, for the partial timeout) */
     char name[64];         /* CLIENT SETNAME */
     uint64_t id;           /* CLIENT ID: small, as Redis' (client_id is the session's) */
 };
@@ -140,6 +141,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b);
 static void run_queue(struct conn *c);
 static void flush(struct conn *c);
+static bool reader_idle(const redisReader *r);
 
 /* Replies built or written but not yet taken by the kernel. */
 static size_t unsent(struct conn *c)
@@ -189,6 +191,7 @@ static void flush(struct conn *c)
         c->queued_bytes < MAX_QUEUED_BYTES / 2) {
         c->reading = true;
         uv_read_start((uv_stream_t *)&c->base.tcp, alloc_buf, on_read);
+        tcp_conn_partial(&c->base, c->inl.len || !reader_idle(c->reader));
     }
 }
 
@@ -657,6 +660,8 @@ static void cmd_hello(struct conn *c, struct cmd *k)
             i += 2;
         } else if (arg_is(k, i, "SETNAME") && i + 1 < k->argc) {
             i++;
+            if (k->argvlen[i] < sizeof(c->name) && !memchr(k->argv[i], ' ', k->argvlen[i]))
+                memcpy(c->name, k->argv[i], k->argvlen[i] + 1);
         } else {
             reply_error(&c->out, "ERR", "usage: HELLO [2 [AUTH username password] [SETNAME name]]");
             return;
@@ -756,6 +761,7 @@ static void enqueue(struct conn *c, struct cmd *k)
     c->tail = k;
     c->queued++;
     c->queued_bytes += k->bytes;
+    c->parsed++;
 }
 
 static bool take_array(struct conn *c, redisReply *r)
@@ -892,8 +898,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         conn_close(c);
         return;
     }
+    uint64_t before = c->parsed;
     bool ok = parse(c, b->base, (size_t)n);
     free(b->base);
+    /* The partial-request clock measures time without progress: a command
+     * completed restarts it (a long pipelined load is not a slow client). */
+    if (c->parsed != before)
+        tcp_conn_partial(&c->base, false);
     tcp_conn_partial(&c->base, ok && (c->inl.len || !reader_idle(c->reader)));
     if (!ok) {
         /* Say why, then close (as Redis does on a protocol error). */
@@ -910,6 +921,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if ((c->queued >= MAX_QUEUED || c->queued_bytes >= MAX_QUEUED_BYTES) && c->reading) {
         uv_read_stop(s);
         c->reading = false;
+        tcp_conn_partial(&c->base, false); /* we stopped reading: not its fault */
     }
     run_queue(c);
     flush(c);

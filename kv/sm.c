@@ -106,6 +106,7 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
     if (!rc)
         rc = mdb_dbi_open(txn, name, MDB_CREATE, &sm->meta);
     bool old_format = false;
+    uint64_t found = 0;
     if (!rc) {
         bool has_applied, has_format;
         sm->applied = meta_u64(txn, sm->meta, "applied", &has_applied);
@@ -117,15 +118,16 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
         else if (!has_format)
             rc = put_meta_u64(txn, sm->meta, "format", format = STATE_FORMAT);
         sm->checked = format >= 3;
+        found = format;
     }
     if (old_format) {
         mdb_txn_abort(txn);
         free(sm);
         snprintf(err, errlen,
-                 "state machine: group %" PRIu64 " was written by an older kvd (state format "
-                 "1, format %d here); start this node with an empty --data directory: it "
-                 "catches up from the others",
-                 group, STATE_FORMAT);
+                 "state machine: group %" PRIu64 " was written by another kvd (state format "
+                 "%" PRIu64 "; this one reads 2 and %d); start this node with an empty --data "
+                 "directory: it catches up from the others",
+                 group, found, STATE_FORMAT);
         return KV_EIO;
     }
     if (rc || (rc = mdb_txn_commit(txn))) {

@@ -30,7 +30,8 @@ int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t gro
                  size_t *len);
 
 /* The handshake that opens every connection (transport.c): Hello from the
- * node that connects, Challenge from the node that accepts, Proof back. */
+ * node that connects, Challenge from the node that accepts, Proof back,
+ * and a Proof (the Welcome) from the node that accepts once it took it. */
 enum codec_handshake_kind { CODEC_HELLO = 1, CODEC_CHALLENGE = 2, CODEC_PROOF = 3 };
 enum { CODEC_NONCE_BYTES = 16, CODEC_MAC_BYTES = 32 };
 struct codec_handshake {

@@ -241,7 +241,10 @@ enum {
     META_MAGIC = PAGE_HEADER,
     META_VERSION = PAGE_HEADER + 4,
     META_PSIZE = PAGE_HEADER + 8 + 2 * WORD, /* the free database's first field */
-    META_LAST_PG = PAGE_HEADER + 8 + 2 * WORD + 2 * (8 + 5 * WORD),
+    DB_RECORD = 8 + 5 * WORD,                /* a database's record; its root page last */
+    META_FREE_ROOT = PAGE_HEADER + 8 + 2 * WORD + 8 + 4 * WORD,
+    META_MAIN_ROOT = META_FREE_ROOT + DB_RECORD,
+    META_LAST_PG = PAGE_HEADER + 8 + 2 * WORD + 2 * DB_RECORD,
     META_TXNID = META_LAST_PG + WORD,
     META_END = META_TXNID + WORD,
     P_META = 0x08,
@@ -252,6 +255,7 @@ enum {
 struct meta_page {
     uint32_t psize;
     size_t last_pg, txnid;
+    size_t roots[2]; /* the free and main databases' root pages (~0: empty) */
 };
 
 /* NULL when the meta page in buf (page number pgno) is sound, else why not. */
@@ -266,6 +270,8 @@ static const char *read_meta(const uint8_t *buf, size_t pgno, struct meta_page *
     memcpy(&version, buf + META_VERSION, 4);
     memcpy(&m->psize, buf + META_PSIZE, 4);
     memcpy(&m->last_pg, buf + META_LAST_PG, WORD);
+    memcpy(&m->roots[0], buf + META_FREE_ROOT, WORD);
+    memcpy(&m->roots[1], buf + META_MAIN_ROOT, WORD);
     memcpy(&m->txnid, buf + META_TXNID, WORD);
     if (magic != LMDB_MAGIC || number != pgno || !(flags & P_META))
         return "is not an LMDB meta page";
@@ -333,8 +339,16 @@ static int check_data_file(const char *path, char *err, size_t errlen)
         if (m[1].txnid > m[0].txnid)
             newest = &m[1];
     }
-    /* A short page 1 is the truncation below. */
-    unsigned long long need = ((unsigned long long)newest->last_pg + 1) * newest->psize;
+    /* A short page 1 is the truncation below. The last page a meta page
+     * counts may never have been written (a page taken at the end of the
+     * file and freed in the same transaction: LMDB's own copy stops at the
+     * file's size), so it cannot be the measure; both meta pages and both
+     * databases' roots -- the first pages any read touches -- must be in
+     * the file. */
+    unsigned long long need = 2ULL * newest->psize;
+    for (int i = 0; i < 2; i++)
+        if (newest->roots[i] != (size_t)-1 && (newest->roots[i] + 1ULL) * newest->psize > need)
+            need = (newest->roots[i] + 1ULL) * newest->psize;
     if (size < need)
         return fail(
             err, errlen, STORAGE_ECORRUPT,

@@ -37,7 +37,8 @@ struct peer {
     struct frame_buf *in_flight; /* the frames of the write in progress, linked */
     /* The handshake: our nonce, and the peer's Challenge read here. */
     bool authed;
-    uint8_t nonce[CODEC_NONCE_BYTES];
+    bool proved; /* our Proof is sent: the peer's Welcome comes next */
+    uint8_t nonce[CODEC_NONCE_BYTES], their_nonce[CODEC_NONCE_BYTES];
     struct frame_reader reader;
 };
 
@@ -352,7 +353,7 @@ static void peer_disconnect(struct peer *p)
         p->tcp = NULL;
     }
     p->connected = false;
-    p->authed = false;
+    p->authed = p->proved = false;
     frame_reader_free(&p->reader);
 }
 
@@ -524,7 +525,10 @@ static void on_connect_timeout(uv_timer_t *timer)
 }
 
 /* The peer's Challenge: it proves the peer holds the cluster secret; our
- * Proof answers it, and the queued messages may leave. */
+ * Proof answers it. Then its Welcome says it took our Proof, and the
+ * queued messages may leave: sent any sooner, they could arrive in the
+ * same read as the Proof, where the peer still applies the handshake's
+ * small frame limit. */
 static void peer_handshake_frame(struct peer *p, const uint8_t *body, size_t len)
 {
     struct transport *t = p->t;
@@ -534,12 +538,17 @@ static void peer_handshake_frame(struct peer *p, const uint8_t *body, size_t len
         return;
     }
     const char *why = NULL;
-    if (!d.is_handshake || d.hs.kind != CODEC_CHALLENGE)
+    if (p->proved) {
+        if (!d.is_handshake || d.hs.kind != CODEC_PROOF ||
+            !handshake_mac_ok(t, 'W', t->cfg.node_id, p->id, p->nonce, p->their_nonce, d.hs.mac))
+            why = "its answer to our Proof is not its Welcome";
+    } else if (!d.is_handshake || d.hs.kind != CODEC_CHALLENGE) {
         why = "its answer to our Hello is not a Challenge";
-    else if (d.cluster_id != t->cfg.cluster_id || d.hs.node != p->id)
+    } else if (d.cluster_id != t->cfg.cluster_id || d.hs.node != p->id) {
         why = "another cluster or node answers at its address";
-    else if (!handshake_mac_ok(t, 'A', t->cfg.node_id, p->id, p->nonce, d.hs.nonce, d.hs.mac))
+    } else if (!handshake_mac_ok(t, 'A', t->cfg.node_id, p->id, p->nonce, d.hs.nonce, d.hs.mac)) {
         why = "it does not hold our cluster secret (--cluster-secret differs)";
+    }
     if (why) {
         t->stats.refused_auth++;
         refuse(t, REFUSE_AUTH, "refusing node %llu: %s", (unsigned long long)p->id, why);
@@ -547,10 +556,16 @@ static void peer_handshake_frame(struct peer *p, const uint8_t *body, size_t len
         peer_fail(p, why);
         return;
     }
-    struct codec_handshake proof = {.kind = CODEC_PROOF};
-    handshake_mac(t, 'C', t->cfg.node_id, p->id, p->nonce, d.hs.nonce, proof.mac);
+    if (!p->proved) {
+        struct codec_handshake proof = {.kind = CODEC_PROOF};
+        memcpy(p->their_nonce, d.hs.nonce, sizeof(p->their_nonce));
+        handshake_mac(t, 'C', t->cfg.node_id, p->id, p->nonce, p->their_nonce, proof.mac);
+        codec_decoded_free(&d);
+        send_handshake(t, p->tcp, p->id, &proof);
+        p->proved = true;
+        return;
+    }
     codec_decoded_free(&d);
-    send_handshake(t, p->tcp, p->id, &proof);
     uv_timer_stop(&p->timer);
     p->authed = true;
     p->backoff_ms = t->cfg.backoff_min_ms;
@@ -844,6 +859,9 @@ static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
     }
     c->state = AUTHED;
     c->reader.max_frame = t->cfg.max_frame;
+    struct codec_handshake welcome = {.kind = CODEC_PROOF};
+    handshake_mac(t, 'W', c->node, t->cfg.node_id, c->their_nonce, c->our_nonce, welcome.mac);
+    send_handshake(t, &c->tcp, c->node, &welcome);
     return true;
 }
 
@@ -897,11 +915,12 @@ static void on_inbound_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     if (n < 0) {
         free(buf->base);
         if (c->state == WAIT_PROOF) {
-            /* It had our Challenge and left: it did not accept our MAC. */
+            /* It had our Challenge and left: most often it did not accept
+             * our MAC (or it gave up waiting, or restarted). */
             t->stats.refused_auth++;
             refuse(t, REFUSE_AUTH,
-                   "refusing node %llu from %s: it left during the handshake (it does not hold "
-                   "our cluster secret: --cluster-secret differs)",
+                   "refusing node %llu from %s: it left during the handshake (most often it "
+                   "does not hold our cluster secret: --cluster-secret differs)",
                    (unsigned long long)c->node, c->addr);
         }
         conn_close(c);

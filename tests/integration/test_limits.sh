@@ -39,6 +39,17 @@ printf 'PING\r\n' >&41
 check "and still answers" eq "$(IFS= read -r -t 2 line <&41 && echo "${line%$'\r'}")" "+PONG"
 exec 40>&- 41>&-
 check "timeouts are counted" test "$(metric "$L" 'raftkv_clients_closed_total\{why="timeout"\}')" -ge 1
+# A client that keeps completing commands is not slow, even if every read ends in the
+# middle of the next one (a long pipelined load): for 2.5 s, longer than the timeout.
+exec 42<>"/dev/tcp/127.0.0.1/$P"
+printf 'SET steady 0\r\nSE' >&42
+for i in 1 2 3 4 5 6; do
+    sleep 0.4
+    printf 'T steady %d\r\nSE' "$i" >&42
+done
+printf 'T steady 7\r\n' >&42
+check "a client that makes progress is not timed out" wait_until 5 eval '[ "$(r "$L" GET steady)" = 7 ]'
+exec 42>&-
 
 # 3. A client that pipelines GETs of a 4 MB value and never reads: the node stops working
 # for it (its memory stays bounded), then closes it after --client-output-timeout.
@@ -58,5 +69,14 @@ check "it is closed after --client-output-timeout" wait_until 15 output_closed
 kill "$writer" 2>/dev/null || true
 wait "$writer" 2>/dev/null || true
 exec 50>&-
+# The same over HTTP: pipelined GETs of the big value, never read.
+exec 51<>"/dev/tcp/127.0.0.1/$(http_port "$L")"
+for _ in $(seq 1 100); do printf 'GET /v1/kv/big HTTP/1.1\r\nHost: x\r\n\r\n'; done >&51 &
+writer=$!
+http_closed() { [ "$(metric "$L" 'raftkv_clients_closed_total\{why="output"\}')" -ge 2 ]; }
+check "an HTTP client that does not read is closed too" wait_until 15 http_closed
+kill "$writer" 2>/dev/null || true
+wait "$writer" 2>/dev/null || true
+exec 51>&-
 check "the node still serves" eq "$(r "$L" GET k 2>&1)" ""
 finish

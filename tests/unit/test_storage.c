@@ -465,6 +465,38 @@ static void test_flipped_byte_in_log_named(void)
     remove_dir();
 }
 
+/* A healthy file is never called truncated: a meta page may count pages
+ * LMDB never wrote (taken at the end of the file and freed in the same
+ * transaction: a big value written and deleted at once). */
+static void test_healthy_file_with_unwritten_pages_opens(void)
+{
+    fresh_dir();
+    static char big[128 * 1024];
+    memset(big, 'b', sizeof(big));
+    uint64_t seed = 2;
+    for (int round = 0; round < 10; round++) {
+        struct storage *st = open_ok(1, 1, MAP); /* checks the file the last round left */
+        MDB_env *env = storage_env(st);
+        for (int i = 0; i < 20; i++) {
+            MDB_txn *txn;
+            MDB_dbi db;
+            CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+            CHECK_EQ(mdb_dbi_open(txn, "scratch", MDB_CREATE, &db), 0);
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            char key[16];
+            snprintf(key, sizeof(key), "k%d.%d", round, i);
+            MDB_val k = {strlen(key), key}, v = {20000 + (size_t)(seed >> 33) % 100000, big};
+            CHECK_EQ(mdb_put(txn, db, &k, &v, 0), 0);
+            if ((seed >> 20) & 1)
+                CHECK_EQ(mdb_del(txn, db, &k, NULL), 0);
+            CHECK_EQ(mdb_txn_commit(txn), 0);
+        }
+        storage_close(st);
+    }
+    storage_close(open_ok(1, 1, MAP));
+    remove_dir();
+}
+
 static void test_fixture_snapshot_behind_log_named(void)
 {
     expect_damaged("snapshot-behind-log", 3,
@@ -762,6 +794,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_fixture_stale_after_install_named),
         HARNESS_TEST(test_fixture_snapshot_behind_log_named),
         HARNESS_TEST(test_flipped_byte_in_log_named),
+        HARNESS_TEST(test_healthy_file_with_unwritten_pages_opens),
         HARNESS_TEST(test_write_leaving_log_after_snapshot_refused),
         HARNESS_TEST(test_data_dir_locked_while_open),
         HARNESS_TEST(test_lock_dies_with_its_process),

@@ -104,6 +104,33 @@ static void test_messages_both_ways(void)
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* Big messages queued before the connection is up (a leader with entries
+ * for a follower that restarts) all arrive: they leave only after the
+ * handshake, never in the same read as the Proof, which the other side
+ * still reads under the handshake's small frame limit. */
+static void test_big_frames_queued_before_the_handshake(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    static char data[8192];
+    struct raft_entry e = {.term = 1, .index = 1, .data = data, .len = sizeof(data)};
+    struct raft_message ae = {.type = RAFT_MSG_APPEND_ENTRIES, .from = 1, .to = 2, .term = 1};
+    ae.append_entries.entries = &e;
+    ae.append_entries.n_entries = 1;
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ(transport_send(t1, 1, &ae), 0); /* before the loop ran: queued */
+    CHECK(run_until(&in2.received, 5, 3000));
+    struct transport_stats st;
+    transport_get_stats(t2, &st);
+    CHECK_EQ(st.oversized_frames, 0);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 /* A node of another cluster is refused with a log line saying so. */
 static void test_foreign_cluster_refused(void)
 {
@@ -430,6 +457,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_bad_bytes_close_only_that_connection),
         HARNESS_TEST(test_reconnects_after_restart),
         HARNESS_TEST(test_fault_filter),
+        HARNESS_TEST(test_big_frames_queued_before_the_handshake),
         HARNESS_TEST(test_non_member_refused),
         HARNESS_TEST(test_wrong_secret_refused),
         HARNESS_TEST(test_handshake_deadline_and_size),
