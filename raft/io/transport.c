@@ -969,6 +969,20 @@ static void on_connection(uv_stream_t *server, int status)
     }
     tune_socket(t, &c->tcp);
     peer_address(&c->tcp, c->addr, sizeof(c->addr));
+    /* Connections that have not proved anything are few (a peer has one at
+     * a time, two across a reconnect): beyond a handful per peer, close at
+     * once, so that a flood of them cannot take the descriptors peers and
+     * clients need (each may otherwise stay for the handshake timeout). */
+    size_t unproved = 0;
+    for (struct conn *o = t->conns; o; o = o->next)
+        unproved += o->state != AUTHED;
+    if (unproved > 8 + 4 * t->n_peers) {
+        t->stats.handshake_timeouts++;
+        refuse(t, REFUSE_TIMEOUT, "refusing a connection from %s: %zu others are in the handshake",
+               c->addr, unproved - 1);
+        conn_close(c);
+        return;
+    }
     uv_read_start((uv_stream_t *)&c->tcp, alloc_buf, on_inbound_read);
 }
 

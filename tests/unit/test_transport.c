@@ -370,6 +370,32 @@ static void test_handshake_deadline_and_size(void)
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* A flood of connections that never say Hello: beyond a handful per peer
+ * they are closed at once, not after the handshake timeout. */
+static void test_unproved_connections_capped(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in2 = {0};
+    struct transport *t2 = start(7, 2, 0, &in2); /* no peers: a cap of 8 */
+    static struct raw silent[20];
+    for (int i = 0; i < 20; i++) {
+        silent[i] = (struct raw){.bytes = {0}, .len = 1};
+        raw_send(&silent[i], transport_port(t2));
+    }
+    struct transport_stats st = {0};
+    for (int i = 0; i < 500 && st.handshake_timeouts < 12; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        transport_get_stats(t2, &st);
+    }
+    CHECK(st.handshake_timeouts >= 12); /* well before the 3 s timeout */
+    CHECK(strstr(in2.log, "others are in the handshake"));
+    for (int i = 0; i < 20; i++)
+        uv_close((uv_handle_t *)&silent[i].tcp, NULL);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 /* The secret comes from a file only its owner can read. */
 static void test_secret_file(void)
 {
@@ -461,6 +487,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_non_member_refused),
         HARNESS_TEST(test_wrong_secret_refused),
         HARNESS_TEST(test_handshake_deadline_and_size),
+        HARNESS_TEST(test_unproved_connections_capped),
         HARNESS_TEST(test_secret_file),
     };
     return harness_main(argc, argv, "transport", tests, sizeof(tests) / sizeof(tests[0]));
