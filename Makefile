@@ -205,13 +205,31 @@ bench: deps-ensure
 
 # libFuzzer targets (clang): `make fuzz FUZZ_SECONDS=300` runs each for that long.
 
-$(FUZZ_DIR)/fuzz_%: tests/fuzz/fuzz_%.c raft/io/codec.c $(PROTO_C) $(PROTO_H)
+FUZZ_CFLAGS := -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-D_POSIX_C_SOURCE=200809L -Iraft/include -Iraft/io -Ikv -I$(GEN)
+
+$(FUZZ_DIR)/fuzz_codec: tests/fuzz/fuzz_codec.c raft/io/codec.c $(PROTO_C) $(PROTO_H)
 	$(call say,FUZZ,$@)
 	@mkdir -p $(FUZZ_DIR)
-	$(Q)clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-D_POSIX_C_SOURCE=200809L \
-		-Iraft/include -Iraft/io -I$(GEN) $$(pkg-config --cflags $(PKGS_PROTO)) \
+	$(Q)clang $(FUZZ_CFLAGS) $$(pkg-config --cflags $(PKGS_PROTO)) \
 		$< raft/io/codec.c $(PROTO_C) $$(pkg-config --libs $(PKGS_PROTO)) -o $@
+
+# The front doors' targets include their door's file whole (its static parser is what
+# they drive) and link the rest of kvd.
+FUZZ_KVD_SRC := $(KV_SRC) $(IO_SRC) $(CORE_SRC) $(PROTO_C)
+FUZZ_KVD_LIBS = $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV)
+$(FUZZ_DIR)/fuzz_resp: tests/fuzz/fuzz_resp.c $(FUZZ_KVD_SRC) $(PROTO_H)
+	$(call say,FUZZ,$@)
+	@mkdir -p $(FUZZ_DIR)
+	$(Q)clang $(FUZZ_CFLAGS) $< $(filter-out kv/resp.c,$(FUZZ_KVD_SRC)) $(FUZZ_KVD_LIBS) -o $@
+$(FUZZ_DIR)/fuzz_http: tests/fuzz/fuzz_http.c $(FUZZ_KVD_SRC) $(PROTO_H)
+	$(call say,FUZZ,$@)
+	@mkdir -p $(FUZZ_DIR)
+	$(Q)clang $(FUZZ_CFLAGS) $< $(filter-out kv/http.c,$(FUZZ_KVD_SRC)) $(FUZZ_KVD_LIBS) -o $@
+$(FUZZ_DIR)/fuzz_snapshot: tests/fuzz/fuzz_snapshot.c $(FUZZ_KVD_SRC) $(PROTO_H)
+	$(call say,FUZZ,$@)
+	@mkdir -p $(FUZZ_DIR)
+	$(Q)clang $(FUZZ_CFLAGS) $< $(FUZZ_KVD_SRC) $(FUZZ_KVD_LIBS) -o $@
 
 fuzz: deps-ensure $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS) s)"; \

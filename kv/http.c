@@ -844,6 +844,19 @@ static void on_stopped(struct tcp_door *d)
     free(d); /* the http_server, whose first member it is */
 }
 
+/* The parser's callbacks (also tests/fuzz/fuzz_http.c's). */
+static void settings_init(http_parser_settings *s)
+{
+    http_parser_settings_init(s);
+    s->on_message_begin = on_message_begin;
+    s->on_url = on_url;
+    s->on_header_field = on_header_field;
+    s->on_header_value = on_header_value;
+    s->on_headers_complete = on_headers_complete;
+    s->on_body = on_body;
+    s->on_message_complete = on_message_complete;
+}
+
 int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, const char *host,
                uint16_t port)
 {
@@ -859,14 +872,7 @@ int http_start(struct http_server **out, uv_loop_t *loop, struct kv_server *kv, 
     hs->door.full_reply = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                           "Content-Length: 42\r\nConnection: close\r\n\r\n"
                           "{\"error\":\"max number of clients reached\"}\n";
-    http_parser_settings_init(&hs->settings);
-    hs->settings.on_message_begin = on_message_begin;
-    hs->settings.on_url = on_url;
-    hs->settings.on_header_field = on_header_field;
-    hs->settings.on_header_value = on_header_value;
-    hs->settings.on_headers_complete = on_headers_complete;
-    hs->settings.on_body = on_body;
-    hs->settings.on_message_complete = on_message_complete;
+    settings_init(&hs->settings);
     int rc = tcp_door_start(&hs->door, loop, host, port);
     if (rc)
         return rc; /* freed by on_stopped */

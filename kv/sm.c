@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -790,6 +791,8 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
     }
     uint8_t head[16];
     int rc = 0;
+    struct stat sb;
+    uint64_t file_size = fstat(fileno(f), &sb) == 0 ? (uint64_t)sb.st_size : 0;
     if (fread(head, 1, 16, f) != 16 || memcmp(head, SNAP_MAGIC, 8) || get_le(head + 8, 8) != index)
         rc = EINVAL;
     if (!rc && !(rc = clear_db(txn, sm->kv)))
@@ -810,7 +813,10 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
             break;
         }
         size_t kl = (size_t)get_le(rec + 1, 4), vl = (size_t)get_le(rec + 5, 4);
-        if (kl == 0 || kl > 511) {
+        /* A record longer than what is left of the file does not decode:
+         * never allocate what a length field claims (found by the fuzzer). */
+        long at = ftell(f);
+        if (kl == 0 || kl > 511 || at < 0 || (uint64_t)kl + vl > file_size - (uint64_t)at) {
             rc = EINVAL;
             break;
         }
