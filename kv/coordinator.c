@@ -243,7 +243,7 @@ void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, 
     q->id = ++s->next_request_id;
     q->data = data;
     q->len = len;
-    q->is_read = is_read_op(cmd->op);
+    q->is_read = kv_op_is_read(cmd->op);
     q->renew = flags & KV_SUBMIT_RENEW;
     q->start_ms = now_ms(s);
     q->start_ns = uv_hrtime();

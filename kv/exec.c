@@ -147,7 +147,7 @@ void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint
     x->req_id = req_id;
     x->start_ms = now_ms(s);
     int rv;
-    if (is_read_op(cmd->op)) {
+    if (kv_op_is_read(cmd->op)) {
         /* Linked before the call: read_done may come before it returns. */
         x->cmd = cmd;
         x->read_id = ++s->next_read_id;

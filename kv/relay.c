@@ -137,9 +137,9 @@ void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *body, si
          * try that was superseded, is dropped. */
         if (q && !q->local_exec && q->sent_to == from) {
             struct kv_result r;
-            struct kv_value vals[64];
+            struct kv_value vals[KV_MAX_KEYS];
             if (relay->reply->result)
-                result_from_pb(relay->reply->result, &r, vals, 64);
+                result_from_pb(relay->reply->result, &r, vals, KV_MAX_KEYS);
             request_answered(s, q, relay->reply->code, relay->reply->leader, relay->reply->message,
                              relay->reply->result ? &r : NULL);
         }

@@ -341,8 +341,7 @@ static void on_done(void *ctx, const struct kv_reply *r)
 static void submit(struct conn *c, Kvpb__Command *cmd, enum shape shape, uint64_t client,
                    uint64_t seq)
 {
-    bool write = !(cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
-                   cmd->op == KVPB__OP__OP_MGET);
+    bool write = !kv_op_is_read(cmd->op);
     if (write) {
         cmd->client_id = client ? client : c->client_id;
         cmd->seq = client ? seq : ++c->seq;
@@ -518,7 +517,7 @@ static void run_kv(struct conn *c, struct cmd *k, int at, uint64_t client, uint6
     char **argv = k->argv + at;
     size_t *argvlen = k->argvlen + at;
     Kvpb__Command cmd = KVPB__COMMAND__INIT;
-    ProtobufCBinaryData keys[64];
+    ProtobufCBinaryData keys[KV_MAX_KEYS];
     ProtobufCBinaryData *many = NULL;
     enum shape shape;
     cmd.keys = keys;
@@ -577,11 +576,11 @@ static void run_kv(struct conn *c, struct cmd *k, int at, uint64_t client, uint6
                 !strcasecmp(name, "MGET")) &&
                argc >= 2) {
         size_t n = (size_t)argc - 1;
-        if (n > 64 && !(many = malloc(n * sizeof(*many)))) {
+        if (n > KV_MAX_KEYS && !(many = malloc(n * sizeof(*many)))) {
             reply_error(out, "ERR", "out of memory");
             return;
         }
-        if (!strcasecmp(name, "MGET") && n > 64) {
+        if (!strcasecmp(name, "MGET") && n > KV_MAX_KEYS) {
             free(many);
             reply_error(out, "ERR", "MGET takes at most 64 keys");
             return;

@@ -61,13 +61,7 @@ struct kv_server_config {
     struct tcp_limits *limits;     /* the front doors' limits (tcp.h); NULL: none */
 };
 
-/* How a command ended, for the front doors. */
-enum kv_code {
-    KV_DONE = 0,        /* result holds the state machine's answer */
-    KV_TIMEOUT = 1,     /* not committed (or read) before the deadline */
-    KV_UNAVAILABLE = 2, /* the node refuses work (storage full, shutting down) */
-    KV_BAD = 3,         /* malformed command */
-};
+/* How a command ended, for the front doors: enum kv_code (errors.h). */
 
 struct kv_reply {
     enum kv_code code;

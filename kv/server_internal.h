@@ -107,21 +107,12 @@ static inline uint64_t now_ms(struct kv_server *s)
 
 static inline uint64_t next_random(struct kv_server *s)
 {
-    /* xorshift64*: session ids only need to differ */
-    s->prng ^= s->prng >> 12;
-    s->prng ^= s->prng << 25;
-    s->prng ^= s->prng >> 27;
-    return s->prng * 2685821657736338717ULL;
+    return raft_splitmix64(&s->prng); /* session ids only need to differ */
 }
 
 static inline struct raft *core(struct kv_server *s)
 {
     return raft_node_raft(s->node, GROUP);
-}
-
-static inline bool is_read_op(Kvpb__Op op)
-{
-    return op == KVPB__OP__OP_GET || op == KVPB__OP__OP_EXISTS || op == KVPB__OP__OP_MGET;
 }
 
 /* coordinator.c */

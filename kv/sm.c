@@ -368,7 +368,7 @@ static int session_store(struct kv_sm *sm, MDB_txn *txn, uint64_t client, uint64
                          const struct kv_result *r)
 {
     Kvpb__Result res = KVPB__RESULT__INIT;
-    ProtobufCBinaryData vals[64];
+    ProtobufCBinaryData vals[KV_MAX_KEYS];
     protobuf_c_boolean present[64];
     size_t n = r->n_values < 64 ? r->n_values : 64;
     for (size_t i = 0; i < n; i++) {
@@ -508,8 +508,7 @@ static int apply_one(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *e,
     if (!rc && (answered = session_check(sm, txn, cmd, r)) < 0)
         rc = -answered;
     if (!rc && answered == 0) {
-        bool read = cmd->op == KVPB__OP__OP_GET || cmd->op == KVPB__OP__OP_EXISTS ||
-                    cmd->op == KVPB__OP__OP_MGET;
+        bool read = kv_op_is_read(cmd->op);
         if (read) {
             int d = do_read(sm, txn, cmd, r);
             rc = d == KV_OK ? 0 : d == KV_EDAMAGED ? VALUE_DAMAGED : EIO;

@@ -32,14 +32,15 @@
 #include "kv.pb-c.h"
 #include "raft.h"
 
-enum {
-    KV_OK = 0,
-    KV_EFULL = 1, /* the map is full: nothing of the batch was applied */
-    KV_EIO = 2,
-    KV_ENOMEM = 3,
-    KV_EORDER = 4,   /* entries not consecutive after the applied index */
-    KV_EDAMAGED = 5, /* a stored value fails its checksum: this copy must not be served */
-};
+#include "errors.h" /* KV_OK, KV_E... */
+
+/* The commands that only read (answered by ReadIndex or a lease, not the
+ * log), and the most keys one MGET or DEL may name. */
+static inline bool kv_op_is_read(Kvpb__Op op)
+{
+    return op == KVPB__OP__OP_GET || op == KVPB__OP__OP_EXISTS || op == KVPB__OP__OP_MGET;
+}
+enum { KV_MAX_KEYS = 64 };
 
 struct kv_sm;
 

@@ -28,13 +28,18 @@ void raft_config_default(struct raft_config *cfg)
     cfg->snapshot_chunk_bytes = (size_t)1 << 20;
 }
 
-/* splitmix64: small, fast, and good enough for timeouts (host contract 3). */
-uint64_t raft_random(struct raft *r)
+uint64_t raft_splitmix64(uint64_t *state)
 {
-    uint64_t z = (r->prng += 0x9e3779b97f4a7c15ULL);
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+/* Small, fast, and good enough for timeouts (host contract 3). */
+uint64_t raft_random(struct raft *r)
+{
+    return raft_splitmix64(&r->prng);
 }
 
 static int check_config(const struct raft_config *cfg)

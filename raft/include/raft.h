@@ -71,6 +71,11 @@ enum {
 };
 
 /* A short, static, human-readable message for an error code. */
+/* splitmix64 (Steele, Lea and Flood): the next number of a sequence kept in
+ * *state. The core's timeouts use it; so do the runtime and kvd, for
+ * anything that needs numbers that differ, not secrets. */
+uint64_t raft_splitmix64(uint64_t *state);
+
 const char *raft_strerror(int err);
 
 /* Raft §5.1: every server is in one of these roles. PRE_CANDIDATE is the

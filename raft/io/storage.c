@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,28 @@ struct storage {
     size_t n_groups;
     size_t hook_writes; /* groups written by storage_write_more in this commit */
 };
+
+const char *storage_strerror(int code)
+{
+    switch (code) {
+    case STORAGE_OK:
+        return "ok";
+    case STORAGE_EIO:
+        return "storage: I/O error";
+    case STORAGE_EFULL:
+        return "storage full";
+    case STORAGE_EMISMATCH:
+        return "data directory of another cluster or node";
+    case STORAGE_ECORRUPT:
+        return "stored data damaged";
+    case STORAGE_ENOMEM:
+        return "out of memory";
+    case STORAGE_ELOCKED:
+        return "data directory in use by another process";
+    default:
+        return "unknown storage error";
+    }
+}
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -286,8 +309,56 @@ static const char *read_meta(const uint8_t *buf, size_t pgno, struct meta_page *
 
 #define RESTORE_ADVICE "(restore it from a copy, or replace the node)"
 
+/* Whether every page in use can be read: a child process opens the
+ * environment and reads every record of every database, every page of
+ * each; a read past the end of a truncated file kills it with SIGBUS, not
+ * us. Run only when the file is shorter than its meta page counts, which
+ * a healthy file can be too (pages taken and freed in one transaction are
+ * never written). */
+static bool readable_in_child(const char *path)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        MDB_env *env;
+        MDB_txn *txn;
+        MDB_dbi main_db;
+        MDB_cursor *names;
+        MDB_val k, d;
+        if (mdb_env_create(&env) || mdb_env_set_maxdbs(env, MAX_DBS) ||
+            mdb_env_set_mapsize(env, (size_t)1 << 40) ||
+            mdb_env_open(env, path, MDB_RDONLY | MDB_NOLOCK, 0644) ||
+            mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) || mdb_dbi_open(txn, NULL, 0, &main_db) ||
+            mdb_cursor_open(txn, main_db, &names))
+            _exit(1);
+        volatile uint8_t sum = 0;
+        while (mdb_cursor_get(names, &k, &d, MDB_NEXT) == 0) {
+            char name[512];
+            MDB_dbi db;
+            MDB_cursor *c;
+            if (k.mv_size >= sizeof(name))
+                continue;
+            memcpy(name, k.mv_data, k.mv_size);
+            name[k.mv_size] = '\0';
+            if (mdb_dbi_open(txn, name, 0, &db) || mdb_cursor_open(txn, db, &c))
+                continue; /* a plain record of the main database */
+            MDB_val ck, cd;
+            while (mdb_cursor_get(c, &ck, &cd, MDB_NEXT) == 0)
+                for (size_t i = 0; i < cd.mv_size; i += 1024)
+                    sum ^= ((const uint8_t *)cd.mv_data)[i];
+            mdb_cursor_close(c);
+        }
+        _exit(0); /* every page was read: none lies past the end */
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 /* A missing or empty data file is a fresh directory; anything else must
- * hold every page its newer meta page counts. */
+ * hold its meta pages, its roots, and every page in use. */
 static int check_data_file(const char *path, char *err, size_t errlen)
 {
     char file[4096];
@@ -349,11 +420,12 @@ static int check_data_file(const char *path, char *err, size_t errlen)
     for (int i = 0; i < 2; i++)
         if (newest->roots[i] != (size_t)-1 && (newest->roots[i] + 1ULL) * newest->psize > need)
             need = (newest->roots[i] + 1ULL) * newest->psize;
-    if (size < need)
+    unsigned long long counted = (newest->last_pg + 1ULL) * newest->psize;
+    if (size < need || (size < counted && !readable_in_child(path)))
         return fail(
             err, errlen, STORAGE_ECORRUPT,
             "data file %s is truncated: %llu bytes, LMDB needs at least %llu " RESTORE_ADVICE, file,
-            size, need);
+            size, counted);
     return STORAGE_OK;
 }
 

@@ -25,14 +25,17 @@
 #include "raft.h"
 
 enum {
+    /* In a range of their own (raft.h's RAFT_ codes are below 100). */
     STORAGE_OK = 0,
-    STORAGE_EIO = 1,       /* LMDB or the file system failed; see the message */
-    STORAGE_EFULL = 2,     /* the map is full: nothing was written; grow --map-size */
-    STORAGE_EMISMATCH = 3, /* the data directory belongs to another cluster or node */
-    STORAGE_ECORRUPT = 4,  /* stored data does not decode */
-    STORAGE_ENOMEM = 5,
-    STORAGE_ELOCKED = 6, /* another process holds the data directory; the message names it */
+    STORAGE_EIO = 301,       /* LMDB or the file system failed; see the message */
+    STORAGE_EFULL = 302,     /* the map is full: nothing was written; grow --map-size */
+    STORAGE_EMISMATCH = 303, /* the data directory belongs to another cluster or node */
+    STORAGE_ECORRUPT = 304,  /* stored data does not decode */
+    STORAGE_ENOMEM = 305,
+    STORAGE_ELOCKED = 306, /* another process holds the data directory; the message names it */
 };
+/* A word for a STORAGE_ code (the message of the call that failed says more). */
+const char *storage_strerror(int code);
 
 /* Format 2 adds a checksum to every log record (format 1 is still read). */
 enum { STORAGE_FORMAT_VERSION = 2 };

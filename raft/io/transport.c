@@ -108,10 +108,7 @@ struct delayed {
 
 static uint64_t next_random(struct transport *t)
 {
-    uint64_t z = (t->prng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return raft_splitmix64(&t->prng);
 }
 
 static const struct transport_fault *match_fault(const struct transport *t, raft_id peer,
@@ -374,9 +371,7 @@ static void peer_fail(struct peer *p, const char *why)
     peer_disconnect(p);
     if (t->closing)
         return;
-    uint64_t z = (t->prng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ULL;
-    uint32_t delay = p->backoff_ms + (uint32_t)(z % (p->backoff_ms / 2 + 1));
+    uint32_t delay = p->backoff_ms + (uint32_t)(next_random(t) % (p->backoff_ms / 2 + 1));
     p->backoff_ms =
         p->backoff_ms * 2 > t->cfg.backoff_max_ms ? t->cfg.backoff_max_ms : p->backoff_ms * 2;
     uv_timer_start(&p->timer, on_reconnect_timer, delay, 0);

@@ -483,7 +483,7 @@ static void test_healthy_file_with_unwritten_pages_opens(void)
             CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
             CHECK_EQ(mdb_dbi_open(txn, "scratch", MDB_CREATE, &db), 0);
             seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-            char key[16];
+            char key[32];
             snprintf(key, sizeof(key), "k%d.%d", round, i);
             MDB_val k = {strlen(key), key}, v = {20000 + (size_t)(seed >> 33) % 100000, big};
             CHECK_EQ(mdb_put(txn, db, &k, &v, 0), 0);
@@ -559,7 +559,8 @@ static int open_in_child(int *status)
                 storage_loaded_free(&l);
             storage_close(st);
         }
-        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv);
+        /* An exit status holds 8 bits: STORAGE_ codes (301..) go as code - 300. */
+        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv ? rv - 300 : 0);
     }
     close(fds[1]);
     memset(err, 0, sizeof(err));
@@ -569,7 +570,8 @@ static int open_in_child(int *status)
         got += (size_t)r;
     close(fds[0]);
     CHECK(waitpid(pid, status, 0) == pid);
-    return WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+    int code = WIFEXITED(*status) ? WEXITSTATUS(*status) : -1;
+    return code > 0 && code != 99 ? code + 300 : code;
 }
 
 static void expect_in_err(const char *want, int line)
@@ -759,7 +761,8 @@ static void test_commit_cut_short_says_what_to_do(void)
             struct storage_group_write w = {.group = 1, .entries = &e, .n_entries = 1};
             rv = storage_commit(st, &w, 1, err, sizeof(err));
         }
-        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv);
+        /* An exit status holds 8 bits: STORAGE_ codes (301..) go as code - 300. */
+        _exit(write(fds[1], err, strlen(err)) < 0 ? 99 : rv ? rv - 300 : 0);
     }
     close(fds[1]);
     memset(err, 0, sizeof(err));
@@ -771,7 +774,7 @@ static void test_commit_cut_short_says_what_to_do(void)
     int status;
     CHECK(waitpid(pid, &status, 0) == pid);
     CHECK(WIFEXITED(status));
-    CHECK_EQ(WEXITSTATUS(status), STORAGE_EIO);
+    CHECK_EQ(WEXITSTATUS(status) + 300, STORAGE_EIO);
     expect_in_err("storage: I/O error while committing", __LINE__);
     expect_in_err("no space left on device", __LINE__);
     expect_in_err("then restart the node", __LINE__);
