@@ -36,6 +36,9 @@ static const char usage_text[] =
     "                         order). Default: 127.0.0.1:6381 .. 127.0.0.1:6385\n"
     "  --json                 print JSON instead of text\n"
     "  --timeout MS           per attempt (default 6000)\n"
+    "  --auth FILE            the password (first line of FILE) of nodes started with\n"
+    "                         --requirepass; or set KVCTL_AUTH to it\n"
+    "  --admin-token FILE     the admin token (transfer, on nodes with --admin-token)\n"
     "\n"
     "A write that fails on one node (connection lost) is sent to the next with the same\n"
     "session, so it is applied at most once. Exit status: 0 done, 1 not found / CAS\n"
@@ -49,7 +52,25 @@ struct opts {
     int n;
     bool json;
     int timeout_ms;
+    char user[8];     /* AUTH's user: "default" (the password) or "admin" */
+    char secret[256]; /* empty: no AUTH */
 };
+
+/* The first line of a secret file. */
+static void read_secret(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)len, f)) {
+        fprintf(stderr, "kvctl: cannot read %s\n", path);
+        exit(2);
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    if (!out[0]) {
+        fprintf(stderr, "kvctl: %s is empty\n", path);
+        exit(2);
+    }
+}
 
 static void usage_error(const char *msg)
 {
@@ -67,6 +88,16 @@ static redisContext *connect_to(const struct opts *o, int i)
         return NULL;
     }
     redisSetTimeout(c, tv);
+    if (o->secret[0]) {
+        redisReply *r = redisCommand(c, "AUTH %s %s", o->user, o->secret);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            fprintf(stderr, "kvctl: %s:%d refused the %s: %s\n", o->hosts[i], o->ports[i],
+                    strcmp(o->user, "admin") ? "password" : "admin token",
+                    r ? r->str : "connection lost");
+            exit(3);
+        }
+        freeReplyObject(r);
+    }
     return c;
 }
 
@@ -269,6 +300,12 @@ int main(int argc, char **argv)
             if (split_addr(argv[++i], host, sizeof(host), &o.ports[o.n]))
                 usage_error("--node wants HOST:PORT (a node's Redis port, 6380+id by default)");
             snprintf(o.hosts[o.n++], sizeof(o.hosts[0]), "%s", host);
+        } else if (!strcmp(argv[i], "--auth") && i + 1 < argc) {
+            read_secret(argv[++i], o.secret, sizeof(o.secret));
+            snprintf(o.user, sizeof(o.user), "default");
+        } else if (!strcmp(argv[i], "--admin-token") && i + 1 < argc) {
+            read_secret(argv[++i], o.secret, sizeof(o.secret));
+            snprintf(o.user, sizeof(o.user), "admin");
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             o.timeout_ms = atoi(argv[++i]);
             if (o.timeout_ms <= 0)
@@ -276,6 +313,11 @@ int main(int argc, char **argv)
         } else {
             usage_error("unknown option (or missing value)");
         }
+    }
+    const char *env = getenv("KVCTL_AUTH");
+    if (!o.secret[0] && env && env[0]) {
+        snprintf(o.secret, sizeof(o.secret), "%s", env);
+        snprintf(o.user, sizeof(o.user), "default");
     }
     if (o.n == 0)
         for (; o.n < 5; o.n++) {

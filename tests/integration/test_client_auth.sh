@@ -57,6 +57,21 @@ check "saying how to turn it on" grep -q "enable-fault-injection" "$T/body"
 CURL_AUTH=(-H "Authorization: Bearer $PASSWORD")
 check "metrics with the password" test -n "$(metric "$L" raftkv_clients_max)"
 
+# kvctl authenticates with --auth FILE (or KVCTL_AUTH) and --admin-token FILE.
+KVCTL=$(dirname "$KVD")/kvctl
+L=$(leader || echo 1)
+NODE=(--node "127.0.0.1:$(resp_port "$L")")
+check "kvctl --auth writes" "$KVCTL" "${NODE[@]}" --auth "$T/pass" put kk vv
+check "and reads" eq "$("$KVCTL" "${NODE[@]}" --auth "$T/pass" get kk)" vv
+check "KVCTL_AUTH works too" eq "$(KVCTL_AUTH=$PASSWORD "$KVCTL" "${NODE[@]}" get kk)" vv
+echo wrong >"$T/wrong" && chmod 600 "$T/wrong"
+set +e
+out=$("$KVCTL" "${NODE[@]}" --auth "$T/wrong" get kk 2>&1)
+rc=$?
+set -e
+check "a wrong password: exit 3, saying so" eq "$rc:$(grep -c 'refused the password' <<<"$out")" "3:1"
+check "kvctl transfer with the admin token" "$KVCTL" "${NODE[@]}" --admin-token "$T/admin" transfer
+
 # Protected mode for clients.
 echo "node 1 127.0.0.1 raft=$(raft_port 8) resp=$(resp_port 8) http=$(http_port 8) clients=0.0.0.0" >"$T/open.conf"
 set +e
