@@ -23,7 +23,7 @@
 static const char usage_text[] =
     "usage: kvbench [--node HOST:PORT] [--proto resp|http|etcd] [--op set|get|incr]\n"
     "               [--connections N] [--seconds S] [--keys K] [--value-size B]\n"
-    "               [--metrics HOST:PORT] [--csv]\n"
+    "               [--metrics HOST:PORT] [--auth FILE] [--csv]\n"
     "\n"
     "Closed loop: each of N connections (default 16) sends its next command as soon as the\n"
     "last is answered, for S seconds (default 5, at most 600), on keys key:0..K-1 (default\n"
@@ -77,6 +77,8 @@ struct bench {
     int open;
     char first_error[160];
     uv_timer_t timer;
+    char password[256]; /* --auth: AUTH on each RESP connection, Bearer over HTTP */
+    char auth_header[300];
 };
 
 static void send_next(struct client *c);
@@ -217,9 +219,10 @@ static void http_send_next(struct client *c, const char *key)
     int n;
     if (b->proto == PROTO_HTTP) {
         n = set ? snprintf(req, cap,
-                           "PUT /v1/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n\r\n%s",
-                           key, b->host, b->value_len, b->value)
-                : snprintf(req, cap, "GET /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n\r\n", key, b->host);
+                           "PUT /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %zu\r\n\r\n%s",
+                           key, b->host, b->auth_header, b->value_len, b->value)
+                : snprintf(req, cap, "GET /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", key, b->host,
+                           b->auth_header);
     } else {
         char k64[64];
         base64(k64, key, strlen(key));
@@ -423,6 +426,17 @@ int main(int argc, char **argv)
             b.value_len = (size_t)atol(v);
         } else if (!strcmp(a, "--metrics")) {
             metrics = v;
+        } else if (!strcmp(a, "--auth")) {
+            /* A node's --requirepass: the first line of FILE. */
+            FILE *f = v ? fopen(v, "r") : NULL;
+            if (!f || !fgets(b.password, sizeof(b.password), f)) {
+                fprintf(stderr, "kvbench: cannot read the password in %s\n", v ? v : "(none)");
+                return 2;
+            }
+            fclose(f);
+            b.password[strcspn(b.password, "\r\n")] = '\0';
+            snprintf(b.auth_header, sizeof(b.auth_header), "Authorization: Bearer %s\r\n",
+                     b.password);
         } else {
             fprintf(stderr, "kvbench: unknown option %s (kvbench --help)\n", a);
             return 2;
@@ -472,6 +486,8 @@ int main(int argc, char **argv)
         redisLibuvAttach(c->ac, b.loop);
         redisAsyncSetConnectCallback(c->ac, on_connect);
         redisAsyncSetDisconnectCallback(c->ac, on_disconnect);
+        if (b.password[0]) /* first on the connection; its answer is not counted */
+            redisAsyncCommand(c->ac, NULL, NULL, "AUTH %s", b.password);
         b.open++;
     }
     b.start_ns = uv_hrtime();

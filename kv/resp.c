@@ -431,6 +431,16 @@ static bool run_local(struct conn *c, const struct cmd *k)
     } else if (!strcasecmp(name, "QUIT")) {
         buf_puts(out, "+OK\r\n");
         c->quit = true;
+        /* What was pipelined after it is not run (as Redis): dropped, so
+         * that the connection closes once the answers are out. */
+        while (c->head) {
+            struct cmd *next = c->head->next;
+            c->queued_bytes -= c->head->bytes;
+            c->queued--;
+            cmd_free(c->head);
+            c->head = next;
+        }
+        c->tail = NULL;
     } else if (!strcasecmp(name, "SELECT")) {
         if (k->argc == 2 && !strcmp(k->argv[1], "0"))
             buf_puts(out, "+OK\r\n");

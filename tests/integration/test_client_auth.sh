@@ -72,6 +72,14 @@ set -e
 check "a wrong password: exit 3, saying so" eq "$rc:$(grep -c 'refused the password' <<<"$out")" "3:1"
 check "kvctl transfer with the admin token" "$KVCTL" "${NODE[@]}" --admin-token "$T/admin" transfer
 
+# kvbench too (--auth FILE), over RESP and HTTP.
+KVBENCH=$(dirname "$KVD")/kvbench
+out=$("$KVBENCH" --node "127.0.0.1:$(resp_port "$L")" --auth "$T/pass" --seconds 1 --connections 2)
+check "kvbench --auth over RESP: no errors" eval '! grep -q errors <<<"$out"'
+out=$("$KVBENCH" --proto http --node "127.0.0.1:$(http_port "$L")" --auth "$T/pass" --seconds 1 \
+    --connections 2)
+check "and over HTTP" eval '! grep -q errors <<<"$out"'
+
 # Protected mode for clients.
 echo "node 1 127.0.0.1 raft=$(raft_port 8) resp=$(resp_port 8) http=$(http_port 8) clients=0.0.0.0" >"$T/open.conf"
 set +e

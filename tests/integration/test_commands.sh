@@ -19,6 +19,15 @@ check "CLIENT ID is a small number" grep -qE '^[0-9]{1,9}$' <<<"$(r "$L" CLIENT 
 check "CLIENT INFO" grep -q "^id=[0-9]* name= " <<<"$(r "$L" CLIENT INFO)"
 check "CLIENT with anything else is an error" grep -q "^ERR CLIENT:" <<<"$(r "$L" CLIENT KILL 1.2.3.4:5)"
 
+# QUIT ends the connection even with commands pipelined after it (they are not run).
+exec 7<>"/dev/tcp/127.0.0.1/$(resp_port "$L")"
+printf 'PING\r\nQUIT\r\nSET afterquit 1\r\n' >&7
+# (cat ends with 0 at end of file; 124 if the connection stays open.)
+check "QUIT with commands pipelined after it closes the connection" \
+    eq "$( (timeout 3 cat <&7; echo "rc=$?") | tr -d '\r' | tr '\n' ' ')" "+PONG +OK rc=0 "
+exec 7>&-
+check "and what came after QUIT did not run" eq "$(r "$L" GET afterquit)" ""
+
 # Three values of 7 MB: their MGET through a follower is 21 MB, over the frame limit.
 head -c $((7 << 20)) /dev/zero | tr '\0' y >"$T/v"
 for k in a b c; do
