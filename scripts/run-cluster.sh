@@ -84,6 +84,9 @@ cat <<TXT
     redis-cli -p 6381 info                 (see the "# Raft" section)
     kill -9 <pid of the leader>            (pids: ${PIDS[*]}; a new leader takes over)
 
+  The nodes prove to each other that they hold run/secret (kvd --cluster-secret); the
+  fault filter is off here (cluster-scripts/cluster turns it on to break things).
+
   Ctrl-C stops every node. Following the logs:
 
 TXT

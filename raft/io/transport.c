@@ -996,6 +996,15 @@ static void on_sweep(uv_timer_t *timer)
             conn_close(c);
         }
     }
+    /* Refusals kept quiet in an interval that is over: say how many, even
+     * when no other one comes to carry the count. */
+    for (int k = 0; k < REFUSALS; k++)
+        if (t->refusals_quiet[k] && now - t->refused_at[k] >= REFUSAL_LOG_MS) {
+            tlog(t, "... and %llu more refusals like the last one in %d s",
+                 (unsigned long long)t->refusals_quiet[k], REFUSAL_LOG_MS / 1000);
+            t->refusals_quiet[k] = 0;
+            t->refused_at[k] = 0;
+        }
 }
 
 /* ------------------------------------------------------------------------
