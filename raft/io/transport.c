@@ -854,6 +854,15 @@ static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
     }
     c->state = AUTHED;
     c->reader.max_frame = t->cfg.max_frame;
+    /* The peer is back (it just proved itself): if our own connection to it
+     * waits out a reconnect backoff, try now -- a restarted node hears its
+     * leader at once, not after up to backoff_max_ms. */
+    struct peer *p = find_peer(t, c->node);
+    if (p && !p->tcp && !t->closing) {
+        uv_timer_stop(&p->timer);
+        p->backoff_ms = t->cfg.backoff_min_ms;
+        peer_connect(p);
+    }
     struct codec_handshake welcome = {.kind = CODEC_PROOF};
     handshake_mac(t, 'W', c->node, t->cfg.node_id, c->their_nonce, c->our_nonce, welcome.mac);
     send_handshake(t, &c->tcp, c->node, &welcome);
