@@ -10,7 +10,7 @@
 #                   then make soak-cluster
 #   make soak-cluster  kill -9 and restart nodes of a 5-node kvd cluster under load,
 #                   hundreds of times (SOAK_SECONDS=900); every node must start again
-#   make install    kvd, kvctl, raftsim, raft.h, libraft.a and raft.pc under PREFIX
+#   make install    kvd, kvctl, kvring, raftsim, raft.h, libraft.a and raft.pc under PREFIX
 #                   (default /usr/local)
 #   make deps       install the Debian packages (apt-get; root or sudo)
 #   make clean      remove build/
@@ -52,7 +52,7 @@ LIBS_KV := -lhttp_parser
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
-KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c kv/kvbench.c,$(wildcard kv/*.c))
+KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c kv/kvbench.c kv/kvring.c,$(wildcard kv/*.c))
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -74,11 +74,12 @@ LIBKV := $(OBJ)/libkv.a
 RAFTSIM := $(OBJ)/raftsim
 KVD := $(OBJ)/kvd
 KVCTL := $(OBJ)/kvctl
+KVRING := $(OBJ)/kvring
 KVBENCH := $(OBJ)/kvbench
 NFQ_DELAY := $(OBJ)/nfq-delay
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVBENCH) $(NFQ_DELAY) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(NFQ_DELAY) $(UNIT_BIN)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -151,6 +152,11 @@ $(KVD): $(OBJ)/kv/kvd.o $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 $(KVCTL): $(OBJ)/kv/kvctl.o
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV)) -o $@
+
+# The offline placement calculator: ring.c alone, no server.
+$(KVRING): $(OBJ)/kv/kvring.o $(OBJ)/kv/ring.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs libxxhash) -lm -o $@
 
 $(KVBENCH): $(OBJ)/kv/kvbench.o
 	$(call say,LD,$@)
@@ -263,6 +269,7 @@ install: all
 	install -m 755 $(RAFTSIM) $(DESTDIR)$(PREFIX)/bin/raftsim
 	install -m 755 $(KVD) $(DESTDIR)$(PREFIX)/bin/kvd
 	install -m 755 $(KVCTL) $(DESTDIR)$(PREFIX)/bin/kvctl
+	install -m 755 $(KVRING) $(DESTDIR)$(PREFIX)/bin/kvring
 	install -m 644 raft/include/raft.h $(DESTDIR)$(PREFIX)/include/raft.h
 	install -m 644 $(LIBRAFT) $(DESTDIR)$(PREFIX)/lib/libraft.a
 	sed -e 's|@PREFIX@|$(PREFIX)|' raft/raft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/raft.pc
