@@ -59,7 +59,7 @@ void request_finish(struct kv_server *s, struct request *q, enum kv_code code, c
         s->ops_bad++;
         break;
     }
-    struct kv_reply reply = {code, message, result, q->renewed_client_id};
+    struct kv_reply reply = {code, message, result};
     q->cb(q->ctx, &reply);
     free(q->data);
     free(q);
@@ -85,6 +85,8 @@ static bool renew_session(struct kv_server *s, struct request *q)
         return false;
     cmd->client_id = kv_server_new_client(s);
     cmd->seq = 1;
+    if (q->session && q->sh->index < q->session->n)
+        q->session->slot[q->sh->index] = (struct kv_session_slot){cmd->client_id, 1};
     uint8_t *data;
     size_t len;
     bool ok = kv_command_encode(cmd, &data, &len) == KV_OK;
@@ -119,6 +121,8 @@ void request_answered(struct kv_server *s, struct request *q, Kvpb__ReplyCode co
         return;
     case KVPB__REPLY_CODE__REPLY_NOT_LEADER:
         q->leader_hint = leader != s->cfg.id ? leader : 0;
+        if (leader)
+            q->sh->leader_hint = leader;
         q->next_try_ms = now + (leader ? 0 : NO_LEADER_RETRY_MS);
         snprintf(q->last_error, sizeof(q->last_error), "no leader could commit it");
         break;
@@ -156,7 +160,7 @@ static void serve_local_read(struct kv_server *s, struct request *q)
 {
     Kvpb__Command *cmd = kvpb__command__unpack(NULL, q->len, q->data);
     struct kv_result r;
-    int rc = cmd ? kv_sm_read(s->sm, cmd, &r) : KV_EIO;
+    int rc = cmd ? kv_sm_read(q->sh->sm, cmd, &r) : KV_EIO;
     if (rc != KV_OK) {
         if (cmd)
             kvpb__command__free_unpacked(cmd, NULL);
@@ -168,8 +172,52 @@ static void serve_local_read(struct kv_server *s, struct request *q)
     kv_result_free(&r);
 }
 
-/* Send q where it can be executed: here if we lead, to the leader if one
- * is known; otherwise wait a little for an election. */
+/* Where to send q: the shard's leader as this node knows it (its own core
+ * when it hosts the shard, else the last hint); when none is known, a node
+ * that does not host the shard asks its replicas in turn (one that is not
+ * the leader answers with the leader it knows). 0: wait for an election. */
+static raft_id target_of(struct kv_server *s, struct request *q)
+{
+    struct shard *sh = q->sh;
+    raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : 0;
+    if (!leader || leader == s->cfg.id)
+        leader = leader ? leader : q->leader_hint;
+    if (!leader && !sh->hosted)
+        leader = sh->leader_hint;
+    q->leader_hint = 0;
+    if (!leader && !sh->hosted) {
+        /* Next replica in turn, preferring those we are connected to. */
+        const struct ring_map *m = ring_map(s->ring);
+        const uint64_t *reps = ring_replicas(s->ring, sh->index);
+        struct transport *t = raft_node_transport(s->node);
+        leader = reps[sh->next_replica++ % m->replicas];
+        for (uint32_t k = 0; k < m->replicas && !transport_peer_connected(t, leader); k++)
+            leader = reps[sh->next_replica++ % m->replicas];
+    }
+    return leader;
+}
+
+static void give_up(struct kv_server *s, struct request *q)
+{
+    char msg[256];
+    struct shard *sh = q->sh;
+    raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
+    char where[48] = "";
+    if (s->n_shards > 1)
+        snprintf(where, sizeof(where), " of shard %u", sh->index);
+    if (leader)
+        snprintf(msg, sizeof(msg),
+                 "no quorum: not done within %u ms (leader%s %" PRIu64 "; last: %s)",
+                 s->cfg.request_timeout_ms, where, leader,
+                 q->last_error[0] ? q->last_error : "no answer from the leader");
+    else
+        snprintf(msg, sizeof(msg), "no quorum: no leader%s elected within %u ms", where,
+                 s->cfg.request_timeout_ms);
+    request_finish(s, q, KV_TIMEOUT, msg, NULL);
+}
+
+/* Send q where it can be executed: here if we lead its shard, to the
+ * leader if one is known; otherwise wait a little for an election. */
 static void attempt(struct kv_server *s, struct request *q)
 {
     uint64_t now = now_ms(s);
@@ -179,31 +227,19 @@ static void attempt(struct kv_server *s, struct request *q)
         return;
     }
     if (now >= q->deadline_ms) {
-        char msg[256];
-        raft_id leader = raft_leader(core(s));
-        if (leader)
-            snprintf(msg, sizeof(msg),
-                     "no quorum: not done within %u ms (leader %" PRIu64 "; last: %s)",
-                     s->cfg.request_timeout_ms, leader,
-                     q->last_error[0] ? q->last_error : "no answer from the leader");
-        else
-            snprintf(msg, sizeof(msg), "no quorum: no leader elected within %u ms",
-                     s->cfg.request_timeout_ms);
-        request_finish(s, q, KV_TIMEOUT, msg, NULL);
+        give_up(s, q);
         return;
     }
-    if (q->is_read && s->cfg.read_mode == KV_READ_LOCAL) {
+    struct shard *sh = q->sh;
+    if (q->is_read && s->cfg.read_mode == KV_READ_LOCAL && sh->hosted) {
         serve_local_read(s, q);
         return;
     }
-    raft_id leader = raft_leader(core(s));
-    if (!leader || leader == s->cfg.id)
-        leader = leader ? leader : q->leader_hint;
-    q->leader_hint = 0;
-    if (leader == s->cfg.id && raft_role_of(core(s)) == RAFT_LEADER) {
+    raft_id leader = target_of(s, q);
+    if (leader == s->cfg.id && sh->hosted && raft_role_of(core(s, sh)) == RAFT_LEADER) {
         q->local_exec = true;
         q->next_try_ms = q->deadline_ms;
-        exec_start(s, s->cfg.id, q->id, q->data, q->len);
+        exec_start(s, sh, s->cfg.id, q->id, q->data, q->len);
         return;
     }
     if (!leader || leader == s->cfg.id) {
@@ -218,9 +254,11 @@ static void attempt(struct kv_server *s, struct request *q)
     Kvpb__Request req = KVPB__REQUEST__INIT;
     req.id = q->id;
     req.command = cmd;
+    req.epoch = ring_map(s->ring)->epoch;
+    req.placement = ring_fingerprint(s->ring);
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
-    send_relay(s, leader, &relay);
+    send_relay(s, sh->group, leader, &relay);
     q->sent_to = leader;
     s->forwarded++;
     kvpb__command__free_unpacked(cmd, NULL);
@@ -228,26 +266,29 @@ static void attempt(struct kv_server *s, struct request *q)
     q->next_try_ms = now + s->cfg.raft.election_timeout_ms;
 }
 
-void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, kv_done_cb cb,
-                      void *ctx)
+void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *cmd,
+                   struct kv_session *session, bool renew, uint64_t deadline_ms, kv_done_cb cb,
+                   void *ctx)
 {
     struct request *q = calloc(1, sizeof(*q));
     uint8_t *data = NULL;
     size_t len = 0;
     if (!q || kv_command_encode(cmd, &data, &len) != KV_OK) {
         free(q);
-        struct kv_reply reply = {KV_UNAVAILABLE, "out of memory", NULL, 0};
+        struct kv_reply reply = {KV_UNAVAILABLE, "out of memory", NULL};
         cb(ctx, &reply);
         return;
     }
     q->id = ++s->next_request_id;
+    q->sh = sh;
+    q->session = session;
     q->data = data;
     q->len = len;
     q->is_read = kv_op_is_read(cmd->op);
-    q->renew = flags & KV_SUBMIT_RENEW;
+    q->renew = renew;
     q->start_ms = now_ms(s);
     q->start_ns = uv_hrtime();
-    q->deadline_ms = q->start_ms + s->cfg.request_timeout_ms;
+    q->deadline_ms = deadline_ms;
     q->cb = cb;
     q->ctx = ctx;
     q->next = s->requests;
@@ -263,8 +304,10 @@ void requests_sweep(uv_timer_t *t)
     struct kv_server *s = t->data;
     uint64_t now = now_ms(s);
     const char *why = raft_node_error(s->node);
-    if (why && (s->reads || s->writes))
-        fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
+    if (why)
+        fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
+    else
+        balance_leaders(s);
     struct request *q = s->requests, *next;
     for (; q; q = next) {
         next = q->next;
@@ -273,6 +316,11 @@ void requests_sweep(uv_timer_t *t)
         if (q->next_try_ms <= now || q->deadline_ms <= now) {
             if (q->next_try_ms && q->next_try_ms != q->deadline_ms)
                 s->retried++;
+            /* Forwarded and never answered: whoever we took for the leader
+             * may be gone; forget that hint, or every retry goes there. */
+            if (q->sent_to && q->sh->leader_hint == q->sent_to)
+                q->sh->leader_hint = 0;
+            q->sent_to = 0;
             attempt(s, q);
         }
     }

@@ -24,16 +24,17 @@ size_t exec_bucket(uint64_t client, uint64_t seq)
     return (size_t)((client * 0x9e3779b97f4a7c15ULL) ^ seq) % EXEC_BUCKETS;
 }
 
-static void exec_unlink(struct kv_server *s, struct exec *x, struct exec **list)
+static void exec_unlink(struct exec *x, struct exec **list)
 {
+    struct shard *sh = x->sh;
     if (x->prev)
         x->prev->next = x->next;
     else
         *list = x->next;
     if (x->next)
         x->next->prev = x->prev;
-    if (list == &s->writes) {
-        struct exec **p = &s->by_session[exec_bucket(x->client_id, x->seq)];
+    if (list == &sh->writes) {
+        struct exec **p = &sh->by_session[exec_bucket(x->client_id, x->seq)];
         while (*p && *p != x)
             p = &(*p)->chain;
         if (*p)
@@ -41,21 +42,21 @@ static void exec_unlink(struct kv_server *s, struct exec *x, struct exec **list)
     }
 }
 
-static void exec_link(struct kv_server *s, struct exec *x, struct exec **list)
+static void exec_link(struct exec *x, struct exec **list)
 {
+    struct shard *sh = x->sh;
     x->prev = NULL;
     x->next = *list;
     if (*list)
         (*list)->prev = x;
     *list = x;
-    if (list == &s->writes) {
+    if (list == &sh->writes) {
         size_t b = exec_bucket(x->client_id, x->seq);
-        x->chain = s->by_session[b];
-        s->by_session[b] = x;
+        x->chain = sh->by_session[b];
+        sh->by_session[b] = x;
     }
 }
 
-/* Send a Relay (a forwarded request or its answer) to node `to`. */
 Kvpb__ReplyCode reply_code_of(int rv)
 {
     switch (rv) {
@@ -89,11 +90,12 @@ static void exec_free(struct exec *x)
 void exec_answer(struct kv_server *s, struct exec *x, struct exec **list, Kvpb__ReplyCode code,
                  const char *message, const struct kv_result *result)
 {
-    exec_unlink(s, x, list);
+    exec_unlink(x, list);
+    struct shard *sh = x->sh;
     raft_id origin = x->origin;
     uint64_t req_id = x->req_id;
     exec_free(x);
-    reply_to(s, origin, req_id, code, message, result);
+    reply_to(s, sh, origin, req_id, code, message, result);
 }
 
 static size_t put_varint(uint8_t *p, uint64_t v)
@@ -109,7 +111,7 @@ static size_t put_varint(uint8_t *p, uint64_t v)
  * (kv.proto fields 9 and 10), which the state machine expires sessions by
  * (thesis §6.3). Appended to the encoding as it is: a protobuf parser
  * keeps the last value of a field, so no decode and re-encode. */
-static int propose_stamped(struct kv_server *s, const uint8_t *data, size_t len)
+static int propose_stamped(struct kv_server *s, struct shard *sh, const uint8_t *data, size_t len)
 {
     uv_timeval64_t tv;
     uint64_t wall =
@@ -123,14 +125,14 @@ static int propose_stamped(struct kv_server *s, const uint8_t *data, size_t len)
     n += put_varint(buf + n, wall);
     buf[n++] = 10 << 3; /* session_ttl_ms, varint */
     n += put_varint(buf + n, s->cfg.session_ttl_ms);
-    int rv = raft_node_propose(s->node, GROUP, buf, n);
+    int rv = raft_node_propose(s->node, sh->group, buf, n);
     if (buf != stack)
         free(buf);
     return rv;
 }
 
-void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
-                size_t len)
+void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+                const uint8_t *data, size_t len)
 {
     Kvpb__Command *cmd = kvpb__command__unpack(NULL, len, data);
     struct exec *x = calloc(1, sizeof(*x));
@@ -138,11 +140,12 @@ void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint
         if (cmd)
             kvpb__command__free_unpacked(cmd, NULL);
         free(x);
-        reply_to(s, origin, req_id,
+        reply_to(s, sh, origin, req_id,
                  cmd ? KVPB__REPLY_CODE__REPLY_UNAVAILABLE : KVPB__REPLY_CODE__REPLY_BAD_REQUEST,
                  cmd ? "out of memory" : "command does not decode", NULL);
         return;
     }
+    x->sh = sh;
     x->origin = origin;
     x->req_id = req_id;
     x->start_ms = now_ms(s);
@@ -151,66 +154,74 @@ void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint
         /* Linked before the call: read_done may come before it returns. */
         x->cmd = cmd;
         x->read_id = ++s->next_read_id;
-        exec_link(s, x, &s->reads);
-        rv = raft_node_read(s->node, GROUP, x->read_id);
+        exec_link(x, &sh->reads);
+        rv = raft_node_read(s->node, sh->group, x->read_id);
         if (rv == RAFT_OK)
             return;
-        exec_unlink(s, x, &s->reads);
+        exec_unlink(x, &sh->reads);
     } else {
         x->client_id = cmd->client_id;
         x->seq = cmd->seq;
         kvpb__command__free_unpacked(cmd, NULL);
-        exec_link(s, x, &s->writes);
-        rv = propose_stamped(s, data, len);
+        exec_link(x, &sh->writes);
+        rv = propose_stamped(s, sh, data, len);
         if (rv == RAFT_OK)
             return;
-        exec_unlink(s, x, &s->writes);
+        exec_unlink(x, &sh->writes);
     }
     exec_free(x);
-    reply_to(s, origin, req_id, reply_code_of(rv), reply_message_of(s, rv), NULL);
+    reply_to(s, sh, origin, req_id, reply_code_of(rv), reply_message_of(s, rv), NULL);
 }
 
 /* Reads whose index the state machine has reached. */
-void serve_reads(struct kv_server *s)
+void serve_reads(struct kv_server *s, struct shard *sh)
 {
-    raft_index applied = kv_sm_applied(s->sm);
-    struct exec *x = s->reads, *next;
+    raft_index applied = kv_sm_applied(sh->sm);
+    struct exec *x = sh->reads, *next;
     for (; x; x = next) {
         next = x->next;
         if (!x->read_ready || x->read_index > applied)
             continue;
         struct kv_result r;
-        int rc = kv_sm_read(s->sm, x->cmd, &r);
+        int rc = kv_sm_read(sh->sm, x->cmd, &r);
         if (rc == KV_OK) {
-            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
+            exec_answer(s, x, &sh->reads, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
             kv_result_free(&r);
         } else {
-            exec_answer(s, x, &s->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, read_failed(s, rc),
+            exec_answer(s, x, &sh->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, read_failed(s, rc),
                         NULL);
         }
-        next = s->reads; /* replies may run callbacks that changed the list */
+        next = sh->reads; /* replies may run callbacks that changed the list */
     }
     /* A read waiting for entries already applied in a commit that lingers
      * for more writes (node.c): do not let it wait. */
-    for (x = s->reads; x; x = x->next)
+    for (x = sh->reads; x; x = x->next)
         if (x->read_ready) {
             raft_node_flush(s->node);
             break;
         }
 }
 
-void fail_writes(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
+void fail_writes(struct kv_server *s, struct shard *sh, Kvpb__ReplyCode code, const char *message)
 {
-    while (s->writes)
-        exec_answer(s, s->writes, &s->writes, code, message, NULL);
+    while (sh->writes)
+        exec_answer(s, sh->writes, &sh->writes, code, message, NULL);
 }
 
-/* Leadership lost (or the node failed): every command executing here is
- * answered "not leader"; coordinators retry elsewhere with the same
- * session, so a write that commits after all is not applied twice. */
-void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
+/* Leadership of the shard lost (or the node failed): every command
+ * executing here for it is answered "not leader"; coordinators retry
+ * elsewhere with the same session, so a write that commits after all is
+ * not applied twice. */
+void fail_execs(struct kv_server *s, struct shard *sh, Kvpb__ReplyCode code, const char *message)
 {
-    while (s->reads)
-        exec_answer(s, s->reads, &s->reads, code, message, NULL);
-    fail_writes(s, code, message);
+    while (sh->reads)
+        exec_answer(s, sh->reads, &sh->reads, code, message, NULL);
+    fail_writes(s, sh, code, message);
+}
+
+void fail_all_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message)
+{
+    for (uint32_t i = 0; i < s->n_shards; i++)
+        if (s->shards[i].hosted)
+            fail_execs(s, &s->shards[i], code, message);
 }

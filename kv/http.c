@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "commands.h"
 #include "tcp.h"
 
 enum {
@@ -45,9 +46,9 @@ struct conn {
     size_t drained; /* bytes dropped since done */
     uv_shutdown_t shutdown;
     struct buf out;
-    uint64_t client_id, seq;
-    bool in_message;       /* a request has begun and is not complete (the partial timeout) */
-    enum kv_access access; /* this request's: what its Authorization header opens */
+    struct kv_session session; /* the connection's own (server.h) */
+    bool in_message;           /* a request has begun and is not complete (the partial timeout) */
+    enum kv_access access;     /* this request's: what its Authorization header opens */
 };
 
 struct http_server {
@@ -69,6 +70,7 @@ static void conn_release(struct tcp_conn *base)
     buf_free(&c->field);
     buf_free(&c->value);
     buf_free(&c->out);
+    kv_session_release(&c->session);
 }
 
 static void conn_close(struct conn *c)
@@ -260,11 +262,11 @@ static void set_value(json_t *o, const char *name, const struct kv_value *v)
  * Requests
  * ------------------------------------------------------------------------ */
 
-enum kind { KIND_GET, KIND_PUT, KIND_DEL, KIND_CAS };
-
+/* A key-value request on its way: the RESP command it is (commands.h),
+ * which says what its answer holds. */
 struct pending {
     struct conn *c;
-    enum kind kind;
+    const struct kv_command *cmd;
     char *key;
 };
 
@@ -279,10 +281,6 @@ static void on_done(void *ctx, const struct kv_reply *r)
         free(p);
         return;
     }
-    if (r->renewed_client_id) {
-        c->client_id = r->renewed_client_id;
-        c->seq = 1;
-    }
     if (r->code != KV_DONE || !r->result) {
         respond_error(c, r->code == KV_BAD ? 400 : 503, r->message ? r->message : "failed");
     } else {
@@ -291,9 +289,9 @@ static void on_done(void *ctx, const struct kv_reply *r)
         json_object_set_new(o, "key", json_string(p->key));
         switch (res->status) {
         case KVPB__STATUS__STATUS_OK:
-            if (p->kind == KIND_GET) {
+            if (kv_command_id(p->cmd) == KV_ID_GET) {
                 set_value(o, "value", &res->values[0]);
-            } else if (p->kind == KIND_DEL) {
+            } else if (kv_command_id(p->cmd) == KV_ID_DEL) {
                 json_object_set_new(o, "deleted", json_integer(res->integer));
             } else {
                 json_object_set_new(o, "ok", json_true());
@@ -355,11 +353,12 @@ static bool url_decode(char *s, size_t *len)
     return true;
 }
 
-static void submit(struct conn *c, Kvpb__Command *cmd, enum kind kind, const char *key)
+static void submit(struct conn *c, Kvpb__Command *cmd, const struct kv_command *what,
+                   const char *key)
 {
-    if (kind != KIND_GET) {
-        cmd->client_id = c->hdr_client ? c->hdr_client : c->client_id;
-        cmd->seq = c->hdr_client ? c->hdr_seq : ++c->seq;
+    if (c->hdr_client) {
+        cmd->client_id = c->hdr_client;
+        cmd->seq = c->hdr_seq;
     }
     struct pending *p = malloc(sizeof(*p));
     char *k = strdup(key);
@@ -369,11 +368,26 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum kind kind, const cha
         respond_error(c, 503, "out of memory");
         return;
     }
-    *p = (struct pending){c, kind, k};
+    *p = (struct pending){c, what, k};
     c->base.busy = true;
     /* A connection's own session is renewed when it expires; one named in
      * X-Client-Id is the client's to handle. */
-    kv_server_submit(c->hs->kv, cmd, c->hdr_client ? 0 : KV_SUBMIT_RENEW, on_done, p);
+    kv_server_submit(c->hs->kv, cmd, c->hdr_client ? NULL : &c->session, on_done, p);
+}
+
+/* /v1/kv/KEY is GET key, SET key body or DEL key, by its method. */
+static const struct kv_command *kv_route_command(int method)
+{
+    switch (method) {
+    case HTTP_GET:
+        return &kv_commands[KV_ID_GET];
+    case HTTP_PUT:
+        return &kv_commands[KV_ID_SET];
+    case HTTP_DELETE:
+        return &kv_commands[KV_ID_DEL];
+    default:
+        return NULL;
+    }
 }
 
 static void handle_kv(struct conn *c, int method, char *key, size_t keylen)
@@ -383,27 +397,19 @@ static void handle_kv(struct conn *c, int method, char *key, size_t keylen)
         return;
     }
     key[keylen] = '\0';
+    const struct kv_command *what = kv_route_command(method);
+    if (!what) {
+        respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/KEY");
+        return;
+    }
     Kvpb__Command cmd = KVPB__COMMAND__INIT;
     ProtobufCBinaryData k = {keylen, (uint8_t *)key};
+    cmd.op = what->op;
     cmd.keys = &k;
     cmd.n_keys = 1;
-    switch (method) {
-    case HTTP_GET:
-        cmd.op = KVPB__OP__OP_GET;
-        submit(c, &cmd, KIND_GET, key);
-        return;
-    case HTTP_PUT:
-        cmd.op = KVPB__OP__OP_SET;
+    if (kv_command_id(what) == KV_ID_SET)
         cmd.value = (ProtobufCBinaryData){c->body.len, (uint8_t *)c->body.p};
-        submit(c, &cmd, KIND_PUT, key);
-        return;
-    case HTTP_DELETE:
-        cmd.op = KVPB__OP__OP_DEL;
-        submit(c, &cmd, KIND_DEL, key);
-        return;
-    default:
-        respond_error(c, 405, "use GET, PUT or DELETE on /v1/kv/KEY");
-    }
+    submit(c, &cmd, what, key);
 }
 
 static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
@@ -429,9 +435,10 @@ static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
                       "{\"expect_absent\": true, \"value\": \"new\"}");
         return;
     }
+    const struct kv_command *what = &kv_commands[KV_ID_CAS];
     Kvpb__Command cmd = KVPB__COMMAND__INIT;
     ProtobufCBinaryData k = {keylen, (uint8_t *)key};
-    cmd.op = KVPB__OP__OP_CAS;
+    cmd.op = what->op;
     cmd.keys = &k;
     cmd.n_keys = 1;
     cmd.value =
@@ -441,7 +448,7 @@ static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
                                              (uint8_t *)json_string_value(expected)};
     else
         cmd.expect_absent = true;
-    submit(c, &cmd, KIND_CAS, key);
+    submit(c, &cmd, what, key);
     json_decref(o);
 }
 
@@ -562,6 +569,23 @@ static void emit_metrics(void *arg, const char *text)
     buf_puts(arg, text);
 }
 
+/* What a path needs, as commands.h flags: one that does what a RESP
+ * command does, what that command needs (the same table decides for both
+ * doors). Unknown paths need the password too, to be told they are. */
+static unsigned route_flags(const char *path)
+{
+    if (!strcmp(path, "/v1/transfer"))
+        return kv_commands[KV_ID_RAFT_TRANSFER].flags;
+    if (!strcmp(path, "/v1/status") || !strcmp(path, "/v1/ring") ||
+        !strncmp(path, "/v1/locate/", 11))
+        return kv_commands[KV_ID_RAFT_STATUS].flags; /* what the cluster looks like */
+    /* The fault filter, which RESP has no command for. */
+    if (!strcmp(path, "/v1/admin/faults"))
+        return KV_CMD_ADMIN;
+    /* The data path (/v1/kv/, /v1/cas/), /metrics. */
+    return 0;
+}
+
 static void dispatch(struct conn *c)
 {
     struct kv_server *kv = c->hs->kv;
@@ -576,8 +600,7 @@ static void dispatch(struct conn *c)
     if (query)
         *query++ = '\0';
     size_t len = strlen(url);
-    bool control = !strcmp(url, "/v1/transfer") || !strcmp(url, "/v1/admin/faults");
-    if (!allowed(c, control ? KV_ACCESS_ADMIN : KV_ACCESS_DATA))
+    if (!allowed(c, kv_command_access(route_flags(url))))
         return;
     if (!strncmp(url, "/v1/kv/", 7)) {
         handle_kv(c, method, url + 7, len - 7);
@@ -586,6 +609,14 @@ static void dispatch(struct conn *c)
     } else if (!strcmp(url, "/v1/status")) {
         json_t *st = kv_server_status(kv);
         respond_json(c, 200, st);
+    } else if (!strcmp(url, "/v1/ring")) {
+        respond_json(c, 200, kv_server_ring(kv));
+    } else if (!strncmp(url, "/v1/locate/", 11)) {
+        size_t keylen = len - 11;
+        if (!url_decode(url + 11, &keylen) || keylen == 0)
+            respond_error(c, 400, "use GET /v1/locate/KEY (KEY percent-encoded, not empty)");
+        else
+            respond_json(c, 200, kv_server_locate(kv, url + 11, keylen));
     } else if (!strcmp(url, "/metrics")) {
         struct buf b = {0};
         kv_server_metrics(kv, emit_metrics, &b);
@@ -606,7 +637,7 @@ static void dispatch(struct conn *c)
             respond_error(c, 405, "use POST /v1/transfer[?to=N]");
             return;
         }
-        int rv = kv_server_transfer(kv, to);
+        int rv = kv_server_transfer(kv, -1, to);
         if (rv == RAFT_OK)
             respond_json(c, 200, json_pack("{s:b}", "ok", 1));
         else
@@ -622,8 +653,8 @@ static void dispatch(struct conn *c)
                           "--enable-fault-injection (the cluster scripts do)");
     } else {
         respond_error(c, 404,
-                      "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /metrics, "
-                      "/v1/transfer, /v1/admin/faults");
+                      "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /v1/ring, "
+                      "/v1/locate/KEY, /metrics, /v1/transfer, /v1/admin/faults");
     }
 }
 
@@ -835,7 +866,10 @@ static void on_accepted(struct tcp_conn *base)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->keep_alive = true;
-    c->client_id = kv_server_new_client(c->hs->kv);
+    if (kv_session_init(c->hs->kv, &c->session)) {
+        tcp_conn_close(base);
+        return;
+    }
     uv_read_start((uv_stream_t *)&base->tcp, alloc_buf, on_read);
 }
 

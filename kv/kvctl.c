@@ -4,6 +4,7 @@
  * explicit session {client_id, seq} (SESSION client seq ...), so when a
  * node fails under it kvctl can send the same command to the next node and
  * it is still applied at most once (thesis §6.3). */
+#include <ctype.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
@@ -26,8 +27,12 @@ static const char usage_text[] =
     "  cas KEY EXPECTED NEW   set KEY to NEW only if it holds EXPECTED (exit 1 if not)\n"
     "  incr KEY [BY]          add to an integer, print the result\n"
     "  status                 every node of the cluster: role, term, leader, commit, applied,\n"
-    "                         and on the leader how far each follower has replicated\n"
-    "  leader                 the leader's id and Redis address\n"
+    "                         and on the leader how far each follower has replicated; with\n"
+    "                         shards, a shard x node table (L/F/C, term, commit)\n"
+    "  ring                   the shards: their share of the keys, replicas, leader, term,\n"
+    "                         keys and bytes; which node holds and leads how many\n"
+    "  locate KEY             the key's hash, shard, replicas and leader\n"
+    "  leader [KEY]           the leader's id and Redis address (of KEY's shard)\n"
     "  transfer [ID]          ask the leader to hand leadership to ID (or the most\n"
     "                         up-to-date follower)\n"
     "\n"
@@ -174,15 +179,17 @@ static void print_string(const struct opts *o, const char *key, const char *s, s
     }
 }
 
-static json_t *status_of(const struct opts *o, const char *host, int port)
+/* A node's answer to a command that returns JSON (RAFT.STATUS, RAFT.RING,
+ * RAFT.LOCATE key), or NULL. */
+static json_t *json_of(const struct opts *o, const char *host, int port, int argc,
+                       const char **argv)
 {
     struct opts one = *o;
     snprintf(one.hosts[0], sizeof(one.hosts[0]), "%s", host);
     one.ports[0] = port;
     one.n = 1;
     one.timeout_ms = o->timeout_ms < 2000 ? o->timeout_ms : 2000;
-    const char *argv[] = {"RAFT.STATUS"};
-    redisReply *r = run(&one, 1, argv, NULL);
+    redisReply *r = run(&one, argc, argv, NULL);
     json_t *st = NULL;
     if (r && r->type == REDIS_REPLY_STRING) {
         json_error_t e;
@@ -191,6 +198,12 @@ static json_t *status_of(const struct opts *o, const char *host, int port)
     if (r)
         freeReplyObject(r);
     return st;
+}
+
+static json_t *status_of(const struct opts *o, const char *host, int port)
+{
+    const char *argv[] = {"RAFT.STATUS"};
+    return json_of(o, host, port, 1, argv);
 }
 
 static int split_addr(const char *addr, char *host, size_t hostlen, int *port)
@@ -207,6 +220,60 @@ static int split_addr(const char *addr, char *host, size_t hostlen, int *port)
 static json_int_t geti(json_t *o, const char *k)
 {
     return json_integer_value(json_object_get(o, k));
+}
+
+/* A string member, or "" when absent. */
+static const char *str_of(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v ? v : "";
+}
+
+/* A sharded cluster: each node's groups, then a shard x node grid of
+ * L (leader) / F (follower) / C (candidate) with term and commit index;
+ * '-' where the node holds no replica, '?' where it did not answer. */
+static void print_shard_grid(json_t *all, json_int_t shards)
+{
+    size_t i;
+    json_t *st;
+    printf("%-4s %-16s %-12s %6s %6s\n", "ID", "REDIS", "STATE", "GROUPS", "LEADS");
+    json_array_foreach(all, i, st)
+    {
+        const char *role = str_of(st, "role");
+        bool up = strcmp(role, "unreachable") != 0;
+        printf("%-4" JSON_INTEGER_FORMAT " %-16s %-12s", geti(st, "id"), str_of(st, "resp"),
+               !up                       ? "unreachable"
+               : !strcmp(role, "failed") ? "failed"
+                                         : "up");
+        if (up)
+            printf(" %6zu %6" JSON_INTEGER_FORMAT, json_array_size(json_object_get(st, "groups")),
+                   geti(st, "leading"));
+        if (json_is_string(json_object_get(st, "error")))
+            printf("  error: %s", str_of(st, "error"));
+        putchar('\n');
+    }
+    printf("\n%-6s", "SHARD");
+    json_array_foreach(all, i, st) printf(" node %-8" JSON_INTEGER_FORMAT, geti(st, "id"));
+    putchar('\n');
+    for (json_int_t sh = 0; sh < shards; sh++) {
+        printf("%-6" JSON_INTEGER_FORMAT, sh);
+        json_array_foreach(all, i, st)
+        {
+            char cell[32] = "?";
+            if (strcmp(str_of(st, "role"), "unreachable") != 0) {
+                snprintf(cell, sizeof(cell), "-");
+                size_t k;
+                json_t *g;
+                json_array_foreach(json_object_get(st, "groups"), k, g) if (geti(g, "shard") == sh)
+                    snprintf(cell, sizeof(cell),
+                             "%c t%" JSON_INTEGER_FORMAT " c%" JSON_INTEGER_FORMAT,
+                             toupper((unsigned char)str_of(g, "role")[0]), geti(g, "term"),
+                             geti(g, "commit"));
+            }
+            printf(" %-13s", cell);
+        }
+        putchar('\n');
+    }
 }
 
 static int cmd_status(const struct opts *o)
@@ -245,6 +312,8 @@ static int cmd_status(const struct opts *o)
         char *text = json_dumps(all, JSON_COMPACT);
         printf("%s\n", text ? text : "[]");
         free(text);
+    } else if (geti(first, "shards") > 1) {
+        print_shard_grid(all, geti(first, "shards"));
     } else {
         printf("%-4s %-16s %-12s %6s %6s %9s %9s %9s %9s\n", "ID", "REDIS", "ROLE", "TERM",
                "LEADER", "COMMIT", "APPLIED", "LAST", "MATCH");
@@ -279,6 +348,246 @@ static int cmd_status(const struct opts *o)
         }
     }
     json_decref(all);
+    json_decref(first);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * kvctl ring, kvctl locate: the placement (docs/sharding.md)
+ * ------------------------------------------------------------------------ */
+
+static void print_json(json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    printf("%s\n", text ? text : "null");
+    free(text);
+}
+
+/* Every member's RAFT.RING (an array; JSON null for one that did not
+ * answer), from the member list of the first node that answers. */
+static json_t *rings_of_all(const struct opts *o, json_t **first_status)
+{
+    json_t *first = NULL;
+    for (int i = 0; i < o->n && !first; i++)
+        first = status_of(o, o->hosts[i], o->ports[i]);
+    if (!first)
+        return NULL;
+    json_t *all = json_array();
+    size_t idx;
+    json_t *p;
+    json_array_foreach(json_object_get(first, "peers"), idx, p)
+    {
+        char host[64];
+        int port;
+        const char *argv[] = {"RAFT.RING"};
+        json_t *ring = NULL;
+        if (split_addr(json_string_value(json_object_get(p, "resp")), host, sizeof(host), &port) ==
+            0)
+            ring = json_of(o, host, port, 1, argv);
+        json_array_append_new(all, ring ? ring : json_null());
+    }
+    *first_status = first;
+    return all;
+}
+
+/* The row of shard `shard` from the node that knows it best: its leader,
+ * else a replica, else anyone. Borrowed from rings. */
+static json_t *best_row(json_t *rings, json_int_t shard)
+{
+    json_t *best = NULL;
+    int best_rank = -1;
+    size_t i;
+    json_t *ring;
+    json_array_foreach(rings, i, ring)
+    {
+        json_t *row = json_array_get(json_object_get(ring, "ring"), (size_t)shard);
+        if (!row)
+            continue;
+        const char *role = json_string_value(json_object_get(row, "role"));
+        int rank =
+            role && !strcmp(role, "leader") ? 2 : json_is_true(json_object_get(row, "hosted"));
+        if (rank > best_rank) {
+            best = row;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
+static void ids_text(json_t *arr, char *buf, size_t len)
+{
+    size_t at = 0, i;
+    json_t *v;
+    buf[0] = '\0';
+    json_array_foreach(arr, i, v)
+    {
+        int n = snprintf(buf + at, len - at, "%s%" JSON_INTEGER_FORMAT, i ? "," : "",
+                         json_integer_value(v));
+        if (n < 0 || (size_t)n >= len - at)
+            break;
+        at += (size_t)n;
+    }
+}
+
+static int cmd_ring(const struct opts *o)
+{
+    json_t *first = NULL;
+    json_t *rings = rings_of_all(o, &first);
+    json_t *map = NULL;
+    size_t i;
+    json_t *ring;
+    json_array_foreach(rings, i, ring) if (!map && json_is_object(ring)) map = ring;
+    if (!map) {
+        fprintf(stderr, "kvctl: no node answered RAFT.RING\n");
+        json_decref(rings);
+        json_decref(first);
+        return 3;
+    }
+    json_int_t shards = geti(map, "shards");
+    json_t *rows = json_array();
+    for (json_int_t s = 0; s < shards; s++) {
+        json_t *row = best_row(rings, s);
+        json_array_append(rows, row ? row : json_null());
+    }
+    /* Nodes: replicas held, shards led; and the spread of keys. */
+    json_t *nodes = json_object_get(map, "nodes");
+    size_t n_nodes = json_array_size(nodes);
+    json_int_t keys_total = 0, keys_max = 0;
+    double share_max = 0;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        json_int_t k = geti(row, "keys");
+        keys_total += k;
+        keys_max = k > keys_max ? k : keys_max;
+        double sh = json_real_value(json_object_get(row, "share"));
+        share_max = sh > share_max ? sh : share_max;
+    }
+    if (o->json) {
+        json_t *out = json_deep_copy(map);
+        json_object_del(out, "node");
+        json_object_set(out, "ring", rows);
+        print_json(out);
+        json_decref(out);
+    } else {
+        printf("%" JSON_INTEGER_FORMAT " shards x %" JSON_INTEGER_FORMAT
+               " replicas, %" JSON_INTEGER_FORMAT
+               " points per shard and per node, map epoch %" JSON_INTEGER_FORMAT " (%s)\n\n",
+               shards, geti(map, "replicas"), geti(map, "vnodes"), geti(map, "epoch"),
+               json_string_value(json_object_get(map, "fingerprint")));
+        printf("%-5s %-6s %-7s %-14s %-6s %-5s %8s %9s %10s\n", "SHARD", "GROUP", "SHARE",
+               "REPLICAS", "LEADER", "TERM", "COMMIT", "KEYS", "BYTES");
+        json_array_foreach(rows, i, row)
+        {
+            char reps[64];
+            ids_text(json_object_get(row, "replicas"), reps, sizeof(reps));
+            char leader[16] = "-";
+            if (geti(row, "leader"))
+                snprintf(leader, sizeof(leader), "%" JSON_INTEGER_FORMAT, geti(row, "leader"));
+            if (json_is_true(json_object_get(row, "hosted")))
+                printf("%-5zu %-6" JSON_INTEGER_FORMAT
+                       " %5.1f%%  %-14s %-6s %-5" JSON_INTEGER_FORMAT " %8" JSON_INTEGER_FORMAT
+                       " %9" JSON_INTEGER_FORMAT " %10" JSON_INTEGER_FORMAT "\n",
+                       i, geti(row, "group"), 100 * json_real_value(json_object_get(row, "share")),
+                       reps, leader, geti(row, "term"), geti(row, "commit"), geti(row, "keys"),
+                       geti(row, "bytes"));
+            else
+                printf("%-5zu %-6" JSON_INTEGER_FORMAT
+                       " %5.1f%%  %-14s %-6s (no replica answered)\n",
+                       i, geti(row, "group"), 100 * json_real_value(json_object_get(row, "share")),
+                       reps, leader);
+        }
+        printf("\n%-5s %9s %6s\n", "NODE", "REPLICAS", "LEADS");
+        json_t *id;
+        json_array_foreach(nodes, i, id)
+        {
+            int held = 0, leads = 0;
+            size_t k;
+            json_array_foreach(rows, k, row)
+            {
+                size_t r;
+                json_t *rep;
+                json_array_foreach(json_object_get(row, "replicas"), r, rep) held +=
+                    json_integer_value(rep) == json_integer_value(id);
+                leads += geti(row, "leader") == json_integer_value(id) &&
+                         !strcmp(str_of(row, "role"), "leader");
+            }
+            printf("%-5" JSON_INTEGER_FORMAT " %9d %6d\n", json_integer_value(id), held, leads);
+        }
+        double mean = shards ? (double)keys_total / (double)shards : 0;
+        printf("\nbalance: %" JSON_INTEGER_FORMAT " keys, the fullest shard holds %.2fx the mean"
+               "; the largest share of the ring is %.2fx a fair one (%zu nodes)\n",
+               keys_total, mean > 0 ? (double)keys_max / mean : 0.0, share_max * (double)shards,
+               n_nodes);
+    }
+    json_decref(rows);
+    json_decref(rings);
+    json_decref(first);
+    return 0;
+}
+
+/* The resp address of node id, from a RAFT.STATUS answer's peers. */
+static bool resp_of(json_t *status, json_int_t id, char *host, size_t hostlen, int *port)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(status, "peers"), i,
+                       p) if (geti(p, "id") ==
+                              id) return split_addr(json_string_value(json_object_get(p, "resp")),
+                                                    host, hostlen, port) == 0;
+    return false;
+}
+
+static int cmd_locate(const struct opts *o, const char *key)
+{
+    const char *argv[] = {"RAFT.LOCATE", key};
+    json_t *first = NULL, *loc = NULL;
+    for (int i = 0; i < o->n && !first; i++)
+        if ((first = status_of(o, o->hosts[i], o->ports[i])))
+            loc = json_of(o, o->hosts[i], o->ports[i], 2, argv);
+    if (!loc) {
+        fprintf(stderr, "kvctl: no node answered RAFT.LOCATE\n");
+        json_decref(first);
+        return 3;
+    }
+    /* A node that is not a replica knows the leader only by hearsay: ask
+     * the replicas themselves. */
+    size_t i;
+    json_t *rep;
+    json_array_foreach(json_object_get(loc, "replicas"), i, rep)
+    {
+        if (!strcmp(str_of(loc, "role"), "leader"))
+            break;
+        char host[64];
+        int port;
+        json_t *other = NULL;
+        if (resp_of(first, json_integer_value(rep), host, sizeof(host), &port))
+            other = json_of(o, host, port, 2, argv);
+        if (other && json_is_true(json_object_get(other, "hosted"))) {
+            json_decref(loc);
+            loc = other;
+        } else if (other) {
+            json_decref(other);
+        }
+    }
+    if (o->json) {
+        json_object_set_new(loc, "key", json_string(key));
+        print_json(loc);
+    } else {
+        char reps[64];
+        ids_text(json_object_get(loc, "replicas"), reps, sizeof(reps));
+        printf("key %s: hash %s, shard %" JSON_INTEGER_FORMAT " (Raft group %" JSON_INTEGER_FORMAT
+               "), replicas %s, ",
+               key, json_string_value(json_object_get(loc, "hash")), geti(loc, "shard"),
+               geti(loc, "group"), reps);
+        if (geti(loc, "leader"))
+            printf("leader %" JSON_INTEGER_FORMAT "%s%s%s\n", geti(loc, "leader"),
+                   json_object_get(loc, "leader_resp") ? " (" : "", str_of(loc, "leader_resp"),
+                   json_object_get(loc, "leader_resp") ? ")" : "");
+        else
+            printf("no leader known\n");
+    }
+    json_decref(loc);
     json_decref(first);
     return 0;
 }
@@ -338,6 +647,14 @@ int main(int argc, char **argv)
         if (nargs)
             usage_error("status takes no arguments");
         return cmd_status(&o);
+    } else if (!strcmp(cmd, "ring")) {
+        if (nargs)
+            usage_error("ring takes no arguments");
+        return cmd_ring(&o);
+    } else if (!strcmp(cmd, "locate")) {
+        if (nargs != 1)
+            usage_error("usage: kvctl locate KEY");
+        return cmd_locate(&o, args[0]);
     } else if (!strcmp(cmd, "get") && nargs == 1) {
         const char *a[] = {"GET", args[0]};
         r = run(&o, 2, a, NULL);
@@ -393,9 +710,9 @@ int main(int argc, char **argv)
                       : (ok ? "OK\n" : "mismatch: %s does not hold the expected value\n"),
                args[0]);
         rc = ok ? 0 : 1;
-    } else if (!strcmp(cmd, "leader") && nargs == 0) {
-        const char *a[] = {"RAFT.LEADER"};
-        r = run(&o, 1, a, NULL);
+    } else if (!strcmp(cmd, "leader") && nargs <= 1) {
+        const char *a[] = {"RAFT.LEADER", nargs ? args[0] : NULL};
+        r = run(&o, nargs ? 2 : 1, a, NULL);
         if ((rc = fail_reply(&o, r)) >= 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {

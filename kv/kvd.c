@@ -11,6 +11,7 @@
 #include "http.h"
 #include "iolog.h"
 #include "resp.h"
+#include "ring.h"
 #include "server.h"
 #include "transport.h"
 
@@ -39,6 +40,13 @@ static const char usage_text[] =
     "  --map-size MB         LMDB map size, the most data the node holds (default 1024);\n"
     "                        when it is full, writes fail with a clear error until the\n"
     "                        node is restarted with a larger one\n"
+    "\n"
+    "Shards (docs/sharding.md; fixed when the data dir is created, recorded in it):\n"
+    "  --shards G            keys are spread over G shards by consistent hashing, each\n"
+    "                        its own Raft group (default 1: one group on every node)\n"
+    "  --replicas R          nodes per shard (default 3, or every node if fewer; with\n"
+    "                        --shards 1, every node)\n"
+    "  --vnodes V            points per shard and per node on the hash rings (default 64)\n"
     "\n"
     "Raft:\n"
     "  --election-timeout MS (default 1000) followers wait a random time in [MS, 2*MS)\n"
@@ -337,6 +345,24 @@ int main(int argc, char **argv)
             NEED_VALUE();
             snprintf(cluster_name, sizeof(cluster_name), "%s", v);
             name_given = true;
+        } else if (!strcmp(a, "--shards")) {
+            NEED_VALUE();
+            cfg.shards =
+                (uint32_t)parse_num(v, RING_MAX_SHARDS, "--shards: expected 1..4096, got '%s'");
+            if (!cfg.shards)
+                usage_error("--shards: expected 1..4096, got '%s'", v);
+        } else if (!strcmp(a, "--replicas")) {
+            NEED_VALUE();
+            cfg.replicas =
+                (uint32_t)parse_num(v, RING_MAX_REPLICAS, "--replicas: expected 1..7, got '%s'");
+            if (!cfg.replicas)
+                usage_error("--replicas: expected 1..7, got '%s'", v);
+        } else if (!strcmp(a, "--vnodes")) {
+            NEED_VALUE();
+            cfg.vnodes =
+                (uint32_t)parse_num(v, RING_MAX_VNODES, "--vnodes: expected 1..4096, got '%s'");
+            if (!cfg.vnodes)
+                usage_error("--vnodes: expected 1..4096, got '%s'", v);
         } else if (!strcmp(a, "--map-size")) {
             NEED_VALUE();
             map_mb = parse_num(v, 1 << 20, "--map-size: expected megabytes, got '%s'");
@@ -516,9 +542,10 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
-    iolog("kvd %" PRIu64 ": cluster '%s' (%zu nodes), data %s, redis %s:%u, http %s:%u, raft "
-          "%s:%u, reads %s\n",
-          cfg.id, cluster_name, cfg.n_peers, data, self->client_host, self->resp_port,
+    iolog("kvd %" PRIu64 ": cluster '%s' (%zu nodes, %u shard%s), data %s, redis %s:%u, http "
+          "%s:%u, raft %s:%u, reads %s\n",
+          cfg.id, cluster_name, cfg.n_peers, kv_server_shards(d.kv),
+          kv_server_shards(d.kv) == 1 ? "" : "s", data, self->client_host, self->resp_port,
           self->client_host, self->http_port, self->host, self->raft_port,
           cfg.read_mode == KV_READ_INDEX   ? "linearizable"
           : cfg.read_mode == KV_READ_LEASE ? "lease"

@@ -50,22 +50,22 @@ static void result_from_pb(const Kvpb__Result *pb, struct kv_result *r, struct k
                                     pb->values[i].len};
 }
 
-void send_relay(struct kv_server *s, raft_id to, const Kvpb__Relay *relay)
+void send_relay(struct kv_server *s, uint64_t group, raft_id to, const Kvpb__Relay *relay)
 {
     size_t len = kvpb__relay__get_packed_size(relay);
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf)
         return; /* as if lost: the coordinator retries */
     kvpb__relay__pack(relay, buf);
-    transport_forward(raft_node_transport(s->node), to, GROUP, buf, len);
+    transport_forward(raft_node_transport(s->node), to, group, buf, len);
     free(buf);
 }
 
 /* Answer the coordinator of x (local or remote). */
-void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb__ReplyCode code,
-              const char *message, const struct kv_result *result)
+void reply_to(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+              Kvpb__ReplyCode code, const char *message, const struct kv_result *result)
 {
-    raft_id leader = raft_leader(core(s));
+    raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
     if (origin == s->cfg.id) {
         struct request *q = find_request(s, req_id);
         if (q)
@@ -103,45 +103,89 @@ void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb__ReplyC
         reply.message = why;
         reply.result = NULL;
     }
-    send_relay(s, origin, &relay);
+    send_relay(s, sh->group, origin, &relay);
 out:
     free(vals);
     free(present);
 }
 
+/* A request routed by another map than ours (ring.h): neither side may
+ * act on it; the coordinator learns our epoch. */
+static void refuse_placement(struct kv_server *s, uint64_t group, raft_id from,
+                             const Kvpb__Request *req)
+{
+    Kvpb__Reply reply = KVPB__REPLY__INIT;
+    char why[200];
+    snprintf(why, sizeof(why),
+             "node %" PRIu64 " places keys by map epoch %" PRIu64 " (fingerprint %016" PRIx64
+             "), the request was routed by epoch %" PRIu64 " (%016" PRIx64
+             "): the nodes were started with different --shards, --replicas, --vnodes or members",
+             s->cfg.id, ring_map(s->ring)->epoch, ring_fingerprint(s->ring), req->epoch,
+             req->placement);
+    reply.id = req->id;
+    reply.code = KVPB__REPLY_CODE__REPLY_WRONG_PLACEMENT;
+    reply.epoch = ring_map(s->ring)->epoch;
+    reply.message = why;
+    Kvpb__Relay relay = KVPB__RELAY__INIT;
+    relay.reply = &reply;
+    send_relay(s, group, from, &relay);
+}
+
+static void on_request(struct kv_server *s, uint64_t group, raft_id from, const Kvpb__Request *req)
+{
+    if (req->placement != ring_fingerprint(s->ring)) {
+        refuse_placement(s, group, from, req);
+        return;
+    }
+    struct shard *sh = shard_of_group(s, group);
+    if (!sh) {
+        /* Same map, yet not a replica here: the coordinator guessed from a
+         * stale hint. Say who leads, if we know. */
+        struct shard none = {.group = group};
+        if (group >= 1 && group <= s->n_shards)
+            none = s->shards[group - 1];
+        reply_to(s, &none, from, req->id, KVPB__REPLY_CODE__REPLY_NOT_LEADER,
+                 "not a replica of this shard", NULL);
+        return;
+    }
+    size_t clen = kvpb__command__get_packed_size(req->command);
+    uint8_t *buf = malloc(clen ? clen : 1);
+    if (!buf)
+        return;
+    kvpb__command__pack(req->command, buf);
+    if (raft_role_of(core(s, sh)) != RAFT_LEADER)
+        reply_to(s, sh, from, req->id, KVPB__REPLY_CODE__REPLY_NOT_LEADER, "not the leader", NULL);
+    else
+        exec_start(s, sh, from, req->id, buf, clen);
+    free(buf);
+}
+
 void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *body, size_t len)
 {
     struct kv_server *s = data;
-    if (group != GROUP || s->stopping)
+    if (s->stopping)
         return;
     Kvpb__Relay *relay = kvpb__relay__unpack(NULL, len, body);
     if (!relay)
         return;
     if (relay->request && relay->request->command) {
-        Kvpb__Command *cmd = relay->request->command;
-        size_t clen = kvpb__command__get_packed_size(cmd);
-        uint8_t *buf = malloc(clen ? clen : 1);
-        if (buf) {
-            kvpb__command__pack(cmd, buf);
-            if (raft_role_of(core(s)) != RAFT_LEADER)
-                reply_to(s, from, relay->request->id, KVPB__REPLY_CODE__REPLY_NOT_LEADER,
-                         "not the leader", NULL);
-            else
-                exec_start(s, from, relay->request->id, buf, clen);
-            free(buf);
-        }
+        on_request(s, group, from, relay->request);
     } else if (relay->reply) {
         struct request *q = find_request(s, relay->reply->id);
         /* Only the node the request went to answers it (the transport has
          * authenticated `from`): an answer from any other node, or to a
          * try that was superseded, is dropped. */
-        if (q && !q->local_exec && q->sent_to == from) {
-            struct kv_result r;
-            struct kv_value vals[KV_MAX_KEYS];
-            if (relay->reply->result)
-                result_from_pb(relay->reply->result, &r, vals, KV_MAX_KEYS);
-            request_answered(s, q, relay->reply->code, relay->reply->leader, relay->reply->message,
-                             relay->reply->result ? &r : NULL);
+        if (q && !q->local_exec && q->sent_to == from && q->sh->group == group) {
+            if (relay->reply->code == KVPB__REPLY_CODE__REPLY_WRONG_PLACEMENT) {
+                request_finish(s, q, KV_UNAVAILABLE, relay->reply->message, NULL);
+            } else {
+                struct kv_result r;
+                struct kv_value vals[KV_MAX_KEYS];
+                if (relay->reply->result)
+                    result_from_pb(relay->reply->result, &r, vals, KV_MAX_KEYS);
+                request_answered(s, q, relay->reply->code, relay->reply->leader,
+                                 relay->reply->message, relay->reply->result ? &r : NULL);
+            }
         }
     }
     kvpb__relay__free_unpacked(relay, NULL);

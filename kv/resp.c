@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "commands.h"
 #include "tcp.h"
 
 enum {
@@ -40,13 +41,13 @@ struct conn {
     bool quit;    /* QUIT: close once the replies are written */
     bool reading;
     struct buf out;
-    struct buf inl; /* an inline command line, until its newline */
-    uint64_t client_id, seq;
-    enum kv_access access; /* what this connection may do (auth.h) */
-    size_t queued_bytes;   /* of the commands in head..tail */
-    uint64_t parsed;       /* commands parsed so far (progress, for the partial timeout) */
-    char name[64];         /* CLIENT SETNAME */
-    uint64_t id;           /* CLIENT ID: small, as Redis' (client_id is the session's) */
+    struct buf inl;            /* an inline command line, until its newline */
+    struct kv_session session; /* the connection's own (server.h) */
+    enum kv_access access;     /* what this connection may do (auth.h) */
+    size_t queued_bytes;       /* of the commands in head..tail */
+    uint64_t parsed;           /* commands parsed so far (progress, for the partial timeout) */
+    char name[64];             /* CLIENT SETNAME */
+    uint64_t id;               /* CLIENT ID: small, as Redis' (not the session's client id) */
 };
 
 struct resp_server {
@@ -124,6 +125,7 @@ static void conn_release(struct tcp_conn *base)
         redisReaderFree(c->reader);
     buf_free(&c->out);
     buf_free(&c->inl);
+    kv_session_release(&c->session);
 }
 
 static void conn_close(struct conn *c)
@@ -199,9 +201,22 @@ static void flush(struct conn *c)
  * Commands
  * ------------------------------------------------------------------------ */
 
-static bool arg_is(const struct cmd *k, int i, const char *word)
+/* One command being run: its row in the table (commands.h) and its
+ * arguments, its name first. Under SESSION, the command after SESSION's
+ * own arguments, and the session it names. */
+struct call {
+    struct conn *c;
+    const struct kv_command *cmd;
+    int argc;
+    char **argv;     /* NUL-terminated too */
+    size_t *argvlen; /* their lengths */
+    uint64_t client; /* SESSION's client id; 0: the connection's own session */
+    uint64_t seq;    /* SESSION's seq */
+};
+
+static bool arg_is(const struct call *x, int i, const char *word)
 {
-    return i < k->argc && strcasecmp(k->argv[i], word) == 0;
+    return i < x->argc && strcasecmp(x->argv[i], word) == 0;
 }
 
 static bool parse_i64(const char *s, size_t len, int64_t *out)
@@ -327,10 +342,6 @@ static void on_done(void *ctx, const struct kv_reply *r)
     free(p);
     if (tcp_conn_answered(&c->base) || c->base.closing)
         return; /* freed, or going: nobody to answer */
-    if (r->renewed_client_id) {
-        c->client_id = r->renewed_client_id;
-        c->seq = 1;
-    }
     answer(&c->out, shape, r);
     if (!c->running) {
         run_queue(c);
@@ -338,13 +349,14 @@ static void on_done(void *ctx, const struct kv_reply *r)
     }
 }
 
-static void submit(struct conn *c, Kvpb__Command *cmd, enum shape shape, uint64_t client,
-                   uint64_t seq)
+/* Send x's Command, in the session SESSION named or else the connection's. */
+static void submit(const struct call *x, Kvpb__Command *cmd, enum shape shape)
 {
-    bool write = !kv_op_is_read(cmd->op);
-    if (write) {
-        cmd->client_id = client ? client : c->client_id;
-        cmd->seq = client ? seq : ++c->seq;
+    struct conn *c = x->c;
+    uint64_t client = x->client;
+    if (client) {
+        cmd->client_id = client;
+        cmd->seq = x->seq;
     }
     struct pending_cmd *p = malloc(sizeof(*p));
     if (!p) {
@@ -353,13 +365,177 @@ static void submit(struct conn *c, Kvpb__Command *cmd, enum shape shape, uint64_
     }
     *p = (struct pending_cmd){c, shape};
     c->base.busy = true;
-    /* A connection's own session is renewed when it expires; one the
-     * user named (SESSION) is the user's to handle. */
-    kv_server_submit(c->rs->kv, cmd, write && !client ? KV_SUBMIT_RENEW : 0, on_done, p);
+    /* The connection's own session numbers its writes (per shard) and is
+     * renewed when it expires; one the user named (SESSION) is the user's
+     * to handle. */
+    kv_server_submit(c->rs->kv, cmd, client ? NULL : &c->session, on_done, p);
 }
 
-static void info(struct conn *c)
+/* ------------------------------------------------------------------------
+ * Commands answered here, at once
+ * ------------------------------------------------------------------------ */
+
+/* The answer to arguments the command's syntax does not allow: its usage
+ * (commands.h), the same text a wrong argument count gets. */
+static void reply_usage(const struct call *x)
 {
+    char err[KV_COMMAND_ERR_SIZE];
+    kv_command_arity_error(x->cmd, x->argv[0], err);
+    reply_error(&x->c->out, "ERR", err);
+}
+
+static void cmd_ping(struct call *x)
+{
+    if (x->argc > 1)
+        reply_bulk(&x->c->out, x->argv[1], x->argvlen[1]);
+    else
+        buf_puts(&x->c->out, "+PONG\r\n");
+}
+
+static void cmd_echo(struct call *x)
+{
+    reply_bulk(&x->c->out, x->argv[1], x->argvlen[1]);
+}
+
+static void cmd_quit(struct call *x)
+{
+    struct conn *c = x->c;
+    buf_puts(&c->out, "+OK\r\n");
+    c->quit = true;
+    /* What was pipelined after it is not run (as Redis): dropped, so
+     * that the connection closes once the answers are out. */
+    while (c->head) {
+        struct cmd *next = c->head->next;
+        c->queued_bytes -= c->head->bytes;
+        c->queued--;
+        cmd_free(c->head);
+        c->head = next;
+    }
+    c->tail = NULL;
+}
+
+static void cmd_select(struct call *x)
+{
+    if (!strcmp(x->argv[1], "0"))
+        buf_puts(&x->c->out, "+OK\r\n");
+    else
+        reply_error(&x->c->out, "ERR", "only database 0 exists");
+}
+
+/* CLIENT: what redis-cli and client libraries send on connecting. */
+static void cmd_client(struct call *x)
+{
+    struct conn *c = x->c;
+    struct buf *out = &c->out;
+    if (arg_is(x, 1, "SETNAME") && x->argc == 3) {
+        if (x->argvlen[2] >= sizeof(c->name) || memchr(x->argv[2], ' ', x->argvlen[2])) {
+            reply_error(out, "ERR", "client names are at most 63 characters, without spaces");
+            return;
+        }
+        memcpy(c->name, x->argv[2], x->argvlen[2] + 1);
+        buf_puts(out, "+OK\r\n");
+    } else if (arg_is(x, 1, "GETNAME") && x->argc == 2) {
+        if (c->name[0])
+            reply_bulk(out, c->name, strlen(c->name));
+        else
+            buf_puts(out, "$-1\r\n");
+    } else if (arg_is(x, 1, "ID") && x->argc == 2) {
+        buf_printf(out, ":%" PRIu64 "\r\n", c->id);
+    } else if (arg_is(x, 1, "INFO") && x->argc == 2) {
+        char line[160];
+        int n = snprintf(line, sizeof(line), "id=%" PRIu64 " name=%s db=0 cmd=client|info\n", c->id,
+                         c->name);
+        reply_bulk(out, line, (size_t)n);
+    } else if (arg_is(x, 1, "SETINFO") && x->argc == 4) {
+        buf_puts(out, "+OK\r\n"); /* a library's name and version: nothing to do with them */
+    } else {
+        reply_error(out, "ERR",
+                    "CLIENT: SETNAME, GETNAME, ID, INFO and SETINFO are supported, nothing else");
+    }
+}
+
+/* READONLY, READWRITE: cluster clients send them; every node serves both. */
+static void cmd_ok(struct call *x)
+{
+    buf_puts(&x->c->out, "+OK\r\n");
+}
+
+/* MULTI, EXEC, DISCARD, WATCH, UNWATCH (KV_CMD_REFUSED). */
+static void cmd_transaction(struct call *x)
+{
+    /* Refused rather than half done: queued commands would run one by
+     * one, each its own log entry, not as one atomic step. */
+    reply_error(&x->c->out, "ERR",
+                "transactions (MULTI/EXEC/WATCH) are not supported: each command is its own "
+                "Raft entry; use CAS for a conditional write");
+}
+
+/* One command as Redis' COMMAND INFO describes it: name, arity, flags,
+ * first key, last key, step, then ACL categories, tips, key specs and
+ * subcommands (Redis 7), which kvd has none of. */
+static void command_info(struct buf *out, const struct kv_command *cmd)
+{
+    char name[32];
+    size_t len = strlen(cmd->name);
+    for (size_t i = 0; i < len && i < sizeof(name); i++)
+        name[i] = (char)tolower((unsigned char)cmd->name[i]);
+    const char *words[8];
+    size_t n = kv_command_flag_words(cmd, words, sizeof(words) / sizeof(words[0]));
+    buf_puts(out, "*10\r\n");
+    reply_bulk(out, name, len < sizeof(name) ? len : sizeof(name));
+    buf_printf(out, ":%d\r\n*%zu\r\n", kv_command_arity(cmd), n);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(out, "+%s\r\n", words[i]);
+    buf_printf(out, ":%d\r\n:%d\r\n:%d\r\n*0\r\n*0\r\n*0\r\n*0\r\n", cmd->first_key, cmd->last_key,
+               cmd->first_key ? 1 : 0);
+}
+
+/* COMMAND COUNT and COMMAND INFO [name...] answer from the table; the
+ * rest (COMMAND, COMMAND DOCS, which redis-cli sends on connecting) an
+ * empty list, which clients take as "no documentation". */
+static void cmd_command(struct call *x)
+{
+    struct buf *out = &x->c->out;
+    if (arg_is(x, 1, "COUNT") && x->argc == 2) {
+        buf_printf(out, ":%d\r\n", (int)KV_ID_COUNT);
+    } else if (arg_is(x, 1, "INFO") && x->argc == 2) {
+        buf_printf(out, "*%d\r\n", (int)KV_ID_COUNT);
+        for (size_t i = 0; i < KV_ID_COUNT; i++)
+            command_info(out, &kv_commands[i]);
+    } else if (arg_is(x, 1, "INFO")) {
+        buf_printf(out, "*%d\r\n", x->argc - 2);
+        for (int i = 2; i < x->argc; i++) {
+            const struct kv_command *cmd = kv_command_lookup(x->argv[i], x->argvlen[i]);
+            if (cmd)
+                command_info(out, cmd);
+            else
+                buf_puts(out, "*-1\r\n");
+        }
+    } else {
+        buf_puts(out, "*0\r\n");
+    }
+}
+
+static void cmd_config(struct call *x)
+{
+    struct buf *out = &x->c->out;
+    /* redis-benchmark asks for these two; answer as a Redis without
+     * persistence would, and nothing else. */
+    if (arg_is(x, 1, "GET") && x->argc == 3) {
+        if (!strcasecmp(x->argv[2], "save"))
+            buf_puts(out, "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
+        else if (!strcasecmp(x->argv[2], "appendonly"))
+            buf_puts(out, "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
+        else
+            buf_puts(out, "*0\r\n");
+    } else {
+        reply_error(out, "ERR", "CONFIG: only CONFIG GET is supported");
+    }
+}
+
+static void cmd_info(struct call *x)
+{
+    struct conn *c = x->c;
     struct kv_server *kv = c->rs->kv;
     json_t *st = kv_server_status(kv);
     struct buf b = {0};
@@ -376,7 +552,7 @@ static void info(struct conn *c)
         else if (json_is_string(v))
             buf_printf(&b, "raft_%s:%s\r\n", key, json_string_value(v));
     }
-    const struct kv_peer *l = kv_server_leader(kv);
+    const struct kv_peer *l = kv_server_leader(kv, NULL, 0);
     if (l)
         buf_printf(&b, "raft_leader_resp:%s:%u\r\n", l->client_host, l->resp_port);
     json_decref(st);
@@ -384,295 +560,132 @@ static void info(struct conn *c)
     buf_free(&b);
 }
 
-/* CLIENT: what redis-cli and client libraries send on connecting. */
-static void cmd_client(struct conn *c, const struct cmd *k)
+/* A JSON document as a bulk string. Takes doc. */
+static void reply_json(struct buf *out, json_t *doc)
 {
-    struct buf *out = &c->out;
-    if (arg_is(k, 1, "SETNAME") && k->argc == 3) {
-        if (k->argvlen[2] >= sizeof(c->name) || memchr(k->argv[2], ' ', k->argvlen[2])) {
-            reply_error(out, "ERR", "client names are at most 63 characters, without spaces");
-            return;
-        }
-        memcpy(c->name, k->argv[2], k->argvlen[2] + 1);
-        buf_puts(out, "+OK\r\n");
-    } else if (arg_is(k, 1, "GETNAME") && k->argc == 2) {
-        if (c->name[0])
-            reply_bulk(out, c->name, strlen(c->name));
-        else
-            buf_puts(out, "$-1\r\n");
-    } else if (arg_is(k, 1, "ID") && k->argc == 2) {
-        buf_printf(out, ":%" PRIu64 "\r\n", c->id);
-    } else if (arg_is(k, 1, "INFO") && k->argc == 2) {
-        char line[160];
-        int n = snprintf(line, sizeof(line), "id=%" PRIu64 " name=%s db=0 cmd=client|info\n", c->id,
-                         c->name);
-        reply_bulk(out, line, (size_t)n);
-    } else if (arg_is(k, 1, "SETINFO") && k->argc == 4) {
-        buf_puts(out, "+OK\r\n"); /* a library's name and version: nothing to do with them */
-    } else {
-        reply_error(out, "ERR",
-                    "CLIENT: SETNAME, GETNAME, ID, INFO and SETINFO are supported, nothing else");
-    }
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text)
+        reply_bulk(out, text, strlen(text));
+    else
+        reply_error(out, "ERR", "out of memory");
+    free(text);
 }
 
-/* Commands answered here, at once. True if k was one of them. */
-static bool run_local(struct conn *c, const struct cmd *k)
+static void cmd_raft_status(struct call *x)
 {
-    struct buf *out = &c->out;
-    struct kv_server *kv = c->rs->kv;
-    const char *name = k->argv[0];
-    if (!strcasecmp(name, "PING")) {
-        if (k->argc > 1)
-            reply_bulk(out, k->argv[1], k->argvlen[1]);
-        else
-            buf_puts(out, "+PONG\r\n");
-    } else if (!strcasecmp(name, "ECHO") && k->argc == 2) {
-        reply_bulk(out, k->argv[1], k->argvlen[1]);
-    } else if (!strcasecmp(name, "QUIT")) {
-        buf_puts(out, "+OK\r\n");
-        c->quit = true;
-        /* What was pipelined after it is not run (as Redis): dropped, so
-         * that the connection closes once the answers are out. */
-        while (c->head) {
-            struct cmd *next = c->head->next;
-            c->queued_bytes -= c->head->bytes;
-            c->queued--;
-            cmd_free(c->head);
-            c->head = next;
-        }
-        c->tail = NULL;
-    } else if (!strcasecmp(name, "SELECT")) {
-        if (k->argc == 2 && !strcmp(k->argv[1], "0"))
-            buf_puts(out, "+OK\r\n");
-        else
-            reply_error(out, "ERR", "only database 0 exists");
-    } else if (!strcasecmp(name, "CLIENT")) {
-        cmd_client(c, k);
-    } else if (!strcasecmp(name, "READONLY") || !strcasecmp(name, "READWRITE")) {
-        buf_puts(out, "+OK\r\n");
-    } else if (!strcasecmp(name, "MULTI") || !strcasecmp(name, "EXEC") ||
-               !strcasecmp(name, "DISCARD") || !strcasecmp(name, "WATCH") ||
-               !strcasecmp(name, "UNWATCH")) {
-        /* Refused rather than half done: queued commands would run one by
-         * one, each its own log entry, not as one atomic step. */
-        reply_error(out, "ERR",
-                    "transactions (MULTI/EXEC/WATCH) are not supported: each command is its own "
-                    "Raft entry; use CAS for a conditional write");
-    } else if (!strcasecmp(name, "COMMAND")) {
-        buf_puts(out, "*0\r\n");
-    } else if (!strcasecmp(name, "CONFIG")) {
-        /* redis-benchmark asks for these two; answer as a Redis without
-         * persistence would, and nothing else. */
-        if (arg_is(k, 1, "GET") && k->argc == 3) {
-            if (!strcasecmp(k->argv[2], "save"))
-                buf_puts(out, "*2\r\n$4\r\nsave\r\n$0\r\n\r\n");
-            else if (!strcasecmp(k->argv[2], "appendonly"))
-                buf_puts(out, "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n");
-            else
-                buf_puts(out, "*0\r\n");
-        } else {
-            reply_error(out, "ERR", "CONFIG: only CONFIG GET is supported");
-        }
-    } else if (!strcasecmp(name, "INFO")) {
-        info(c);
-    } else if (!strcasecmp(name, "RAFT.STATUS")) {
-        json_t *st = kv_server_status(kv);
-        char *text = json_dumps(st, JSON_COMPACT);
-        json_decref(st);
-        if (text)
-            reply_bulk(out, text, strlen(text));
-        else
-            reply_error(out, "ERR", "out of memory");
-        free(text);
-    } else if (!strcasecmp(name, "RAFT.LEADER")) {
-        const struct kv_peer *l = kv_server_leader(kv);
-        if (!l) {
-            buf_puts(out, "$-1\r\n");
-        } else {
-            char addr[96];
-            int len = snprintf(addr, sizeof(addr), "%s:%u", l->client_host, l->resp_port);
-            buf_printf(out, "*2\r\n:%" PRIu64 "\r\n", l->id);
-            reply_bulk(out, addr, (size_t)len);
-        }
-    } else if (!strcasecmp(name, "RAFT.TRANSFER")) {
-        uint64_t to = 0;
-        if (c->access < KV_ACCESS_ADMIN) {
-            reply_error(out, "NOPERM",
-                        "RAFT.TRANSFER is a control command: AUTH admin <token> first");
-            return true;
-        }
-        if (k->argc > 2 || (k->argc == 2 && !parse_u64(k->argv[1], &to))) {
-            reply_error(out, "ERR", "usage: RAFT.TRANSFER [node-id]");
-            return true;
-        }
-        int rv = kv_server_transfer(kv, to);
-        if (rv == RAFT_OK)
-            buf_puts(out, "+OK transfer started\r\n");
-        else if (rv == RAFT_ENOTLEADER)
-            reply_error(out, "NOTLEADER", "send RAFT.TRANSFER to the leader (RAFT.LEADER)");
-        else
-            reply_error(out, "ERR", raft_strerror(rv));
-    } else {
-        return false;
-    }
-    return true;
+    reply_json(&x->c->out, kv_server_status(x->c->rs->kv));
 }
 
-/* Key-value commands: built into a Command and sent to the server. */
-static void run_kv(struct conn *c, struct cmd *k, int at, uint64_t client, uint64_t seq)
+/* RAFT.RING: the shards, their replicas and leaders (kvctl ring). */
+static void cmd_raft_ring(struct call *x)
 {
-    struct buf *out = &c->out;
-    const char *name = k->argv[at];
-    int argc = k->argc - at;
-    char **argv = k->argv + at;
-    size_t *argvlen = k->argvlen + at;
-    Kvpb__Command cmd = KVPB__COMMAND__INIT;
-    ProtobufCBinaryData keys[KV_MAX_KEYS];
-    ProtobufCBinaryData *many = NULL;
-    enum shape shape;
-    cmd.keys = keys;
-#define KEY(i) ((ProtobufCBinaryData){argvlen[i], (uint8_t *)argv[i]})
-    if (!strcasecmp(name, "GET") && argc == 2) {
-        cmd.op = KVPB__OP__OP_GET;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        shape = SHAPE_BULK;
-    } else if (!strcasecmp(name, "SET") && argc >= 3) {
-        cmd.op = KVPB__OP__OP_SET;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        cmd.value = KEY(2);
-        shape = SHAPE_OK;
-        if (argc == 4 && !strcasecmp(argv[3], "NX")) {
-            cmd.op = KVPB__OP__OP_CAS;
-            cmd.expect_absent = true;
-            shape = SHAPE_SETNX_OK;
-        } else if (argc != 3) {
-            reply_error(out, "ERR", "SET supports only NX (no expiry, no XX, no GET)");
-            return;
-        }
-    } else if (!strcasecmp(name, "SETNX") && argc == 3) {
-        cmd.op = KVPB__OP__OP_CAS;
-        cmd.expect_absent = true;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        cmd.value = KEY(2);
-        shape = SHAPE_SETNX_INT;
-    } else if (!strcasecmp(name, "CAS") && argc == 4) {
-        cmd.op = KVPB__OP__OP_CAS;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        cmd.expected = KEY(2);
-        cmd.value = KEY(3);
-        shape = SHAPE_CAS;
-    } else if ((!strcasecmp(name, "INCR") || !strcasecmp(name, "DECR")) && argc == 2) {
-        cmd.op = KVPB__OP__OP_INCR;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        cmd.delta = toupper((unsigned char)name[0]) == 'D' ? -1 : 1;
-        shape = SHAPE_INT;
-    } else if ((!strcasecmp(name, "INCRBY") || !strcasecmp(name, "DECRBY")) && argc == 3) {
-        int64_t d;
-        if (!parse_i64(argv[2], argvlen[2], &d) || d == 0 || d == INT64_MIN) {
-            reply_error(out, "ERR", "value is not an integer or out of range");
-            return;
-        }
-        cmd.op = KVPB__OP__OP_INCR;
-        keys[0] = KEY(1);
-        cmd.n_keys = 1;
-        cmd.delta = toupper((unsigned char)name[0]) == 'D' ? -d : d;
-        shape = SHAPE_INT;
-    } else if ((!strcasecmp(name, "DEL") || !strcasecmp(name, "EXISTS") ||
-                !strcasecmp(name, "MGET")) &&
-               argc >= 2) {
-        size_t n = (size_t)argc - 1;
-        if (n > KV_MAX_KEYS && !(many = malloc(n * sizeof(*many)))) {
-            reply_error(out, "ERR", "out of memory");
-            return;
-        }
-        if (!strcasecmp(name, "MGET") && n > KV_MAX_KEYS) {
-            free(many);
-            reply_error(out, "ERR", "MGET takes at most 64 keys");
-            return;
-        }
-        cmd.keys = many ? many : keys;
-        for (size_t i = 0; i < n; i++)
-            cmd.keys[i] = KEY(i + 1);
-        cmd.n_keys = n;
-        cmd.op = !strcasecmp(name, "DEL")      ? KVPB__OP__OP_DEL
-                 : !strcasecmp(name, "EXISTS") ? KVPB__OP__OP_EXISTS
-                                               : KVPB__OP__OP_MGET;
-        shape = cmd.op == KVPB__OP__OP_MGET ? SHAPE_ARRAY : SHAPE_INT;
-    } else {
-        bool known =
-            !strcasecmp(name, "GET") || !strcasecmp(name, "SET") || !strcasecmp(name, "SETNX") ||
-            !strcasecmp(name, "CAS") || !strcasecmp(name, "INCR") || !strcasecmp(name, "DECR") ||
-            !strcasecmp(name, "INCRBY") || !strcasecmp(name, "DECRBY") ||
-            !strcasecmp(name, "DEL") || !strcasecmp(name, "EXISTS") || !strcasecmp(name, "MGET");
-        char msg[128];
-        if (known)
-            snprintf(msg, sizeof(msg), "wrong number of arguments for '%.32s' command", name);
-        else
-            snprintf(msg, sizeof(msg), "unknown command '%.32s'", name);
-        reply_error(out, "ERR", msg);
+    reply_json(&x->c->out, kv_server_ring(x->c->rs->kv));
+}
+
+/* RAFT.LOCATE key: its hash, shard, replicas and leader (kvctl locate). */
+static void cmd_raft_locate(struct call *x)
+{
+    reply_json(&x->c->out, kv_server_locate(x->c->rs->kv, x->argv[1], x->argvlen[1]));
+}
+
+/* RAFT.LEADER [key]: the leader of the key's shard (without one, of shard
+ * 0: the only one of a single-group cluster). */
+static void cmd_raft_leader(struct call *x)
+{
+    struct buf *out = &x->c->out;
+    const struct kv_peer *l = x->argc == 2
+                                  ? kv_server_leader(x->c->rs->kv, x->argv[1], x->argvlen[1])
+                                  : kv_server_leader(x->c->rs->kv, NULL, 0);
+    if (!l) {
+        buf_puts(out, "$-1\r\n");
         return;
     }
-#undef KEY
-    submit(c, &cmd, shape, client, seq);
-    free(many);
+    char addr[96];
+    int len = snprintf(addr, sizeof(addr), "%s:%u", l->client_host, l->resp_port);
+    buf_printf(out, "*2\r\n:%" PRIu64 "\r\n", l->id);
+    reply_bulk(out, addr, (size_t)len);
 }
 
-/* AUTH [user] password: user "admin" presents the admin token, any other
- * user (Redis' "default") the client password. */
-static void cmd_auth(struct conn *c, int argc, char **argv, size_t *argvlen)
+/* RAFT.TRANSFER [node-id [shard]] (KV_CMD_ADMIN: run_one checked the
+ * token): of the shard, or of every shard this node leads. */
+static void cmd_raft_transfer(struct call *x)
+{
+    struct buf *out = &x->c->out;
+    uint64_t to = 0, shard = 0;
+    if ((x->argc >= 2 && !parse_u64(x->argv[1], &to)) ||
+        (x->argc == 3 && (!parse_u64(x->argv[2], &shard) || shard >= INT32_MAX))) {
+        reply_usage(x);
+        return;
+    }
+    int rv = kv_server_transfer(x->c->rs->kv, x->argc == 3 ? (int)shard : -1, to);
+    if (rv == RAFT_OK)
+        buf_puts(out, "+OK transfer started\r\n");
+    else if (rv == RAFT_ENOTLEADER)
+        reply_error(out, "NOTLEADER",
+                    x->argc == 3 ? "this node does not lead that shard (RAFT.RING says who does)"
+                                 : "send RAFT.TRANSFER to the leader (RAFT.LEADER)");
+    else
+        reply_error(out, "ERR", raft_strerror(rv));
+}
+
+/* ------------------------------------------------------------------------
+ * Authentication
+ * ------------------------------------------------------------------------ */
+
+/* Present a secret: user "admin" the admin token, any other user (Redis'
+ * "default") the client password, NULL either. False if it was refused
+ * (the error is the answer). */
+static bool authenticate(struct conn *c, const char *user, const char *secret, size_t len)
 {
     const struct kv_auth *a = kv_server_auth(c->rs->kv);
-    if (argc < 1 || argc > 2) {
-        reply_error(&c->out, "ERR", "usage: AUTH [username] password");
-        return;
-    }
     if (!a->has_password && !a->has_admin) {
         reply_error(&c->out, "ERR",
                     "AUTH: this node has no password (kvd --requirepass, --admin-token)");
-        return;
+        return false;
     }
-    enum kv_access got =
-        kv_auth_check(a, argc == 2 ? argv[0] : NULL, argv[argc - 1], argvlen[argc - 1]);
+    enum kv_access got = kv_auth_check(a, user, secret, len);
     if (got == KV_ACCESS_NONE) {
         reply_error(&c->out, "WRONGPASS", "invalid username-password pair");
-        return;
+        return false;
     }
     if (got > c->access || kv_auth_default(a) == KV_ACCESS_NONE)
         c->access = got;
-    buf_puts(&c->out, "+OK\r\n");
+    return true;
+}
+
+/* AUTH [user] password. */
+static void cmd_auth(struct call *x)
+{
+    int last = x->argc - 1;
+    if (authenticate(x->c, x->argc == 3 ? x->argv[1] : NULL, x->argv[last], x->argvlen[last]))
+        buf_puts(&x->c->out, "+OK\r\n");
 }
 
 /* HELLO [protover [AUTH username password] [SETNAME name]]: RESP2 only. */
-static void cmd_hello(struct conn *c, struct cmd *k)
+static void cmd_hello(struct call *x)
 {
+    struct conn *c = x->c;
     int i = 1;
-    if (k->argc > 1) {
+    if (x->argc > 1) {
         uint64_t v;
-        if (!parse_u64(k->argv[1], &v) || v != 2) {
+        if (!parse_u64(x->argv[1], &v) || v != 2) {
             reply_error(&c->out, "NOPROTO", "this server speaks RESP2 only (HELLO 2)");
             return;
         }
         i = 2;
     }
-    for (; i < k->argc; i++) {
-        if (arg_is(k, i, "AUTH") && i + 2 < k->argc) {
-            size_t before = c->out.len;
-            cmd_auth(c, 2, k->argv + i + 1, k->argvlen + i + 1);
-            if (c->out.len > before && c->out.p[before] == '-')
-                return; /* the error is the answer */
-            c->out.len = before;
+    for (; i < x->argc; i++) {
+        if (arg_is(x, i, "AUTH") && i + 2 < x->argc) {
+            if (!authenticate(c, x->argv[i + 1], x->argv[i + 2], x->argvlen[i + 2]))
+                return;
             i += 2;
-        } else if (arg_is(k, i, "SETNAME") && i + 1 < k->argc) {
+        } else if (arg_is(x, i, "SETNAME") && i + 1 < x->argc) {
             i++;
-            if (k->argvlen[i] < sizeof(c->name) && !memchr(k->argv[i], ' ', k->argvlen[i]))
-                memcpy(c->name, k->argv[i], k->argvlen[i] + 1);
+            if (x->argvlen[i] < sizeof(c->name) && !memchr(x->argv[i], ' ', x->argvlen[i]))
+                memcpy(c->name, x->argv[i], x->argvlen[i] + 1);
         } else {
-            reply_error(&c->out, "ERR", "usage: HELLO [2 [AUTH username password] [SETNAME name]]");
+            reply_usage(x);
             return;
         }
     }
@@ -687,34 +700,235 @@ static void cmd_hello(struct conn *c, struct cmd *k)
                       "$7\r\nmodules\r\n*0\r\n");
 }
 
+/* ------------------------------------------------------------------------
+ * Key-value commands: built into a Command and sent to the server
+ * ------------------------------------------------------------------------ */
+
+#define ARG(x, i) ((ProtobufCBinaryData){(x)->argvlen[i], (uint8_t *)(x)->argv[i]})
+
+/* A Command with the op of x's command (the table's) and its one key. */
+static Kvpb__Command one_key(const struct call *x, ProtobufCBinaryData *key)
+{
+    Kvpb__Command cmd = KVPB__COMMAND__INIT;
+    cmd.op = x->cmd->op;
+    *key = ARG(x, 1);
+    cmd.keys = key;
+    cmd.n_keys = 1;
+    return cmd;
+}
+
+static void cmd_get(struct call *x)
+{
+    ProtobufCBinaryData key;
+    Kvpb__Command cmd = one_key(x, &key);
+    submit(x, &cmd, SHAPE_BULK);
+}
+
+/* SET key value [NX]: with NX, a CAS expecting the key absent. */
+static void cmd_set(struct call *x)
+{
+    ProtobufCBinaryData key;
+    Kvpb__Command cmd = one_key(x, &key);
+    cmd.value = ARG(x, 2);
+    if (x->argc == 3) {
+        submit(x, &cmd, SHAPE_OK);
+    } else if (x->argc == 4 && !strcasecmp(x->argv[3], "NX")) {
+        cmd.op = KVPB__OP__OP_CAS;
+        cmd.expect_absent = true;
+        submit(x, &cmd, SHAPE_SETNX_OK);
+    } else {
+        reply_error(&x->c->out, "ERR", "SET supports only NX (no expiry, no XX, no GET)");
+    }
+}
+
+static void cmd_setnx(struct call *x)
+{
+    ProtobufCBinaryData key;
+    Kvpb__Command cmd = one_key(x, &key);
+    cmd.expect_absent = true;
+    cmd.value = ARG(x, 2);
+    submit(x, &cmd, SHAPE_SETNX_INT);
+}
+
+/* CAS key expected new: 1 if it was set, 0 if the value was not expected. */
+static void cmd_cas(struct call *x)
+{
+    ProtobufCBinaryData key;
+    Kvpb__Command cmd = one_key(x, &key);
+    cmd.expected = ARG(x, 2);
+    cmd.value = ARG(x, 3);
+    submit(x, &cmd, SHAPE_CAS);
+}
+
+static void incr_by(struct call *x, int64_t delta)
+{
+    ProtobufCBinaryData key;
+    Kvpb__Command cmd = one_key(x, &key);
+    cmd.delta = delta;
+    submit(x, &cmd, SHAPE_INT);
+}
+
+static void cmd_incr(struct call *x)
+{
+    incr_by(x, 1);
+}
+
+static void cmd_decr(struct call *x)
+{
+    incr_by(x, -1);
+}
+
+/* INCRBY and DECRBY key delta. */
+static void cmd_incrby(struct call *x)
+{
+    int64_t d;
+    if (!parse_i64(x->argv[2], x->argvlen[2], &d) || d == 0 || d == INT64_MIN) {
+        reply_error(&x->c->out, "ERR", "value is not an integer or out of range");
+        return;
+    }
+    incr_by(x, kv_command_id(x->cmd) == KV_ID_DECRBY ? -d : d);
+}
+
+/* DEL, EXISTS, MGET key [key...]: how many keys MGET may name is the
+ * table's (run_checked checked it). */
+static void cmd_keys(struct call *x)
+{
+    Kvpb__Command cmd = KVPB__COMMAND__INIT;
+    ProtobufCBinaryData keys[KV_MAX_KEYS];
+    size_t n = (size_t)x->argc - 1;
+    cmd.op = x->cmd->op;
+    cmd.keys = n <= KV_MAX_KEYS ? keys : malloc(n * sizeof(*cmd.keys));
+    if (!cmd.keys) {
+        reply_error(&x->c->out, "ERR", "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        cmd.keys[i] = ARG(x, i + 1);
+    cmd.n_keys = n;
+    submit(x, &cmd, cmd.op == KVPB__OP__OP_MGET ? SHAPE_ARRAY : SHAPE_INT);
+    if (cmd.keys != keys)
+        free(cmd.keys);
+}
+
+#undef ARG
+
+/* ------------------------------------------------------------------------
+ * Dispatch
+ * ------------------------------------------------------------------------ */
+
+static void cmd_session(struct call *x);
+
+/* Each command's handler, by its id in the table (commands.h). */
+static void (*const handlers[KV_ID_COUNT])(struct call *x) = {
+    [KV_ID_GET] = cmd_get,
+    [KV_ID_SET] = cmd_set,
+    [KV_ID_SETNX] = cmd_setnx,
+    [KV_ID_CAS] = cmd_cas,
+    [KV_ID_INCR] = cmd_incr,
+    [KV_ID_DECR] = cmd_decr,
+    [KV_ID_INCRBY] = cmd_incrby,
+    [KV_ID_DECRBY] = cmd_incrby,
+    [KV_ID_DEL] = cmd_keys,
+    [KV_ID_EXISTS] = cmd_keys,
+    [KV_ID_MGET] = cmd_keys,
+    [KV_ID_SESSION] = cmd_session,
+    [KV_ID_AUTH] = cmd_auth,
+    [KV_ID_HELLO] = cmd_hello,
+    [KV_ID_PING] = cmd_ping,
+    [KV_ID_ECHO] = cmd_echo,
+    [KV_ID_QUIT] = cmd_quit,
+    [KV_ID_SELECT] = cmd_select,
+    [KV_ID_CLIENT] = cmd_client,
+    [KV_ID_READONLY] = cmd_ok,
+    [KV_ID_READWRITE] = cmd_ok,
+    [KV_ID_COMMAND] = cmd_command,
+    [KV_ID_CONFIG] = cmd_config,
+    [KV_ID_INFO] = cmd_info,
+    [KV_ID_RAFT_STATUS] = cmd_raft_status,
+    [KV_ID_RAFT_LEADER] = cmd_raft_leader,
+    [KV_ID_RAFT_RING] = cmd_raft_ring,
+    [KV_ID_RAFT_LOCATE] = cmd_raft_locate,
+    [KV_ID_RAFT_TRANSFER] = cmd_raft_transfer,
+    [KV_ID_MULTI] = cmd_transaction,
+    [KV_ID_EXEC] = cmd_transaction,
+    [KV_ID_DISCARD] = cmd_transaction,
+    [KV_ID_WATCH] = cmd_transaction,
+    [KV_ID_UNWATCH] = cmd_transaction,
+};
+
+/* Run x's command if its arguments suit it (count, keys): a refused one
+ * is refused whatever they are. */
+static void run_checked(struct call *x)
+{
+    char err[KV_COMMAND_ERR_SIZE];
+    if (!(x->cmd->flags & KV_CMD_REFUSED) &&
+        !kv_command_check_args(x->cmd, x->argc, x->argv[0], err)) {
+        reply_error(&x->c->out, "ERR", err);
+        return;
+    }
+    handlers[kv_command_id(x->cmd)](x);
+}
+
+/* SESSION client-id seq command [args...]: a key-value command in the
+ * session the client names (kvctl's, which retries on other nodes). */
+static void cmd_session(struct call *x)
+{
+    uint64_t client, seq;
+    if (!parse_u64(x->argv[1], &client) || !parse_u64(x->argv[2], &seq) || client == 0 ||
+        seq == 0) {
+        reply_usage(x);
+        return;
+    }
+    struct call inner = {
+        .c = x->c,
+        .cmd = kv_command_lookup(x->argv[3], x->argvlen[3]),
+        .argc = x->argc - 3,
+        .argv = x->argv + 3,
+        .argvlen = x->argvlen + 3,
+        .client = client,
+        .seq = seq,
+    };
+    if (!inner.cmd || !(inner.cmd->flags & (KV_CMD_READ | KV_CMD_WRITE))) {
+        char err[KV_COMMAND_ERR_SIZE];
+        kv_command_unknown_error(inner.argv[0], err);
+        reply_error(&x->c->out, "ERR", err);
+        return;
+    }
+    run_checked(&inner);
+}
+
+/* A command from the client: known, allowed to this connection (the
+ * table's flags say what it needs, auth.h what the connection has), then
+ * its arguments checked and its handler run. Before authenticating, only
+ * what needs nothing is known: anything else is NOAUTH. */
 static void run_one(struct conn *c, struct cmd *k)
 {
-    if (k->argc == 0)
-        return;
-    if (!strcasecmp(k->argv[0], "AUTH")) {
-        cmd_auth(c, k->argc - 1, k->argv + 1, k->argvlen + 1);
-        return;
-    }
-    if (!strcasecmp(k->argv[0], "HELLO")) {
-        cmd_hello(c, k);
-        return;
-    }
-    if (c->access == KV_ACCESS_NONE && strcasecmp(k->argv[0], "QUIT") != 0) {
+    struct call x = {
+        .c = c,
+        .cmd = kv_command_lookup(k->argv[0], k->argvlen[0]),
+        .argc = k->argc,
+        .argv = k->argv,
+        .argvlen = k->argvlen,
+    };
+    enum kv_access need = kv_command_access(x.cmd ? x.cmd->flags : 0);
+    if (c->access < need && c->access == KV_ACCESS_NONE) {
         reply_error(&c->out, "NOAUTH", "Authentication required.");
         return;
     }
-    if (!strcasecmp(k->argv[0], "SESSION")) {
-        uint64_t client, seq;
-        if (k->argc < 4 || !parse_u64(k->argv[1], &client) || !parse_u64(k->argv[2], &seq) ||
-            client == 0 || seq == 0) {
-            reply_error(&c->out, "ERR", "usage: SESSION client-id seq command [args...]");
-            return;
-        }
-        run_kv(c, k, 3, client, seq);
+    if (c->access < need) {
+        char err[KV_COMMAND_ERR_SIZE];
+        snprintf(err, sizeof(err), "%s is a control command: AUTH admin <token> first",
+                 x.cmd->name);
+        reply_error(&c->out, "NOPERM", err);
         return;
     }
-    if (!run_local(c, k))
-        run_kv(c, k, 0, 0, 0);
+    if (!x.cmd) {
+        char err[KV_COMMAND_ERR_SIZE];
+        kv_command_unknown_error(k->argv[0], err);
+        reply_error(&c->out, "ERR", err);
+        return;
+    }
+    run_checked(&x);
 }
 
 static void run_queue(struct conn *c)
@@ -732,7 +946,6 @@ static void run_queue(struct conn *c)
     }
     c->running = false;
 }
-
 /* ------------------------------------------------------------------------
  * Parsing
  * ------------------------------------------------------------------------ */
@@ -946,7 +1159,10 @@ static void on_accepted(struct tcp_conn *base)
     }
     static uint64_t connections;
     c->id = ++connections;
-    c->client_id = kv_server_new_client(c->rs->kv);
+    if (kv_session_init(c->rs->kv, &c->session)) {
+        tcp_conn_close(base);
+        return;
+    }
     c->access = kv_auth_default(kv_server_auth(c->rs->kv));
     c->reading = true;
     uv_read_start((uv_stream_t *)&base->tcp, alloc_buf, on_read);
@@ -960,6 +1176,9 @@ static void on_stopped(struct tcp_door *d)
 int resp_start(struct resp_server **out, uv_loop_t *loop, struct kv_server *kv, const char *host,
                uint16_t port)
 {
+    for (size_t i = 0; i < KV_ID_COUNT; i++)
+        if (!handlers[i])
+            return UV_ENOSYS; /* a command in the table (commands.c) without its handler */
     struct resp_server *rs = calloc(1, sizeof(*rs));
     if (!rs)
         return UV_ENOMEM;

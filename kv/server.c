@@ -23,10 +23,15 @@ static int cb_open_group(void *data, uint64_t group, void *env, raft_index *appl
                          size_t errlen)
 {
     struct kv_server *s = data;
-    int rc = kv_sm_open(env, group, &s->sm, err, errlen);
+    struct shard *sh = shard_of_group(s, group);
+    if (!sh) {
+        snprintf(err, errlen, "group %" PRIu64 " is not a shard placed on this node", group);
+        return -1;
+    }
+    int rc = kv_sm_open(env, group, &sh->sm, err, errlen);
     if (rc)
         return rc;
-    *applied = kv_sm_applied(s->sm);
+    *applied = kv_sm_applied(sh->sm);
     return 0;
 }
 
@@ -34,14 +39,13 @@ static int cb_open_group(void *data, uint64_t group, void *env, raft_index *appl
 static int cb_apply(void *data, uint64_t group, void *txn, const struct raft_entry *e, size_t n,
                     void **result, char *err, size_t errlen)
 {
-    struct kv_server *s = data;
-    (void)group;
+    struct shard *sh = shard_of_group(data, group);
     struct kv_result *results = calloc(n, sizeof(*results));
     if (!results) {
         snprintf(err, errlen, "out of memory applying");
         return STORAGE_ENOMEM;
     }
-    int rc = kv_sm_stage(s->sm, txn, e, n, results, err, errlen);
+    int rc = kv_sm_stage(sh->sm, txn, e, n, results, err, errlen);
     if (rc) {
         free(results);
         return rc == KV_EFULL ? STORAGE_EFULL : STORAGE_EIO;
@@ -55,22 +59,22 @@ static void cb_results(void *data, uint64_t group, const struct raft_entry *e, s
                        void *result)
 {
     struct kv_server *s = data;
-    (void)group;
+    struct shard *sh = shard_of_group(s, group);
     (void)e;
     const struct kv_result *results = result;
     for (size_t i = 0; i < n; i++) {
         const struct kv_result *r = &results[i];
         if (!r->client_id)
             continue;
-        struct exec **p = &s->by_session[exec_bucket(r->client_id, r->seq)];
+        struct exec **p = &sh->by_session[exec_bucket(r->client_id, r->seq)];
         while (*p) {
             struct exec *x = *p;
             if (x->client_id != r->client_id || x->seq != r->seq) {
                 p = &x->chain;
                 continue;
             }
-            exec_answer(s, x, &s->writes, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
-            p = &s->by_session[exec_bucket(r->client_id, r->seq)];
+            exec_answer(s, x, &sh->writes, KVPB__REPLY_CODE__REPLY_OK, NULL, r);
+            p = &sh->by_session[exec_bucket(r->client_id, r->seq)];
         }
     }
 }
@@ -79,43 +83,42 @@ static void cb_applied(void *data, uint64_t group, const struct raft_entry *e, s
                        void *result, bool committed)
 {
     struct kv_server *s = data;
-    (void)group;
+    struct shard *sh = shard_of_group(s, group);
     (void)e;
-    kv_sm_staged_done(s->sm, committed);
+    kv_sm_staged_done(sh->sm, committed);
     struct kv_result *results = result;
     for (size_t i = 0; results && i < n; i++)
         kv_result_free(&results[i]);
     free(results);
     if (!committed)
-        fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, raft_node_error(s->node));
-    serve_reads(s);
+        fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, raft_node_error(s->node));
+    serve_reads(s, sh);
 }
 
 static void cb_proposals_dropped(void *data, uint64_t group, int rv)
 {
     struct kv_server *s = data;
-    (void)group;
     /* Which writes were in that batch is not known here: fail them all;
      * coordinators retry, and a write that did go in is answered from the
      * session table rather than applied twice. */
-    fail_writes(s, reply_code_of(rv), reply_message_of(s, rv));
+    fail_writes(s, shard_of_group(s, group), reply_code_of(rv), reply_message_of(s, rv));
 }
 
 static void cb_read_done(void *data, uint64_t group, const struct raft_read *rd)
 {
     struct kv_server *s = data;
-    (void)group;
-    for (struct exec *x = s->reads; x; x = x->next) {
+    struct shard *sh = shard_of_group(s, group);
+    for (struct exec *x = sh->reads; x; x = x->next) {
         if (x->read_id != rd->id)
             continue;
         if (rd->status != RAFT_OK) {
-            exec_answer(s, x, &s->reads, reply_code_of(rd->status), raft_strerror(rd->status),
+            exec_answer(s, x, &sh->reads, reply_code_of(rd->status), raft_strerror(rd->status),
                         NULL);
             return;
         }
         x->read_index = rd->index;
         x->read_ready = true;
-        serve_reads(s);
+        serve_reads(s, sh);
         return;
     }
 }
@@ -123,18 +126,101 @@ static void cb_read_done(void *data, uint64_t group, const struct raft_read *rd)
 static void cb_role_changed(void *data, uint64_t group, enum raft_role role, raft_id leader)
 {
     struct kv_server *s = data;
-    (void)group;
-    iolog("kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
-          raft_role_name(role), raft_current_term(core(s)), leader);
-    if (role == RAFT_CANDIDATE)
-        s->became_candidate++;
-    if (role == RAFT_LEADER)
-        s->became_leader++;
+    struct shard *sh = shard_of_group(s, group);
+    if (s->n_shards > 1)
+        iolog("kvd %" PRIu64 ": shard %u (group %" PRIu64 "): %s in term %" PRIu64
+              " (leader %" PRIu64 ")\n",
+              s->cfg.id, sh->index, group, raft_role_name(role), raft_current_term(core(s, sh)),
+              leader);
     else
-        fail_execs(s, KVPB__REPLY_CODE__REPLY_NOT_LEADER, "leadership changed");
+        iolog("kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
+              raft_role_name(role), raft_current_term(core(s, sh)), leader);
+    if (leader)
+        sh->leader_hint = leader;
+    if (leader == sh->preferred_leader)
+        sh->balance_backoff_ms = 0; /* the balance worked (route.c) */
+    if (role == RAFT_CANDIDATE)
+        sh->became_candidate++;
+    if (role == RAFT_LEADER)
+        sh->became_leader++;
+    else
+        fail_execs(s, sh, KVPB__REPLY_CODE__REPLY_NOT_LEADER, "leadership changed");
 }
 
 static void cb_stopped(void *data);
+
+/* The map the configuration describes (epoch 1: it is fixed at creation). */
+static int build_ring(struct kv_server *s, char *err, size_t errlen)
+{
+    const struct kv_server_config *cfg = &s->cfg;
+    struct ring_map map = {.epoch = 1,
+                           .shards = cfg->shards,
+                           .replicas = cfg->replicas,
+                           .vnodes = cfg->vnodes,
+                           .n_nodes = cfg->n_peers};
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        map.nodes[i] = cfg->peers[i].id;
+    if (ring_build(&map, &s->ring, err, errlen))
+        return -1;
+    s->n_shards = map.shards;
+    s->shards = calloc(map.shards, sizeof(*s->shards));
+    if (!s->shards) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < map.shards; i++) {
+        struct shard *sh = &s->shards[i];
+        sh->index = i;
+        sh->group = ring_group_of_shard(i);
+        sh->hosted = ring_hosts(s->ring, i, cfg->id);
+        sh->read_fd = sh->staging_fd = -1;
+        if (sh->hosted && !(sh->by_session = calloc(EXEC_BUCKETS, sizeof(*sh->by_session)))) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Snapshots the cores start from must be on disk to be sent. */
+static void check_snapshot_files(struct kv_server *s)
+{
+    mkdir(s->snap_dir, 0755);
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (!sh->hosted)
+            continue;
+        struct raft_snapshot_meta meta;
+        if (raft_snapshot(core(s, sh), &meta)) {
+            sh->snap_index = meta.index;
+            char path[PATH_MAX];
+            snap_file(s, sh, path, sizeof(path), meta.index);
+            if (kv_snapshot_file_check(path, meta.size, meta.checksum, NULL) != KV_OK)
+                fprintf(stderr,
+                        "kvd %" PRIu64 ": warning: snapshot file %s is missing or damaged; "
+                        "followers that need it wait for the next snapshot\n",
+                        s->cfg.id, path);
+        }
+        snap_cleanup(s, sh, true);
+    }
+}
+
+static void server_free(struct kv_server *s)
+{
+    for (uint32_t i = 0; s->shards && i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (sh->sm)
+            kv_sm_close(sh->sm);
+        if (sh->read_fd >= 0)
+            close(sh->read_fd);
+        if (sh->staging_fd >= 0)
+            close(sh->staging_fd);
+        free(sh->by_session);
+    }
+    free(s->shards);
+    ring_free(s->ring);
+    free(s);
+}
 
 int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
                     char *err, size_t errlen)
@@ -149,7 +235,6 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
     if (!s->cfg.request_timeout_ms)
         s->cfg.request_timeout_ms = 5000;
     s->prng = (uv_hrtime() ^ (cfg->id * 0x9e3779b97f4a7c15ULL)) | 1;
-    s->read_fd = s->staging_fd = -1;
     snprintf(s->snap_dir, sizeof(s->snap_dir), "%s/snap", cfg->data_dir);
     struct raft_node_peer peers[KV_MAX_PEERS];
     const struct kv_peer *self = NULL;
@@ -164,7 +249,24 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
         free(s);
         return -1;
     }
-    static const uint64_t groups[] = {GROUP};
+    if (placement_settle(&s->cfg, err, errlen) || build_ring(s, err, errlen)) {
+        server_free(s);
+        return -1;
+    }
+    size_t n_groups = 0;
+    struct raft_node_group *groups = calloc(s->n_shards, sizeof(*groups));
+    if (!groups) {
+        snprintf(err, errlen, "out of memory");
+        server_free(s);
+        return -1;
+    }
+    for (uint32_t i = 0; i < s->n_shards; i++)
+        if (s->shards[i].hosted)
+            groups[n_groups++] = (struct raft_node_group){
+                .id = s->shards[i].group,
+                .voters = ring_replicas(s->ring, i),
+                .n_voters = ring_map(s->ring)->replicas,
+            };
     struct raft_node_config nc = {.cluster_id = cfg->cluster_id,
                                   .id = cfg->id,
                                   .data_dir = cfg->data_dir,
@@ -174,7 +276,7 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                   .peers = peers,
                                   .n_peers = cfg->n_peers,
                                   .groups = groups,
-                                  .n_groups = 1,
+                                  .n_groups = n_groups,
                                   .raft = cfg->raft,
                                   .tick_ms = cfg->tick_ms ? cfg->tick_ms : 10,
                                   .trace = cfg->trace,
@@ -196,27 +298,14 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                                              cb_snapshot_installed,
                                                          .stopped = cb_stopped};
     int rc = raft_node_start(&s->node, loop, &nc, &callbacks, s, err, errlen);
+    free(groups);
     if (rc) {
-        if (s->sm)
-            kv_sm_close(s->sm);
-        free(s);
+        server_free(s);
         return rc;
     }
     transport_on_forward(raft_node_transport(s->node), on_relay, s);
-    /* The snapshot the core starts from must be on disk to be sent. */
-    mkdir(s->snap_dir, 0755);
-    struct raft_snapshot_meta meta;
-    if (raft_snapshot(core(s), &meta)) {
-        s->snap_index = meta.index;
-        char path[PATH_MAX];
-        snap_file(s, path, sizeof(path), meta.index);
-        if (kv_snapshot_file_check(path, meta.size, meta.checksum, NULL) != KV_OK)
-            fprintf(stderr,
-                    "kvd %" PRIu64 ": warning: snapshot file %s is missing or damaged; followers "
-                    "that need it wait for the next snapshot\n",
-                    cfg->id, path);
-    }
-    snap_cleanup(s, true);
+    check_snapshot_files(s);
+    preferred_leaders(s);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_start(&s->sweep, requests_sweep, SWEEP_MS, SWEEP_MS);
@@ -238,7 +327,7 @@ const struct kv_server_config *kv_server_config(struct kv_server *s)
     return &s->cfg;
 }
 
-static const struct kv_peer *peer_of(struct kv_server *s, raft_id id)
+const struct kv_peer *peer_of(struct kv_server *s, raft_id id)
 {
     for (size_t i = 0; i < s->cfg.n_peers; i++)
         if (s->cfg.peers[i].id == id)
@@ -246,9 +335,15 @@ static const struct kv_peer *peer_of(struct kv_server *s, raft_id id)
     return NULL;
 }
 
-const struct kv_peer *kv_server_leader(struct kv_server *s)
+const struct kv_peer *kv_server_leader(struct kv_server *s, const void *key, size_t len)
 {
-    return peer_of(s, raft_leader(core(s)));
+    struct shard *sh = &s->shards[len ? ring_shard_of(s->ring, key, len) : 0];
+    return peer_of(s, sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint);
+}
+
+uint32_t kv_server_shards(const struct kv_server *s)
+{
+    return s->n_shards;
 }
 
 const struct kv_peer *kv_server_self(struct kv_server *s)
@@ -267,9 +362,24 @@ const struct kv_auth *kv_server_auth(const struct kv_server *s)
     return s && s->cfg.auth ? s->cfg.auth : &open; /* no server (the door fuzzers): all open */
 }
 
-int kv_server_transfer(struct kv_server *s, raft_id to)
+int kv_server_transfer(struct kv_server *s, int shard, raft_id to)
 {
-    return raft_node_transfer(s->node, GROUP, to);
+    if (shard >= 0) {
+        if ((uint32_t)shard >= s->n_shards)
+            return RAFT_EINVAL;
+        struct shard *sh = &s->shards[shard];
+        return sh->hosted ? raft_node_transfer(s->node, sh->group, to) : RAFT_ENOTLEADER;
+    }
+    int rv = RAFT_ENOTLEADER;
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (!sh->hosted || raft_role_of(core(s, sh)) != RAFT_LEADER)
+            continue;
+        int one = raft_node_transfer(s->node, sh->group, to);
+        if (rv != RAFT_OK)
+            rv = one;
+    }
+    return rv;
 }
 
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n)
@@ -294,13 +404,7 @@ void server_release(struct kv_server *s)
 {
     if (--s->closing > 0)
         return;
-    if (s->sm)
-        kv_sm_close(s->sm);
-    if (s->read_fd >= 0)
-        close(s->read_fd);
-    if (s->staging_fd >= 0)
-        close(s->staging_fd);
-    free(s);
+    server_free(s);
 }
 
 static void on_sweep_close(uv_handle_t *h)
@@ -318,8 +422,8 @@ void kv_server_stop(struct kv_server *s)
     s->stopping = true;
     while (s->requests)
         request_finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
-    fail_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");
-    s->closing = 2 + s->snap_busy; /* the timer, the node, a snapshot being written */
+    fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");
+    s->closing = 2 + s->snap_jobs; /* the timer, the node, the snapshots being written */
     uv_timer_stop(&s->sweep);
     uv_close((uv_handle_t *)&s->sweep, on_sweep_close);
     raft_node_stop(s->node);

@@ -17,6 +17,13 @@
  * --read-mode lease -- and is served once the state machine has applied the
  * index it returns. With --read-mode unsafe_local every node answers reads
  * from its own state, stale or not: a teaching knob.
+ *
+ * Keys are spread over shards by consistent hashing (ring.h); each shard
+ * is a Raft group on R of the nodes. The coordinator sends a command to
+ * the leader of its key's shard -- wherever that is, hosted here or not --
+ * and splits a multi-key MGET, DEL or EXISTS by shard, gathering the parts
+ * (not atomic across shards). A connection's session has one {client_id,
+ * seq} per shard, since every shard keeps its own session table.
  */
 #ifndef KV_SERVER_H
 #define KV_SERVER_H
@@ -57,8 +64,14 @@ struct kv_server_config {
     uint32_t tick_ms;
     bool trace;
     const uint8_t *cluster_secret; /* raft_node_config.cluster_secret */
-    const struct kv_auth *auth;    /* the front doors' secrets (auth.h); NULL: all open */
-    struct tcp_limits *limits;     /* the front doors' limits (tcp.h); NULL: none */
+    /* Placement (ring.h): G shards of R replicas, V points per shard and
+     * per node on the rings. Fixed when the data dir is created (recorded in
+     * <data>/placement); 0: the recorded value, or for a new data dir 1
+     * shard, R = every node with one shard and min(3, nodes) with more,
+     * V = 64. */
+    uint32_t shards, replicas, vnodes;
+    const struct kv_auth *auth; /* the front doors' secrets (auth.h); NULL: all open */
+    struct tcp_limits *limits;  /* the front doors' limits (tcp.h); NULL: none */
 };
 
 /* How a command ended, for the front doors: enum kv_code (errors.h). */
@@ -67,50 +80,67 @@ struct kv_reply {
     enum kv_code code;
     const char *message; /* for errors */
     const struct kv_result *result;
-    /* KV_SUBMIT_RENEW: the session was renewed; the command ran as seq 1 of
-     * this client id, which the caller uses from now on (0: not renewed). */
-    uint64_t renewed_client_id;
 };
+
+struct kv_server;
+
+/* A connection's own session (thesis §6.3): one {client_id, seq} per
+ * shard, each shard's state machine keeping its own table. The server
+ * numbers the connection's writes with it and, when a shard expired the
+ * session (nothing was applied), starts a new one there and runs the
+ * command as its seq 1. Owned by the connection; it must outlive every
+ * command submitted with it (until the callback). */
+struct kv_session_slot {
+    uint64_t client_id, seq;
+};
+struct kv_session {
+    uint64_t id; /* shown to the user (CLIENT INFO); the first slot's client id */
+    uint32_t n;
+    struct kv_session_slot *slot;
+};
+int kv_session_init(struct kv_server *s, struct kv_session *sess);
+void kv_session_release(struct kv_session *sess);
 
 /* Why a command was refused with STATUS_SESSION_EXPIRED, for the doors. */
 #define SESSION_EXPIRED_WHY                                                                        \
     "a newer command of this session was applied, or the session is unknown "                      \
     "(sessions start at seq 1 and expire after --session-ttl idle); nothing was applied"
 
-/* Submit flags. */
-enum {
-    /* The session is the caller's own (a connection's), not the user's: if
-     * the state machine refuses it as expired -- so nothing was applied --
-     * start a new session and run the command as its seq 1. */
-    KV_SUBMIT_RENEW = 1,
-};
-
 typedef void (*kv_done_cb)(void *ctx, const struct kv_reply *reply);
-
-struct kv_server;
 
 int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
                     char *err, size_t errlen);
 /* Run cmd (a copy is taken); cb is called exactly once, maybe before this
- * returns (a local read in unsafe_local mode). flags: KV_SUBMIT_*. */
-void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, int flags, kv_done_cb cb,
-                      void *ctx);
+ * returns (a local read in unsafe_local mode). A write is numbered from
+ * session (the connection's own) when given; without one, cmd's client_id
+ * and seq are used as they are (a session the user named: its seq counts
+ * per shard). */
+void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_session *session,
+                      kv_done_cb cb, void *ctx);
 /* A fresh client session id (random, nonzero). */
 uint64_t kv_server_new_client(struct kv_server *s);
 /* Status as JSON (id, role, term, leader, commit, applied, peers...). */
 json_t *kv_server_status(struct kv_server *s);
 /* Prometheus text format. */
 void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *text), void *arg);
-/* The leader's id (0: unknown) and its peer entry (NULL if unknown). */
-const struct kv_peer *kv_server_leader(struct kv_server *s);
+/* The leader of the shard of key (NULL: key's length 0 means shard 0), as
+ * far as this node knows (NULL if unknown). */
+const struct kv_peer *kv_server_leader(struct kv_server *s, const void *key, size_t len);
+/* The placement: shards, their replicas and leaders, keys per shard, the
+ * ring's balance (/v1/ring, kvctl ring); and one key's (kvctl locate). */
+json_t *kv_server_ring(struct kv_server *s);
+json_t *kv_server_locate(struct kv_server *s, const void *key, size_t len);
+uint32_t kv_server_shards(const struct kv_server *s);
 const struct kv_peer *kv_server_self(struct kv_server *s);
 /* Who may use the front doors (never NULL: all open when not configured). */
 const struct kv_auth *kv_server_auth(const struct kv_server *s);
 /* The front doors' limits and counters (NULL: none). */
 struct tcp_limits *kv_server_limits(const struct kv_server *s);
 const struct kv_server_config *kv_server_config(struct kv_server *s);
-/* Leadership transfer; RAFT_ codes. */
-int kv_server_transfer(struct kv_server *s, raft_id to);
+/* Leadership transfer of a shard this node leads (-1: every one it leads)
+ * to `to` (0: the most up-to-date follower); RAFT_ codes (RAFT_ENOTLEADER:
+ * it leads none of them). */
+int kv_server_transfer(struct kv_server *s, int shard, raft_id to);
 /* Application-level faults (transport.h): set (n == 0 heals) and read. */
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n);
 const struct transport_fault *kv_server_faults(struct kv_server *s, size_t *n);

@@ -8,16 +8,23 @@
  *   relay.c        requests and answers between nodes, results <-> protobuf
  *   snapfile.c     snapshot files (§7): written, read in chunks, staged
  *   status.c       /v1/status, INFO and /metrics
+ *   route.c        keys to shards (ring.h), multi-shard commands split and
+ *                  gathered, sessions per shard, leaders spread over nodes
+ *
+ * A shard is a Raft group (ring.h: shard s is group s + 1). The server
+ * keeps a struct shard for every shard of the map; those with a replica
+ * here (hosted) have a state machine, snapshots and the commands executing
+ * here as their leader; the others only a hint of who leads them.
  */
 #ifndef KV_SERVER_INTERNAL_H
 #define KV_SERVER_INTERNAL_H
 
 #include <limits.h>
 
+#include "ring.h"
 #include "server.h"
 
 enum {
-    GROUP = 1,     /* one group for now; every structure is per group */
     SWEEP_MS = 10, /* how often deadlines and retries are looked at */
     NO_LEADER_RETRY_MS = 50,
     BUSY_RETRY_MS = 20,
@@ -34,11 +41,39 @@ struct histogram {
     double sum;
 };
 
+/* One shard (Raft group) of the map, as this node sees it. */
+struct shard {
+    uint32_t index;        /* the shard number, 0..G-1 */
+    uint64_t group;        /* its Raft group: index + 1 */
+    bool hosted;           /* one of its replicas is this node */
+    raft_id leader_hint;   /* the leader last heard of (from answers) */
+    uint32_t next_replica; /* round robin over replicas while no leader is known */
+    /* Hosted only: */
+    struct kv_sm *sm;
+    raft_id preferred_leader; /* route.c, leader balance */
+    uint64_t balance_next_ms, balance_backoff_ms;
+    /* Snapshots: files <data>/snap/g<group>-<index>.snap. */
+    raft_index snap_index;
+    bool snap_busy;
+    int read_fd;
+    raft_index read_fd_index;
+    int staging_fd;
+    uint64_t snapshots_taken, snapshots_installed;
+    /* Commands executing here as its leader. */
+    struct exec *reads, *writes;
+    struct exec **by_session; /* EXEC_BUCKETS chains of writes */
+    uint64_t became_candidate, became_leader;
+};
+
+struct fanout;
+
 /* A command a client gave this node, until it is answered. */
 struct request {
     struct request *prev, *next;
     uint64_t id;
-    uint8_t *data; /* the packed Command */
+    struct shard *sh;           /* where its key(s) live */
+    struct kv_session *session; /* whose slot renews (KV_SUBMIT_RENEW), or NULL */
+    uint8_t *data;              /* the packed Command */
     size_t len;
     bool is_read;
     uint64_t start_ms, deadline_ms;
@@ -47,7 +82,7 @@ struct request {
     raft_id leader_hint;
     bool local_exec; /* being executed here, as the leader */
     raft_id sent_to; /* the node the last try went to: only its answer counts */
-    bool renew;      /* KV_SUBMIT_RENEW */
+    bool renew;      /* a connection's session: renewed if it expired */
     uint64_t renewed_client_id;
     char last_error[160];
     kv_done_cb cb;
@@ -57,7 +92,8 @@ struct request {
 /* A command being executed here as the leader, for a coordinator (this
  * node or another). */
 struct exec {
-    struct exec *prev, *next; /* in the reads or writes list */
+    struct shard *sh;
+    struct exec *prev, *next; /* in the shard's reads or writes list */
     struct exec *chain;       /* writes: hash bucket chain */
     raft_id origin;           /* the coordinator */
     uint64_t req_id;          /* its request id */
@@ -73,29 +109,25 @@ struct kv_server {
     uv_loop_t *loop;
     struct kv_server_config cfg;
     struct raft_node *node;
-    struct kv_sm *sm;
+    struct ring *ring;    /* the placement (ring.h) */
+    struct shard *shards; /* every shard of the map, by number */
+    uint32_t n_shards;
     uv_timer_t sweep;
     bool stopping;
     int closing;
-    /* Snapshots: files in <data>/snap, the current one named by its index. */
-    char snap_dir[PATH_MAX - 128];
-    raft_index snap_index;
-    bool snap_busy;
-    int read_fd;
-    raft_index read_fd_index;
-    int staging_fd;
-    uint64_t snapshots_taken, snapshots_installed;
+    char snap_dir[PATH_MAX - 128]; /* <data>/snap */
+    int snap_jobs;                 /* snapshots being written (stop waits for them) */
     uint64_t prng;
     uint64_t next_request_id, next_read_id;
     struct request *requests;
-    struct exec *reads, *writes;
-    struct exec *by_session[EXEC_BUCKETS];
+    uint64_t balance_at_ms; /* route.c: when leader balance looks next */
+    uint64_t transfers_balance;
     /* Metrics. */
     struct histogram lat_write, lat_read;
     uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried;
     bool damaged_logged; /* a damaged value was reported once */
     uint64_t sessions_renewed;
-    uint64_t became_candidate, became_leader;
+    uint64_t fanouts; /* commands split over shards */
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
     size_t n_faults;
 };
@@ -110,9 +142,19 @@ static inline uint64_t next_random(struct kv_server *s)
     return raft_splitmix64(&s->prng); /* session ids only need to differ */
 }
 
-static inline struct raft *core(struct kv_server *s)
+/* The core of a hosted shard. */
+static inline struct raft *core(struct kv_server *s, const struct shard *sh)
 {
-    return raft_node_raft(s->node, GROUP);
+    return raft_node_raft(s->node, sh->group);
+}
+
+/* The hosted shard of a group, or NULL. */
+static inline struct shard *shard_of_group(struct kv_server *s, uint64_t group)
+{
+    if (group == 0 || group > s->n_shards)
+        return NULL;
+    struct shard *sh = &s->shards[group - 1];
+    return sh->hosted ? sh : NULL;
 }
 
 /* coordinator.c */
@@ -123,25 +165,31 @@ void request_finish(struct kv_server *s, struct request *q, enum kv_code code, c
 /* The leader (or the node it went to) answered it. */
 void request_answered(struct kv_server *s, struct request *q, Kvpb__ReplyCode code, raft_id leader,
                       const char *message, const struct kv_result *result);
+/* A new request for one shard; cb gets its end. Started at once. */
+void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *cmd,
+                   struct kv_session *session, bool renew, uint64_t deadline_ms, kv_done_cb cb,
+                   void *ctx);
 void requests_sweep(uv_timer_t *t); /* deadlines and retries, every SWEEP_MS */
 const char *read_failed(struct kv_server *s, int rc);
+bool node_failed(const struct kv_server *s);
 
 /* exec.c */
 size_t exec_bucket(uint64_t client, uint64_t seq);
-void exec_start(struct kv_server *s, raft_id origin, uint64_t req_id, const uint8_t *data,
-                size_t len);
+void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+                const uint8_t *data, size_t len);
 void exec_answer(struct kv_server *s, struct exec *x, struct exec **list, Kvpb__ReplyCode code,
                  const char *message, const struct kv_result *result);
-void serve_reads(struct kv_server *s);
-void fail_writes(struct kv_server *s, Kvpb__ReplyCode code, const char *message);
-void fail_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message);
+void serve_reads(struct kv_server *s, struct shard *sh);
+void fail_writes(struct kv_server *s, struct shard *sh, Kvpb__ReplyCode code, const char *message);
+void fail_execs(struct kv_server *s, struct shard *sh, Kvpb__ReplyCode code, const char *message);
+void fail_all_execs(struct kv_server *s, Kvpb__ReplyCode code, const char *message);
 Kvpb__ReplyCode reply_code_of(int rv);
 const char *reply_message_of(struct kv_server *s, int rv);
 
 /* relay.c */
-void send_relay(struct kv_server *s, raft_id to, const Kvpb__Relay *relay);
-void reply_to(struct kv_server *s, raft_id origin, uint64_t req_id, Kvpb__ReplyCode code,
-              const char *message, const struct kv_result *result);
+void send_relay(struct kv_server *s, uint64_t group, raft_id to, const Kvpb__Relay *relay);
+void reply_to(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+              Kvpb__ReplyCode code, const char *message, const struct kv_result *result);
 void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *body, size_t len);
 
 /* snapfile.c: the node's snapshot callbacks (node.h) and the files */
@@ -152,10 +200,19 @@ int cb_snapshot_chunk(void *data, uint64_t group, const struct raft_install_snap
 int cb_snapshot_install(void *data, uint64_t group, void *txn, raft_index index, char *err,
                         size_t errlen);
 void cb_snapshot_installed(void *data, uint64_t group, raft_index index, bool committed);
-void snap_file(struct kv_server *s, char *buf, size_t len, raft_index index);
-void snap_cleanup(struct kv_server *s, bool all_temporary);
+void snap_file(struct kv_server *s, const struct shard *sh, char *buf, size_t len,
+               raft_index index);
+void snap_cleanup(struct kv_server *s, struct shard *sh, bool all_temporary);
+
+/* route.c */
+/* Compare the placement flags with the data dir's record (writing it on
+ * first start) and fill in the recorded or default values. */
+int placement_settle(struct kv_server_config *cfg, char *err, size_t errlen);
+void balance_leaders(struct kv_server *s); /* from the sweep */
+void preferred_leaders(struct kv_server *s);
 
 /* server.c */
 void server_release(struct kv_server *s);
+const struct kv_peer *peer_of(struct kv_server *s, raft_id id);
 
 #endif /* KV_SERVER_INTERNAL_H */

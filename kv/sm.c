@@ -872,6 +872,21 @@ int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_
     return KV_OK;
 }
 
+int kv_sm_stat(struct kv_sm *sm, uint64_t *keys, uint64_t *bytes)
+{
+    MDB_txn *txn;
+    if (read_begin(sm, &txn))
+        return KV_EIO;
+    MDB_stat st;
+    int rc = mdb_stat(txn, sm->kv, &st);
+    read_end(sm);
+    if (rc)
+        return KV_EIO;
+    *keys = st.ms_entries;
+    *bytes = (uint64_t)st.ms_psize * (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);
+    return KV_OK;
+}
+
 int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys)
 {
     MDB_txn *txn;

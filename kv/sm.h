@@ -19,7 +19,7 @@
  * every replica expires the same sessions at the same entry; the clock is
  * stored with the applied index and carried in snapshots.
  *
- * Databases (DESIGN.md): "g<id>.kv" (key -> value), "g<id>.sess" (client
+ * Databases: "g<id>.kv" (key -> value), "g<id>.sess" (client
  * id -> seq, last-used clock and encoded Result), "g<id>.kvmeta" (the
  * applied index, the log clock, the state format).
  */
@@ -100,6 +100,10 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
 /* XXH64 of every key and value in key order, and how many keys: equal on
  * replicas that applied the same prefix of the log. */
 int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys);
+
+/* How many keys the state holds and the bytes of its B-tree pages, from
+ * LMDB's counters (no scan). */
+int kv_sm_stat(struct kv_sm *sm, uint64_t *keys, uint64_t *bytes);
 
 /* Sessions in the table (expired ones not yet swept included), sessions
  * expired by this process, and the log clock (ms since the epoch). */

@@ -25,56 +25,59 @@ static const char *read_mode_name(enum kv_read_mode m)
 /* A node stopped by a storage error still has a core that may believe it
  * leads (nothing tells the core); it serves nothing, and status must not
  * send anyone to it. */
-static bool node_failed(const struct kv_server *s)
+bool node_failed(const struct kv_server *s)
 {
     return raft_node_error(s->node) != NULL;
 }
 
-static const char *role_name(struct kv_server *s)
+static bool leads(struct kv_server *s, struct shard *sh)
 {
-    return node_failed(s) ? "failed" : raft_role_name(raft_role_of(core(s)));
+    return !node_failed(s) && raft_role_of(core(s, sh)) == RAFT_LEADER;
 }
 
-static bool leads(struct kv_server *s)
+/* The group whose fields /v1/status shows at its top level: the node's
+ * first (its only one with --shards 1). */
+static struct shard *first_hosted(struct kv_server *s)
 {
-    return !node_failed(s) && raft_role_of(core(s)) == RAFT_LEADER;
+    for (uint32_t i = 0; i < s->n_shards; i++)
+        if (s->shards[i].hosted)
+            return &s->shards[i];
+    return NULL;
 }
 
-json_t *kv_server_status(struct kv_server *s)
+/* A hosted group's state: role, term, indexes, content. */
+static void group_fields(struct kv_server *s, struct shard *sh, json_t *o)
 {
-    struct raft *r = core(s);
-    struct raft_node_stats st;
-    raft_node_stats(s->node, &st);
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_integer((json_int_t)s->cfg.id));
-    char cid[20];
-    snprintf(cid, sizeof(cid), "%016" PRIx64, s->cfg.cluster_id);
-    json_object_set_new(o, "cluster_id", json_string(cid));
-    json_object_set_new(o, "role", json_string(role_name(s)));
+    struct raft *r = core(s, sh);
+    json_object_set_new(o, "role",
+                        json_string(node_failed(s) ? "failed" : raft_role_name(raft_role_of(r))));
     json_object_set_new(o, "term", json_integer((json_int_t)raft_current_term(r)));
     json_object_set_new(o, "leader", json_integer((json_int_t)raft_leader(r)));
     json_object_set_new(o, "commit", json_integer((json_int_t)raft_commit_index(r)));
-    json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(s->sm)));
+    json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(sh->sm)));
     json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(r)));
-    json_object_set_new(o, "read_mode", json_string(read_mode_name(s->cfg.read_mode)));
-    json_object_set_new(o, "fsyncs", json_integer((json_int_t)st.commits));
-    json_object_set_new(o, "snapshot_index", json_integer((json_int_t)s->snap_index));
+    json_object_set_new(o, "snapshot_index", json_integer((json_int_t)sh->snap_index));
     uint64_t hash, keys;
-    if (kv_sm_hash(s->sm, &hash, &keys) == KV_OK) {
+    if (kv_sm_hash(sh->sm, &hash, &keys) == KV_OK) {
         char hex[20];
         snprintf(hex, sizeof(hex), "%016" PRIx64, hash);
         json_object_set_new(o, "content_hash", json_string(hex));
         json_object_set_new(o, "keys", json_integer((json_int_t)keys));
     }
     uint64_t sessions, expired, clock;
-    if (kv_sm_sessions(s->sm, &sessions, &expired, &clock) == KV_OK) {
+    if (kv_sm_sessions(sh->sm, &sessions, &expired, &clock) == KV_OK) {
         json_object_set_new(o, "sessions", json_integer((json_int_t)sessions));
         json_object_set_new(o, "log_clock_ms", json_integer((json_int_t)clock));
     }
-    const char *why = raft_node_error(s->node);
-    json_object_set_new(o, "error", why ? json_string(why) : json_null());
+}
+
+/* Every member's addresses; reachability; on the leader of sh, how far
+ * each follower has replicated. */
+static json_t *peers_json(struct kv_server *s, struct shard *sh)
+{
     json_t *peers = json_array();
-    bool leader = leads(s);
+    bool leader = sh && leads(s, sh);
+    struct raft *r = sh ? core(s, sh) : NULL;
     for (size_t i = 0; i < s->cfg.n_peers; i++) {
         const struct kv_peer *p = &s->cfg.peers[i];
         json_t *po = json_object();
@@ -108,14 +111,205 @@ json_t *kv_server_status(struct kv_server *s)
         }
         json_array_append_new(peers, po);
     }
-    json_object_set_new(o, "peers", peers);
+    return peers;
+}
+
+json_t *kv_server_status(struct kv_server *s)
+{
+    struct raft_node_stats st;
+    raft_node_stats(s->node, &st);
+    const struct ring_map *m = ring_map(s->ring);
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_integer((json_int_t)s->cfg.id));
+    char cid[20];
+    snprintf(cid, sizeof(cid), "%016" PRIx64, s->cfg.cluster_id);
+    json_object_set_new(o, "cluster_id", json_string(cid));
+    struct shard *top = first_hosted(s);
+    if (top)
+        group_fields(s, top, o);
+    else
+        json_object_set_new(o, "role", json_string(node_failed(s) ? "failed" : "none"));
+    json_object_set_new(o, "read_mode", json_string(read_mode_name(s->cfg.read_mode)));
+    json_object_set_new(o, "fsyncs", json_integer((json_int_t)st.commits));
+    json_object_set_new(o, "shards", json_integer(m->shards));
+    json_object_set_new(o, "replicas", json_integer(m->replicas));
+    json_object_set_new(o, "epoch", json_integer((json_int_t)m->epoch));
+    int leading = 0;
+    json_t *groups = json_array();
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (!sh->hosted)
+            continue;
+        leading += leads(s, sh);
+        json_t *g = json_object();
+        json_object_set_new(g, "shard", json_integer(sh->index));
+        json_object_set_new(g, "group", json_integer((json_int_t)sh->group));
+        group_fields(s, sh, g);
+        json_array_append_new(groups, g);
+    }
+    json_object_set_new(o, "groups", groups);
+    json_object_set_new(o, "leading", json_integer(leading));
+    const char *why = raft_node_error(s->node);
+    json_object_set_new(o, "error", why ? json_string(why) : json_null());
+    json_object_set_new(o, "peers", peers_json(s, top));
     return o;
 }
 
-static void emit_histogram(void (*emit)(void *, const char *), void *arg, const char *name,
-                           const char *labels, const struct histogram *h)
+/* ------------------------------------------------------------------------
+ * /metrics: one table of families; values are emitted with their labels
+ * (group="N" for what is per Raft group).
+ * ------------------------------------------------------------------------ */
+
+enum metric_id {
+    M_TERM,
+    M_IS_LEADER,
+    M_LEADING,
+    M_FAILED,
+    M_ELECTIONS,
+    M_LEADERSHIPS,
+    M_COMMIT,
+    M_APPLIED,
+    M_LAST,
+    M_FSYNCS,
+    M_ENTRIES_PERSISTED,
+    M_ENTRIES_PER_FSYNC,
+    M_GROUPS_PER_FSYNC,
+    M_ENTRIES_APPLIED,
+    M_APPLY_COMMITS,
+    M_REQUESTS,
+    M_FORWARDED,
+    M_RETRIES,
+    M_FANOUTS,
+    M_BALANCE_TRANSFERS,
+    M_FRAMES,
+    M_REFUSED,
+    M_FAULTS,
+    M_CLIENTS,
+    M_CLIENTS_MAX,
+    M_CLIENTS_CLOSED,
+    M_SNAPSHOT_INDEX,
+    M_SNAPSHOTS,
+    M_SESSIONS,
+    M_SESSIONS_EXPIRED,
+    M_SESSIONS_RENEWED,
+    M_KEYS,
+    M_REQUEST_SECONDS,
+    M_FSYNC_SECONDS,
+    M_PEER_LAG,
+    M_COUNT
+};
+
+static const struct metric_def {
+    const char *name, *type, *help;
+} METRICS[M_COUNT] = {
+    [M_TERM] = {"raftkv_term", "gauge", "Current Raft term."},
+    [M_IS_LEADER] = {"raftkv_is_leader", "gauge", "1 if this node leads the group."},
+    [M_LEADING] = {"raftkv_leaders", "gauge",
+                   "Groups this node leads (spread evenly when there are several shards)."},
+    [M_FAILED] = {"raftkv_failed", "gauge",
+                  "1 if the node stopped taking work (a storage error: see /v1/status, error) "
+                  "until it is restarted."},
+    [M_ELECTIONS] = {"raftkv_elections_total", "counter",
+                     "Elections this node started (as candidate)."},
+    [M_LEADERSHIPS] = {"raftkv_leaderships_total", "counter", "Times this node became leader."},
+    [M_COMMIT] = {"raftkv_commit_index", "gauge", "Highest log index known committed."},
+    [M_APPLIED] = {"raftkv_applied_index", "gauge",
+                   "Highest log index applied to the state machine."},
+    [M_LAST] = {"raftkv_last_index", "gauge", "Last index in the log."},
+    [M_FSYNCS] = {"raftkv_fsyncs_total", "counter",
+                  "Storage commits (one fsync each, all groups)."},
+    [M_ENTRIES_PERSISTED] = {"raftkv_entries_persisted_total", "counter",
+                             "Log entries written by those commits."},
+    [M_ENTRIES_PER_FSYNC] = {"raftkv_entries_per_fsync", "gauge",
+                             "Average log entries per storage commit, all groups together."},
+    [M_GROUPS_PER_FSYNC] = {"raftkv_updates_per_fsync", "gauge",
+                            "Average updates of the cores (of any group) whose writes shared one "
+                            "storage commit."},
+    [M_ENTRIES_APPLIED] = {"raftkv_entries_applied_total", "counter",
+                           "Entries applied to the state machine."},
+    [M_APPLY_COMMITS] = {"raftkv_apply_commits_total", "counter",
+                         "Commits that only applied entries: alone (a sync of their own) or "
+                         "joined by the next writes while they lingered (--apply-linger)."},
+    [M_REQUESTS] = {"raftkv_requests_total", "counter", "Client commands by outcome."},
+    [M_FORWARDED] = {"raftkv_forwarded_total", "counter",
+                     "Commands sent to their shard's leader by this node."},
+    [M_RETRIES] = {"raftkv_retries_total", "counter",
+                   "Commands tried again (leader change, lost answer)."},
+    [M_FANOUTS] = {"raftkv_split_commands_total", "counter",
+                   "MGET, DEL and EXISTS commands split over several shards."},
+    [M_BALANCE_TRANSFERS] = {"raftkv_balance_transfers_total", "counter",
+                             "Leaderships this node handed to a shard's preferred leader."},
+    [M_FRAMES] = {"raftkv_transport_frames_total", "counter", "Raft transport frames."},
+    [M_REFUSED] = {"raftkv_transport_refused_total", "counter",
+                   "Connections refused (foreign cluster or version, not a member, wrong cluster "
+                   "secret, no handshake in time, oversized or malformed frames)."},
+    [M_FAULTS] = {"raftkv_fault_injected_total", "counter", "Messages the fault filter acted on."},
+    [M_CLIENTS] = {"raftkv_clients", "gauge", "Client connections open (RESP and HTTP)."},
+    [M_CLIENTS_MAX] = {"raftkv_clients_max", "gauge", "The --max-clients limit."},
+    [M_CLIENTS_CLOSED] = {"raftkv_clients_closed_total", "counter",
+                          "Client connections refused or closed by a limit: max_clients, "
+                          "timeout (a partial request held too long), output (replies not "
+                          "read)."},
+    [M_SNAPSHOT_INDEX] = {"raftkv_snapshot_index", "gauge", "Index of the current snapshot."},
+    [M_SNAPSHOTS] = {"raftkv_snapshots_total", "counter",
+                     "Snapshots taken here or installed from the leader."},
+    [M_SESSIONS] = {"raftkv_sessions", "gauge",
+                    "Client sessions in the state machine (thesis 6.3)."},
+    [M_SESSIONS_EXPIRED] = {"raftkv_sessions_expired_total", "counter",
+                            "Sessions this node's state machine expired."},
+    [M_SESSIONS_RENEWED] = {"raftkv_sessions_renewed_total", "counter",
+                            "Commands of a connection whose session had expired, run again as "
+                            "seq 1 of a new one."},
+    [M_KEYS] = {"raftkv_keys", "gauge", "Keys in the group's state machine."},
+    [M_REQUEST_SECONDS] = {"raftkv_request_seconds", "histogram",
+                           "Client command latency at this node."},
+    [M_FSYNC_SECONDS] = {"raftkv_fsync_seconds", "histogram", "Duration of storage commits."},
+    [M_PEER_LAG] = {"raftkv_peer_lag_entries", "gauge",
+                    "How far each follower's log is behind the leader's."},
+};
+
+struct out {
+    void (*emit)(void *arg, const char *text);
+    void *arg;
+};
+
+static void family(struct out *o, enum metric_id id)
+{
+    char line[512];
+    snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", METRICS[id].name, METRICS[id].help,
+             METRICS[id].name, METRICS[id].type);
+    o->emit(o->arg, line);
+}
+
+/* One sample; labels without braces ("" for none). */
+static void sample(struct out *o, enum metric_id id, const char *labels, uint64_t v)
 {
     char line[256];
+    snprintf(line, sizeof(line), "%s%s%s%s %" PRIu64 "\n", METRICS[id].name, *labels ? "{" : "",
+             labels, *labels ? "}" : "", v);
+    o->emit(o->arg, line);
+}
+
+static void sample_real(struct out *o, enum metric_id id, const char *labels, double v)
+{
+    char line[256];
+    snprintf(line, sizeof(line), "%s%s%s%s %.3f\n", METRICS[id].name, *labels ? "{" : "", labels,
+             *labels ? "}" : "", v);
+    o->emit(o->arg, line);
+}
+
+/* A family with one unlabelled sample. */
+static void single(struct out *o, enum metric_id id, uint64_t v)
+{
+    family(o, id);
+    sample(o, id, "", v);
+}
+
+static void histogram_samples(struct out *o, enum metric_id id, const char *labels,
+                              const struct histogram *h)
+{
+    char line[256];
+    const char *name = METRICS[id].name;
     uint64_t cum = 0;
     for (size_t k = 0; k <= LAT_BUCKETS; k++) {
         cum += h->buckets[k];
@@ -126,170 +320,227 @@ static void emit_histogram(void (*emit)(void *, const char *), void *arg, const 
             snprintf(le, sizeof(le), "+Inf");
         snprintf(line, sizeof(line), "%s_bucket{%s,le=\"%s\"} %" PRIu64 "\n", name, labels, le,
                  cum);
-        emit(arg, line);
+        o->emit(o->arg, line);
     }
     snprintf(line, sizeof(line), "%s_sum{%s} %.6f\n%s_count{%s} %" PRIu64 "\n", name, labels,
              h->sum, name, labels, h->count);
-    emit(arg, line);
+    o->emit(o->arg, line);
 }
 
-void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *text), void *arg)
+/* Per-group families: one sample per hosted group. */
+typedef uint64_t (*group_value)(struct kv_server *s, struct shard *sh);
+
+static uint64_t g_term(struct kv_server *s, struct shard *sh)
 {
-    struct raft *r = core(s);
+    return raft_current_term(core(s, sh));
+}
+static uint64_t g_is_leader(struct kv_server *s, struct shard *sh)
+{
+    return leads(s, sh);
+}
+static uint64_t g_elections(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    return sh->became_candidate;
+}
+static uint64_t g_leaderships(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    return sh->became_leader;
+}
+static uint64_t g_commit(struct kv_server *s, struct shard *sh)
+{
+    return raft_commit_index(core(s, sh));
+}
+static uint64_t g_applied(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    return kv_sm_applied(sh->sm);
+}
+static uint64_t g_last(struct kv_server *s, struct shard *sh)
+{
+    return raft_last_index(core(s, sh));
+}
+static uint64_t g_snapshot_index(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    return sh->snap_index;
+}
+static uint64_t g_keys(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    uint64_t keys = 0, bytes;
+    return kv_sm_stat(sh->sm, &keys, &bytes) == KV_OK ? keys : 0;
+}
+static uint64_t g_sessions(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    uint64_t n = 0, expired, clock;
+    return kv_sm_sessions(sh->sm, &n, &expired, &clock) == KV_OK ? n : 0;
+}
+static uint64_t g_sessions_expired(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    uint64_t n, expired = 0, clock;
+    return kv_sm_sessions(sh->sm, &n, &expired, &clock) == KV_OK ? expired : 0;
+}
+
+static void per_group(struct out *o, struct kv_server *s, enum metric_id id, group_value f)
+{
+    family(o, id);
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (!sh->hosted)
+            continue;
+        char labels[48];
+        snprintf(labels, sizeof(labels), "group=\"%" PRIu64 "\"", sh->group);
+        sample(o, id, labels, f(s, sh));
+    }
+}
+
+static void raft_metrics(struct out *o, struct kv_server *s)
+{
+    static const struct {
+        enum metric_id id;
+        group_value f;
+    } groups[] = {{M_TERM, g_term},
+                  {M_IS_LEADER, g_is_leader},
+                  {M_ELECTIONS, g_elections},
+                  {M_LEADERSHIPS, g_leaderships},
+                  {M_COMMIT, g_commit},
+                  {M_APPLIED, g_applied},
+                  {M_LAST, g_last},
+                  {M_SNAPSHOT_INDEX, g_snapshot_index},
+                  {M_KEYS, g_keys},
+                  {M_SESSIONS, g_sessions},
+                  {M_SESSIONS_EXPIRED, g_sessions_expired}};
+    for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+        per_group(o, s, groups[i].id, groups[i].f);
+    uint64_t leading = 0, taken = 0, installed = 0;
+    for (uint32_t i = 0; i < s->n_shards; i++)
+        if (s->shards[i].hosted) {
+            leading += leads(s, &s->shards[i]);
+            taken += s->shards[i].snapshots_taken;
+            installed += s->shards[i].snapshots_installed;
+        }
+    single(o, M_LEADING, leading);
+    single(o, M_FAILED, node_failed(s));
+    family(o, M_SNAPSHOTS);
+    sample(o, M_SNAPSHOTS, "how=\"taken\"", taken);
+    sample(o, M_SNAPSHOTS, "how=\"installed\"", installed);
+    single(o, M_BALANCE_TRANSFERS, s->transfers_balance);
+}
+
+static void storage_metrics(struct out *o, struct kv_server *s)
+{
     struct raft_node_stats st;
     raft_node_stats(s->node, &st);
-    struct transport_stats ts;
-    transport_get_stats(raft_node_transport(s->node), &ts);
-    char buf[4096];
-    snprintf(
-        buf, sizeof(buf),
-        "# HELP raftkv_term Current Raft term.\n# TYPE raftkv_term gauge\n"
-        "raftkv_term{group=\"%d\"} %" PRIu64 "\n"
-        "# HELP raftkv_is_leader 1 if this node leads the group.\n"
-        "# TYPE raftkv_is_leader gauge\nraftkv_is_leader{group=\"%d\"} %d\n"
-        "# HELP raftkv_failed 1 if the node stopped taking work (a storage error: see "
-        "/v1/status, error) until it is restarted.\n"
-        "# TYPE raftkv_failed gauge\nraftkv_failed %d\n"
-        "# HELP raftkv_elections_total Elections this node started (as candidate).\n"
-        "# TYPE raftkv_elections_total counter\nraftkv_elections_total{group=\"%d\"} %" PRIu64 "\n"
-        "# HELP raftkv_leaderships_total Times this node became leader.\n"
-        "# TYPE raftkv_leaderships_total counter\nraftkv_leaderships_total{group=\"%d\"} "
-        "%" PRIu64 "\n"
-        "# HELP raftkv_commit_index Highest log index known committed.\n"
-        "# TYPE raftkv_commit_index gauge\nraftkv_commit_index{group=\"%d\"} %" PRIu64 "\n"
-        "# HELP raftkv_applied_index Highest log index applied to the state machine.\n"
-        "# TYPE raftkv_applied_index gauge\nraftkv_applied_index{group=\"%d\"} %" PRIu64 "\n"
-        "# HELP raftkv_last_index Last index in the log.\n"
-        "# TYPE raftkv_last_index gauge\nraftkv_last_index{group=\"%d\"} %" PRIu64 "\n"
-        "# HELP raftkv_fsyncs_total Storage commits (one fsync each, all groups).\n"
-        "# TYPE raftkv_fsyncs_total counter\nraftkv_fsyncs_total %" PRIu64 "\n"
-        "# HELP raftkv_entries_persisted_total Log entries written by those commits.\n"
-        "# TYPE raftkv_entries_persisted_total counter\nraftkv_entries_persisted_total "
-        "%" PRIu64 "\n"
-        "# HELP raftkv_entries_per_fsync Average log entries per storage commit.\n"
-        "# TYPE raftkv_entries_per_fsync gauge\nraftkv_entries_per_fsync %.3f\n"
-        "# HELP raftkv_entries_applied_total Entries applied to the state machine.\n"
-        "# TYPE raftkv_entries_applied_total counter\nraftkv_entries_applied_total %" PRIu64 "\n"
-        "# HELP raftkv_apply_commits_total Commits that only applied entries: alone (a sync of "
-        "their own) or joined by the next writes while they lingered (--apply-linger).\n"
-        "# TYPE raftkv_apply_commits_total counter\n"
-        "raftkv_apply_commits_total{how=\"alone\"} %" PRIu64 "\n"
-        "raftkv_apply_commits_total{how=\"joined\"} %" PRIu64 "\n",
-        GROUP, raft_current_term(r), GROUP, leads(s), node_failed(s), GROUP, s->became_candidate,
-        GROUP, s->became_leader, GROUP, raft_commit_index(r), GROUP, kv_sm_applied(s->sm), GROUP,
-        raft_last_index(r), st.commits, st.entries,
-        st.commits ? (double)st.entries / (double)st.commits : 0.0, st.applied, st.apply_only,
-        st.joined);
-    emit(arg, buf);
-    snprintf(buf, sizeof(buf),
-             "# HELP raftkv_requests_total Client commands by outcome.\n"
-             "# TYPE raftkv_requests_total counter\n"
-             "raftkv_requests_total{outcome=\"ok\"} %" PRIu64 "\n"
-             "raftkv_requests_total{outcome=\"timeout\"} %" PRIu64 "\n"
-             "raftkv_requests_total{outcome=\"unavailable\"} %" PRIu64 "\n"
-             "raftkv_requests_total{outcome=\"bad\"} %" PRIu64 "\n"
-             "# HELP raftkv_forwarded_total Commands sent to the leader by this node.\n"
-             "# TYPE raftkv_forwarded_total counter\nraftkv_forwarded_total %" PRIu64 "\n"
-             "# HELP raftkv_retries_total Commands tried again (leader change, lost answer).\n"
-             "# TYPE raftkv_retries_total counter\nraftkv_retries_total %" PRIu64 "\n"
-             "# HELP raftkv_transport_frames_total Raft transport frames.\n"
-             "# TYPE raftkv_transport_frames_total counter\n"
-             "raftkv_transport_frames_total{direction=\"out\"} %" PRIu64 "\n"
-             "raftkv_transport_frames_total{direction=\"in\"} %" PRIu64 "\n"
-             "# HELP raftkv_transport_refused_total Connections refused (foreign cluster or "
-             "version, not a member, wrong cluster secret, no handshake in time, oversized or "
-             "malformed frames).\n# TYPE raftkv_transport_refused_total counter\n"
-             "raftkv_transport_refused_total{why=\"hello\"} %" PRIu64 "\n"
-             "raftkv_transport_refused_total{why=\"member\"} %" PRIu64 "\n"
-             "raftkv_transport_refused_total{why=\"auth\"} %" PRIu64 "\n"
-             "raftkv_transport_refused_total{why=\"handshake_timeout\"} %" PRIu64 "\n"
-             "raftkv_transport_refused_total{why=\"oversized\"} %" PRIu64 "\n"
-             "raftkv_transport_refused_total{why=\"malformed\"} %" PRIu64 "\n"
-             "# HELP raftkv_fault_injected_total Messages the fault filter acted on.\n"
-             "# TYPE raftkv_fault_injected_total counter\n"
-             "raftkv_fault_injected_total{action=\"drop\"} %" PRIu64 "\n"
-             "raftkv_fault_injected_total{action=\"duplicate\"} %" PRIu64 "\n"
-             "raftkv_fault_injected_total{action=\"delay\"} %" PRIu64 "\n",
-             s->ops_ok, s->ops_timeout, s->ops_unavailable, s->ops_bad, s->forwarded, s->retried,
-             ts.frames_sent, ts.frames_received, ts.refused_hellos, ts.refused_members,
-             ts.refused_auth, ts.handshake_timeouts, ts.oversized_frames, ts.malformed_frames,
-             ts.fault_dropped, ts.fault_duplicated, ts.fault_delayed);
-    emit(arg, buf);
-    const struct tcp_limits *lim = s->cfg.limits;
-    if (lim) {
-        snprintf(buf, sizeof(buf),
-                 "# HELP raftkv_clients Client connections open (RESP and HTTP).\n"
-                 "# TYPE raftkv_clients gauge\nraftkv_clients %u\n"
-                 "# HELP raftkv_clients_max The --max-clients limit.\n"
-                 "# TYPE raftkv_clients_max gauge\nraftkv_clients_max %u\n"
-                 "# HELP raftkv_clients_closed_total Client connections refused or closed by a "
-                 "limit: max_clients, timeout (a partial request held too long), output (replies "
-                 "not read).\n# TYPE raftkv_clients_closed_total counter\n"
-                 "raftkv_clients_closed_total{why=\"max_clients\"} %" PRIu64 "\n"
-                 "raftkv_clients_closed_total{why=\"timeout\"} %" PRIu64 "\n"
-                 "raftkv_clients_closed_total{why=\"output\"} %" PRIu64 "\n",
-                 lim->clients, lim->max_clients, lim->refused, lim->timed_out, lim->output_closed);
-        emit(arg, buf);
-    }
-    snprintf(buf, sizeof(buf),
-             "# HELP raftkv_snapshot_index Index of the current snapshot.\n"
-             "# TYPE raftkv_snapshot_index gauge\nraftkv_snapshot_index{group=\"%d\"} %" PRIu64 "\n"
-             "# HELP raftkv_snapshots_total Snapshots taken here or installed from the leader.\n"
-             "# TYPE raftkv_snapshots_total counter\n"
-             "raftkv_snapshots_total{how=\"taken\"} %" PRIu64 "\n"
-             "raftkv_snapshots_total{how=\"installed\"} %" PRIu64 "\n",
-             GROUP, s->snap_index, s->snapshots_taken, s->snapshots_installed);
-    emit(arg, buf);
-    uint64_t sessions, expired, clock;
-    if (kv_sm_sessions(s->sm, &sessions, &expired, &clock) == KV_OK) {
-        snprintf(
-            buf, sizeof(buf),
-            "# HELP raftkv_sessions Client sessions in the state machine (thesis 6.3).\n"
-            "# TYPE raftkv_sessions gauge\nraftkv_sessions{group=\"%d\"} %" PRIu64 "\n"
-            "# HELP raftkv_sessions_expired_total Sessions this node's state machine expired.\n"
-            "# TYPE raftkv_sessions_expired_total counter\n"
-            "raftkv_sessions_expired_total{group=\"%d\"} %" PRIu64 "\n"
-            "# HELP raftkv_sessions_renewed_total Commands of a connection whose session had "
-            "expired, run again as seq 1 of a new one.\n"
-            "# TYPE raftkv_sessions_renewed_total counter\n"
-            "raftkv_sessions_renewed_total %" PRIu64 "\n",
-            GROUP, sessions, GROUP, expired, s->sessions_renewed);
-        emit(arg, buf);
-    }
-    emit(arg, "# HELP raftkv_request_seconds Client command latency at this node.\n"
-              "# TYPE raftkv_request_seconds histogram\n");
-    emit_histogram(emit, arg, "raftkv_request_seconds", "kind=\"write\"", &s->lat_write);
-    emit_histogram(emit, arg, "raftkv_request_seconds", "kind=\"read\"", &s->lat_read);
-    emit(arg, "# HELP raftkv_fsync_seconds Duration of storage commits.\n"
-              "# TYPE raftkv_fsync_seconds histogram\n");
+    single(o, M_FSYNCS, st.commits);
+    single(o, M_ENTRIES_PERSISTED, st.entries);
+    family(o, M_ENTRIES_PER_FSYNC);
+    sample_real(o, M_ENTRIES_PER_FSYNC, "",
+                st.commits ? (double)st.entries / (double)st.commits : 0.0);
+    family(o, M_GROUPS_PER_FSYNC);
+    sample_real(o, M_GROUPS_PER_FSYNC, "",
+                st.commits ? (double)st.writes / (double)st.commits : 0.0);
+    single(o, M_ENTRIES_APPLIED, st.applied);
+    family(o, M_APPLY_COMMITS);
+    sample(o, M_APPLY_COMMITS, "how=\"alone\"", st.apply_only);
+    sample(o, M_APPLY_COMMITS, "how=\"joined\"", st.joined);
+    family(o, M_FSYNC_SECONDS);
+    char line[256];
     uint64_t cum = 0;
     for (size_t k = 0; k <= RAFT_NODE_COMMIT_BUCKETS; k++) {
         cum += st.commit_buckets[k];
         if (k < RAFT_NODE_COMMIT_BUCKETS)
-            snprintf(buf, sizeof(buf), "raftkv_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+            snprintf(line, sizeof(line), "raftkv_fsync_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
                      RAFT_NODE_COMMIT_BOUNDS[k], cum);
         else
-            snprintf(buf, sizeof(buf),
+            snprintf(line, sizeof(line),
                      "raftkv_fsync_seconds_bucket{le=\"+Inf\"} %" PRIu64
                      "\nraftkv_fsync_seconds_sum %.6f\nraftkv_fsync_seconds_count %" PRIu64 "\n",
                      cum, st.commit_seconds, st.commits);
-        emit(arg, buf);
+        o->emit(o->arg, line);
     }
-    if (leads(s)) {
-        emit(arg, "# HELP raftkv_peer_lag_entries How far each follower's log is behind the "
-                  "leader's.\n# TYPE raftkv_peer_lag_entries gauge\n");
-        for (size_t i = 0; i < s->cfg.n_peers; i++) {
+}
+
+static void client_metrics(struct out *o, struct kv_server *s)
+{
+    family(o, M_REQUESTS);
+    sample(o, M_REQUESTS, "outcome=\"ok\"", s->ops_ok);
+    sample(o, M_REQUESTS, "outcome=\"timeout\"", s->ops_timeout);
+    sample(o, M_REQUESTS, "outcome=\"unavailable\"", s->ops_unavailable);
+    sample(o, M_REQUESTS, "outcome=\"bad\"", s->ops_bad);
+    single(o, M_FORWARDED, s->forwarded);
+    single(o, M_RETRIES, s->retried);
+    single(o, M_FANOUTS, s->fanouts);
+    single(o, M_SESSIONS_RENEWED, s->sessions_renewed);
+    family(o, M_REQUEST_SECONDS);
+    histogram_samples(o, M_REQUEST_SECONDS, "kind=\"write\"", &s->lat_write);
+    histogram_samples(o, M_REQUEST_SECONDS, "kind=\"read\"", &s->lat_read);
+    const struct tcp_limits *lim = s->cfg.limits;
+    if (lim) {
+        single(o, M_CLIENTS, lim->clients);
+        single(o, M_CLIENTS_MAX, lim->max_clients);
+        family(o, M_CLIENTS_CLOSED);
+        sample(o, M_CLIENTS_CLOSED, "why=\"max_clients\"", lim->refused);
+        sample(o, M_CLIENTS_CLOSED, "why=\"timeout\"", lim->timed_out);
+        sample(o, M_CLIENTS_CLOSED, "why=\"output\"", lim->output_closed);
+    }
+}
+
+static void transport_metrics(struct out *o, struct kv_server *s)
+{
+    struct transport_stats ts;
+    transport_get_stats(raft_node_transport(s->node), &ts);
+    family(o, M_FRAMES);
+    sample(o, M_FRAMES, "direction=\"out\"", ts.frames_sent);
+    sample(o, M_FRAMES, "direction=\"in\"", ts.frames_received);
+    family(o, M_REFUSED);
+    sample(o, M_REFUSED, "why=\"hello\"", ts.refused_hellos);
+    sample(o, M_REFUSED, "why=\"member\"", ts.refused_members);
+    sample(o, M_REFUSED, "why=\"auth\"", ts.refused_auth);
+    sample(o, M_REFUSED, "why=\"handshake_timeout\"", ts.handshake_timeouts);
+    sample(o, M_REFUSED, "why=\"oversized\"", ts.oversized_frames);
+    sample(o, M_REFUSED, "why=\"malformed\"", ts.malformed_frames);
+    family(o, M_FAULTS);
+    sample(o, M_FAULTS, "action=\"drop\"", ts.fault_dropped);
+    sample(o, M_FAULTS, "action=\"duplicate\"", ts.fault_duplicated);
+    sample(o, M_FAULTS, "action=\"delay\"", ts.fault_delayed);
+}
+
+/* On the leader of each group: how far behind each follower is. */
+static void lag_metrics(struct out *o, struct kv_server *s)
+{
+    bool header = false;
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        struct shard *sh = &s->shards[i];
+        if (!sh->hosted || !leads(s, sh))
+            continue;
+        struct raft *r = core(s, sh);
+        for (size_t k = 0; k < s->cfg.n_peers; k++) {
             struct raft_peer_status ps;
-            raft_id id = s->cfg.peers[i].id;
+            raft_id id = s->cfg.peers[k].id;
             if (id == s->cfg.id || !raft_peer_status(r, id, &ps))
                 continue;
+            if (!header)
+                family(o, M_PEER_LAG);
+            header = true;
             raft_index last = raft_last_index(r);
-            snprintf(buf, sizeof(buf),
-                     "raftkv_peer_lag_entries{peer=\"%" PRIu64 "\"} %" PRIu64 "\n", id,
-                     last > ps.match_index ? last - ps.match_index : 0);
-            emit(arg, buf);
+            char labels[80];
+            snprintf(labels, sizeof(labels), "group=\"%" PRIu64 "\",peer=\"%" PRIu64 "\"",
+                     sh->group, id);
+            sample(o, M_PEER_LAG, labels, last > ps.match_index ? last - ps.match_index : 0);
         }
     }
 }
 
-/* The sweep timer and the node both closed: free the rest. */
+void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *text), void *arg)
+{
+    struct out o = {emit, arg};
+    raft_metrics(&o, s);
+    storage_metrics(&o, s);
+    client_metrics(&o, s);
+    transport_metrics(&o, s);
+    lag_metrics(&o, s);
+}

@@ -667,7 +667,8 @@ static void on_log(void *data, const char *line)
     iolog("raft node %llu: %s\n", (unsigned long long)n->cfg.id, line);
 }
 
-static int start_group(struct raft_node *n, struct group *g, char *err, size_t errlen)
+static int start_group(struct raft_node *n, struct group *g, const struct raft_node_group *gc,
+                       char *err, size_t errlen)
 {
     raft_index applied = 0;
     if (n->cb.open_group) {
@@ -681,9 +682,13 @@ static int start_group(struct raft_node *n, struct group *g, char *err, size_t e
         return rc;
     enum { MAX_VOTERS = 64 };
     raft_id voters[MAX_VOTERS];
-    size_t nv = n->cfg.n_peers < MAX_VOTERS ? n->cfg.n_peers : MAX_VOTERS;
-    for (size_t i = 0; i < nv; i++)
-        voters[i] = n->cfg.peers[i].id;
+    size_t nv = 0;
+    if (gc->voters)
+        for (size_t i = 0; i < gc->n_voters && nv < MAX_VOTERS; i++)
+            voters[nv++] = gc->voters[i];
+    else
+        for (size_t i = 0; i < n->cfg.n_peers && nv < MAX_VOTERS; i++)
+            voters[nv++] = n->cfg.peers[i].id;
     if (!l.persisted.snapshot) {
         l.persisted.voters = voters;
         l.persisted.n_voters = nv;
@@ -721,9 +726,9 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
         goto err_after_storage;
     }
     for (size_t i = 0; i < cfg->n_groups; i++) {
-        n->groups[i].id = cfg->groups[i];
+        n->groups[i].id = cfg->groups[i].id;
         n->n_groups++;
-        if ((rc = start_group(n, &n->groups[i], err, errlen)) != 0)
+        if ((rc = start_group(n, &n->groups[i], &cfg->groups[i], err, errlen)) != 0)
             goto err_after_groups;
     }
     struct transport_config tc;

@@ -34,6 +34,15 @@ struct raft_node_peer {
     uint16_t port;
 };
 
+/* A group this node hosts, and its voters at creation (the configuration
+ * a group starts from when its log and snapshot are empty; after that the
+ * log's configuration entries rule, thesis §4.1). */
+struct raft_node_group {
+    uint64_t id;
+    const raft_id *voters; /* ourselves included; NULL: every peer */
+    size_t n_voters;
+};
+
 struct raft_node_config {
     uint64_t cluster_id;
     raft_id id;
@@ -41,9 +50,9 @@ struct raft_node_config {
     size_t map_size_bytes;
     const char *host; /* our address */
     uint16_t port;
-    const struct raft_node_peer *peers; /* every voter, ourselves included */
+    const struct raft_node_peer *peers; /* every node we talk to, ourselves included */
     size_t n_peers;
-    const uint64_t *groups; /* the groups this node hosts */
+    const struct raft_node_group *groups; /* the groups this node hosts */
     size_t n_groups;
     struct raft_config raft; /* id and seed are set per group */
     uint32_t tick_ms;

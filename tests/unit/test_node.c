@@ -20,7 +20,7 @@ static struct raft_node *nodes[N];
 static int applied[N];
 static char dirs[N][128];
 static struct raft_node_peer peers[N];
-static uint64_t groups[] = {GROUP};
+static const struct raft_node_group groups[] = {{.id = GROUP}};
 
 /* A volatile state machine: it counts what it is given, so after a
  * restart the node replays the whole log into it. */

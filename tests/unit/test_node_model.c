@@ -262,7 +262,7 @@ static void run_model(uint32_t linger_us)
     uv_loop_t loop;
     uv_loop_init(&loop);
     static const struct raft_node_peer self[] = {{1, "127.0.0.1", 0}};
-    static const uint64_t groups[] = {GROUP};
+    static const struct raft_node_group groups[] = {{.id = GROUP}};
     struct raft_node_config cfg = {.cluster_id = 0x70de1,
                                    .id = 1,
                                    .data_dir = dir,
