@@ -281,7 +281,8 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                   .tick_ms = cfg->tick_ms ? cfg->tick_ms : 10,
                                   .trace = cfg->trace,
                                   .apply_linger_us = cfg->apply_linger_us,
-                                  .cluster_secret = cfg->cluster_secret};
+                                  .cluster_secret = cfg->cluster_secret,
+                                  .placement = ring_fingerprint(s->ring)};
     nc.raft.lease_reads = cfg->read_mode == KV_READ_LEASE;
     static const struct raft_node_callbacks callbacks = {.open_group = cb_open_group,
                                                          .apply = cb_apply,

@@ -38,6 +38,7 @@ struct codec_handshake {
     enum codec_handshake_kind kind;
     uint64_t node;                    /* Hello, Challenge: who speaks */
     uint32_t version;                 /* Hello */
+    uint64_t placement;               /* Hello: the host's map fingerprint, 0 if none */
     uint8_t nonce[CODEC_NONCE_BYTES]; /* Hello, Challenge */
     uint8_t mac[CODEC_MAC_BYTES];     /* Challenge, Proof */
 };

@@ -739,6 +739,7 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     tc.port = cfg->port;
     if (cfg->cluster_secret)
         memcpy(tc.secret, cfg->cluster_secret, sizeof(tc.secret));
+    tc.placement = cfg->placement;
     if ((rc = transport_init(&n->tr, loop, &tc, on_recv, on_log, n)) != 0) {
         snprintf(err, errlen, "listening on %s:%u: %s", cfg->host, cfg->port, uv_strerror(rc));
         goto err_after_groups;

@@ -64,6 +64,8 @@ struct raft_node_config {
     /* The key that proves membership in the handshake (transport.h,
      * transport_secret_from_file): TRANSPORT_KEY_BYTES bytes, or NULL. */
     const uint8_t *cluster_secret;
+    /* The host's placement fingerprint (transport_config.placement), 0: none. */
+    uint64_t placement;
 };
 
 /* What the node asks of its host (the state machine's owner). Each may be

@@ -502,8 +502,10 @@ static void on_connect(uv_connect_t *req, int status)
     tune_socket(t, p->tcp);
     frame_reader_init(&p->reader, HANDSHAKE_MAX_FRAME);
     uv_read_start((uv_stream_t *)p->tcp, alloc_buf, on_outbound_read);
-    struct codec_handshake hello = {
-        .kind = CODEC_HELLO, .node = t->cfg.node_id, .version = CODEC_WIRE_VERSION};
+    struct codec_handshake hello = {.kind = CODEC_HELLO,
+                                    .node = t->cfg.node_id,
+                                    .version = CODEC_WIRE_VERSION,
+                                    .placement = t->cfg.placement};
     randombytes_buf(p->nonce, sizeof(p->nonce));
     memcpy(hello.nonce, p->nonce, sizeof(hello.nonce));
     send_handshake(t, p->tcp, p->id, &hello);
@@ -831,6 +833,16 @@ static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
             refuse(t, REFUSE_MEMBER,
                    "refusing node %llu from %s: not a member of this cluster (or not for us)",
                    (unsigned long long)h->node, c->addr);
+            return false;
+        }
+        if (h->placement && t->cfg.placement && h->placement != t->cfg.placement) {
+            t->stats.refused_hellos++;
+            refuse(t, REFUSE_HELLO,
+                   "refusing node %llu from %s: it places keys by another map (fingerprint "
+                   "%016llx, ours %016llx): every node must be started with the same members, "
+                   "--shards, --replicas and --vnodes",
+                   (unsigned long long)h->node, c->addr, (unsigned long long)h->placement,
+                   (unsigned long long)t->cfg.placement);
             return false;
         }
         c->node = h->node;

@@ -45,6 +45,9 @@ struct transport_config {
     /* The key of the handshake's MACs (transport_secret_from_file). All
      * zeros -- no secret -- proves only that a peer knows the cluster id. */
     uint8_t secret[TRANSPORT_KEY_BYTES];
+    /* The host's placement fingerprint, sent in Hello: a peer whose own is
+     * different (both nonzero) is refused. 0: none. */
+    uint64_t placement;
 };
 
 void transport_config_default(struct transport_config *cfg);

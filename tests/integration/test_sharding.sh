@@ -5,7 +5,7 @@
 # the nodes; kill -9 of a node leading several shards loses no acknowledged
 # write; a shard that lost the majority of its replicas refuses writes with a
 # clear error while the others serve; a restart keeps the data; a start with
-# another --shards is refused.
+# another --shards is refused, on its data dir and by its peers.
 # shellcheck source=tests/integration/lib.sh
 NODES=5
 . "$(dirname "$0")/lib.sh"
@@ -155,5 +155,14 @@ stop_node 2
 out=$("$KVD" --id 2 --data "$T/2" --peers "$(peers)" --shards 4 2>&1) && rc=0 || rc=$?
 check "a start with another --shards exits non-zero" test "$rc" -ne 0
 check "and says why" grep -q "was created with --shards 8" <<<"$out"
+
+# A node with a fresh data dir and another --shards: its peers refuse it at the
+# handshake (one group must not get two sets of voters).
+"$KVD" --id 2 --data "$T/2-other" --peers "$(peers)" --shards 4 --election-timeout 300 \
+    --heartbeat 50 >>"$T/2-other.log" 2>&1 &
+PID[2]=$!
+refused() { grep -q "refusing node 2 from .*another map" "$T/1.log"; }
+check "a node started with another --shards is refused by its peers, saying why" wait_until 10 refused
+kill9 2
 
 finish

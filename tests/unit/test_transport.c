@@ -47,10 +47,13 @@ static bool run_until(const int *flag, int want, unsigned timeout_ms)
 static uint8_t secret[TRANSPORT_KEY_BYTES]; /* the next start()'s key */
 static uint32_t handshake_timeout_ms = 3000;
 
+static uint64_t placement; /* the next start()'s transport_config.placement */
+
 static struct transport *start(uint64_t cluster, uint64_t node, uint16_t port, struct inbox *in)
 {
     struct transport_config cfg;
     transport_config_default(&cfg);
+    cfg.placement = placement;
     memcpy(cfg.secret, secret, sizeof(secret));
     cfg.handshake_timeout_ms = handshake_timeout_ms;
     cfg.cluster_id = cluster;
@@ -302,6 +305,38 @@ static void test_non_member_refused(void)
 
 /* The cluster secret: a member with another secret is refused both ways
  * (neither accepts the other's MAC); with the same secret they talk. */
+/* Two nodes that place keys by different maps (kvd started with other
+ * --shards) would give one Raft group different voters: refused at Hello,
+ * saying why. */
+static void test_other_placement_refused(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    placement = 0x1111;
+    struct transport *t1 = start(7, 1, 0, &in1);
+    placement = 0x2222;
+    struct transport *t2 = start(7, 2, 0, &in2);
+    placement = 0;
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 50);
+    CHECK_EQ(transport_send(t1, 2, &m), 0);
+    struct transport_stats st = {0};
+    for (int i = 0; i < 2000 && !st.refused_hellos; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+        transport_get_stats(t2, &st);
+    }
+    CHECK(st.refused_hellos >= 1);
+    CHECK(strstr(in2.log, "refusing node 1 from 127.0.0.1:") &&
+          strstr(in2.log, "another map (fingerprint 0000000000001111, ours 0000000000002222)"));
+    run_until(&in2.received, 1, 200);
+    CHECK_EQ(in2.received, 0);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 static void test_wrong_secret_refused(void)
 {
     CHECK_EQ(uv_loop_init(&loop), 0);
@@ -485,6 +520,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_fault_filter),
         HARNESS_TEST(test_big_frames_queued_before_the_handshake),
         HARNESS_TEST(test_non_member_refused),
+        HARNESS_TEST(test_other_placement_refused),
         HARNESS_TEST(test_wrong_secret_refused),
         HARNESS_TEST(test_handshake_deadline_and_size),
         HARNESS_TEST(test_unproved_connections_capped),
