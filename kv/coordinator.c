@@ -231,7 +231,7 @@ static void attempt(struct kv_server *s, struct request *q)
         return;
     }
     struct shard *sh = q->sh;
-    if (q->is_read && s->cfg.read_mode == KV_READ_LOCAL && sh->hosted) {
+    if (q->is_read && (s->cfg.read_mode == KV_READ_LOCAL || q->local_read) && sh->hosted) {
         serve_local_read(s, q);
         return;
     }
@@ -256,6 +256,7 @@ static void attempt(struct kv_server *s, struct request *q)
     req.command = cmd;
     req.epoch = ring_map(s->ring)->epoch;
     req.placement = ring_fingerprint(s->ring);
+    req.local_read = q->local_read;
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
     send_relay(s, sh->group, leader, &relay);
@@ -267,7 +268,7 @@ static void attempt(struct kv_server *s, struct request *q)
 }
 
 void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *cmd,
-                   struct kv_session *session, bool renew, uint64_t deadline_ms, kv_done_cb cb,
+                   struct kv_session *session, int flags, uint64_t deadline_ms, kv_done_cb cb,
                    void *ctx)
 {
     struct request *q = calloc(1, sizeof(*q));
@@ -285,7 +286,8 @@ void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *c
     q->data = data;
     q->len = len;
     q->is_read = kv_op_is_read(cmd->op);
-    q->renew = renew;
+    q->local_read = q->is_read && (flags & KV_SUBMIT_LOCAL_READ);
+    q->renew = session && !q->is_read;
     q->start_ms = now_ms(s);
     q->start_ns = uv_hrtime();
     q->deadline_ms = deadline_ms;

@@ -173,6 +173,20 @@ void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t 
     reply_to(s, sh, origin, req_id, reply_code_of(rv), reply_message_of(s, rv), NULL);
 }
 
+void serve_local(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+                 const Kvpb__Command *cmd)
+{
+    struct kv_result r;
+    int rc = kv_sm_read(sh->sm, cmd, &r);
+    if (rc != KV_OK) {
+        reply_to(s, sh, origin, req_id, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, read_failed(s, rc),
+                 NULL);
+        return;
+    }
+    reply_to(s, sh, origin, req_id, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);
+    kv_result_free(&r);
+}
+
 /* Reads whose index the state machine has reached. */
 void serve_reads(struct kv_server *s, struct shard *sh)
 {

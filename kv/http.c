@@ -354,7 +354,7 @@ static bool url_decode(char *s, size_t *len)
 }
 
 static void submit(struct conn *c, Kvpb__Command *cmd, const struct kv_command *what,
-                   const char *key)
+                   const char *key, int flags)
 {
     if (c->hdr_client) {
         cmd->client_id = c->hdr_client;
@@ -372,7 +372,7 @@ static void submit(struct conn *c, Kvpb__Command *cmd, const struct kv_command *
     c->base.busy = true;
     /* A connection's own session is renewed when it expires; one named in
      * X-Client-Id is the client's to handle. */
-    kv_server_submit(c->hs->kv, cmd, c->hdr_client ? NULL : &c->session, on_done, p);
+    kv_server_submit(c->hs->kv, cmd, c->hdr_client ? NULL : &c->session, flags, on_done, p);
 }
 
 /* /v1/kv/KEY is GET key, SET key body or DEL key, by its method. */
@@ -390,7 +390,39 @@ static const struct kv_command *kv_route_command(int method)
     }
 }
 
-static void handle_kv(struct conn *c, int method, char *key, size_t keylen)
+/* ?consistency= of a read: linearizable (the default: ReadIndex, or the
+ * leader's lease with --read-mode lease), lease (only where the node runs
+ * lease reads), local (any replica's own state, maybe stale). Sets *flags;
+ * false, answered, when the value is not one of those. */
+static bool read_consistency(struct conn *c, const char *query, int *flags)
+{
+    *flags = 0;
+    const char *v = query ? strstr(query, "consistency=") : NULL;
+    if (v && v != query && v[-1] != '&')
+        v = NULL;
+    if (!v)
+        return true;
+    v += strlen("consistency=");
+    size_t n = strcspn(v, "&");
+    if (n == strlen("linearizable") && !strncmp(v, "linearizable", n))
+        return true;
+    if (n == strlen("local") && !strncmp(v, "local", n)) {
+        *flags = KV_SUBMIT_LOCAL_READ;
+        return true;
+    }
+    if (n == strlen("lease") && !strncmp(v, "lease", n)) {
+        if (kv_server_config(c->hs->kv)->read_mode == KV_READ_LEASE)
+            return true;
+        respond_error(c, 400,
+                      "consistency=lease needs every node started with --read-mode lease "
+                      "(the lease must hold on all of them); use linearizable or local");
+        return false;
+    }
+    respond_error(c, 400, "consistency= takes linearizable, lease or local");
+    return false;
+}
+
+static void handle_kv(struct conn *c, int method, char *key, size_t keylen, const char *query)
 {
     if (!url_decode(key, &keylen) || keylen == 0 || memchr(key, '\0', keylen)) {
         respond_error(c, 400, "bad key in the URL");
@@ -409,7 +441,10 @@ static void handle_kv(struct conn *c, int method, char *key, size_t keylen)
     cmd.n_keys = 1;
     if (kv_command_id(what) == KV_ID_SET)
         cmd.value = (ProtobufCBinaryData){c->body.len, (uint8_t *)c->body.p};
-    submit(c, &cmd, what, key);
+    int flags = 0;
+    if (kv_command_id(what) == KV_ID_GET && !read_consistency(c, query, &flags))
+        return;
+    submit(c, &cmd, what, key, flags);
 }
 
 static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
@@ -448,7 +483,7 @@ static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
                                              (uint8_t *)json_string_value(expected)};
     else
         cmd.expect_absent = true;
-    submit(c, &cmd, what, key);
+    submit(c, &cmd, what, key, 0);
     json_decref(o);
 }
 
@@ -603,7 +638,7 @@ static void dispatch(struct conn *c)
     if (!allowed(c, kv_command_access(route_flags(url))))
         return;
     if (!strncmp(url, "/v1/kv/", 7)) {
-        handle_kv(c, method, url + 7, len - 7);
+        handle_kv(c, method, url + 7, len - 7, query);
     } else if (!strncmp(url, "/v1/cas/", 8)) {
         handle_cas(c, method, url + 8, len - 8);
     } else if (!strcmp(url, "/v1/status")) {

@@ -21,15 +21,17 @@
 #include <uv.h>
 
 static const char usage_text[] =
-    "usage: kvbench [--node HOST:PORT] [--proto resp|http|etcd] [--op set|get|incr]\n"
+    "usage: kvbench [--node HOST:PORT]... [--proto resp|http|etcd] [--op set|get|incr]\n"
     "               [--connections N] [--seconds S] [--keys K] [--value-size B]\n"
-    "               [--metrics HOST:PORT] [--auth FILE] [--csv]\n"
+    "               [--metrics HOST:PORT]... [--auth FILE] [--csv]\n"
     "\n"
     "Closed loop: each of N connections (default 16) sends its next command as soon as the\n"
     "last is answered, for S seconds (default 5, at most 600), on keys key:0..K-1 (default\n"
     "10000) with values of B bytes (default 100). Prints requests per second and latency\n"
     "percentiles; with --metrics (a kvd node's HTTP address, normally the leader's) also\n"
     "fsyncs per second and entries per fsync during the run. Errors are counted, not retried.\n"
+    "Several --node: the connections are spread over them in turn (a sharded cluster, where\n"
+    "every node coordinates); several --metrics: fsyncs and entries summed over the nodes.\n"
     "\n"
     "--proto resp (default) speaks the Redis protocol (--node is a RESP port); http speaks\n"
     "kvd's HTTP API (PUT/GET /v1/kv/KEY; --node is an HTTP port); etcd speaks etcd's v3 JSON\n"
@@ -42,6 +44,8 @@ struct bench;
 
 struct client {
     struct bench *b;
+    const char *host; /* the node it talks to */
+    int port;
     redisAsyncContext *ac; /* PROTO_RESP */
     uint64_t sent_ns;
     uint64_t seq;
@@ -57,10 +61,15 @@ struct client {
     bool tcp_open;
 };
 
+enum { MAX_NODES = 16 };
+
 struct bench {
     uv_loop_t *loop;
-    const char *host;
-    int port;
+    char hosts[MAX_NODES][64];
+    int ports[MAX_NODES];
+    int n_nodes;
+    const char *metrics[MAX_NODES]; /* kvd HTTP addresses whose /metrics are summed */
+    int n_metrics;
     const char *op;
     enum proto proto;
     char *value_b64; /* the value, base64-encoded, for etcd */
@@ -220,8 +229,8 @@ static void http_send_next(struct client *c, const char *key)
     if (b->proto == PROTO_HTTP) {
         n = set ? snprintf(req, cap,
                            "PUT /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %zu\r\n\r\n%s",
-                           key, b->host, b->auth_header, b->value_len, b->value)
-                : snprintf(req, cap, "GET /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", key, b->host,
+                           key, c->host, b->auth_header, b->value_len, b->value)
+                : snprintf(req, cap, "GET /v1/kv/%s HTTP/1.1\r\nHost: %s\r\n%s\r\n", key, c->host,
                            b->auth_header);
     } else {
         char k64[64];
@@ -234,7 +243,7 @@ static void http_send_next(struct client *c, const char *key)
         n = snprintf(req, cap,
                      "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n%s%s%s",
-                     path, b->host, total, body, set ? b->value_b64 : "", set ? "\"}" : "");
+                     path, c->host, total, body, set ? b->value_b64 : "", set ? "\"}" : "");
     }
     if (n < 0 || (size_t)n >= cap) {
         fprintf(stderr, "kvbench: request too large\n");
@@ -283,8 +292,7 @@ static void on_http_connect(uv_connect_t *req, int status)
 {
     struct client *c = req->data;
     if (status < 0) {
-        fprintf(stderr, "kvbench: connect to %s:%d: %s\n", c->b->host, c->b->port,
-                uv_strerror(status));
+        fprintf(stderr, "kvbench: connect to %s:%d: %s\n", c->host, c->port, uv_strerror(status));
         http_close(c);
         return;
     }
@@ -298,7 +306,7 @@ static void on_http_connect(uv_connect_t *req, int status)
 static int http_open(struct client *c)
 {
     struct sockaddr_in sa;
-    int rc = uv_ip4_addr(c->b->host, c->b->port, &sa);
+    int rc = uv_ip4_addr(c->host, c->port, &sa);
     if (rc < 0)
         return rc;
     uv_tcp_init(c->b->loop, &c->tcp);
@@ -367,16 +375,23 @@ static bool read_metrics(const char *addr, double *fsyncs, double *entries)
     return got1 && got2;
 }
 
+/* The sums over every --metrics node. */
+static bool read_all_metrics(const struct bench *b, double *fsyncs, double *entries)
+{
+    *fsyncs = *entries = 0;
+    for (int i = 0; i < b->n_metrics; i++) {
+        double f, e;
+        if (!read_metrics(b->metrics[i], &f, &e))
+            return false;
+        *fsyncs += f;
+        *entries += e;
+    }
+    return true;
+}
+
 int main(int argc, char **argv)
 {
-    struct bench b = {.host = "127.0.0.1",
-                      .port = 6381,
-                      .op = "set",
-                      .conns = 16,
-                      .seconds = 5,
-                      .keys = 10000,
-                      .value_len = 100};
-    const char *metrics = NULL;
+    struct bench b = {.op = "set", .conns = 16, .seconds = 5, .keys = 10000, .value_len = 100};
     bool csv = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -393,16 +408,14 @@ int main(int argc, char **argv)
         }
         i++;
         if (!strcmp(a, "--node")) {
-            static char host[64];
             const char *colon = strrchr(v, ':');
-            if (!colon || (size_t)(colon - v) >= sizeof(host)) {
-                fprintf(stderr, "kvbench: --node wants HOST:PORT\n");
+            if (b.n_nodes == MAX_NODES || !colon || (size_t)(colon - v) >= sizeof(b.hosts[0])) {
+                fprintf(stderr, "kvbench: --node wants HOST:PORT (at most %d)\n", MAX_NODES);
                 return 2;
             }
-            memcpy(host, v, (size_t)(colon - v));
-            host[colon - v] = '\0';
-            b.host = host;
-            b.port = atoi(colon + 1);
+            memcpy(b.hosts[b.n_nodes], v, (size_t)(colon - v));
+            b.hosts[b.n_nodes][colon - v] = '\0';
+            b.ports[b.n_nodes++] = atoi(colon + 1);
         } else if (!strcmp(a, "--op")) {
             b.op = v;
         } else if (!strcmp(a, "--proto")) {
@@ -425,7 +438,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--value-size")) {
             b.value_len = (size_t)atol(v);
         } else if (!strcmp(a, "--metrics")) {
-            metrics = v;
+            if (b.n_metrics == MAX_NODES) {
+                fprintf(stderr, "kvbench: at most %d --metrics\n", MAX_NODES);
+                return 2;
+            }
+            b.metrics[b.n_metrics++] = v;
         } else if (!strcmp(a, "--auth")) {
             /* A node's --requirepass: the first line of FILE. */
             FILE *f = v ? fopen(v, "r") : NULL;
@@ -461,25 +478,31 @@ int main(int argc, char **argv)
     b.lat = malloc(b.cap_lat * sizeof(*b.lat));
     b.clients = calloc((size_t)b.conns, sizeof(*b.clients));
     b.loop = uv_default_loop();
+    if (!b.n_nodes) {
+        snprintf(b.hosts[0], sizeof(b.hosts[0]), "127.0.0.1");
+        b.ports[b.n_nodes++] = 6381;
+    }
     double f0 = 0, e0 = 0, f1 = 0, e1 = 0;
-    bool have_metrics = metrics && read_metrics(metrics, &f0, &e0);
+    bool have_metrics = b.n_metrics && read_all_metrics(&b, &f0, &e0);
     for (int i = 0; i < b.conns; i++) {
         struct client *c = &b.clients[i];
         c->b = &b;
+        c->host = b.hosts[i % b.n_nodes];
+        c->port = b.ports[i % b.n_nodes];
         if (b.proto != PROTO_RESP) {
             c->req_cap = 512 + b.value_len * 2;
             c->req = malloc(c->req_cap);
             int rc = c->req ? http_open(c) : UV_ENOMEM;
             if (rc < 0) {
-                fprintf(stderr, "kvbench: cannot connect to %s:%d: %s\n", b.host, b.port,
+                fprintf(stderr, "kvbench: cannot connect to %s:%d: %s\n", c->host, c->port,
                         uv_strerror(rc));
                 return 3;
             }
             continue;
         }
-        c->ac = redisAsyncConnect(b.host, b.port);
+        c->ac = redisAsyncConnect(c->host, c->port);
         if (!c->ac || c->ac->err) {
-            fprintf(stderr, "kvbench: cannot connect to %s:%d\n", b.host, b.port);
+            fprintf(stderr, "kvbench: cannot connect to %s:%d\n", c->host, c->port);
             return 3;
         }
         c->ac->data = c;
@@ -501,7 +524,7 @@ int main(int argc, char **argv)
     if (!b.end_ns)
         b.end_ns = uv_hrtime();
     if (have_metrics)
-        have_metrics = read_metrics(metrics, &f1, &e1);
+        have_metrics = read_all_metrics(&b, &f1, &e1);
     double secs = (double)(b.end_ns - b.start_ns) / 1e9;
     qsort(b.lat, b.n_lat, sizeof(*b.lat), cmp_u64);
     double rps = (double)b.done / secs;

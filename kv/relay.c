@@ -148,6 +148,10 @@ static void on_request(struct kv_server *s, uint64_t group, raft_id from, const 
                  "not a replica of this shard", NULL);
         return;
     }
+    if (req->local_read && kv_op_is_read(req->command->op)) {
+        serve_local(s, sh, from, req->id, req->command);
+        return;
+    }
     size_t clen = kvpb__command__get_packed_size(req->command);
     uint8_t *buf = malloc(clen ? clen : 1);
     if (!buf)

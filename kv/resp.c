@@ -43,6 +43,7 @@ struct conn {
     struct buf out;
     struct buf inl;            /* an inline command line, until its newline */
     struct kv_session session; /* the connection's own (server.h) */
+    bool readonly;             /* READONLY: reads may be stale (KV_SUBMIT_LOCAL_READ) */
     enum kv_access access;     /* what this connection may do (auth.h) */
     size_t queued_bytes;       /* of the commands in head..tail */
     uint64_t parsed;           /* commands parsed so far (progress, for the partial timeout) */
@@ -368,7 +369,8 @@ static void submit(const struct call *x, Kvpb__Command *cmd, enum shape shape)
     /* The connection's own session numbers its writes (per shard) and is
      * renewed when it expires; one the user named (SESSION) is the user's
      * to handle. */
-    kv_server_submit(c->rs->kv, cmd, client ? NULL : &c->session, on_done, p);
+    kv_server_submit(c->rs->kv, cmd, client ? NULL : &c->session,
+                     c->readonly ? KV_SUBMIT_LOCAL_READ : 0, on_done, p);
 }
 
 /* ------------------------------------------------------------------------
@@ -454,9 +456,12 @@ static void cmd_client(struct call *x)
     }
 }
 
-/* READONLY, READWRITE: cluster clients send them; every node serves both. */
-static void cmd_ok(struct call *x)
+/* READONLY: as in Redis Cluster, the connection's reads may be served by
+ * any replica of the key's shard from its own state -- stale, but no round
+ * of messages (KV_SUBMIT_LOCAL_READ). READWRITE: back to linearizable. */
+static void cmd_readonly(struct call *x)
 {
+    x->c->readonly = kv_command_id(x->cmd) == KV_ID_READONLY;
     buf_puts(&x->c->out, "+OK\r\n");
 }
 
@@ -839,8 +844,8 @@ static void (*const handlers[KV_ID_COUNT])(struct call *x) = {
     [KV_ID_QUIT] = cmd_quit,
     [KV_ID_SELECT] = cmd_select,
     [KV_ID_CLIENT] = cmd_client,
-    [KV_ID_READONLY] = cmd_ok,
-    [KV_ID_READWRITE] = cmd_ok,
+    [KV_ID_READONLY] = cmd_readonly,
+    [KV_ID_READWRITE] = cmd_readonly,
     [KV_ID_COMMAND] = cmd_command,
     [KV_ID_CONFIG] = cmd_config,
     [KV_ID_INFO] = cmd_info,

@@ -146,7 +146,8 @@ static void number(struct kv_server *s, Kvpb__Command *cmd, struct shard *sh,
 }
 
 static void split(struct kv_server *s, const Kvpb__Command *cmd, const uint32_t *shard_of,
-                  struct kv_session *session, uint64_t deadline, kv_done_cb cb, void *ctx)
+                  struct kv_session *session, int flags, uint64_t deadline, kv_done_cb cb,
+                  void *ctx)
 {
     struct fanout *f = calloc(1, sizeof(*f));
     struct kv_value *values = calloc(cmd->n_keys, sizeof(*values));
@@ -201,12 +202,12 @@ static void split(struct kv_server *s, const Kvpb__Command *cmd, const uint32_t 
         part.n_keys = parts[k]->n;
         struct shard *sh = &s->shards[part_shard[k]];
         number(s, &part, sh, session);
-        request_start(s, sh, &part, session, session != NULL, deadline, fanout_part_done, parts[k]);
+        request_start(s, sh, &part, session, flags, deadline, fanout_part_done, parts[k]);
     }
 }
 
 void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_session *session,
-                      kv_done_cb cb, void *ctx)
+                      int flags, kv_done_cb cb, void *ctx)
 {
     uint64_t deadline = now_ms(s) + s->cfg.request_timeout_ms;
     if (cmd->n_keys > KV_MAX_KEYS) {
@@ -221,14 +222,13 @@ void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_s
         several |= shard_of[i] != shard_of[0];
     }
     if (several) {
-        split(s, cmd, shard_of, session, deadline, cb, ctx);
+        split(s, cmd, shard_of, session, flags, deadline, cb, ctx);
         return;
     }
     struct shard *sh = &s->shards[cmd->n_keys ? shard_of[0] : 0];
     Kvpb__Command one = *cmd;
     number(s, &one, sh, session);
-    request_start(s, sh, &one, session, session != NULL && !kv_op_is_read(cmd->op), deadline, cb,
-                  ctx);
+    request_start(s, sh, &one, session, flags, deadline, cb, ctx);
 }
 
 /* ------------------------------------------------------------------------

@@ -108,15 +108,24 @@ void kv_session_release(struct kv_session *sess);
 
 typedef void (*kv_done_cb)(void *ctx, const struct kv_reply *reply);
 
+/* Submit flags. */
+enum {
+    /* A read that may be stale: served by any replica of the key's shard
+     * from its own state -- this node when it holds one -- with no round of
+     * messages. It may miss writes acknowledged a moment ago, and two such
+     * reads may go back in time (docs/kvd.md, Reads). */
+    KV_SUBMIT_LOCAL_READ = 1,
+};
+
 int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_server_config *cfg,
                     char *err, size_t errlen);
 /* Run cmd (a copy is taken); cb is called exactly once, maybe before this
  * returns (a local read in unsafe_local mode). A write is numbered from
  * session (the connection's own) when given; without one, cmd's client_id
  * and seq are used as they are (a session the user named: its seq counts
- * per shard). */
+ * per shard). flags: KV_SUBMIT_*. */
 void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_session *session,
-                      kv_done_cb cb, void *ctx);
+                      int flags, kv_done_cb cb, void *ctx);
 /* A fresh client session id (random, nonzero). */
 uint64_t kv_server_new_client(struct kv_server *s);
 /* Status as JSON (id, role, term, leader, commit, applied, peers...). */

@@ -76,6 +76,7 @@ struct request {
     uint8_t *data;              /* the packed Command */
     size_t len;
     bool is_read;
+    bool local_read; /* KV_SUBMIT_LOCAL_READ */
     uint64_t start_ms, deadline_ms;
     uint64_t next_try_ms; /* when to try (again) */
     uint64_t start_ns;
@@ -166,8 +167,10 @@ void request_finish(struct kv_server *s, struct request *q, enum kv_code code, c
 void request_answered(struct kv_server *s, struct request *q, Kvpb__ReplyCode code, raft_id leader,
                       const char *message, const struct kv_result *result);
 /* A new request for one shard; cb gets its end. Started at once. */
+/* session: the connection's (renewed if a shard expired it), or NULL;
+ * flags: KV_SUBMIT_*. */
 void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *cmd,
-                   struct kv_session *session, bool renew, uint64_t deadline_ms, kv_done_cb cb,
+                   struct kv_session *session, int flags, uint64_t deadline_ms, kv_done_cb cb,
                    void *ctx);
 void requests_sweep(uv_timer_t *t); /* deadlines and retries, every SWEEP_MS */
 const char *read_failed(struct kv_server *s, int rc);
@@ -177,6 +180,9 @@ bool node_failed(const struct kv_server *s);
 size_t exec_bucket(uint64_t client, uint64_t seq);
 void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
                 const uint8_t *data, size_t len);
+/* A read served from this replica's own state (maybe stale). */
+void serve_local(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
+                 const Kvpb__Command *cmd);
 void exec_answer(struct kv_server *s, struct exec *x, struct exec **list, Kvpb__ReplyCode code,
                  const char *message, const struct kv_result *result);
 void serve_reads(struct kv_server *s, struct shard *sh);

@@ -118,8 +118,6 @@ check "the node restarts on its data" wait_until 10 all_led
 
 # A shard that lost two of its three replicas refuses writes; the others serve.
 # Stop two nodes: shards with two replicas among them have no majority.
-kill9 4
-kill9 5
 dead_shards=$(ring 1 | jq -r '.ring[] | select((.replicas | index(4)) and (.replicas | index(5))) | .shard')
 live_shards=$(ring 1 | jq -r '.ring[] | select(((.replicas | index(4)) and (.replicas | index(5))) | not) | .shard')
 # Keys of each kind, found through /v1/locate.
@@ -130,15 +128,30 @@ for k in $(seq 1 400); do
     if [ -z "$live_key" ] && grep -qx "$s" <<<"$live_shards"; then live_key=probe$k; fi
     [ -n "$live_key" ] && { [ -z "$dead_shards" ] || [ -n "$dead_key" ]; } && break
 done
+[ -n "$dead_key" ] && r 1 SET "$dead_key" before >/dev/null
+kill9 4
+kill9 5
 live_write() { [ "$(r 1 SET "$live_key" ok)" = OK ]; }
 check "a shard that keeps a majority of its replicas serves writes ($live_key)" wait_until 10 live_write
 if [ -n "$dead_shards" ]; then
     out=$(timeout 15 redis-cli -p "$(resp_port 1)" SET "$dead_key" x 2>&1)
     check "a shard without a majority refuses a write with a clear error ($dead_key): $out" \
         grep -q "NOQUORUM" <<<"$out"
+    out=$(timeout 15 redis-cli -p "$(resp_port 1)" GET "$dead_key" 2>&1)
+    check "and a linearizable read ($out)" grep -q "NOQUORUM" <<<"$out"
+    check "a read that allows staleness is served by its surviving replica (HTTP consistency=local)" \
+        eq "$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/kv/$dead_key?consistency=local" | jq -r .value)" before
+    check "and over RESP after READONLY" \
+        eq "$(printf 'READONLY\nGET %s\n' "$dead_key" | timeout 8 redis-cli -p "$(resp_port 2)" | tr '\n' ' ')" "OK before "
 else
     echo "  (no shard has both 4 and 5 among its replicas: nothing to refuse)"
 fi
+check "consistency= takes only linearizable, lease or local" \
+    grep -q "takes linearizable, lease or local" <<<"$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/kv/$live_key?consistency=eventual")"
+check "consistency=lease needs the nodes to run lease reads" \
+    grep -q "read-mode lease" <<<"$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/kv/$live_key?consistency=lease")"
+check "consistency=linearizable is the default's" \
+    eq "$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/kv/$live_key?consistency=linearizable" | jq -r .value)" ok
 start_node 4 --shards "$SHARDS"
 start_node 5 --shards "$SHARDS"
 check "after the restart every shard leads again" wait_until 15 all_led
