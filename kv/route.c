@@ -19,6 +19,7 @@
 enum {
     BALANCE_MS = 1000,              /* how often a node looks at the leaders it holds */
     BALANCE_BACKOFF_MAX_MS = 64000, /* a preferred leader that did not take over */
+    BALANCE_BATCH = 4, /* transfers a node starts per look: spread soon, without a storm */
 };
 
 /* ------------------------------------------------------------------------
@@ -282,7 +283,8 @@ void balance_leaders(struct kv_server *s)
     if (s->n_shards < 2 || now < s->balance_at_ms)
         return;
     s->balance_at_ms = now + BALANCE_MS;
-    for (uint32_t i = 0; i < s->n_shards; i++) {
+    int started = 0;
+    for (uint32_t i = 0; i < s->n_shards && started < BALANCE_BATCH; i++) {
         struct shard *sh = &s->shards[i];
         if (!sh->hosted || raft_role_of(core(s, sh)) != RAFT_LEADER)
             continue;
@@ -296,11 +298,11 @@ void balance_leaders(struct kv_server *s)
         sh->balance_next_ms = now + sh->balance_backoff_ms;
         if (raft_node_transfer(s->node, sh->group, to) == RAFT_OK) {
             s->transfers_balance++;
+            started++;
             iolog("kvd %" PRIu64 ": shard %u: handing leadership to node %" PRIu64
                   ", its preferred leader (leaders spread over nodes)\n",
                   s->cfg.id, sh->index, to);
         }
-        return; /* one at a time */
     }
 }
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # bench.sh — `make bench`, the cluster part: kvbench against a 3-node kvd cluster on
 # 127.0.0.1 with fsync on, SET and GET at 1, 16 and 64 connections, over RESP and over
-# HTTP; and, when etcd is installed (make bench-peers: Debian's etcd-server), the same load
-# on a 3-member etcd (v3 JSON gateway, fsync on) in the same run, with the ratios.
-# Figures are printed, never asserted.
+# HTTP; sharded clusters (3 nodes with 1, 4 and 16 shards, 5 nodes with 16 shards of 3
+# replicas: SET and GET at 64 connections spread over every node); and, when etcd is
+# installed (make bench-peers: Debian's etcd-server), the same load on a 3-member etcd (v3
+# JSON gateway, fsync on) in the same run, with the ratios. Figures are printed, never
+# asserted. BENCH_SHARDS=0 skips the sharded part.
 #
 #   scripts/bench.sh BINDIR [SECONDS]
 #
@@ -92,6 +94,59 @@ kill -TERM "${PIDS[@]}" 2>/dev/null || true
 wait "${PIDS[@]}" 2>/dev/null || true
 PIDS=()
 
+# ---- kvd with shards: every node coordinates, and leads some of the shards
+# sharded NODES SHARDS: start that cluster, wait until every shard has a leader and the
+# leaders have spread, load it through every node, stop it.
+sharded() {
+    local n=$1 g=$2 i dir="$DIR/sharded-$1-$2" p="" nodes=() metrics=() led leaders
+    mkdir -p "$dir"
+    for i in $(seq 1 "$n"); do
+        p+="${p:+,}$i=127.0.0.1:$((26000 + i)):$((26100 + i)):$((26200 + i))"
+    done
+    for i in $(seq 1 "$n"); do
+        "$BIN/kvd" --id "$i" --data "$dir/$i" --peers "$p" --shards "$g" --replicas 3 \
+            >"$dir-$i.log" 2>&1 &
+        PIDS+=("$!")
+        nodes+=(--node "127.0.0.1:$((26100 + i))")
+        metrics+=(--metrics "127.0.0.1:$((26200 + i))")
+    done
+    # Every shard led, then a few seconds for the leaders to spread (route.c).
+    for _ in $(seq 1 100); do
+        led=$(for i in $(seq 1 "$n"); do
+            curl -s --max-time 1 "127.0.0.1:$((26200 + i))/v1/status" 2>/dev/null |
+                jq -r '.groups[]? | select(.role == "leader") | .shard' 2>/dev/null
+        done | sort -u | wc -l)
+        [ "$led" -eq "$g" ] && break
+        sleep 0.1
+    done
+    # Spread: no node leads more than its share, rounded up (or 15 s).
+    for _ in $(seq 1 150); do
+        led=$(for i in $(seq 1 "$n"); do
+            curl -s --max-time 1 "127.0.0.1:$((26200 + i))/v1/status" | jq -r .leading
+        done | sort -n | tail -1)
+        [ "$led" -le $(((g + n - 1) / n)) ] && break
+        sleep 0.1
+    done
+    leaders=$(for i in $(seq 1 "$n"); do
+        curl -s --max-time 1 "127.0.0.1:$((26200 + i))/v1/status" | jq -r .leading
+    done | paste -sd/)
+    echo "kvd: $n nodes, $g shard(s) of 3 replicas, leaders per node $leaders;" \
+        "64 connections spread over the $n nodes"
+    for op in set get; do
+        run "kvd-$n-$g" "${nodes[@]}" "${metrics[@]}" --op "$op" --connections 64
+    done
+    kill -TERM "${PIDS[@]}" 2>/dev/null || true
+    wait "${PIDS[@]}" 2>/dev/null || true
+    PIDS=()
+}
+if [ "${BENCH_SHARDS:-1}" != 0 ]; then
+    echo "sharded (fsyncs and entries per fsync summed over the nodes):"
+    sharded 3 1
+    sharded 3 4
+    sharded 3 16
+    sharded 5 16
+fi
+
 # ---- etcd, side by side
 if [ "${BENCH_ETCD:-1}" = 0 ]; then
     echo "etcd: skipped (BENCH_ETCD=0)"
@@ -142,6 +197,23 @@ for op in set get; do
     done
 done
 
+if [ "${BENCH_SHARDS:-1}" != 0 ]; then
+    echo "sharded, requests per second at 64 connections (ratio = kvd / etcd, same run):"
+    printf '  %-4s %14s %14s %14s %14s %10s\n' op "3 nodes G=1" "3 nodes G=4" "3 nodes G=16" \
+        "5 nodes G=16" "best/etcd"
+    for op in set get; do
+        best=0
+        for k in 3-1 3-4 3-16 5-16; do
+            v=${RPS["kvd-$k $op 64"]:-0}
+            best=$(awk -v a="$v" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
+        done
+        e=${RPS["etcd $op 64"]:-0}
+        printf '  %-4s %14s %14s %14s %14s %10s\n' "$op" "${RPS["kvd-3-1 $op 64"]:-0}" \
+            "${RPS["kvd-3-4 $op 64"]:-0}" "${RPS["kvd-3-16 $op 64"]:-0}" \
+            "${RPS["kvd-5-16 $op 64"]:-0}" \
+            "$(awk -v a="$best" -v b="$e" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')"
+    done
+fi
 echo "side by side, requests per second (ratio = kvd / etcd, same load, same machine):"
 printf '  %-4s %5s %12s %12s %12s %10s %10s\n' op conns kvd-resp kvd-http etcd resp/etcd http/etcd
 for op in set get; do
