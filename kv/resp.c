@@ -560,6 +560,26 @@ static void cmd_info(struct call *x)
     const struct kv_peer *l = kv_server_leader(kv, NULL, 0);
     if (l)
         buf_printf(&b, "raft_leader_resp:%s:%u\r\n", l->client_host, l->resp_port);
+    /* One line per group hosted here, as Redis prints its keyspace:
+     * raft_group_3:shard=2,role=leader,term=4,leader=1,commit=80,applied=80,keys=17 */
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(st, "groups"), i, g)
+    {
+        buf_printf(&b, "raft_group_%" JSON_INTEGER_FORMAT ":",
+                   json_integer_value(json_object_get(g, "group")));
+        static const char *const fields[] = {"shard",  "role",    "term", "leader",
+                                             "commit", "applied", "keys"};
+        for (size_t k = 0; k < sizeof(fields) / sizeof(fields[0]); k++) {
+            json_t *f = json_object_get(g, fields[k]);
+            if (json_is_integer(f))
+                buf_printf(&b, "%s%s=%" JSON_INTEGER_FORMAT, k ? "," : "", fields[k],
+                           json_integer_value(f));
+            else if (json_is_string(f))
+                buf_printf(&b, "%s%s=%s", k ? "," : "", fields[k], json_string_value(f));
+        }
+        buf_puts(&b, "\r\n");
+    }
     json_decref(st);
     reply_bulk(&c->out, b.p ? b.p : "", b.len);
     buf_free(&b);

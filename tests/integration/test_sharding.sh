@@ -78,6 +78,10 @@ check "a connection's writes to several shards, each shard numbering its own ses
     eq "$(printf 'SET s1 a\nSET s2 b\nSET s3 c\nSET s4 d\nINCR s5\nINCR s5\nMGET s1 s2 s3 s4 s5\n' |
         timeout 8 redis-cli -p "$(resp_port 2)" | tr '\n' ' ')" "OK OK OK OK 1 2 a b c d 2 "
 
+check "INFO has a line per group the node hosts" \
+    eq "$(r 1 INFO | tr -d '\r' | grep -c '^raft_group_[0-9]*:shard=[0-9]*,role=')" \
+    "$(status 1 | jq '.groups | length')"
+
 # Locate: the shard, its replicas and its leader.
 loc=$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/locate/key5")
 check "/v1/locate names the key's shard and three replicas" \
