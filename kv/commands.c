@@ -84,6 +84,9 @@ const struct kv_command kv_commands[KV_ID_COUNT] = {
     [KV_ID_RAFT_LOCATE] = LOCAL("RAFT.LOCATE", 2, 2, 0, "RAFT.LOCATE key"),
     [KV_ID_RAFT_TRANSFER] =
         LOCAL("RAFT.TRANSFER", 1, 3, KV_CMD_ADMIN, "RAFT.TRANSFER [node-id [shard]]"),
+    /* The operator brings a node back with an empty data dir (docs/kvd.md,
+     * A node that lost its data). */
+    [KV_ID_RAFT_FORGET] = LOCAL("RAFT.FORGET", 2, 2, KV_CMD_ADMIN, "RAFT.FORGET node-id"),
 
     [KV_ID_MULTI] = LOCAL("MULTI", 1, 1, KV_CMD_REFUSED, NULL),
     [KV_ID_EXEC] = LOCAL("EXEC", 1, 1, KV_CMD_REFUSED, NULL),

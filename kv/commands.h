@@ -55,6 +55,7 @@ enum kv_command_id {
     KV_ID_RAFT_RING,
     KV_ID_RAFT_LOCATE,
     KV_ID_RAFT_TRANSFER,
+    KV_ID_RAFT_FORGET,
     /* Transactions: known, and refused. */
     KV_ID_MULTI,
     KV_ID_EXEC,

@@ -35,6 +35,10 @@ static const char usage_text[] =
     "  leader [KEY]           the leader's id and Redis address (of KEY's shard)\n"
     "  transfer [ID]          ask the leader to hand leadership to ID (or the most\n"
     "                         up-to-date follower)\n"
+    "  forget ID              every node forgets node ID's data-dir incarnation, so that ID,\n"
+    "                         started again with an empty data dir, is taken back. Only once\n"
+    "                         the other nodes are a majority and caught up (docs/kvd.md, A\n"
+    "                         node that lost its data); needs --admin-token if nodes have one\n"
     "\n"
     "Options:\n"
     "  --node HOST:PORT       a node's Redis address; repeat it to give several (tried in\n"
@@ -526,6 +530,55 @@ static int cmd_ring(const struct opts *o)
     return 0;
 }
 
+/* kvctl forget ID: RAFT.FORGET on every member but ID itself. */
+static int cmd_forget(const struct opts *o, const char *id)
+{
+    json_t *first = NULL;
+    for (int i = 0; i < o->n && !first; i++)
+        first = status_of(o, o->hosts[i], o->ports[i]);
+    if (!first) {
+        fprintf(stderr, "kvctl: no node answered RAFT.STATUS\n");
+        return 3;
+    }
+    int failed = 0, told = 0;
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(first, "peers"), i, p)
+    {
+        char host[64], self[24];
+        int port;
+        snprintf(self, sizeof(self), "%" JSON_INTEGER_FORMAT, geti(p, "id"));
+        if (!strcmp(self, id))
+            continue;
+        struct opts one = *o;
+        if (split_addr(str_of(p, "resp"), host, sizeof(host), &port)) {
+            failed++;
+            continue;
+        }
+        snprintf(one.hosts[0], sizeof(one.hosts[0]), "%s", host);
+        one.ports[0] = port;
+        one.n = 1;
+        const char *argv[] = {"RAFT.FORGET", id};
+        redisReply *r = run(&one, 2, argv, NULL);
+        bool ok = r && r->type == REDIS_REPLY_STATUS;
+        if (!o->json)
+            printf("node %s: %s\n", self, ok ? "forgot it" : r ? r->str : "did not answer");
+        failed += !ok;
+        told += ok;
+        if (r)
+            freeReplyObject(r);
+    }
+    if (o->json)
+        printf("{\"told\":%d,\"failed\":%d}\n", told, failed);
+    else if (failed)
+        fprintf(stderr,
+                "kvctl: %d node%s did not forget it: run kvctl forget again once they are "
+                "up\n",
+                failed, failed == 1 ? "" : "s");
+    json_decref(first);
+    return failed ? 3 : 0;
+}
+
 /* The resp address of node id, from a RAFT.STATUS answer's peers. */
 static bool resp_of(json_t *status, json_int_t id, char *host, size_t hostlen, int *port)
 {
@@ -651,6 +704,10 @@ int main(int argc, char **argv)
         if (nargs)
             usage_error("ring takes no arguments");
         return cmd_ring(&o);
+    } else if (!strcmp(cmd, "forget")) {
+        if (nargs != 1 || !args[0][0] || strspn(args[0], "0123456789") != strlen(args[0]))
+            usage_error("usage: kvctl forget ID (a node id)");
+        return cmd_forget(&o, args[0]);
     } else if (!strcmp(cmd, "locate")) {
         if (nargs != 1)
             usage_error("usage: kvctl locate KEY");

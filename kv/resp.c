@@ -632,6 +632,23 @@ static void cmd_raft_leader(struct call *x)
     reply_bulk(out, addr, (size_t)len);
 }
 
+/* RAFT.FORGET node-id (KV_CMD_ADMIN): this node forgets the node's data-dir
+ * incarnation, so that the node, started again with an empty data dir, is
+ * taken back (kvctl forget sends it to every node). */
+static void cmd_raft_forget(struct call *x)
+{
+    uint64_t id;
+    char err[256];
+    if (!parse_u64(x->argv[1], &id)) {
+        reply_usage(x);
+        return;
+    }
+    if (kv_server_forget_peer(x->c->rs->kv, id, err, sizeof(err)) != 0)
+        reply_error(&x->c->out, "ERR", err);
+    else
+        buf_puts(&x->c->out, "+OK\r\n");
+}
+
 /* RAFT.TRANSFER [node-id [shard]] (KV_CMD_ADMIN: run_one checked the
  * token): of the shard, or of every shard this node leads. */
 static void cmd_raft_transfer(struct call *x)
@@ -874,6 +891,7 @@ static void (*const handlers[KV_ID_COUNT])(struct call *x) = {
     [KV_ID_RAFT_RING] = cmd_raft_ring,
     [KV_ID_RAFT_LOCATE] = cmd_raft_locate,
     [KV_ID_RAFT_TRANSFER] = cmd_raft_transfer,
+    [KV_ID_RAFT_FORGET] = cmd_raft_forget,
     [KV_ID_MULTI] = cmd_transaction,
     [KV_ID_EXEC] = cmd_transaction,
     [KV_ID_DISCARD] = cmd_transaction,

@@ -383,6 +383,15 @@ int kv_server_transfer(struct kv_server *s, int shard, raft_id to)
     return rv;
 }
 
+int kv_server_forget_peer(struct kv_server *s, raft_id id, char *err, size_t errlen)
+{
+    if (!peer_of(s, id)) {
+        snprintf(err, errlen, "node %" PRIu64 " is not a member", id);
+        return -1;
+    }
+    return raft_node_forget_peer(s->node, id, err, errlen) == RAFT_OK ? 0 : -1;
+}
+
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n)
 {
     int rc = transport_set_faults(raft_node_transport(s->node), rules, n);

@@ -242,7 +242,8 @@ static const struct metric_def {
     [M_FRAMES] = {"raftkv_transport_frames_total", "counter", "Raft transport frames."},
     [M_REFUSED] = {"raftkv_transport_refused_total", "counter",
                    "Connections refused (foreign cluster or version, not a member, wrong cluster "
-                   "secret, no handshake in time, oversized or malformed frames)."},
+                   "secret, no handshake in time, oversized or malformed frames, a peer whose data "
+                   "dir was replaced)."},
     [M_FAULTS] = {"raftkv_fault_injected_total", "counter", "Messages the fault filter acted on."},
     [M_CLIENTS] = {"raftkv_clients", "gauge", "Client connections open (RESP and HTTP)."},
     [M_CLIENTS_MAX] = {"raftkv_clients_max", "gauge", "The --max-clients limit."},
@@ -503,6 +504,7 @@ static void transport_metrics(struct out *o, struct kv_server *s)
     sample(o, M_REFUSED, "why=\"handshake_timeout\"", ts.handshake_timeouts);
     sample(o, M_REFUSED, "why=\"oversized\"", ts.oversized_frames);
     sample(o, M_REFUSED, "why=\"malformed\"", ts.malformed_frames);
+    sample(o, M_REFUSED, "why=\"incarnation\"", ts.refused_incarnation);
     family(o, M_FAULTS);
     sample(o, M_FAULTS, "action=\"drop\"", ts.fault_dropped);
     sample(o, M_FAULTS, "action=\"duplicate\"", ts.fault_duplicated);

@@ -49,6 +49,7 @@ int codec_encode_handshake(uint64_t cluster_id, uint64_t from, uint64_t to,
         hello.version = h->version;
         hello.nonce = nonce;
         hello.placement = h->placement;
+        hello.incarnation = h->incarnation;
         env.payload_case = RAFTPB__ENVELOPE__PAYLOAD_HELLO;
         env.hello = &hello;
         break;
@@ -311,6 +312,7 @@ static int decode_payload(const Raftpb__Envelope *env, struct codec_decoded *out
         out->hs.node = env->hello->node_id;
         out->hs.version = env->hello->version;
         out->hs.placement = env->hello->placement;
+        out->hs.incarnation = env->hello->incarnation;
         out->cluster_id = env->hello->cluster_id;
         /* A version-1 Hello has no nonce: decoded, so that the refusal
          * can name the version. */

@@ -39,6 +39,7 @@ struct codec_handshake {
     uint64_t node;                    /* Hello, Challenge: who speaks */
     uint32_t version;                 /* Hello */
     uint64_t placement;               /* Hello: the host's map fingerprint, 0 if none */
+    uint64_t incarnation;             /* Hello: the sender's data dir incarnation, 0 if none */
     uint8_t nonce[CODEC_NONCE_BYTES]; /* Hello, Challenge */
     uint8_t mac[CODEC_MAC_BYTES];     /* Challenge, Proof */
 };

@@ -667,6 +667,53 @@ static void on_log(void *data, const char *line)
     iolog("raft node %llu: %s\n", (unsigned long long)n->cfg.id, line);
 }
 
+/* A peer proved itself: take its messages only if its data is the data we
+ * knew (storage.h, incarnations). A server that lost its log and its vote
+ * and came back empty could otherwise vote for a candidate missing a
+ * committed entry, or count toward a commit it does not hold: with three
+ * servers, an entry on A and B is lost if B is wiped and B and C then
+ * elect C (Raft §5.4 assumes stable storage survives). The first
+ * incarnation heard from a peer is recorded, durably, before its first
+ * message is taken. */
+static bool on_peer_check(void *data, uint64_t peer, uint64_t incarnation, char *why, size_t len)
+{
+    struct raft_node *n = data;
+    if (!incarnation)
+        return true; /* a build without incarnations: nothing to compare */
+    uint64_t known = storage_peer_incarnation(n->st, peer);
+    if (known == incarnation)
+        return true;
+    if (known) {
+        snprintf(why, len,
+                 "its data dir was replaced (incarnation %016llx; we knew %016llx): a node that "
+                 "lost its data must not vote or count toward a quorum, or an acknowledged write "
+                 "could be lost. Bring its data back, or replace the node (docs/kvd.md, "
+                 "\"A node that lost its data\")",
+                 (unsigned long long)incarnation, (unsigned long long)known);
+        return false;
+    }
+    char err[256];
+    if (storage_set_peer_incarnation(n->st, peer, incarnation, err, sizeof(err)) != STORAGE_OK) {
+        snprintf(why, len, "cannot record its incarnation: %s", err);
+        return false; /* it retries; taking it unrecorded would forget it */
+    }
+    return true;
+}
+
+int raft_node_forget_peer(struct raft_node *n, raft_id id, char *err, size_t errlen)
+{
+    if (id == n->cfg.id) {
+        snprintf(err, errlen, "a node does not record its own incarnation");
+        return RAFT_EINVAL;
+    }
+    int rc = storage_forget_peer_incarnation(n->st, id, err, errlen);
+    if (rc == STORAGE_OK)
+        iolog("raft node %llu: forgot node %llu's incarnation (the operator brings it back "
+              "empty); its next one is recorded\n",
+              (unsigned long long)n->cfg.id, (unsigned long long)id);
+    return rc == STORAGE_OK ? RAFT_OK : RAFT_EINVAL;
+}
+
 static int start_group(struct raft_node *n, struct group *g, const struct raft_node_group *gc,
                        char *err, size_t errlen)
 {
@@ -740,10 +787,12 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     if (cfg->cluster_secret)
         memcpy(tc.secret, cfg->cluster_secret, sizeof(tc.secret));
     tc.placement = cfg->placement;
+    tc.incarnation = storage_incarnation(n->st);
     if ((rc = transport_init(&n->tr, loop, &tc, on_recv, on_log, n)) != 0) {
         snprintf(err, errlen, "listening on %s:%u: %s", cfg->host, cfg->port, uv_strerror(rc));
         goto err_after_groups;
     }
+    transport_on_peer_check(n->tr, on_peer_check, n);
     for (size_t i = 0; i < cfg->n_peers; i++)
         if (cfg->peers[i].id != cfg->id)
             transport_add_peer(n->tr, cfg->peers[i].id, cfg->peers[i].host, cfg->peers[i].port);

@@ -153,6 +153,12 @@ int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index ind
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);
 struct transport *raft_node_transport(struct raft_node *n);
+/* The operator brings peer id back with an empty data dir: forget the
+ * incarnation recorded for it, so that its new one is taken (node.c,
+ * on_peer_check). Safe only while the other voters of every group it
+ * belongs to are a majority and hold everything it ever acknowledged
+ * (docs/kvd.md). A RAFT_ code; err filled. */
+int raft_node_forget_peer(struct raft_node *n, raft_id id, char *err, size_t errlen);
 /* Why the node stopped taking work, or NULL while it is healthy. */
 const char *raft_node_error(const struct raft_node *n);
 

@@ -12,6 +12,7 @@
 #include <xxhash.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,8 +35,15 @@ struct group_dbis {
     bool open;
 };
 
+enum { MAX_PEER_INCARNATIONS = 256 };
+
 struct storage {
-    int lock_fd;   /* holds the data directory's lock (lock_dir) */
+    int lock_fd;          /* holds the data directory's lock (lock_dir) */
+    uint64_t incarnation; /* this directory's (storage.h) */
+    struct {
+        uint64_t id, incarnation;
+    } peers[MAX_PEER_INCARNATIONS]; /* recorded peers' incarnations ("peer:<id>" in node) */
+    size_t n_peers;
     size_t header; /* of a log record: 9, or 17 with a checksum (format 2) */
     MDB_env *env;
     MDB_dbi node;
@@ -146,6 +154,96 @@ static int get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *v)
  * Open
  * ------------------------------------------------------------------------ */
 
+/* This directory's incarnation, drawn if it has none yet; and the peers'
+ * recorded ones. In txn (a write transaction the caller commits). */
+static int load_incarnations(struct storage *st, MDB_txn *txn)
+{
+    int rc = get_u64(txn, st->node, "incarnation", &st->incarnation);
+    if (rc)
+        return rc;
+    while (!st->incarnation)
+        randombytes_buf(&st->incarnation, sizeof(st->incarnation));
+    if ((rc = put_u64(txn, st->node, "incarnation", st->incarnation)))
+        return rc;
+    MDB_cursor *c;
+    if ((rc = mdb_cursor_open(txn, st->node, &c)))
+        return rc;
+    static const char prefix[] = "peer:";
+    MDB_val k = {sizeof(prefix) - 1, (void *)prefix}, d;
+    for (rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+        if (k.mv_size <= sizeof(prefix) - 1 || memcmp(k.mv_data, prefix, sizeof(prefix) - 1))
+            break;
+        char id[24];
+        size_t n = k.mv_size - (sizeof(prefix) - 1);
+        if (n >= sizeof(id) || d.mv_size != 8 || st->n_peers == MAX_PEER_INCARNATIONS)
+            continue;
+        memcpy(id, (char *)k.mv_data + sizeof(prefix) - 1, n);
+        id[n] = '\0';
+        st->peers[st->n_peers].id = strtoull(id, NULL, 10);
+        st->peers[st->n_peers++].incarnation = get64(d.mv_data);
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+uint64_t storage_incarnation(const struct storage *st)
+{
+    return st->incarnation;
+}
+
+uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id)
+{
+    for (size_t i = 0; i < st->n_peers; i++)
+        if (st->peers[i].id == id)
+            return st->peers[i].incarnation;
+    return 0;
+}
+
+int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
+                                 size_t errlen)
+{
+    if (st->n_peers == MAX_PEER_INCARNATIONS)
+        return fail(err, errlen, STORAGE_ENOMEM, "storage: too many peers to record");
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
+    char key[32];
+    snprintf(key, sizeof(key), "peer:%llu", (unsigned long long)id);
+    if ((rc = put_u64(txn, st->node, key, incarnation))) {
+        mdb_txn_abort(txn);
+        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
+    st->peers[st->n_peers].id = id;
+    st->peers[st->n_peers++].incarnation = incarnation;
+    return STORAGE_OK;
+}
+
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
+    char key[32];
+    snprintf(key, sizeof(key), "peer:%llu", (unsigned long long)id);
+    MDB_val k = {strlen(key), key};
+    rc = mdb_del(txn, st->node, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) {
+        mdb_txn_abort(txn);
+        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
+    for (size_t i = 0; i < st->n_peers; i++)
+        if (st->peers[i].id == id)
+            st->peers[i] = st->peers[--st->n_peers];
+    return STORAGE_OK;
+}
+
 static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node_id,
                           const char *path, char *err, size_t errlen)
 {
@@ -164,7 +262,8 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
     if (have_version == 0) { /* a fresh directory: record who owns it */
         if ((rc = put_u64(txn, st->node, "cluster", cluster_id)) ||
             (rc = put_u64(txn, st->node, "node", node_id)) ||
-            (rc = put_u64(txn, st->node, "version", STORAGE_FORMAT_VERSION))) {
+            (rc = put_u64(txn, st->node, "version", STORAGE_FORMAT_VERSION)) ||
+            (rc = load_incarnations(st, txn))) {
             mdb_txn_abort(txn);
             return lmdb_error(err, errlen, rc, "recording the node's identity");
         }
@@ -172,7 +271,18 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
         st->header = 17;
         return rc ? lmdb_error(err, errlen, rc, "recording the node's identity") : STORAGE_OK;
     }
-    mdb_txn_abort(txn);
+    /* Ours (drawn now for a directory older than incarnations) and the
+     * peers' recorded ones: committed only if the identity checks out. */
+    if ((rc = load_incarnations(st, txn))) {
+        mdb_txn_abort(txn);
+        return lmdb_error(err, errlen, rc, "reading the incarnations");
+    }
+    bool same = have_cluster == cluster_id && have_node == node_id &&
+                (have_version == STORAGE_FORMAT_VERSION || have_version == 1);
+    if (!same)
+        mdb_txn_abort(txn);
+    else if ((rc = mdb_txn_commit(txn)))
+        return lmdb_error(err, errlen, rc, "recording the node's incarnation");
     /* Format 1 has no checksums in its log records; such a directory is
      * still read and written as it was made. */
     if (have_version != STORAGE_FORMAT_VERSION && have_version != 1)
@@ -448,6 +558,10 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
     }
     if ((rc = check_data_file(path, err, errlen)) != STORAGE_OK)
         goto err_after_lock;
+    if (sodium_init() < 0) { /* for the incarnation's random bytes */
+        rc = fail(err, errlen, STORAGE_EIO, "storage: libsodium failed to initialise");
+        goto err_after_lock;
+    }
     if ((rc = mdb_env_create(&st->env))) {
         rc = lmdb_error(err, errlen, rc, "creating the environment");
         goto err_after_lock;

@@ -55,6 +55,26 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
                  struct storage **out, char *err, size_t errlen);
 void storage_close(struct storage *st);
 
+/* Incarnations. A data directory draws a random nonzero incarnation id
+ * when it is created (one made before incarnations draws it at its first
+ * open by this build: it still holds its data). A node that lost its data
+ * and starts again empty has a new one, and its peers, which recorded the
+ * old one, refuse it: a server that forgot its log and vote must not vote
+ * or count toward a commit, or an acknowledged write could be lost (the
+ * "disk loss" hazard; docs/kvd.md, A node that lost its data). */
+uint64_t storage_incarnation(const struct storage *st);
+/* The incarnation recorded for peer `id`, 0 if none yet (read once, at
+ * open, into memory). */
+uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id);
+/* Record peer id's incarnation, in a transaction of its own, synced; from
+ * the loop thread, once per peer and data dir (it waits for a storage
+ * commit in flight). STORAGE_ code, err filled. */
+int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
+                                 size_t errlen);
+/* Forget it (the operator brings a node back empty: docs/kvd.md); the next
+ * one heard is recorded. Same rules as storage_set_peer_incarnation. */
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen);
+
 /* What one group persists in one update (host contract 1). The pointers
  * are read during storage_commit() only. */
 struct storage_group_write {

@@ -51,6 +51,7 @@ struct conn {
     struct frame_reader reader;
     enum conn_state state;
     uint64_t node;
+    uint64_t incarnation; /* its Hello's */
     uint8_t their_nonce[CODEC_NONCE_BYTES], our_nonce[CODEC_NONCE_BYTES];
     uint64_t accepted_ms;
     char addr[64]; /* the peer's address, for refusals */
@@ -64,6 +65,7 @@ enum refusal {
     REFUSE_AUTH,
     REFUSE_TIMEOUT,
     REFUSE_PROTOCOL,
+    REFUSE_INCARNATION,
     REFUSALS
 };
 enum {
@@ -83,6 +85,8 @@ struct transport {
     transport_log_cb on_log;
     transport_forward_cb on_forward;
     void *forward_data;
+    transport_peer_check_cb on_peer_check;
+    void *peer_check_data;
     void *data;
     struct transport_stats stats;
     uint64_t prng;
@@ -160,7 +164,7 @@ static void refuse(struct transport *t, enum refusal why, const char *fmt, ...)
         t->refusals_quiet[why]++;
         return;
     }
-    char line[200];
+    char line[600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
@@ -505,7 +509,8 @@ static void on_connect(uv_connect_t *req, int status)
     struct codec_handshake hello = {.kind = CODEC_HELLO,
                                     .node = t->cfg.node_id,
                                     .version = CODEC_WIRE_VERSION,
-                                    .placement = t->cfg.placement};
+                                    .placement = t->cfg.placement,
+                                    .incarnation = t->cfg.incarnation};
     randombytes_buf(p->nonce, sizeof(p->nonce));
     memcpy(hello.nonce, p->nonce, sizeof(hello.nonce));
     send_handshake(t, p->tcp, p->id, &hello);
@@ -766,6 +771,12 @@ void transport_on_forward(struct transport *t, transport_forward_cb cb, void *da
     t->forward_data = data;
 }
 
+void transport_on_peer_check(struct transport *t, transport_peer_check_cb cb, void *data)
+{
+    t->on_peer_check = cb;
+    t->peer_check_data = data;
+}
+
 /* ------------------------------------------------------------------------
  * Inbound
  * ------------------------------------------------------------------------ */
@@ -846,6 +857,7 @@ static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
             return false;
         }
         c->node = h->node;
+        c->incarnation = h->incarnation;
         memcpy(c->their_nonce, h->nonce, sizeof(c->their_nonce));
         randombytes_buf(c->our_nonce, sizeof(c->our_nonce));
         struct codec_handshake ch = {.kind = CODEC_CHALLENGE, .node = t->cfg.node_id};
@@ -862,6 +874,17 @@ static bool conn_handshake(struct conn *c, const struct codec_decoded *d)
                "refusing node %llu from %s: it does not hold our cluster secret "
                "(--cluster-secret differs)",
                (unsigned long long)c->node, c->addr);
+        return false;
+    }
+    /* Only a peer that proved itself may have its incarnation recorded
+     * (the host does so on first sight): one that did not could otherwise
+     * poison the record and lock the real node out. */
+    char why[400];
+    if (t->on_peer_check &&
+        !t->on_peer_check(t->peer_check_data, c->node, c->incarnation, why, sizeof(why))) {
+        t->stats.refused_incarnation++;
+        refuse(t, REFUSE_INCARNATION, "refusing node %llu from %s: %s", (unsigned long long)c->node,
+               c->addr, why);
         return false;
     }
     c->state = AUTHED;

@@ -48,6 +48,8 @@ struct transport_config {
     /* The host's placement fingerprint, sent in Hello: a peer whose own is
      * different (both nonzero) is refused. 0: none. */
     uint64_t placement;
+    /* Our data directory's incarnation (storage.h), sent in Hello. */
+    uint64_t incarnation;
 };
 
 void transport_config_default(struct transport_config *cfg);
@@ -84,6 +86,13 @@ void transport_on_forward(struct transport *t, transport_forward_cb cb, void *da
 int transport_forward(struct transport *t, uint64_t to, uint64_t group, const void *body,
                       size_t len);
 
+/* Once a peer has proven itself on an inbound connection: may we take its
+ * messages, given the incarnation its Hello named (0: an older build)?
+ * False refuses the connection, logging why (filled in by the callback). */
+typedef bool (*transport_peer_check_cb)(void *data, uint64_t peer, uint64_t incarnation, char *why,
+                                        size_t len);
+void transport_on_peer_check(struct transport *t, transport_peer_check_cb cb, void *data);
+
 /* Whether our connection to peer id is up (the handshake done). */
 bool transport_peer_connected(const struct transport *t, uint64_t id);
 
@@ -110,6 +119,7 @@ int transport_set_faults(struct transport *t, const struct transport_fault *rule
 struct transport_stats {
     uint64_t frames_sent, frames_received, refused_hellos, oversized_frames, malformed_frames;
     uint64_t refused_members, refused_auth, handshake_timeouts;
+    uint64_t refused_incarnation; /* peers whose data dir was replaced */
     uint64_t dropped_full_queue, connects, reconnects;
     uint64_t fault_dropped, fault_duplicated, fault_delayed;
 };

@@ -45,7 +45,7 @@ static void test_lookup_finds_every_command_in_any_case(void)
     };
     /* Added with shards (route.c): the placement, as kvctl ring and locate
      * show it. */
-    static const char *const sharding[] = {"RAFT.RING", "RAFT.LOCATE"};
+    static const char *const sharding[] = {"RAFT.RING", "RAFT.LOCATE", "RAFT.FORGET"};
     for (size_t i = 0; i < sizeof(sharding) / sizeof(sharding[0]); i++)
         if (!find(sharding[i]))
             harness_fail(__FILE__, __LINE__, "%s is not in the table", sharding[i]);
@@ -225,7 +225,7 @@ static void test_access_comes_from_the_flags(void)
         enum kv_access want = KV_ACCESS_DATA;
         if (!strcmp(cmd->name, "AUTH") || !strcmp(cmd->name, "HELLO") || !strcmp(cmd->name, "QUIT"))
             want = KV_ACCESS_NONE;
-        else if (!strcmp(cmd->name, "RAFT.TRANSFER"))
+        else if (!strcmp(cmd->name, "RAFT.TRANSFER") || !strcmp(cmd->name, "RAFT.FORGET"))
             want = KV_ACCESS_ADMIN;
         if (kv_command_access(cmd->flags) != want)
             harness_fail(__FILE__, __LINE__, "%s needs access %d, not %d", cmd->name,

@@ -59,6 +59,34 @@ static void test_identity_recorded_and_checked(void)
     remove_dir();
 }
 
+/* A data directory draws an incarnation when it is made and keeps it; the
+ * peers' recorded incarnations survive a reopen; a wiped directory draws a
+ * new one (which is how its peers tell it lost its data). */
+static void test_incarnations_recorded(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(0xabc, 1, MAP);
+    uint64_t mine = storage_incarnation(st);
+    CHECK(mine != 0);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0);
+    CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x2222, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_set_peer_incarnation(st, 3, 0x3333, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0x2222);
+    storage_close(st);
+    st = open_ok(0xabc, 1, MAP);
+    CHECK_EQ(storage_incarnation(st), mine);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0x2222);
+    CHECK_EQ(storage_peer_incarnation(st, 3), 0x3333);
+    CHECK_EQ(storage_peer_incarnation(st, 4), 0);
+    storage_close(st);
+    remove_dir();
+    st = open_ok(0xabc, 1, MAP);
+    CHECK(storage_incarnation(st) != mine);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0);
+    storage_close(st);
+    remove_dir();
+}
+
 static void test_hard_state_and_log_round_trip(void)
 {
     fresh_dir();
@@ -785,6 +813,7 @@ int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_identity_recorded_and_checked),
+        HARNESS_TEST(test_incarnations_recorded),
         HARNESS_TEST(test_hard_state_and_log_round_trip),
         HARNESS_TEST(test_truncate_compact_snapshot),
         HARNESS_TEST(test_group_commit_many_groups),
