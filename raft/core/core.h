@@ -111,6 +111,7 @@ struct raft_server {
     bool recent_active;      /* heard from it since the last check-quorum (thesis §6.2) */
     uint64_t read_seq_acked; /* highest ReadIndex round it confirmed */
     uint64_t acked_sent_ms;  /* our clock when we sent the newest message it acknowledged */
+    uint64_t match_sent_ms;  /* ... the newest message it acknowledged with a success */
     /* Ring of the last index sent in each unacknowledged AppendEntries. */
     raft_index *inflight;
     uint32_t inflight_head;

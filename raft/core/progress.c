@@ -22,6 +22,7 @@ void progress_reset(struct raft *r, struct raft_server *s)
     s->recent_active = false;
     s->read_seq_acked = 0;
     s->acked_sent_ms = 0;
+    s->match_sent_ms = 0;
     s->inflight_head = 0;
     s->inflight_count = 0;
 }

@@ -176,6 +176,23 @@ static raft_index backtrack(const struct raft *r, const struct raft_append_entri
     return next;
 }
 
+/* A rejection below matchIndex is normally stale: the answer to a probe
+ * from before the success that raised matchIndex. But one that answers a
+ * message sent after that success (its echo of our send time says so)
+ * cannot be: in our term a follower's log keeps what it acknowledged
+ * (§5.3, host contract 1) -- unless it lost its storage and was taken back
+ * empty (docs/kvd.md, A node that lost its data). Left alone, such a
+ * follower would be ignored forever; it is probed again from what it has,
+ * one message per heartbeat like any probe. */
+static bool lost_its_log(const struct raft *r, const struct raft_server *s,
+                         const struct raft_append_entries_result *res)
+{
+    (void)r;
+    return s->state != PROGRESS_SNAPSHOT && res->rejected_index <= s->match_index &&
+           res->conflict_index <= s->match_index && s->match_sent_ms &&
+           res->echo_sent_ms > s->match_sent_ms;
+}
+
 void replication_receive_append_result(struct raft *r, const struct raft_message *m)
 {
     const struct raft_append_entries_result *res = &m->append_entries_result;
@@ -195,6 +212,8 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
         s->acked_sent_ms = res->echo_sent_ms;
 
     if (res->success) {
+        if (res->echo_sent_ms > s->match_sent_ms && res->echo_sent_ms <= r->now_ms)
+            s->match_sent_ms = res->echo_sent_ms;
         /* Whatever moved matchIndex, messages it covers are no longer in flight. */
         progress_acked(r, s, s->match_index);
         if (res->match_index > s->match_index || s->state == PROGRESS_PROBE) {
@@ -220,6 +239,16 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
         return;
     }
 
+    if (lost_its_log(r, s, res)) {
+        update_trace(r,
+                     "§5.3 follower's log is shorter than its matchIndex (it lost entries): "
+                     "probing it again",
+                     s->id, res->conflict_index, "match", s->match_index);
+        s->match_index = 0;
+        progress_become_probe(s, backtrack(r, res) ? backtrack(r, res) : 1);
+        replication_send_append(r, s, false);
+        return;
+    }
     /* A rejection of a message we no longer care about is stale. */
     if (s->state == PROGRESS_SNAPSHOT)
         return;

@@ -69,4 +69,26 @@ caught_up() { [ "$(info 2 applied)" -ge "$want" ]; }
 check "node 2 is taken back and catches up" wait_until 15 caught_up
 check "and serves the acknowledged write" eq "$(r 2 GET precious)" yes
 
+# Again, while one leader stays: it had node 2 at a high matchIndex, and the empty node
+# refuses its next AppendEntries; the leader must probe it again from scratch (raft/core
+# replication.c, lost_its_log) rather than take the refusals for stale ones forever.
+for k in $(seq 1 30); do r 1 SET "more$k" v >/dev/null; done
+L=$(leader)
+if [ "$L" = 2 ]; then
+    timeout 5 redis-cli -p "$(resp_port 2)" RAFT.TRANSFER 1 >/dev/null || true
+    not2() { local l; l=$(leader) && [ "$l" != 2 ]; }
+    wait_until 5 not2 || true
+    L=$(leader)
+fi
+want=$(info "$L" commit)
+on2() { [ "$(info 2 applied)" -ge "$want" ]; }
+wait_until 5 on2 || true
+kill9 2
+rm -rf "${T:?}/2"
+start_node 2
+"$KVCTL" --node "127.0.0.1:$(resp_port 1)" forget 2 >/dev/null 2>&1 || true
+r "$L" SET after-wipe yes >/dev/null
+want=$(info "$L" commit)
+check "with the same leader (node $L) throughout, the empty node 2 catches up" wait_until 15 on2
+
 finish

@@ -142,6 +142,55 @@ static void test_leader_backtracks_with_hint(void)
     raft_close(f.r);
 }
 
+/* A follower that acknowledged entries and then lost them (its disk was
+ * replaced and the operator took it back empty) refuses a message sent
+ * after its acknowledgement: the leader probes it again from its hint
+ * instead of taking the refusal for stale forever. A refusal of a message
+ * from before the acknowledgement is still stale. */
+static void test_follower_that_lost_its_log_is_probed_again(void)
+{
+    static raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 1);
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    struct fx f;
+    fx_start(&f, &cfg, &st);
+    fx_elect(&f, 3); /* no-op at index 1 */
+    fx_propose(&f, "a");
+    fx_propose(&f, "b"); /* log 1..3 */
+    fx_tick(&f, 10);
+    struct raft_message ok = fx_append_ok(2, 1, 1, 3);
+    ok.append_entries_result.echo_sent_ms = f.now - 5;
+    fx_recv(&f, &ok);
+    struct raft_peer_status ps;
+    CHECK(raft_peer_status(f.r, 2, &ps) && ps.is_replicating);
+    CHECK_EQ(ps.match_index, 3);
+    /* Stale: it answers a probe sent before the acknowledgement. */
+    struct raft_message stale = {
+        .type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 2, .to = 1, .term = 1};
+    stale.append_entries_result.rejected_index = 1;
+    stale.append_entries_result.conflict_index = 1;
+    stale.append_entries_result.echo_sent_ms = f.now - 8;
+    fx_recv(&f, &stale);
+    CHECK(raft_peer_status(f.r, 2, &ps) && ps.is_replicating);
+    CHECK_EQ(ps.match_index, 3);
+    /* Fresh: a heartbeat sent after it, refused by an empty log. */
+    fx_tick(&f, 10);
+    struct raft_message lost = stale;
+    lost.append_entries_result.rejected_index = 3;
+    lost.append_entries_result.conflict_index = 1; /* its log is empty */
+    lost.append_entries_result.echo_sent_ms = f.now;
+    fx_recv(&f, &lost);
+    CHECK(raft_peer_status(f.r, 2, &ps));
+    CHECK(!ps.is_replicating);
+    CHECK_EQ(ps.match_index, 0);
+    CHECK_EQ(ps.next_index, 1);
+    const struct raft_message *m = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2);
+    CHECK(m && m->append_entries.prev_log_index == 0 && m->append_entries.n_entries >= 1);
+    CHECK(fx_traced(&f, "follower's log is shorter than its matchIndex"));
+    raft_close(f.r);
+}
+
 /* Probing sends one message at a time; after a success the leader
  * pipelines up to max_inflight messages without waiting. */
 static void test_probe_then_pipeline(void)
@@ -273,6 +322,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_follower_commit_bounded_by_match),
         HARNESS_TEST(test_stale_leader_rejected),
         HARNESS_TEST(test_leader_backtracks_with_hint),
+        HARNESS_TEST(test_follower_that_lost_its_log_is_probed_again),
         HARNESS_TEST(test_probe_then_pipeline),
         HARNESS_TEST(test_batch_bounded_by_bytes),
         HARNESS_TEST(test_heartbeats),
