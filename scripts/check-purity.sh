@@ -2,7 +2,7 @@
 # check-purity.sh DIR — fail when a C file in DIR includes anything but the C
 # standard library's headers or the project's own quoted headers.
 #
-# raft/core must stay pure (DESIGN.md): no I/O, no clock, no threads, so it
+# raft/core must stay pure (docs/architecture.md): no I/O, no clock, no threads, so it
 # may not include libuv, LMDB, protobuf-c, POSIX or system headers.
 set -euo pipefail
 
@@ -42,6 +42,6 @@ while IFS= read -r line; do
 done < <(grep -nE '^[[:space:]]*#[[:space:]]*include' "$dir"/*.[ch] /dev/null | sed 's/^\([^:]*\):\([0-9]*\):/\1:\2:/')
 
 if [ $status -ne 0 ]; then
-    echo "check-purity: $dir is not pure (see DESIGN.md, 'The pure core')" >&2
+    echo "check-purity: $dir is not pure (see docs/architecture.md, 'The pure core')" >&2
 fi
 exit $status

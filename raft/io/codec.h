@@ -1,5 +1,5 @@
 /* codec.h — Raft messages on the wire: protobuf Envelopes in length-prefixed
- * frames (DESIGN.md, proto/raft.proto).
+ * frames (proto/raft.proto).
  *
  * A frame is a 4-byte big-endian length followed by that many bytes of one
  * packed Envelope {cluster_id, from_node, to_node, group_id, payload}. The

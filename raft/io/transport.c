@@ -326,7 +326,7 @@ static void tune_socket(struct transport *t, uv_tcp_t *tcp)
     if (uv_fileno((uv_handle_t *)tcp, &fd) == 0) {
         unsigned timeout = t->cfg.user_timeout_ms;
         /* A stalled peer fails the send within this time, not 15 minutes
-         * (notes/network-faults.md). */
+         * (docs/cluster-scripts.md, netns mode). */
         setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
     }
 }
@@ -587,7 +587,7 @@ static void peer_connect(struct peer *p)
     p->tcp->data = p;
     t->open_handles++;
     /* Bind outgoing sockets to our own address, so that partition rules
-     * matching on addresses see them (notes/network-faults.md, gotcha 2). */
+     * matching on addresses see them (docs/cluster-scripts.md, netns mode). */
     struct sockaddr_in self;
     uv_ip4_addr(t->host, 0, &self);
     uv_tcp_bind(p->tcp, (const struct sockaddr *)&self, 0);

@@ -99,7 +99,7 @@ bool transport_peer_connected(const struct transport *t, uint64_t id);
 /* Close every handle; the loop must then run until it has no more. */
 void transport_close(struct transport *t);
 
-/* Application-level faults (DESIGN.md, fault injection): what TCP cannot
+/* Application-level faults (docs/cluster-scripts.md): what TCP cannot
  * express, such as losing one direction only or one message type only.
  * A rule matches a peer (0: any), a direction and a message type (0: any);
  * the first matching rule decides. Delays apply to outgoing messages. */
