@@ -81,7 +81,7 @@ static void read_secret(const char *path, char *out, size_t len)
     }
 }
 
-static void usage_error(const char *msg)
+_Noreturn static void usage_error(const char *msg)
 {
     fprintf(stderr, "kvctl: %s\n(kvctl --help for the manual)\n", msg);
     exit(2);

@@ -37,8 +37,10 @@ struct conn {
     redisReader *reader;
     struct cmd *head, *tail;
     size_t queued;
-    bool running; /* inside run_queue (a synchronous answer must not recurse) */
-    bool quit;    /* QUIT: close once the replies are written */
+    bool running;  /* inside run_queue (a synchronous answer must not recurse) */
+    bool quit;     /* QUIT: close once the replies are written */
+    bool draining; /* QUIT answered and half-closed: reading on, discarding, until EOF */
+    uv_shutdown_t shutdown;
     bool reading;
     struct buf out;
     struct buf inl;            /* an inline command line, until its newline */
@@ -134,14 +136,42 @@ static void conn_close(struct conn *c)
     tcp_conn_close(&c->base);
 }
 
-static void on_quit_written(uv_stream_t *s)
+static void on_shutdown(uv_shutdown_t *req, int status)
 {
-    struct conn *c = s->data;
-    conn_close(c);
+    if (status)
+        conn_close(req->data);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b);
+
+/* The answers are out: half-close, and read on (discarding) until the
+ * client closes. Closing with its pipelined bytes unread would reset the
+ * connection, and the client could lose the answers it has not read yet.
+ * A client that never closes is a partial request to tcp.c, closed after
+ * --client-timeout. */
+static void quit_gracefully(struct conn *c)
+{
+    if (c->draining || c->base.closing)
+        return;
+    c->draining = true;
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->base.tcp, on_shutdown)) {
+        conn_close(c);
+        return;
+    }
+    if (!c->reading) {
+        c->reading = true;
+        uv_read_start((uv_stream_t *)&c->base.tcp, alloc_buf, on_read);
+    }
+    tcp_conn_partial(&c->base, true);
+}
+
+static void on_quit_written(uv_stream_t *s)
+{
+    quit_gracefully(s->data);
+}
+
 static void run_queue(struct conn *c);
 static void flush(struct conn *c);
 static bool reader_idle(const redisReader *r);
@@ -165,7 +195,7 @@ static void on_written(uv_stream_t *s)
 
 static void flush(struct conn *c)
 {
-    if (c->base.closing)
+    if (c->base.closing || c->draining)
         return;
     bool quit = c->quit && !c->base.busy && !c->head;
     if (c->out.len || quit)
@@ -174,8 +204,8 @@ static void flush(struct conn *c)
             conn_close(c);
     if (quit && !c->base.closing && !c->out.len &&
         tcp_write_queue((uv_stream_t *)&c->base.tcp) == 0)
-        conn_close(c);
-    if (c->base.closing)
+        quit_gracefully(c);
+    if (c->base.closing || c->draining)
         return;
     /* A client that does not read: its replies are bounded (commands wait
      * beyond OUT_PAUSE), and once the kernel holds all it will take, a write
@@ -1158,9 +1188,10 @@ static void alloc_buf(uv_handle_t *h, size_t size, uv_buf_t *b)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
-    if (n < 0) {
+    if (n < 0 || c->draining) {
         free(b->base);
-        conn_close(c);
+        if (n < 0)
+            conn_close(c);
         return;
     }
     uint64_t before = c->parsed;
