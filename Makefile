@@ -80,6 +80,9 @@ NFQ_DELAY := $(OBJ)/nfq-delay
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
 BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(NFQ_DELAY) $(UNIT_BIN)
+# A test-only tool: rewrites a stored value as no read notices (test_corruption.sh).
+KVREWRITE := $(OBJ)/kvrewrite
+BINS += $(KVREWRITE)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -161,6 +164,11 @@ $(KVRING): $(OBJ)/kv/kvring.o $(OBJ)/kv/ring.o
 $(KVBENCH): $(OBJ)/kv/kvbench.o
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) $(LIBS_KV) -o $@
+
+$(KVREWRITE): tests/integration/kvrewrite.c
+	$(call say,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs lmdb libxxhash) -o $@
 
 # The packet delayer of the cluster scripts' netns mode.
 $(NFQ_DELAY): cluster-scripts/nfq-delay.c

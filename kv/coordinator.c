@@ -232,7 +232,12 @@ static void attempt(struct kv_server *s, struct request *q)
     }
     struct shard *sh = q->sh;
     if (q->is_read && (s->cfg.read_mode == KV_READ_LOCAL || q->local_read) && sh->hosted) {
-        serve_local_read(s, q);
+        char refusal[240];
+        if (sh->corrupt) /* a local read is one this node would serve: refused */
+            request_finish(s, q, KV_UNAVAILABLE, corrupt_refusal(s, sh, refusal, sizeof(refusal)),
+                           NULL);
+        else
+            serve_local_read(s, q);
         return;
     }
     raft_id leader = target_of(s, q);
@@ -306,10 +311,12 @@ void requests_sweep(uv_timer_t *t)
     struct kv_server *s = t->data;
     uint64_t now = now_ms(s);
     const char *why = raft_node_error(s->node);
-    if (why)
+    if (why) {
         fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
-    else
+    } else {
         balance_leaders(s);
+        hash_checks(s);
+    }
     struct request *q = s->requests, *next;
     for (; q; q = next) {
         next = q->next;

@@ -145,6 +145,17 @@ void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t 
                  cmd ? "out of memory" : "command does not decode", NULL);
         return;
     }
+    if (sh->corrupt) {
+        /* Its answers would come from a copy that differs from the
+         * majority's: nothing runs here; it hands leadership over
+         * (relay.c), and the coordinator retries with the next leader. */
+        kvpb__command__free_unpacked(cmd, NULL);
+        free(x);
+        char why[240];
+        reply_to(s, sh, origin, req_id, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
+                 corrupt_refusal(s, sh, why, sizeof(why)), NULL);
+        return;
+    }
     x->sh = sh;
     x->origin = origin;
     x->req_id = req_id;
@@ -177,6 +188,12 @@ void serve_local(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t
                  const Kvpb__Command *cmd)
 {
     struct kv_result r;
+    char why[240];
+    if (sh->corrupt) {
+        reply_to(s, sh, origin, req_id, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
+                 corrupt_refusal(s, sh, why, sizeof(why)), NULL);
+        return;
+    }
     int rc = kv_sm_read(sh->sm, cmd, &r);
     if (rc != KV_OK) {
         reply_to(s, sh, origin, req_id, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, read_failed(s, rc),
@@ -197,6 +214,13 @@ void serve_reads(struct kv_server *s, struct shard *sh)
         if (!x->read_ready || x->read_index > applied)
             continue;
         struct kv_result r;
+        char why[240];
+        if (sh->corrupt) {
+            exec_answer(s, x, &sh->reads, KVPB__REPLY_CODE__REPLY_UNAVAILABLE,
+                        corrupt_refusal(s, sh, why, sizeof(why)), NULL);
+            next = sh->reads;
+            continue;
+        }
         int rc = kv_sm_read(sh->sm, x->cmd, &r);
         if (rc == KV_OK) {
             exec_answer(s, x, &sh->reads, KVPB__REPLY_CODE__REPLY_OK, NULL, &r);

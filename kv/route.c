@@ -289,8 +289,9 @@ void balance_leaders(struct kv_server *s)
         if (!sh->hosted || raft_role_of(core(s, sh)) != RAFT_LEADER)
             continue;
         raft_id to = sh->preferred_leader;
-        if (to == s->cfg.id || now < sh->balance_next_ms || !caught_up(s, sh, to))
-            continue;
+        if (to == s->cfg.id || now < sh->balance_next_ms || shard_peer_odd(sh, to) ||
+            !caught_up(s, sh, to))
+            continue; /* (a replica found corrupt is not given leadership) */
         sh->balance_backoff_ms =
             sh->balance_backoff_ms ? sh->balance_backoff_ms * 2 : 2 * BALANCE_MS;
         if (sh->balance_backoff_ms > BALANCE_BACKOFF_MAX_MS)

@@ -32,6 +32,18 @@ static int cb_open_group(void *data, uint64_t group, void *env, raft_index *appl
     if (rc)
         return rc;
     *applied = kv_sm_applied(sh->sm);
+    /* The running content hash was summed from what is stored (sm.h). */
+    const struct kv_sm_open_scan *scan = kv_sm_open_scan(sh->sm);
+    if (scan->computed)
+        iolog("kvd %" PRIu64 ": group %" PRIu64 ": data from an older kvd: its content hash "
+              "computed once, by a scan of %" PRIu64 " keys in %" PRIu64 " ms\n",
+              s->cfg.id, group, scan->keys, scan->ms);
+    if (scan->mismatch) {
+        char detail[120];
+        snprintf(detail, sizeof(detail),
+                 "the one stored with its data when it was written; found by the scan at start");
+        raise_corrupt(s, sh, *applied, scan->scanned, scan->stored, detail);
+    }
     return 0;
 }
 
@@ -216,6 +228,7 @@ static void server_free(struct kv_server *s)
         if (sh->staging_fd >= 0)
             close(sh->staging_fd);
         free(sh->by_session);
+        free(sh->tally);
     }
     free(s->shards);
     ring_free(s->ring);

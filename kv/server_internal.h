@@ -5,7 +5,8 @@
  *   coordinator.c  requests from this node's clients: attempts, retries,
  *                  deadlines, session renewal (any node)
  *   exec.c         commands executed here as the leader: propose, serve reads
- *   relay.c        requests and answers between nodes, results <-> protobuf
+ *   relay.c        requests and answers between nodes, results <-> protobuf;
+ *                  the corruption check (replicas compare content hashes)
  *   snapfile.c     snapshot files (§7): written, read in chunks, staged
  *   status.c       /v1/status, INFO and /metrics
  *   route.c        keys to shards (ring.h), multi-shard commands split and
@@ -63,6 +64,21 @@ struct shard {
     struct exec *reads, *writes;
     struct exec **by_session; /* EXEC_BUCKETS chains of writes */
     uint64_t became_candidate, became_leader;
+    /* The corruption check (relay.c). The alarm: this node's copy of the
+     * shard differs from the majority's; set once, cleared only by a
+     * restart (a fresh struct). */
+    bool corrupt;
+    raft_index corrupt_index;             /* where the hashes were compared */
+    uint64_t corrupt_hash, expected_hash; /* ours there, and the majority's */
+    char corrupt_detail[160];             /* how it was found, for status */
+    /* As the leader: the round of checks under way (NULL until the first),
+     * when the next starts, the replicas found odd (not handed
+     * leadership), and, if the odd one is this node, when it next tries to
+     * hand leadership over. */
+    struct hash_tally *tally;
+    uint64_t check_next_ms, handoff_next_ms;
+    raft_id odd[RING_MAX_REPLICAS];
+    size_t n_odd;
 };
 
 struct fanout;
@@ -127,6 +143,8 @@ struct kv_server {
     struct histogram lat_write, lat_read;
     uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried;
     bool damaged_logged; /* a damaged value was reported once */
+    /* Content hashes this node compared with another replica's (relay.c). */
+    uint64_t hash_checks_ok, hash_checks_mismatch;
     uint64_t sessions_renewed;
     uint64_t fanouts; /* commands split over shards */
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
@@ -197,6 +215,17 @@ void send_relay(struct kv_server *s, uint64_t group, raft_id to, const Kvpb__Rel
 void reply_to(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t req_id,
               Kvpb__ReplyCode code, const char *message, const struct kv_result *result);
 void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *body, size_t len);
+/* From the sweep: as a group's leader, start a round of hash checks every
+ * few seconds; as a corrupt leader, hand leadership over. */
+void hash_checks(struct kv_server *s);
+/* Raise the alarm on sh (once): index, our hash there, the expected one,
+ * and how it was found ("2 of 3 replicas have ..."). Logged; sh then
+ * serves no reads (and executes nothing as leader). */
+void raise_corrupt(struct kv_server *s, struct shard *sh, raft_index index, uint64_t hash,
+                   uint64_t expected, const char *detail);
+/* The error a client gets for a shard whose copy here is corrupt. */
+const char *corrupt_refusal(struct kv_server *s, struct shard *sh, char *buf, size_t len);
+bool shard_peer_odd(const struct shard *sh, raft_id id);
 
 /* snapfile.c: the node's snapshot callbacks (node.h) and the files */
 void cb_snapshot_wanted(void *data, uint64_t group, raft_index index);

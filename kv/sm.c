@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -25,6 +26,13 @@ struct kv_sm {
      * in kvd), which was 5% of a leader's CPU serving GETs. */
     MDB_txn *rtxn;
     bool checked; /* values carry a checksum (state format 3) */
+    /* The running content hash (sm.h): committed, and as staged. */
+    uint64_t hash, staged_hash;
+    /* Checkpoints (sm.h): the committed ones, oldest first, and those of
+     * the open transaction, which join them when it commits. */
+    struct kv_checkpoint checks[KV_CHECKS_KEPT], staged_checks[KV_CHECKS_KEPT];
+    size_t n_checks, n_staged_checks;
+    struct kv_sm_open_scan scan; /* what kv_sm_open found */
 };
 
 /* A value whose bytes changed on disk (its checksum fails): a code of its
@@ -75,6 +83,55 @@ static int put_meta_u64(MDB_txn *txn, MDB_dbi meta, const char *name, uint64_t v
     return mdb_put(txn, meta, &k, &d, 0);
 }
 
+static uint64_t pair_hash(const struct kv_sm *sm, const MDB_val *k, const MDB_val *stored);
+static void push_checkpoint(struct kv_checkpoint *list, size_t *n, struct kv_checkpoint c);
+
+/* The running content hash (sm.h) recomputed from what is stored: every
+ * pair's term, summed (the stored checksums: no value is read whole). */
+static int scan_pairs(const struct kv_sm *sm, MDB_txn *txn, uint64_t *sum, uint64_t *keys)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, sm->kv, &c);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    *sum = *keys = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        *sum += pair_hash(sm, &k, &v);
+        (*keys)++;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* At open: the running hash from the content itself, compared with the
+ * one stored with the applied index (sm.h, kv_sm_open_scan). */
+static int open_hash(struct kv_sm *sm, MDB_txn *txn, bool has_applied)
+{
+    bool has_hash;
+    uint64_t stored = meta_u64(txn, sm->meta, "hash", &has_hash), start = monotonic_ms();
+    int rc = scan_pairs(sm, txn, &sm->hash, &sm->scan.keys);
+    if (rc)
+        return rc;
+    sm->scan.ms = monotonic_ms() - start;
+    sm->scan.stored = has_hash ? stored : sm->hash;
+    sm->scan.scanned = sm->hash;
+    sm->scan.computed = !has_hash && has_applied;
+    sm->scan.mismatch = has_hash && stored != sm->hash;
+    sm->staged_hash = sm->hash;
+    if (sm->applied && sm->applied % KV_CHECK_EVERY == 0)
+        push_checkpoint(sm->checks, &sm->n_checks, (struct kv_checkpoint){sm->applied, sm->hash});
+    return has_hash ? 0 : put_meta_u64(txn, sm->meta, "hash", sm->hash);
+}
+
 static int lmdb_fail(char *err, size_t errlen, int rc, const char *what)
 {
     if (err && errlen)
@@ -120,6 +177,8 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
             rc = put_meta_u64(txn, sm->meta, "format", format = STATE_FORMAT);
         sm->checked = format >= 3;
         found = format;
+        if (!rc && !old_format)
+            rc = open_hash(sm, txn, has_applied);
     }
     if (old_format) {
         mdb_txn_abort(txn);
@@ -146,6 +205,11 @@ void kv_sm_close(struct kv_sm *sm)
     if (sm->rtxn)
         mdb_txn_abort(sm->rtxn);
     free(sm);
+}
+
+const struct kv_sm_open_scan *kv_sm_open_scan(const struct kv_sm *sm)
+{
+    return &sm->scan;
 }
 
 raft_index kv_sm_applied(const struct kv_sm *sm)
@@ -199,6 +263,33 @@ static uint64_t value_sum(const void *key, size_t klen, const void *val, size_t 
     return XXH64(val, vlen, XXH64(key, klen, 0x6b76));
 }
 
+/* The hash of one stored pair, the term it adds to the running content
+ * hash: the checksum stored before the value (format 3: no need to hash
+ * the value again), or the same XXH64 computed (format 2). A record too
+ * short to hold a checksum is hashed as it is: deterministic, and never
+ * equal to a healthy copy's term. */
+static uint64_t pair_hash(const struct kv_sm *sm, const MDB_val *k, const MDB_val *stored)
+{
+    if (!sm->checked || stored->mv_size < VALUE_SUM)
+        return value_sum(k->mv_data, k->mv_size, stored->mv_data, stored->mv_size);
+    const uint8_t *p = stored->mv_data;
+    uint64_t sum = 0;
+    for (int i = 0; i < 8; i++)
+        sum |= (uint64_t)p[i] << (8 * i);
+    return sum;
+}
+
+/* Take the pair stored under k (if any) out of the staged running hash:
+ * before it is overwritten or deleted. */
+static int unhash_old(struct kv_sm *sm, MDB_txn *txn, const MDB_val *k)
+{
+    MDB_val old;
+    int rc = mdb_get(txn, sm->kv, (MDB_val *)k, &old);
+    if (rc == 0)
+        sm->staged_hash -= pair_hash(sm, k, &old);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* A stored value as the user wrote it: its checksum verified and taken
  * off (format 3). VALUE_DAMAGED if it fails. */
 static int value_open(const struct kv_sm *sm, const MDB_val *k, MDB_val *v)
@@ -226,23 +317,46 @@ static int value_get(const struct kv_sm *sm, MDB_txn *txn, const ProtobufCBinary
     return value_open(sm, &k, val);
 }
 
-static int value_put(const struct kv_sm *sm, MDB_txn *txn, const void *key, size_t klen,
-                     const void *data, size_t len)
+/* Store a value (with its checksum in format 3) and add its pair to the
+ * staged running hash; replace: a value may be there (its pair is taken
+ * out first), false when the database was just emptied. */
+static int value_store(struct kv_sm *sm, MDB_txn *txn, const void *key, size_t klen,
+                       const void *data, size_t len, bool replace)
 {
     MDB_val k = {klen, (void *)key}, d = {len + (sm->checked ? VALUE_SUM : 0), NULL};
-    int rc = mdb_put(txn, sm->kv, &k, &d, MDB_RESERVE);
-    if (rc)
+    int rc = replace ? unhash_old(sm, txn, &k) : 0;
+    if (rc || (rc = mdb_put(txn, sm->kv, &k, &d, MDB_RESERVE)))
         return rc;
     uint8_t *p = d.mv_data;
+    uint64_t sum = value_sum(key, klen, data, len);
     if (sm->checked) {
-        uint64_t sum = value_sum(key, klen, data, len);
         for (int i = 0; i < 8; i++)
             p[i] = (uint8_t)(sum >> (8 * i));
         p += VALUE_SUM;
     }
     if (len)
         memcpy(p, data, len);
+    sm->staged_hash += sum;
     return 0;
+}
+
+static int value_put(struct kv_sm *sm, MDB_txn *txn, const void *key, size_t klen, const void *data,
+                     size_t len)
+{
+    return value_store(sm, txn, key, klen, data, len, true);
+}
+
+/* Delete a key, taking its pair out of the staged running hash. */
+static int value_del(struct kv_sm *sm, MDB_txn *txn, const ProtobufCBinaryData *key)
+{
+    MDB_val k = {key->len, key->data}, old;
+    int rc = mdb_get(txn, sm->kv, &k, &old);
+    if (rc)
+        return rc;
+    uint64_t sum = pair_hash(sm, &k, &old);
+    if ((rc = mdb_del(txn, sm->kv, &k, NULL)) == 0)
+        sm->staged_hash -= sum;
+    return rc;
 }
 
 /* GET, EXISTS and MGET, in a read or write transaction. */
@@ -310,8 +424,9 @@ static int do_write(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cmd, st
                          cmd->value.len);
     case KVPB__OP__OP_DEL:
         for (size_t i = 0; i < cmd->n_keys; i++) {
-            MDB_val k = {cmd->keys[i].len, cmd->keys[i].data};
-            g = mdb_del(txn, sm->kv, &k, NULL);
+            if (cmd->keys[i].len == 0 || cmd->keys[i].len > 511)
+                continue; /* no such key can be stored */
+            g = value_del(sm, txn, &cmd->keys[i]);
             if (g == 0)
                 r->integer++;
             else if (g != MDB_NOTFOUND)
@@ -488,6 +603,55 @@ static int session_check(struct kv_sm *sm, MDB_txn *txn, const Kvpb__Command *cm
 }
 
 /* ------------------------------------------------------------------------
+ * Checkpoints of the running hash
+ * ------------------------------------------------------------------------ */
+
+/* Append to a list of at most KV_CHECKS_KEPT, oldest first: the oldest
+ * goes when it is full. */
+static void push_checkpoint(struct kv_checkpoint *list, size_t *n, struct kv_checkpoint c)
+{
+    if (*n == KV_CHECKS_KEPT) {
+        memmove(list, list + 1, (KV_CHECKS_KEPT - 1) * sizeof(*list));
+        (*n)--;
+    }
+    list[(*n)++] = c;
+}
+
+static void stage_checkpoint(struct kv_sm *sm, raft_index index)
+{
+    push_checkpoint(sm->staged_checks, &sm->n_staged_checks,
+                    (struct kv_checkpoint){index, sm->staged_hash});
+}
+
+void kv_sm_running_hash(const struct kv_sm *sm, raft_index *index, uint64_t *hash)
+{
+    *index = sm->applied;
+    *hash = sm->hash;
+}
+
+bool kv_sm_checkpoint(const struct kv_sm *sm, raft_index index, uint64_t *hash)
+{
+    if (index == sm->applied) {
+        *hash = sm->hash;
+        return true;
+    }
+    for (size_t i = 0; i < sm->n_checks; i++)
+        if (sm->checks[i].index == index) {
+            *hash = sm->checks[i].hash;
+            return true;
+        }
+    return false;
+}
+
+size_t kv_sm_checkpoints(const struct kv_sm *sm, struct kv_checkpoint *out, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = sm->n_checks; i > 0 && n < max; i--)
+        out[n++] = sm->checks[i - 1];
+    return n;
+}
+
+/* ------------------------------------------------------------------------
  * Apply and read
  * ------------------------------------------------------------------------ */
 
@@ -557,10 +721,15 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
             rc = lmdb_fail(err, errlen, rc, "applying");
             break;
         }
+        /* The hash after this entry is known only here, between two
+         * entries of the batch. */
+        if (entries[i].index % KV_CHECK_EVERY == 0)
+            stage_checkpoint(sm, entries[i].index);
     }
     raft_index applied = sm->staged + n;
     if (!rc && ((rc = put_meta_u64(txn, sm->meta, "applied", applied)) ||
-                (rc = put_meta_u64(txn, sm->meta, "clock", sm->staged_clock_ms))))
+                (rc = put_meta_u64(txn, sm->meta, "clock", sm->staged_clock_ms)) ||
+                (rc = put_meta_u64(txn, sm->meta, "hash", sm->staged_hash))))
         rc = lmdb_fail(err, errlen, rc, "applying");
     if (rc) {
         for (size_t i = 0; results && i < n; i++)
@@ -577,10 +746,15 @@ void kv_sm_staged_done(struct kv_sm *sm, bool committed)
         sm->applied = sm->staged;
         sm->clock_ms = sm->staged_clock_ms;
         sm->expired += sm->staged_expired;
+        sm->hash = sm->staged_hash;
+        for (size_t i = 0; i < sm->n_staged_checks; i++)
+            push_checkpoint(sm->checks, &sm->n_checks, sm->staged_checks[i]);
     } else {
         sm->staged = sm->applied;
         sm->staged_clock_ms = sm->clock_ms;
+        sm->staged_hash = sm->hash;
     }
+    sm->n_staged_checks = 0;
     sm->staged_expired = 0;
 }
 
@@ -796,6 +970,7 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
         rc = EINVAL;
     if (!rc && !(rc = clear_db(txn, sm->kv)))
         rc = clear_db(txn, sm->sess);
+    sm->staged_hash = 0; /* summed again as the pairs go in */
     uint8_t *buf = NULL;
     size_t cap = 0;
     uint64_t clock = 0;
@@ -838,13 +1013,14 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
             continue;
         }
         MDB_val k = {kl, buf}, v = {vl, buf + kl};
-        rc = rec[0] == 1 ? value_put(sm, txn, buf, kl, buf + kl, vl)
+        rc = rec[0] == 1 ? value_store(sm, txn, buf, kl, buf + kl, vl, false)
                          : mdb_put(txn, sm->sess, &k, &v, 0);
     }
     free(buf);
     fclose(f);
-    if (!rc && !(rc = put_meta_u64(txn, sm->meta, "applied", index)))
-        rc = put_meta_u64(txn, sm->meta, "clock", clock);
+    if (!rc && !(rc = put_meta_u64(txn, sm->meta, "applied", index)) &&
+        !(rc = put_meta_u64(txn, sm->meta, "clock", clock)))
+        rc = put_meta_u64(txn, sm->meta, "hash", sm->staged_hash);
     if (rc == EINVAL) {
         snprintf(err, errlen, "snapshot %s does not decode", path);
         return KV_EIO;
@@ -853,6 +1029,8 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
         return lmdb_fail(err, errlen, rc, "installing a snapshot");
     sm->staged = index;
     sm->staged_clock_ms = clock;
+    if (index % KV_CHECK_EVERY == 0)
+        stage_checkpoint(sm, index);
     return KV_OK;
 }
 
@@ -919,5 +1097,30 @@ int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys)
     *hash = XXH64_digest(h);
     *keys = n;
     XXH64_freeState(h);
+    return rc == MDB_NOTFOUND ? KV_OK : rc == VALUE_DAMAGED ? KV_EDAMAGED : KV_EIO;
+}
+
+int kv_sm_content_sum(struct kv_sm *sm, uint64_t *sum, uint64_t *keys)
+{
+    MDB_txn *txn;
+    if (read_begin(sm, &txn))
+        return KV_EIO;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, sm->kv, &c);
+    if (rc) {
+        read_end(sm);
+        return KV_EIO;
+    }
+    MDB_val k, v;
+    *sum = *keys = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if ((rc = value_open(sm, &k, &v)))
+            break;
+        *sum += value_sum(k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+        (*keys)++;
+    }
+    mdb_cursor_close(c);
+    read_end(sm);
     return rc == MDB_NOTFOUND ? KV_OK : rc == VALUE_DAMAGED ? KV_EDAMAGED : KV_EIO;
 }

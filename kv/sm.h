@@ -19,9 +19,21 @@
  * every replica expires the same sessions at the same entry; the clock is
  * stored with the applied index and carried in snapshots.
  *
+ * Content hash (etcd's corruption check, kvd.md 6a): the state machine
+ * keeps a running hash of its pairs, the sum mod 2^64 of XXH64(key,
+ * value) over every stored pair -- order-independent, so each write
+ * adjusts it (a SET adds the new pair's term and takes out the one it
+ * overwrote; a DEL takes its pair's out) in the transaction that applies
+ * it. Replicas that applied the same prefix of the log have the same
+ * hash; one whose stored pairs changed (a disk, a bug) has another. It is
+ * stored with the applied index, installed with a snapshot (summed as the
+ * pairs go in), and recomputed by a scan at every open, which compares
+ * it with the stored one (kv_sm_open_scan): the hash always describes
+ * what is on disk, not only what was applied.
+ *
  * Databases: "g<id>.kv" (key -> value), "g<id>.sess" (client
  * id -> seq, last-used clock and encoded Result), "g<id>.kvmeta" (the
- * applied index, the log clock, the state format).
+ * applied index, the log clock, the state format, the running hash).
  */
 #ifndef KV_SM_H
 #define KV_SM_H
@@ -100,6 +112,43 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
 /* XXH64 of every key and value in key order, and how many keys: equal on
  * replicas that applied the same prefix of the log. */
 int kv_sm_hash(struct kv_sm *sm, uint64_t *hash, uint64_t *keys);
+
+/* The running content hash, committed: *index is the applied index it
+ * describes. Sessions are not in it (only keys and values). */
+void kv_sm_running_hash(const struct kv_sm *sm, raft_index *index, uint64_t *hash);
+
+/* Checkpoints: every time the applied index reaches a multiple of
+ * KV_CHECK_EVERY, the running hash at exactly that index (taken between
+ * two entries of an apply batch) is kept, the last KV_CHECKS_KEPT of
+ * them, in memory: what replicas compare (kv/relay.c). 256 entries:
+ * taking one costs a 16-byte copy, and the kept ones span 4096 entries,
+ * far more than a follower's apply lags behind its leader's, so a
+ * leader's recent checkpoints are nearly always also a follower's. */
+enum { KV_CHECK_EVERY = 256, KV_CHECKS_KEPT = 16 };
+struct kv_checkpoint {
+    raft_index index;
+    uint64_t hash; /* the running hash once index was applied */
+};
+/* The hash at index if this state machine knows it (a kept checkpoint, or
+ * the applied index itself). */
+bool kv_sm_checkpoint(const struct kv_sm *sm, raft_index index, uint64_t *hash);
+/* The kept checkpoints, newest first, at most max; how many. */
+size_t kv_sm_checkpoints(const struct kv_sm *sm, struct kv_checkpoint *out, size_t max);
+
+/* What kv_sm_open found when it summed the stored pairs. */
+struct kv_sm_open_scan {
+    bool computed;   /* no hash was stored (an older kvd's data): computed now */
+    bool mismatch;   /* the stored pairs do not sum to the hash stored with them */
+    uint64_t stored; /* the hash stored with the applied index */
+    uint64_t scanned;
+    uint64_t keys, ms; /* the scan: pairs, and how long it took */
+};
+const struct kv_sm_open_scan *kv_sm_open_scan(const struct kv_sm *sm);
+
+/* The running hash recomputed from the committed state's values, each
+ * read whole and its checksum verified (KV_EDAMAGED if one fails): for
+ * tests and checks. Shares kv_sm_read's read transaction. */
+int kv_sm_content_sum(struct kv_sm *sm, uint64_t *sum, uint64_t *keys);
 
 /* How many keys the state holds and the bytes of its B-tree pages, from
  * LMDB's counters (no scan). */

@@ -69,6 +69,42 @@ static void group_fields(struct kv_server *s, struct shard *sh, json_t *o)
         json_object_set_new(o, "sessions", json_integer((json_int_t)sessions));
         json_object_set_new(o, "log_clock_ms", json_integer((json_int_t)clock));
     }
+    /* The running hash the replicas compare (relay.c), and its alarm. */
+    raft_index at;
+    char hex[20];
+    kv_sm_running_hash(sh->sm, &at, &hash);
+    snprintf(hex, sizeof(hex), "%016" PRIx64, hash);
+    json_object_set_new(o, "running_hash", json_string(hex));
+    json_object_set_new(o, "running_hash_index", json_integer((json_int_t)at));
+    json_object_set_new(o, "corrupt", json_boolean(sh->corrupt));
+}
+
+/* The alarms raised on this node: one per corrupt shard (etcd's CORRUPT
+ * alarm). */
+static json_t *alarms_json(struct kv_server *s)
+{
+    json_t *list = json_array();
+    for (uint32_t i = 0; i < s->n_shards; i++) {
+        const struct shard *sh = &s->shards[i];
+        if (!sh->hosted || !sh->corrupt)
+            continue;
+        json_t *a = json_object();
+        char hex[20];
+        json_object_set_new(a, "alarm", json_string("corrupt"));
+        json_object_set_new(a, "shard", json_integer(sh->index));
+        json_object_set_new(a, "group", json_integer((json_int_t)sh->group));
+        json_object_set_new(a, "index", json_integer((json_int_t)sh->corrupt_index));
+        snprintf(hex, sizeof(hex), "%016" PRIx64, sh->corrupt_hash);
+        json_object_set_new(a, "hash", json_string(hex));
+        snprintf(hex, sizeof(hex), "%016" PRIx64, sh->expected_hash);
+        json_object_set_new(a, "expected_hash", json_string(hex));
+        json_object_set_new(a, "found", json_string(sh->corrupt_detail));
+        json_object_set_new(a, "action",
+                            json_string("this node serves no reads of the shard; replace its "
+                                        "data and restart it (docs/kvd.md, 6a)"));
+        json_array_append_new(list, a);
+    }
+    return list;
 }
 
 /* Every member's addresses; reachability; on the leader of sh, how far
@@ -151,6 +187,7 @@ json_t *kv_server_status(struct kv_server *s)
     json_object_set_new(o, "leading", json_integer(leading));
     const char *why = raft_node_error(s->node);
     json_object_set_new(o, "error", why ? json_string(why) : json_null());
+    json_object_set_new(o, "alarms", alarms_json(s));
     json_object_set_new(o, "peers", peers_json(s, top));
     return o;
 }
@@ -196,6 +233,8 @@ enum metric_id {
     M_REQUEST_SECONDS,
     M_FSYNC_SECONDS,
     M_PEER_LAG,
+    M_CORRUPT,
+    M_HASH_CHECKS,
     M_COUNT
 };
 
@@ -267,6 +306,12 @@ static const struct metric_def {
     [M_FSYNC_SECONDS] = {"raftkv_fsync_seconds", "histogram", "Duration of storage commits."},
     [M_PEER_LAG] = {"raftkv_peer_lag_entries", "gauge",
                     "How far each follower's log is behind the leader's."},
+    [M_CORRUPT] = {"raftkv_corrupt", "gauge",
+                   "1 if this node's copy of the group differs from the majority's (content "
+                   "hash check): it serves no reads of it until restarted with good data."},
+    [M_HASH_CHECKS] = {"raftkv_hash_checks_total", "counter",
+                       "Content hashes this node compared with another replica's at the same "
+                       "applied index, by result."},
 };
 
 struct out {
@@ -386,6 +431,12 @@ static uint64_t g_sessions_expired(struct kv_server *s, struct shard *sh)
     return kv_sm_sessions(sh->sm, &n, &expired, &clock) == KV_OK ? expired : 0;
 }
 
+static uint64_t g_corrupt(struct kv_server *s, struct shard *sh)
+{
+    (void)s;
+    return sh->corrupt;
+}
+
 static void per_group(struct out *o, struct kv_server *s, enum metric_id id, group_value f)
 {
     family(o, id);
@@ -414,7 +465,8 @@ static void raft_metrics(struct out *o, struct kv_server *s)
                   {M_SNAPSHOT_INDEX, g_snapshot_index},
                   {M_KEYS, g_keys},
                   {M_SESSIONS, g_sessions},
-                  {M_SESSIONS_EXPIRED, g_sessions_expired}};
+                  {M_SESSIONS_EXPIRED, g_sessions_expired},
+                  {M_CORRUPT, g_corrupt}};
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
         per_group(o, s, groups[i].id, groups[i].f);
     uint64_t leading = 0, taken = 0, installed = 0;
@@ -430,6 +482,9 @@ static void raft_metrics(struct out *o, struct kv_server *s)
     sample(o, M_SNAPSHOTS, "how=\"taken\"", taken);
     sample(o, M_SNAPSHOTS, "how=\"installed\"", installed);
     single(o, M_BALANCE_TRANSFERS, s->transfers_balance);
+    family(o, M_HASH_CHECKS);
+    sample(o, M_HASH_CHECKS, "result=\"ok\"", s->hash_checks_ok);
+    sample(o, M_HASH_CHECKS, "result=\"mismatch\"", s->hash_checks_mismatch);
 }
 
 static void storage_metrics(struct out *o, struct kv_server *s)

@@ -1,5 +1,6 @@
 /* The key-value state machine: kv/sm.c. Commands, exactly-once sessions,
- * atomic batches with the applied index, and a full map. */
+ * atomic batches with the applied index, a full map, and the running
+ * content hash that replicas compare (etcd's corruption check). */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 #include "sm.h"
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 static char dir[128];
 static MDB_env *env;
@@ -533,6 +535,353 @@ static void test_snapshot_record_longer_than_file_refused(void)
     cleanup();
 }
 
+/* ------------------------------------------------------------------------
+ * The running content hash and its checkpoints
+ * ------------------------------------------------------------------------ */
+
+enum { HASH_KEYS = 20 };
+
+/* A random command on keys k0..k19, values from a small set (so CAS and
+ * INCR succeed as often as they fail); entry data malloc'ed into *buf. */
+static struct raft_entry random_entry(uint64_t *rng, raft_index index, uint8_t **buf)
+{
+    static const char *const vals[] = {"a", "b", "1", "2", "a longer value, for a change", ""};
+    char keys[3][8];
+    ProtobufCBinaryData k[3];
+    Kvpb__Command c = KVPB__COMMAND__INIT;
+    uint64_t x = raft_splitmix64(rng);
+    c.n_keys = 1;
+    for (int i = 0; i < 3; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", (int)((x >> (8 * i)) % HASH_KEYS));
+        k[i] = (ProtobufCBinaryData){strlen(keys[i]), (uint8_t *)keys[i]};
+    }
+    c.keys = k;
+    const char *v = vals[(x >> 32) % 6], *e = vals[(x >> 40) % 6];
+    switch ((x >> 48) % 5) {
+    case 0:
+        c.op = KVPB__OP__OP_SET;
+        break;
+    case 1:
+        c.op = KVPB__OP__OP_DEL;
+        c.n_keys = 1 + (x >> 56) % 3;
+        break;
+    case 2:
+        c.op = KVPB__OP__OP_INCR;
+        c.delta = (int64_t)((x >> 56) % 7) - 3;
+        break;
+    case 3:
+        c.op = KVPB__OP__OP_CAS;
+        c.expected = (ProtobufCBinaryData){strlen(e), (uint8_t *)e};
+        c.expect_absent = (x >> 56) % 4 == 0;
+        break;
+    default:
+        c.op = KVPB__OP__OP_GET; /* a read through the log changes nothing */
+    }
+    c.value = (ProtobufCBinaryData){strlen(v), (uint8_t *)v};
+    size_t len;
+    CHECK_EQ(kv_command_encode(&c, buf, &len), KV_OK);
+    return (struct raft_entry){.term = 1, .index = index, .data = *buf, .len = len};
+}
+
+/* Apply entries first..last to sm in batches of random size (1..max). */
+static void apply_range(struct kv_sm *sm, struct raft_entry *es, raft_index first, raft_index last,
+                        uint64_t *rng, size_t max)
+{
+    for (raft_index i = first; i <= last;) {
+        size_t n = 1 + raft_splitmix64(rng) % max;
+        if (i + n - 1 > last)
+            n = (size_t)(last - i + 1);
+        CHECK_EQ(kv_sm_apply(sm, &es[i - 1], n, NULL, err, sizeof(err)), KV_OK);
+        i += n;
+    }
+}
+
+/* The running hash from its definition, by reading every key: the sum of
+ * XXH64(value, seed XXH64(key)) over the stored pairs. */
+static uint64_t hash_by_definition(struct kv_sm *sm)
+{
+    uint64_t sum = 0;
+    for (int i = 0; i < HASH_KEYS; i++) {
+        char key[8];
+        snprintf(key, sizeof(key), "k%d", i);
+        struct kv_result r = get(sm, key);
+        if (r.status == KVPB__STATUS__STATUS_OK)
+            sum += XXH64(r.values[0].data, r.values[0].len, XXH64(key, strlen(key), 0x6b76));
+        kv_result_free(&r);
+    }
+    return sum;
+}
+
+/* The running hash, a full recomputation from the values and the
+ * definition agree; the applied index is the one expected. */
+static uint64_t check_running_hash(struct kv_sm *sm, raft_index applied)
+{
+    raft_index at;
+    uint64_t running, sum, keys;
+    kv_sm_running_hash(sm, &at, &running);
+    CHECK_EQ(at, applied);
+    CHECK_EQ(kv_sm_content_sum(sm, &sum, &keys), KV_OK);
+    CHECK_EQ(running, sum);
+    CHECK_EQ(running, hash_by_definition(sm));
+    return running;
+}
+
+static struct raft_entry *random_log(uint64_t *rng, size_t n, uint8_t **bufs)
+{
+    struct raft_entry *es = calloc(n, sizeof(*es));
+    CHECK(es != NULL);
+    for (size_t i = 0; i < n; i++)
+        es[i] = random_entry(rng, (raft_index)i + 1, &bufs[i]);
+    return es;
+}
+
+static void free_log(struct raft_entry *es, uint8_t **bufs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(bufs[i]);
+    free(es);
+}
+
+/* SET, DEL, INCR and CAS each adjust the running hash in the apply
+ * transaction: after random commands in random batches it equals a full
+ * recomputation, after a restart too (the scan at open agrees with the
+ * stored hash), and a checkpoint holds the hash at exactly its index. */
+static void test_running_hash_follows_every_write(void)
+{
+    uint64_t seed = harness_seed(0x5eed0012), rng = seed;
+    fresh(64 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    CHECK_EQ(check_running_hash(sm, 0), 0);
+    enum { N = 3 * KV_CHECK_EVERY + 37 };
+    uint8_t *bufs[N];
+    struct raft_entry *es = random_log(&rng, N, bufs);
+    uint64_t at_check[N / KV_CHECK_EVERY + 1] = {0};
+    for (raft_index i = 1; i <= N;) {
+        size_t n = 1 + raft_splitmix64(&rng) % 40;
+        if (i + n - 1 > N)
+            n = (size_t)(N - i + 1);
+        /* A batch ends at a checkpoint rather than cross it: the hash
+         * there is then known here too. */
+        raft_index next_check = ((i - 1) / KV_CHECK_EVERY + 1) * KV_CHECK_EVERY;
+        if (i + n - 1 > next_check)
+            n = (size_t)(next_check - i + 1);
+        CHECK_EQ(kv_sm_apply(sm, &es[i - 1], n, NULL, err, sizeof(err)), KV_OK);
+        i += n;
+        uint64_t h = check_running_hash(sm, i - 1);
+        if ((i - 1) % KV_CHECK_EVERY == 0)
+            at_check[(i - 1) / KV_CHECK_EVERY] = h;
+    }
+    struct kv_checkpoint cps[KV_CHECKS_KEPT];
+    CHECK_EQ(kv_sm_checkpoints(sm, cps, KV_CHECKS_KEPT), 3);
+    for (size_t k = 0; k < 3; k++) {
+        CHECK_EQ(cps[k].index, (3 - k) * KV_CHECK_EVERY);
+        CHECK_EQ(cps[k].hash, at_check[3 - k]);
+        uint64_t h;
+        CHECK(kv_sm_checkpoint(sm, cps[k].index, &h));
+        CHECK_EQ(h, cps[k].hash);
+    }
+    uint64_t h;
+    CHECK(!kv_sm_checkpoint(sm, KV_CHECK_EVERY + 1, &h));
+    uint64_t before = check_running_hash(sm, N);
+    kv_sm_close(sm);
+    mdb_env_close(env);
+    open_env(64 << 20);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    const struct kv_sm_open_scan *scan = kv_sm_open_scan(sm);
+    CHECK(!scan->computed && !scan->mismatch);
+    CHECK_EQ(scan->stored, before);
+    CHECK_EQ(check_running_hash(sm, N), before);
+    free_log(es, bufs, N);
+    kv_sm_close(sm);
+    cleanup();
+}
+
+/* Rewrite the value of key in group's table with a checksum that fits it
+ * (what the per-value checksum cannot catch), and if stored_too also the
+ * running hash kept with the applied index, adjusted to match. */
+static void rewrite_value(int group, const char *key, const char *value, bool stored_too)
+{
+    MDB_txn *txn;
+    MDB_dbi kv, meta;
+    char name[32];
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    snprintf(name, sizeof(name), "g%d.kv", group);
+    CHECK_EQ(mdb_dbi_open(txn, name, 0, &kv), 0);
+    snprintf(name, sizeof(name), "g%d.kvmeta", group);
+    CHECK_EQ(mdb_dbi_open(txn, name, 0, &meta), 0);
+    MDB_val k = {strlen(key), (void *)key}, d;
+    CHECK_EQ(mdb_get(txn, kv, &k, &d), 0);
+    uint64_t old_sum = 0, sum = XXH64(value, strlen(value), XXH64(key, strlen(key), 0x6b76));
+    memcpy(&old_sum, d.mv_data, 8); /* little-endian hosts */
+    uint8_t rec[64];
+    memcpy(rec, &sum, 8);
+    memcpy(rec + 8, value, strlen(value));
+    MDB_val nd = {8 + strlen(value), rec};
+    CHECK_EQ(mdb_put(txn, kv, &k, &nd, 0), 0);
+    if (stored_too) {
+        MDB_val mk = {4, "hash"}, mv;
+        CHECK_EQ(mdb_get(txn, meta, &mk, &mv), 0);
+        uint64_t h;
+        memcpy(&h, mv.mv_data, 8);
+        h = h - old_sum + sum;
+        MDB_val nv = {8, &h};
+        CHECK_EQ(mdb_put(txn, meta, &mk, &nv, 0), 0);
+    }
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+}
+
+static void reopen(struct kv_sm **a, struct kv_sm **b)
+{
+    kv_sm_close(*a);
+    kv_sm_close(*b);
+    mdb_env_close(env);
+    open_env(64 << 20);
+    CHECK_EQ(kv_sm_open(env, 1, a, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_open(env, 2, b, err, sizeof(err)), KV_OK);
+}
+
+/* Two replicas (groups 1 and 2 of one environment) applying the same
+ * entries in different batches have the same running hash and the same
+ * checkpoints. A value rewritten on one of them with a fitting checksum
+ * -- which no read notices -- makes the hashes differ after a restart:
+ * found by the scan at open when only the value changed, and by the
+ * comparison alone when the stored hash was adjusted too. */
+static void test_replicas_agree_until_a_value_changes(void)
+{
+    uint64_t seed = harness_seed(0x5eed0013), rng = seed;
+    fresh(64 << 20);
+    struct kv_sm *a, *b;
+    CHECK_EQ(kv_sm_open(env, 1, &a, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_open(env, 2, &b, err, sizeof(err)), KV_OK);
+    enum { N = 2 * KV_CHECK_EVERY + 5 };
+    uint8_t *bufs[N + 1];
+    struct raft_entry *es = random_log(&rng, N, bufs);
+    apply_range(a, es, 1, N, &rng, 1);
+    apply_range(b, es, 1, N, &rng, 64);
+    uint64_t ha = check_running_hash(a, N), hb = check_running_hash(b, N);
+    CHECK_EQ(ha, hb);
+    struct kv_checkpoint ca[KV_CHECKS_KEPT], cb[KV_CHECKS_KEPT];
+    CHECK_EQ(kv_sm_checkpoints(a, ca, KV_CHECKS_KEPT), 2);
+    CHECK_EQ(kv_sm_checkpoints(b, cb, KV_CHECKS_KEPT), 2);
+    CHECK(memcmp(ca, cb, sizeof(ca[0]) * 2) == 0);
+    /* A key both hold, rewritten on b. */
+    uint8_t *buf;
+    struct kv_result r = apply1(a, entry(N + 1, KVPB__OP__OP_SET, "k3", "good", 0, 0, &buf));
+    kv_result_free(&r);
+    r = apply1(b, entry(N + 1, KVPB__OP__OP_SET, "k3", "good", 0, 0, &buf));
+    kv_result_free(&r);
+    ha = check_running_hash(a, N + 1);
+    CHECK_EQ(check_running_hash(b, N + 1), ha);
+    rewrite_value(2, "k3", "evil", false);
+    reopen(&a, &b);
+    CHECK(!kv_sm_open_scan(a)->mismatch);
+    const struct kv_sm_open_scan *scan = kv_sm_open_scan(b);
+    CHECK(scan->mismatch);
+    CHECK_EQ(scan->stored, ha);
+    raft_index at;
+    kv_sm_running_hash(b, &at, &hb);
+    CHECK_EQ(at, N + 1);
+    CHECK(hb != ha);
+    CHECK_EQ(hb, scan->scanned);
+    CHECK_EQ(check_running_hash(b, N + 1), hb); /* it describes what b holds */
+    /* Back to "good" by hand, then a subtler damage: the stored hash made to
+     * fit. No local sign at all; only the comparison finds it. */
+    rewrite_value(2, "k3", "good", false);
+    reopen(&a, &b);
+    CHECK(!kv_sm_open_scan(b)->mismatch);
+    rewrite_value(2, "k3", "evil", true);
+    reopen(&a, &b);
+    CHECK(!kv_sm_open_scan(b)->mismatch);
+    kv_sm_running_hash(b, &at, &hb);
+    CHECK(hb != ha);
+    /* And it stays different as both go on applying the same entries. */
+    r = apply1(a, entry(N + 2, KVPB__OP__OP_SET, "k4", "x", 0, 0, &buf));
+    kv_result_free(&r);
+    r = apply1(b, entry(N + 2, KVPB__OP__OP_SET, "k4", "x", 0, 0, &buf));
+    kv_result_free(&r);
+    CHECK(check_running_hash(a, N + 2) != check_running_hash(b, N + 2));
+    free_log(es, bufs, N);
+    kv_sm_close(a);
+    kv_sm_close(b);
+    cleanup();
+}
+
+/* A snapshot installed (§7) brings the running hash along: equal to the
+ * sender's and to a recomputation, a checkpoint at its index, and the
+ * same after a restart. */
+static void test_running_hash_through_snapshot_install(void)
+{
+    uint64_t seed = harness_seed(0x5eed0014), rng = seed;
+    fresh(64 << 20);
+    struct kv_sm *a, *b;
+    CHECK_EQ(kv_sm_open(env, 1, &a, err, sizeof(err)), KV_OK);
+    CHECK_EQ(kv_sm_open(env, 2, &b, err, sizeof(err)), KV_OK);
+    enum { N = KV_CHECK_EVERY };
+    uint8_t *bufs[N];
+    struct raft_entry *es = random_log(&rng, N, bufs);
+    apply_range(a, es, 1, N, &rng, 16);
+    apply_range(b, es, 1, 100, &rng, 16); /* b held older state before */
+    uint64_t ha = check_running_hash(a, N);
+    char path[200];
+    snprintf(path, sizeof(path), "%s/snap", dir);
+    raft_index index;
+    uint64_t size, sum;
+    CHECK_EQ(kv_sm_snapshot_write(a, path, &index, &size, &sum, err, sizeof(err)), KV_OK);
+    CHECK_EQ(index, N);
+    MDB_txn *txn;
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(kv_sm_install_stage(b, txn, path, index, err, sizeof(err)), KV_OK);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+    kv_sm_staged_done(b, true);
+    CHECK_EQ(check_running_hash(b, N), ha);
+    uint64_t h;
+    CHECK(kv_sm_checkpoint(b, N, &h));
+    CHECK_EQ(h, ha);
+    reopen(&a, &b);
+    CHECK(!kv_sm_open_scan(b)->mismatch);
+    CHECK_EQ(check_running_hash(b, N), ha);
+    free_log(es, bufs, N);
+    kv_sm_close(a);
+    kv_sm_close(b);
+    cleanup();
+}
+
+/* Data made before the running hash existed (no "hash" in kvmeta): the
+ * first open computes it by a scan and says so. */
+static void test_running_hash_computed_for_older_data(void)
+{
+    uint64_t seed = harness_seed(0x5eed0015), rng = seed;
+    fresh(64 << 20);
+    struct kv_sm *sm;
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    CHECK(!kv_sm_open_scan(sm)->computed); /* a new group has nothing to compute */
+    enum { N = 300 };
+    uint8_t *bufs[N];
+    struct raft_entry *es = random_log(&rng, N, bufs);
+    apply_range(sm, es, 1, N, &rng, 8);
+    uint64_t h = check_running_hash(sm, N);
+    kv_sm_close(sm);
+    MDB_txn *txn;
+    MDB_dbi meta;
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(mdb_dbi_open(txn, "g1.kvmeta", 0, &meta), 0);
+    MDB_val k = {4, "hash"};
+    CHECK_EQ(mdb_del(txn, meta, &k, NULL), 0);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    const struct kv_sm_open_scan *scan = kv_sm_open_scan(sm);
+    CHECK(scan->computed && !scan->mismatch);
+    CHECK_EQ(scan->scanned, h);
+    CHECK_EQ(check_running_hash(sm, N), h);
+    kv_sm_close(sm);
+    CHECK_EQ(kv_sm_open(env, 1, &sm, err, sizeof(err)), KV_OK);
+    CHECK(!kv_sm_open_scan(sm)->computed); /* stored by that first open */
+    free_log(es, bufs, N);
+    kv_sm_close(sm);
+    cleanup();
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -545,6 +894,10 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_session_expiry_deterministic),
         HARNESS_TEST(test_flipped_value_never_served),
         HARNESS_TEST(test_snapshot_record_longer_than_file_refused),
+        HARNESS_TEST(test_running_hash_follows_every_write),
+        HARNESS_TEST(test_replicas_agree_until_a_value_changes),
+        HARNESS_TEST(test_running_hash_through_snapshot_install),
+        HARNESS_TEST(test_running_hash_computed_for_older_data),
     };
     return harness_main(argc, argv, "kv_sm", tests, sizeof(tests) / sizeof(tests[0]));
 }
