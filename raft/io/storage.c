@@ -568,7 +568,8 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
         rc = lmdb_error(err, errlen, rc, "creating the environment");
         goto err_after_lock;
     }
-    /* Default flags: every commit is durable (never MDB_NOSYNC: an acknowledged write must survive a crash). */
+    /* Default flags: every commit is durable (never MDB_NOSYNC: an acknowledged write must survive
+     * a crash). */
     if ((rc = mdb_env_set_maxdbs(st->env, MAX_DBS)) ||
         (rc = mdb_env_set_mapsize(st->env, map_size_bytes)) ||
         (rc = mdb_env_open(st->env, path, 0, 0644))) {
