@@ -81,14 +81,15 @@ if [ "$L" = 2 ]; then
     L=$(leader)
 fi
 want=$(info "$L" commit)
-on2() { [ "$(info 2 applied)" -ge "$want" ]; }
-wait_until 5 on2 || true
+up_to_date2() { [ "$(info 2 applied)" -ge "$want" ]; }
+wait_until 5 up_to_date2 || true
 kill9 2
 rm -rf "${T:?}/2"
 start_node 2
 "$KVCTL" --node "127.0.0.1:$(resp_port 1)" forget 2 >/dev/null 2>&1 || true
 r "$L" SET after-wipe yes >/dev/null
 want=$(info "$L" commit)
-check "with the same leader (node $L) throughout, the empty node 2 catches up" wait_until 15 on2
+check "with the same leader (node $L) throughout, the empty node 2 catches up" \
+    wait_until 15 up_to_date2
 
 finish
