@@ -15,7 +15,7 @@
 
 enum {
     MAX_URL = 8 << 10,
-    MAX_BODY = 16 << 20,
+    MAX_BODY = TCP_MAX_REQUEST_BYTES, /* the most --max-request-bytes may allow */
     MAX_HEADER = 8 << 10,
     MAX_BUFFERED = MAX_BODY + (64 << 10), /* unparsed bytes kept per connection */
     /* Fed to the parser at most this much at a time, so that a URL or a header over its
@@ -714,6 +714,8 @@ static int on_message_begin(http_parser *p)
 static int refuse(struct conn *c, int code)
 {
     c->refused = code;
+    if (code == 413 && c->base.door->limits)
+        c->base.door->limits->too_large++;
     return 1;
 }
 
@@ -773,6 +775,13 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* The largest body taken (--max-request-bytes); a larger one is refused
+ * with 413 and counted. */
+static size_t body_limit(const struct conn *c)
+{
+    return tcp_request_limit(c->base.door->limits);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     struct conn *c = p->data;
@@ -780,7 +789,7 @@ static int on_headers_complete(http_parser *p)
     c->keep_alive = http_should_keep_alive(p);
     /* Not 1: to http-parser that means "there is no body", and the body would then be
      * parsed as the next requests. Any other non-zero value is an error. */
-    if (p->content_length != ULLONG_MAX && p->content_length > MAX_BODY) {
+    if (p->content_length != ULLONG_MAX && p->content_length > body_limit(c)) {
         refuse(c, 413);
         return -1;
     }
@@ -791,7 +800,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct conn *c = p->data;
-    if (c->body.len + len > MAX_BODY)
+    if (c->body.len + len > body_limit(c))
         return refuse(c, 413);
     buf_append(&c->body, at, len);
     return 0;

@@ -86,6 +86,9 @@ static const char usage_text[] =
     "                        10000); one more gets 'max number of clients reached'\n"
     "  --client-timeout S    close a connection that holds part of a request this long\n"
     "                        (default 30; 0: never)\n"
+    "  --max-request-bytes N the largest RESP command or HTTP body (default and most:\n"
+    "                        16777216); a larger one gets an error (HTTP 413) and the\n"
+    "                        connection closes\n"
     "  --client-output-limit MB  close a client whose unsent replies exceed MB (default\n"
     "                        512), or stay above 1 MiB for --client-output-timeout S\n"
     "                        (default 60): it does not read them\n"
@@ -437,6 +440,13 @@ int main(int argc, char **argv)
             NEED_VALUE();
             limits.output_limit =
                 (size_t)parse_num(v, 1 << 20, "--client-output-limit: bad megabytes '%s'") << 20;
+        } else if (!strcmp(a, "--max-request-bytes")) {
+            NEED_VALUE();
+            limits.max_request_bytes = (size_t)parse_num(
+                v, TCP_MAX_REQUEST_BYTES,
+                "--max-request-bytes: expected bytes, at most 16777216, got '%s'");
+            if (limits.max_request_bytes < 1024)
+                usage_error("--max-request-bytes: at least 1024, not '%s'", v);
         } else if (!strcmp(a, "--client-output-timeout")) {
             NEED_VALUE();
             limits.output_timeout_ms =

@@ -14,11 +14,10 @@
 #include "tcp.h"
 
 enum {
-    MAX_ARGS = 1 << 16,           /* arguments per command */
-    MAX_PENDING_BYTES = 16 << 20, /* unparsed bytes per connection */
-    MAX_QUEUED = 1024,            /* parsed commands waiting; reading pauses beyond */
-    MAX_QUEUED_BYTES = 16 << 20,  /* ...or beyond this many bytes of them */
-    OUT_PAUSE = 1 << 20,          /* unsent replies beyond which commands wait */
+    MAX_ARGS = 1 << 16,          /* arguments per command */
+    MAX_QUEUED = 1024,           /* parsed commands waiting; reading pauses beyond */
+    MAX_QUEUED_BYTES = 16 << 20, /* ...or beyond this many bytes of them */
+    OUT_PAUSE = 1 << 20,         /* unsent replies beyond which commands wait */
     MAX_INLINE = 64 << 10,
 };
 
@@ -1059,6 +1058,16 @@ static void enqueue(struct conn *c, struct cmd *k)
     c->parsed++;
 }
 
+/* A command over --max-request-bytes: said, counted; the caller closes. */
+static void too_large(struct conn *c, size_t limit)
+{
+    char why[120];
+    snprintf(why, sizeof(why), "command too large (over %zu bytes, --max-request-bytes)", limit);
+    reply_error(&c->out, "ERR", why);
+    if (c->base.door->limits)
+        c->base.door->limits->too_large++;
+}
+
 static bool take_array(struct conn *c, redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
@@ -1069,6 +1078,13 @@ static bool take_array(struct conn *c, redisReply *r)
     size_t *lens = malloc(r->elements * sizeof(*lens));
     struct cmd *k = NULL;
     bool ok = argv && lens;
+    size_t total = 0, limit = tcp_request_limit(c->base.door->limits);
+    for (size_t i = 0; ok && i < r->elements; i++)
+        total += r->element[i]->len;
+    if (ok && total > limit) {
+        too_large(c, limit);
+        ok = false;
+    }
     for (size_t i = 0; ok && i < r->elements; i++) {
         redisReply *e = r->element[i];
         if (e->type != REDIS_REPLY_STRING && e->type != REDIS_REPLY_STATUS &&
@@ -1170,8 +1186,9 @@ static bool parse(struct conn *c, char *data, size_t len)
             if (!ok)
                 return false;
         }
-        if (c->reader->len - c->reader->pos > MAX_PENDING_BYTES) {
-            reply_error(&c->out, "ERR", "command too large");
+        size_t limit = tcp_request_limit(c->base.door->limits);
+        if (c->reader->len - c->reader->pos > limit) {
+            too_large(c, limit);
             return false;
         }
     }

@@ -289,7 +289,7 @@ static const struct metric_def {
     [M_CLIENTS_CLOSED] = {"raftkv_clients_closed_total", "counter",
                           "Client connections refused or closed by a limit: max_clients, "
                           "timeout (a partial request held too long), output (replies not "
-                          "read)."},
+                          "read), too_large (a request over --max-request-bytes)."},
     [M_SNAPSHOT_INDEX] = {"raftkv_snapshot_index", "gauge", "Index of the current snapshot."},
     [M_SNAPSHOTS] = {"raftkv_snapshots_total", "counter",
                      "Snapshots taken here or installed from the leader."},
@@ -542,6 +542,7 @@ static void client_metrics(struct out *o, struct kv_server *s)
         sample(o, M_CLIENTS_CLOSED, "why=\"max_clients\"", lim->refused);
         sample(o, M_CLIENTS_CLOSED, "why=\"timeout\"", lim->timed_out);
         sample(o, M_CLIENTS_CLOSED, "why=\"output\"", lim->output_closed);
+        sample(o, M_CLIENTS_CLOSED, "why=\"too_large\"", lim->too_large);
     }
 }
 

@@ -33,9 +33,22 @@ struct tcp_limits {
                                   * closed at once; 0: no limit */
     uint32_t output_timeout_ms;  /* ...or whose replies wait unsent, no write completing,
                                   * this long: it does not read; 0: never */
+    size_t max_request_bytes;    /* one RESP command or HTTP body; larger is refused and the
+                                  * connection closed (--max-request-bytes); 0: 16 MiB */
     unsigned clients;            /* open now */
     uint64_t refused, timed_out, output_closed; /* connections refused or closed */
+    uint64_t too_large;                         /* ...for a request over max_request_bytes */
 };
+
+/* The largest request the doors take: max_request_bytes, at most the
+ * doors' own bound (what one Raft frame can carry, with room to spare). */
+enum { TCP_MAX_REQUEST_BYTES = 16 << 20 };
+static inline size_t tcp_request_limit(const struct tcp_limits *lim)
+{
+    return lim && lim->max_request_bytes && lim->max_request_bytes < TCP_MAX_REQUEST_BYTES
+               ? lim->max_request_bytes
+               : TCP_MAX_REQUEST_BYTES;
+}
 
 struct tcp_conn {
     uv_tcp_t tcp; /* tcp.data points to the connection */
