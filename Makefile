@@ -294,4 +294,4 @@ bench-peers:
 
 run: deps-ensure
 	@$(MAKE) --no-print-directory $(KVD) $(KVCTL)
-	@scripts/run-cluster.sh $(KVD) $(or $(NODES),3)
+	@scripts/run-cluster.sh $(KVD) $(or $(NODES),3) $(SHARDS)

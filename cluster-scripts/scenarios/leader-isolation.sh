@@ -30,6 +30,7 @@ expect "the isolated node acknowledges nothing" [ "$LAST" != OK ]
 expect "and steps down" wait_for 5 '[ "$(info "$OLD" role)" != leader ]'
 say "Heal"
 cluster heal | sed 's/^/   /'
-expect "node $OLD follows node $M" wait_for 10 '[ "$(info "$OLD" leader)" = "$M" ]'
+expect "node $OLD follows node $M" wait_for 10 'rejoined "$OLD" "$M"'
+rejoined_how "$OLD" "$M"
 check_never_visible c
 final_checks
