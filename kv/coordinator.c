@@ -197,22 +197,33 @@ static raft_id target_of(struct kv_server *s, struct request *q)
     return leader;
 }
 
+/* The deadline passed. What the client may conclude depends on whether the
+ * command ever left this node: a write handed to a leader (forwarded, or
+ * proposed here) may still be committed -- its message may wait in a
+ * queue across a partition and arrive after the heal -- so its outcome is
+ * unknown, and the error says so; one that never left was not applied. */
 static void give_up(struct kv_server *s, struct request *q)
 {
-    char msg[256];
+    char msg[400];
     struct shard *sh = q->sh;
     raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
     char where[48] = "";
     if (s->n_shards > 1)
         snprintf(where, sizeof(where), " of shard %u", sh->index);
+    const char *outcome =
+        q->is_read ? ""
+        : q->handed_to
+            ? "; it was handed to a leader and may still take effect: read the key to learn "
+              "its outcome (a retry under the same session applies it at most once)"
+            : "; it was not applied";
     if (leader)
         snprintf(msg, sizeof(msg),
-                 "no quorum: not done within %u ms (leader%s %" PRIu64 "; last: %s)",
+                 "no quorum: not done within %u ms (leader%s %" PRIu64 "; last: %s)%s",
                  s->cfg.request_timeout_ms, where, leader,
-                 q->last_error[0] ? q->last_error : "no answer from the leader");
+                 q->last_error[0] ? q->last_error : "no answer from the leader", outcome);
     else
-        snprintf(msg, sizeof(msg), "no quorum: no leader%s elected within %u ms", where,
-                 s->cfg.request_timeout_ms);
+        snprintf(msg, sizeof(msg), "no quorum: no leader%s reachable within %u ms%s", where,
+                 s->cfg.request_timeout_ms, outcome);
     request_finish(s, q, KV_TIMEOUT, msg, NULL);
 }
 
@@ -243,6 +254,7 @@ static void attempt(struct kv_server *s, struct request *q)
     raft_id leader = target_of(s, q);
     if (leader == s->cfg.id && sh->hosted && raft_role_of(core(s, sh)) == RAFT_LEADER) {
         q->local_exec = true;
+        q->handed_to = s->cfg.id;
         q->next_try_ms = q->deadline_ms;
         exec_start(s, sh, s->cfg.id, q->id, q->data, q->len);
         return;
@@ -265,7 +277,7 @@ static void attempt(struct kv_server *s, struct request *q)
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
     send_relay(s, sh->group, leader, &relay);
-    q->sent_to = leader;
+    q->sent_to = q->handed_to = leader;
     s->forwarded++;
     kvpb__command__free_unpacked(cmd, NULL);
     /* No answer within an election timeout: the leader may be gone; ask again. */

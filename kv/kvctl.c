@@ -591,18 +591,19 @@ static bool resp_of(json_t *status, json_int_t id, char *host, size_t hostlen, i
     return false;
 }
 
-static int cmd_locate(const struct opts *o, const char *key)
+/* The key's RAFT.LOCATE from the node that knows best: the first that
+ * answers, then its shard's replicas until one leads it. NULL if none
+ * answered. *status_out: the first node's RAFT.STATUS (the caller frees). */
+static json_t *locate(const struct opts *o, const char *key, json_t **status_out)
 {
     const char *argv[] = {"RAFT.LOCATE", key};
     json_t *first = NULL, *loc = NULL;
     for (int i = 0; i < o->n && !first; i++)
         if ((first = status_of(o, o->hosts[i], o->ports[i])))
             loc = json_of(o, o->hosts[i], o->ports[i], 2, argv);
-    if (!loc) {
-        fprintf(stderr, "kvctl: no node answered RAFT.LOCATE\n");
-        json_decref(first);
-        return 3;
-    }
+    *status_out = first;
+    if (!loc)
+        return NULL;
     /* A node that is not a replica knows the leader only by hearsay: ask
      * the replicas themselves. */
     size_t i;
@@ -622,6 +623,18 @@ static int cmd_locate(const struct opts *o, const char *key)
         } else if (other) {
             json_decref(other);
         }
+    }
+    return loc;
+}
+
+static int cmd_locate(const struct opts *o, const char *key)
+{
+    json_t *first;
+    json_t *loc = locate(o, key, &first);
+    if (!loc) {
+        fprintf(stderr, "kvctl: no node answered RAFT.LOCATE\n");
+        json_decref(first);
+        return 3;
     }
     if (o->json) {
         json_object_set_new(loc, "key", json_string(key));
@@ -767,9 +780,26 @@ int main(int argc, char **argv)
                       : (ok ? "OK\n" : "mismatch: %s does not hold the expected value\n"),
                args[0]);
         rc = ok ? 0 : 1;
-    } else if (!strcmp(cmd, "leader") && nargs <= 1) {
-        const char *a[] = {"RAFT.LEADER", nargs ? args[0] : NULL};
-        r = run(&o, nargs ? 2 : 1, a, NULL);
+    } else if (!strcmp(cmd, "leader") && nargs == 1) {
+        /* The key's shard's leader, asked of its replicas (kvctl locate). */
+        json_t *first, *loc = locate(&o, args[0], &first);
+        json_int_t id = loc ? geti(loc, "leader") : 0;
+        const char *resp = loc ? str_of(loc, "leader_resp") : "";
+        if (!loc)
+            fprintf(stderr, "kvctl: no node answered RAFT.LOCATE\n");
+        else if (!id || !resp[0])
+            fprintf(stderr, "kvctl: no leader of the key's shard known right now\n");
+        else
+            printf(o.json ? "{\"id\":%" JSON_INTEGER_FORMAT ",\"resp\":\"%s\"}\n"
+                          : "%" JSON_INTEGER_FORMAT " %s\n",
+                   id, resp);
+        rc = loc && id && resp[0] ? 0 : 3;
+        json_decref(loc);
+        json_decref(first);
+        return rc;
+    } else if (!strcmp(cmd, "leader") && nargs == 0) {
+        const char *a[] = {"RAFT.LEADER"};
+        r = run(&o, 1, a, NULL);
         if ((rc = fail_reply(&o, r)) >= 0)
             return rc;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {

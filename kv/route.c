@@ -238,10 +238,12 @@ void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_s
  * Elections put leaders wherever timers fire first, often several on one
  * node. Each shard has a preferred leader, chosen the same way on every
  * node from the map alone: shards in order, each to the replica that has
- * been given the fewest so far (ties: ring order). A node that leads a
- * shard it is not preferred for hands it over (thesis §3.10) once the
- * preferred replica has everything; one that does not take over is tried
- * again later and less often (it may be partitioned away).
+ * been given the fewest so far (ties: ring order). A node that leads more
+ * than its share (G/N, rounded up) hands shards it is not preferred for to
+ * their preferred replicas (thesis §3.10) once they have everything; one
+ * that does not take over is tried again later and less often (it may be
+ * partitioned away). Each handover gives a shard to its preferred leader,
+ * which never hands it on, so the handovers end.
  * ------------------------------------------------------------------------ */
 
 void preferred_leaders(struct kv_server *s)
@@ -283,8 +285,15 @@ void balance_leaders(struct kv_server *s)
     if (s->n_shards < 2 || now < s->balance_at_ms)
         return;
     s->balance_at_ms = now + BALANCE_MS;
-    int started = 0;
-    for (uint32_t i = 0; i < s->n_shards && started < BALANCE_BATCH; i++) {
+    /* Only a node that leads more than its share gives leaderships away,
+     * so a transfer an operator asked for (RAFT.TRANSFER, before
+     * maintenance) stays unless it overloads its new leader. */
+    const struct ring_map *m = ring_map(s->ring);
+    uint32_t share = (s->n_shards + (uint32_t)m->n_nodes - 1) / (uint32_t)m->n_nodes, led = 0;
+    for (uint32_t i = 0; i < s->n_shards; i++)
+        led += s->shards[i].hosted && raft_role_of(core(s, &s->shards[i])) == RAFT_LEADER;
+    int started = 0, excess = (int)led - (int)share;
+    for (uint32_t i = 0; i < s->n_shards && started < BALANCE_BATCH && started < excess; i++) {
         struct shard *sh = &s->shards[i];
         if (!sh->hosted || raft_role_of(core(s, sh)) != RAFT_LEADER)
             continue;

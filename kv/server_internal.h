@@ -97,9 +97,10 @@ struct request {
     uint64_t next_try_ms; /* when to try (again) */
     uint64_t start_ns;
     raft_id leader_hint;
-    bool local_exec; /* being executed here, as the leader */
-    raft_id sent_to; /* the node the last try went to: only its answer counts */
-    bool renew;      /* a connection's session: renewed if it expired */
+    bool local_exec;   /* being executed here, as the leader */
+    raft_id sent_to;   /* the node the last try went to: only its answer counts */
+    raft_id handed_to; /* the last node it ever went to (0: none: it cannot take effect) */
+    bool renew;        /* a connection's session: renewed if it expired */
     uint64_t renewed_client_id;
     char last_error[160];
     kv_done_cb cb;

@@ -86,6 +86,14 @@ check "INFO has a line per group the node hosts" \
 loc=$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/locate/key5")
 check "/v1/locate names the key's shard and three replicas" \
     eq "$(echo "$loc" | jq '.replicas | length')" 3
+KVCTL=$(dirname "$KVD")/kvctl
+shard5=$(echo "$loc" | jq .shard)
+outsider=$(ring 1 | jq -r --argjson s "$shard5" '[.nodes[] as $n | select(.ring[$s].replicas | index($n) | not) | $n][0]')
+want=$(ring 1 | jq -r --argjson s "$shard5" '.ring[$s].replicas[]' | while read -r i; do
+    status "$i" | jq -r --argjson s "$shard5" '.groups[] | select(.shard == $s and .role == "leader") | .leader'
+done | head -1)
+check "kvctl leader KEY, asked of a node without a replica (node $outsider), names the shard's leader" \
+    eq "$("$KVCTL" --node "127.0.0.1:$(resp_port "$outsider")" leader key5 | cut -d' ' -f1)" "$want"
 
 # Leaders spread: no node leads more than its share for long.
 balanced() {
@@ -96,6 +104,26 @@ balanced() {
     done
 }
 check "shard leaders spread over the nodes (none leads more than 2 of 8) within 15 s" wait_until 15 balanced
+
+# A transfer an operator asks for stays, unless it overloads its new leader: give a
+# node that leads fewer than its share (2) a shard it holds but does not lead.
+moved=""
+for i in $(seq 1 "$NODES"); do
+    [ "$(status "$i" | jq .leading)" -lt 2 ] || continue
+    sh=$(status "$i" | jq -r '[.groups[] | select(.role != "leader") | .shard][0] // empty')
+    [ -n "$sh" ] || continue
+    from=$(ring 1 | jq -r ".ring[$sh].leader")
+    ans=$(timeout 5 redis-cli -p "$(resp_port "$from")" RAFT.TRANSFER "$i" "$sh")
+    moved="$i $sh $ans"
+    break
+done
+if [ -n "$moved" ]; then
+    read -r to sh _ <<<"$moved"
+    leads_it() { [ "$(status "$to" | jq -r ".groups[] | select(.shard == $sh) | .role")" = leader ]; }
+    check "RAFT.TRANSFER node shard hands shard $sh to node $to" wait_until 5 leads_it
+    sleep 3 # three rounds of the balance
+    check "and the balance leaves it there (node $to is within its share)" leads_it
+fi
 
 # kill -9 of the node leading the most shards: every acknowledged write stays.
 most=1 most_n=0
