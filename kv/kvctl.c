@@ -280,15 +280,22 @@ static void print_shard_grid(json_t *all, json_int_t shards)
     }
 }
 
-static int cmd_status(const struct opts *o)
+/* RAFT.STATUS of the first node that answers, or NULL (said). */
+static json_t *first_status(const struct opts *o)
 {
     json_t *first = NULL;
     for (int i = 0; i < o->n && !first; i++)
         first = status_of(o, o->hosts[i], o->ports[i]);
-    if (!first) {
+    if (!first)
         fprintf(stderr, "kvctl: no node answered RAFT.STATUS\n");
+    return first;
+}
+
+static int cmd_status(const struct opts *o)
+{
+    json_t *first = first_status(o);
+    if (!first)
         return 3;
-    }
     json_t *peers = json_object_get(first, "peers");
     json_t *all = json_array();
     json_t *leader_st = NULL;
@@ -533,13 +540,9 @@ static int cmd_ring(const struct opts *o)
 /* kvctl forget ID: RAFT.FORGET on every member but ID itself. */
 static int cmd_forget(const struct opts *o, const char *id)
 {
-    json_t *first = NULL;
-    for (int i = 0; i < o->n && !first; i++)
-        first = status_of(o, o->hosts[i], o->ports[i]);
-    if (!first) {
-        fprintf(stderr, "kvctl: no node answered RAFT.STATUS\n");
+    json_t *first = first_status(o);
+    if (!first)
         return 3;
-    }
     int failed = 0, told = 0;
     size_t i;
     json_t *p;

@@ -338,16 +338,8 @@ static json_t *shard_json(struct kv_server *s, struct shard *sh)
         json_object_set_new(o, "leader", json_integer((json_int_t)sh->leader_hint));
         return o;
     }
-    struct raft *c = core(s, sh);
     json_object_set_new(o, "hosted", json_true());
-    json_object_set_new(o, "role",
-                        json_string(node_failed(s) ? "failed" : raft_role_name(raft_role_of(c))));
-    json_object_set_new(o, "term", json_integer((json_int_t)raft_current_term(c)));
-    json_object_set_new(o, "leader", json_integer((json_int_t)raft_leader(c)));
-    json_object_set_new(o, "commit", json_integer((json_int_t)raft_commit_index(c)));
-    json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(sh->sm)));
-    json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(c)));
-    json_object_set_new(o, "snapshot_index", json_integer((json_int_t)sh->snap_index));
+    group_raft_fields(s, sh, o);
     uint64_t keys, bytes;
     if (kv_sm_stat(sh->sm, &keys, &bytes) == KV_OK) {
         json_object_set_new(o, "keys", json_integer((json_int_t)keys));

@@ -193,7 +193,11 @@ void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *c
                    void *ctx);
 void requests_sweep(uv_timer_t *t); /* deadlines and retries, every SWEEP_MS */
 const char *read_failed(struct kv_server *s, int rc);
+/* status.c */
 bool node_failed(const struct kv_server *s);
+/* A hosted group's role, term, leader, commit, applied, last and snapshot
+ * index, into o (/v1/status, /v1/ring). */
+void group_raft_fields(struct kv_server *s, struct shard *sh, json_t *o);
 
 /* exec.c */
 size_t exec_bucket(uint64_t client, uint64_t seq);

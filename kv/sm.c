@@ -1034,15 +1034,21 @@ int kv_sm_install_stage(struct kv_sm *sm, MDB_txn *txn, const char *path, raft_i
     return KV_OK;
 }
 
-int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_t *clock_ms)
+/* LMDB's counters of one database, in the reading thread's transaction. */
+static int db_stat(struct kv_sm *sm, MDB_dbi dbi, MDB_stat *st)
 {
     MDB_txn *txn;
     if (read_begin(sm, &txn))
         return KV_EIO;
-    MDB_stat st;
-    int rc = mdb_stat(txn, sm->sess, &st);
+    int rc = mdb_stat(txn, dbi, st);
     read_end(sm);
-    if (rc)
+    return rc ? KV_EIO : KV_OK;
+}
+
+int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_t *clock_ms)
+{
+    MDB_stat st;
+    if (db_stat(sm, sm->sess, &st) != KV_OK)
         return KV_EIO;
     *count = st.ms_entries;
     *expired = sm->expired;
@@ -1052,13 +1058,8 @@ int kv_sm_sessions(struct kv_sm *sm, uint64_t *count, uint64_t *expired, uint64_
 
 int kv_sm_stat(struct kv_sm *sm, uint64_t *keys, uint64_t *bytes)
 {
-    MDB_txn *txn;
-    if (read_begin(sm, &txn))
-        return KV_EIO;
     MDB_stat st;
-    int rc = mdb_stat(txn, sm->kv, &st);
-    read_end(sm);
-    if (rc)
+    if (db_stat(sm, sm->kv, &st) != KV_OK)
         return KV_EIO;
     *keys = st.ms_entries;
     *bytes = (uint64_t)st.ms_psize * (st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages);

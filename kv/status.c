@@ -45,8 +45,7 @@ static struct shard *first_hosted(struct kv_server *s)
     return NULL;
 }
 
-/* A hosted group's state: role, term, indexes, content. */
-static void group_fields(struct kv_server *s, struct shard *sh, json_t *o)
+void group_raft_fields(struct kv_server *s, struct shard *sh, json_t *o)
 {
     struct raft *r = core(s, sh);
     json_object_set_new(o, "role",
@@ -57,6 +56,12 @@ static void group_fields(struct kv_server *s, struct shard *sh, json_t *o)
     json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(sh->sm)));
     json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(r)));
     json_object_set_new(o, "snapshot_index", json_integer((json_int_t)sh->snap_index));
+}
+
+/* A hosted group's state: role, term, indexes, content. */
+static void group_fields(struct kv_server *s, struct shard *sh, json_t *o)
+{
+    group_raft_fields(s, sh, o);
     uint64_t hash, keys;
     if (kv_sm_hash(sh->sm, &hash, &keys) == KV_OK) {
         char hex[20];

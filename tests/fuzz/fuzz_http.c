@@ -14,6 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct conn c;
     memset(&c, 0, sizeof(c));
     c.hs = &hs;
+    c.base.door = &hs.door; /* no limits: the default ones apply */
     http_parser_init(&c.parser, HTTP_REQUEST);
     c.parser.data = &c;
     c.keep_alive = true;
