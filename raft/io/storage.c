@@ -200,48 +200,48 @@ uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id)
     return 0;
 }
 
-int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
-                                 size_t errlen)
+/* Record peer id's incarnation, or forget it (incarnation 0), in a
+ * transaction of its own. */
+static int peer_record(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
+                       size_t errlen)
 {
-    if (st->n_peers == MAX_PEER_INCARNATIONS)
-        return fail(err, errlen, STORAGE_ENOMEM, "storage: too many peers to record");
+    const char *what =
+        incarnation ? "recording a peer's incarnation" : "forgetting a peer's incarnation";
     MDB_txn *txn;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc)
-        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
+        return lmdb_error(err, errlen, rc, what);
     char key[32];
     snprintf(key, sizeof(key), "peer:%llu", (unsigned long long)id);
-    if ((rc = put_u64(txn, st->node, key, incarnation))) {
+    MDB_val k = {strlen(key), key};
+    rc = incarnation ? put_u64(txn, st->node, key, incarnation) : mdb_del(txn, st->node, &k, NULL);
+    if (rc && rc != MDB_NOTFOUND) {
         mdb_txn_abort(txn);
-        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
+        return lmdb_error(err, errlen, rc, what);
     }
     if ((rc = mdb_txn_commit(txn)))
-        return lmdb_error(err, errlen, rc, "recording a peer's incarnation");
-    st->peers[st->n_peers].id = id;
-    st->peers[st->n_peers++].incarnation = incarnation;
+        return lmdb_error(err, errlen, rc, what);
+    for (size_t i = 0; i < st->n_peers; i++)
+        if (st->peers[i].id == id)
+            st->peers[i] = st->peers[--st->n_peers];
+    if (incarnation) {
+        st->peers[st->n_peers].id = id;
+        st->peers[st->n_peers++].incarnation = incarnation;
+    }
     return STORAGE_OK;
+}
+
+int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
+                                 size_t errlen)
+{
+    if (st->n_peers == MAX_PEER_INCARNATIONS && !storage_peer_incarnation(st, id))
+        return fail(err, errlen, STORAGE_ENOMEM, "storage: too many peers to record");
+    return peer_record(st, id, incarnation, err, errlen);
 }
 
 int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen)
 {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
-    if (rc)
-        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
-    char key[32];
-    snprintf(key, sizeof(key), "peer:%llu", (unsigned long long)id);
-    MDB_val k = {strlen(key), key};
-    rc = mdb_del(txn, st->node, &k, NULL);
-    if (rc && rc != MDB_NOTFOUND) {
-        mdb_txn_abort(txn);
-        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
-    }
-    if ((rc = mdb_txn_commit(txn)))
-        return lmdb_error(err, errlen, rc, "forgetting a peer's incarnation");
-    for (size_t i = 0; i < st->n_peers; i++)
-        if (st->peers[i].id == id)
-            st->peers[i] = st->peers[--st->n_peers];
-    return STORAGE_OK;
+    return peer_record(st, id, 0, err, errlen);
 }
 
 static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node_id,

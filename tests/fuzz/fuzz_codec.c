@@ -6,15 +6,9 @@
 #include <stdlib.h>
 
 #include "codec.h"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* What every decoded message must satisfy, whatever the input was. */
-static void fuzz_assert(int ok)
-{
-    if (!ok)
-        abort(); /* libFuzzer reports it, with the input that did it */
-}
 
 static void check_decoded(const struct codec_decoded *d)
 {

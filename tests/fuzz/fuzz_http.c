@@ -3,6 +3,7 @@
  * chunked growth, Authorization), fed any bytes in slices; requests are
  * counted, not run. Never a crash, a leak or a buffer past its limit. */
 #include "../../kv/http.c"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -25,8 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         at += n;
         enum http_errno e = HTTP_PARSER_ERRNO(&c.parser);
         if (e == HPE_PAUSED) { /* a whole request: the door would run it now */
-            if (c.url.len > MAX_URL || c.body.len > MAX_BODY)
-                abort();
+            fuzz_assert(c.url.len <= MAX_URL && c.body.len <= MAX_BODY);
             c.complete = false;
             http_parser_pause(&c.parser, 0);
             continue;

@@ -4,6 +4,7 @@
  * one argument and arguments of the lengths it says. The door's file is
  * included whole, so its static functions are what is tested. */
 #include "../../kv/resp.c"
+#include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -29,11 +30,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     while (c.head) {
         struct cmd *k = c.head;
         c.head = k->next;
-        if (k->argc < 1)
-            abort();
+        fuzz_assert(k->argc >= 1);
         for (int i = 0; i < k->argc; i++)
-            if (k->argv[i][k->argvlen[i]] != '\0')
-                abort();
+            fuzz_assert(k->argv[i][k->argvlen[i]] == '\0');
         cmd_free(k);
     }
     free(copy);
