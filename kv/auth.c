@@ -14,8 +14,8 @@ static void digest(const void *secret, size_t len, uint8_t out[32])
     crypto_generichash(out, 32, secret, len, NULL, 0);
 }
 
-/* A secret from its file: the first line, without its newline. */
-static int load_one(const char *path, const char *what, uint8_t out[32], char *err, size_t errlen)
+int kv_secret_read(const char *path, const char *what, char *out, size_t outlen, size_t *len,
+                   char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -31,19 +31,28 @@ static int load_one(const char *path, const char *what, uint8_t out[32], char *e
         close(fd);
         return -1;
     }
-    char buf[1024];
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = read(fd, out, outlen);
     close(fd);
-    size_t len = 0;
-    while (n > 0 && len < (size_t)n && buf[len] != '\n' && buf[len] != '\r')
-        len++;
-    if (len == 0) {
+    *len = 0;
+    while (n > 0 && *len < (size_t)n && out[*len] != '\n' && out[*len] != '\r')
+        (*len)++;
+    if (*len == 0) {
         snprintf(err, errlen, "%s %s is empty (put the secret on its first line)", what, path);
         return -1;
     }
-    digest(buf, len, out);
-    sodium_memzero(buf, sizeof(buf));
     return 0;
+}
+
+/* A secret from its file, hashed. */
+static int load_one(const char *path, const char *what, uint8_t out[32], char *err, size_t errlen)
+{
+    char buf[1024];
+    size_t len;
+    int rc = kv_secret_read(path, what, buf, sizeof(buf), &len, err, errlen);
+    if (rc == 0)
+        digest(buf, len, out);
+    sodium_memzero(buf, sizeof(buf));
+    return rc;
 }
 
 int kv_auth_load(struct kv_auth *a, const char *password_file, const char *admin_file, char *err,

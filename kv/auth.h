@@ -36,6 +36,11 @@ struct kv_auth {
  * missing or empty file, or one that others can read. */
 int kv_auth_load(struct kv_auth *a, const char *password_file, const char *admin_file, char *err,
                  size_t errlen);
+/* A secret's file: its first line (without the newline) into out, *len
+ * bytes; refused if missing, empty or readable by others. `what` names the
+ * option in messages. 0, or -1 with err filled. */
+int kv_secret_read(const char *path, const char *what, char *out, size_t outlen, size_t *len,
+                   char *err, size_t errlen);
 /* What a client that has not authenticated may do. */
 enum kv_access kv_auth_default(const struct kv_auth *a);
 /* What presenting this secret grants (KV_ACCESS_NONE: nothing: wrong). As

@@ -87,6 +87,13 @@ const struct kv_command kv_commands[KV_ID_COUNT] = {
     /* The operator brings a node back with an empty data dir (docs/kvd.md,
      * A node that lost its data). */
     [KV_ID_RAFT_FORGET] = LOCAL("RAFT.FORGET", 2, 2, KV_CMD_ADMIN, "RAFT.FORGET node-id"),
+    /* Members (docs/membership.md): the table, a change of it, and the
+     * shard moves this node leads. */
+    [KV_ID_RAFT_NODES] = LOCAL("RAFT.NODES", 1, 1, 0, NULL),
+    [KV_ID_RAFT_NODE] = LOCAL("RAFT.NODE", 3, 8, KV_CMD_ADMIN,
+                              "RAFT.NODE ADD node-id host raft-port resp-port http-port "
+                              "[client-host] | RAFT.NODE REMOVE node-id"),
+    [KV_ID_RAFT_REBALANCE] = LOCAL("RAFT.REBALANCE", 1, 1, 0, NULL),
 
     [KV_ID_MULTI] = LOCAL("MULTI", 1, 1, KV_CMD_REFUSED, NULL),
     [KV_ID_EXEC] = LOCAL("EXEC", 1, 1, KV_CMD_REFUSED, NULL),

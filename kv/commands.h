@@ -56,6 +56,9 @@ enum kv_command_id {
     KV_ID_RAFT_LOCATE,
     KV_ID_RAFT_TRANSFER,
     KV_ID_RAFT_FORGET,
+    KV_ID_RAFT_NODES,
+    KV_ID_RAFT_NODE,
+    KV_ID_RAFT_REBALANCE,
     /* Transactions: known, and refused. */
     KV_ID_MULTI,
     KV_ID_EXEC,

@@ -187,12 +187,12 @@ static raft_id target_of(struct kv_server *s, struct request *q)
     q->leader_hint = 0;
     if (!leader && !sh->hosted) {
         /* Next replica in turn, preferring those we are connected to. */
-        const struct ring_map *m = ring_map(s->ring);
-        const uint64_t *reps = ring_replicas(s->ring, sh->index);
+        const raft_id *reps;
+        size_t n = shard_targets(s, sh, &reps);
         struct transport *t = raft_node_transport(s->node);
-        leader = reps[sh->next_replica++ % m->replicas];
-        for (uint32_t k = 0; k < m->replicas && !transport_peer_connected(t, leader); k++)
-            leader = reps[sh->next_replica++ % m->replicas];
+        leader = reps[sh->next_replica++ % n];
+        for (size_t k = 0; k < n && !transport_peer_connected(t, leader); k++)
+            leader = reps[sh->next_replica++ % n];
     }
     return leader;
 }
@@ -207,9 +207,9 @@ static void give_up(struct kv_server *s, struct request *q)
     char msg[400];
     struct shard *sh = q->sh;
     raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
-    char where[48] = "";
-    if (s->n_shards > 1)
-        snprintf(where, sizeof(where), " of shard %u", sh->index);
+    char where[48] = "", name[40];
+    if (s->n_shards > 1 || sh == s->meta)
+        snprintf(where, sizeof(where), " of %s", shard_name(s, sh, name, sizeof(name)));
     const char *outcome =
         q->is_read ? ""
         : q->handed_to
@@ -272,7 +272,7 @@ static void attempt(struct kv_server *s, struct request *q)
     req.id = q->id;
     req.command = cmd;
     req.epoch = ring_map(s->ring)->epoch;
-    req.placement = ring_fingerprint(s->ring);
+    req.placement = ring_keys_fingerprint(s->ring);
     req.local_read = q->local_read;
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.request = &req;
@@ -327,6 +327,7 @@ void requests_sweep(uv_timer_t *t)
         fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, why); /* the node stopped */
     } else {
         balance_leaders(s);
+        members_reconcile(s);
         hash_checks(s);
     }
     struct request *q = s->requests, *next;

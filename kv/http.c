@@ -487,6 +487,83 @@ static void handle_cas(struct conn *c, int method, char *key, size_t keylen)
     json_decref(o);
 }
 
+/* ------------------------------------------------------------------------
+ * Members (docs/membership.md)
+ * ------------------------------------------------------------------------ */
+
+static void on_members_done(void *ctx, enum kv_code code, const char *message, json_t *table)
+{
+    struct conn *c = ctx;
+    if (tcp_conn_answered(&c->base) || c->base.closing)
+        return; /* freed, or going: nobody to answer */
+    if (code == KV_DONE)
+        respond_json(c, 200, json_incref(table));
+    else
+        respond_error(c, code == KV_BAD ? 400 : 503, message ? message : "failed");
+}
+
+/* GET /v1/nodes: the table. POST /v1/nodes {"id": 4, "host": "127.0.0.4",
+ * "raft_port": .., "resp_port": .., "http_port": .., "client_host": ..}:
+ * add a node. DELETE /v1/nodes/ID: remove one. */
+static void handle_nodes(struct conn *c, int method, const char *url)
+{
+    struct kv_server *kv = c->hs->kv;
+    bool one = url[9] == '/';
+    if (method == HTTP_GET && !one) {
+        respond_json(c, 200, kv_server_members(kv));
+        return;
+    }
+    struct kv_peer node = {0};
+    if (method == HTTP_DELETE && one) {
+        char *end;
+        errno = 0;
+        unsigned long long id = strtoull(url + 10, &end, 10);
+        if (errno || *end || id == 0 || id > 65535) {
+            respond_error(c, 400, "use DELETE /v1/nodes/ID (a node id, 1..65535)");
+            return;
+        }
+        node.id = id;
+        c->base.busy = true;
+        kv_server_members_change(kv, false, &node, on_members_done, c);
+        return;
+    }
+    if (method != HTTP_POST || one) {
+        respond_error(c, 405, "use GET or POST on /v1/nodes, DELETE on /v1/nodes/ID");
+        return;
+    }
+    json_error_t jerr;
+    json_t *o = json_loadb(c->body.p ? c->body.p : "", c->body.len, 0, &jerr);
+    json_int_t id = 0, ports[3] = {0};
+    const char *host = NULL, *client_host = NULL;
+    bool ok = o && !json_unpack(o, "{s:I,s:s,s:I,s:I,s:I,s?s}", "id", &id, "host", &host,
+                                "raft_port", &ports[0], "resp_port", &ports[1], "http_port",
+                                &ports[2], "client_host", &client_host);
+    ok = ok && id > 0 && id <= 65535 && strlen(host) < sizeof(node.host) &&
+         (!client_host || strlen(client_host) < sizeof(node.client_host));
+    for (int i = 0; ok && i < 3; i++)
+        ok = ports[i] > 0 && ports[i] <= 65535;
+    struct sockaddr_in sa;
+    ok = ok && !uv_ip4_addr(host, 0, &sa) && (!client_host || !uv_ip4_addr(client_host, 0, &sa));
+    if (!ok) {
+        json_decref(o);
+        respond_error(c, 400,
+                      "body: {\"id\": 4, \"host\": \"127.0.0.1\", \"raft_port\": 9384, "
+                      "\"resp_port\": 6384, \"http_port\": 8384} (\"client_host\" optional; "
+                      "IPv4 addresses, ports 1..65535)");
+        return;
+    }
+    node.id = (raft_id)id;
+    snprintf(node.host, sizeof(node.host), "%s", host);
+    if (client_host)
+        snprintf(node.client_host, sizeof(node.client_host), "%s", client_host);
+    node.raft_port = (uint16_t)ports[0];
+    node.resp_port = (uint16_t)ports[1];
+    node.http_port = (uint16_t)ports[2];
+    json_decref(o);
+    c->base.busy = true;
+    kv_server_members_change(kv, true, &node, on_members_done, c);
+}
+
 static const struct {
     const char *name;
     int type;
@@ -607,10 +684,14 @@ static void emit_metrics(void *arg, const char *text)
 /* What a path needs, as commands.h flags: one that does what a RESP
  * command does, what that command needs (the same table decides for both
  * doors). Unknown paths need the password too, to be told they are. */
-static unsigned route_flags(const char *path)
+static unsigned route_flags(const char *path, int method)
 {
     if (!strcmp(path, "/v1/transfer"))
         return kv_commands[KV_ID_RAFT_TRANSFER].flags;
+    if (!strcmp(path, "/v1/nodes") || !strncmp(path, "/v1/nodes/", 10))
+        return kv_commands[method == HTTP_GET ? KV_ID_RAFT_NODES : KV_ID_RAFT_NODE].flags;
+    if (!strcmp(path, "/v1/rebalance"))
+        return kv_commands[KV_ID_RAFT_REBALANCE].flags;
     if (!strcmp(path, "/v1/status") || !strcmp(path, "/v1/ring") ||
         !strncmp(path, "/v1/locate/", 11))
         return kv_commands[KV_ID_RAFT_STATUS].flags; /* what the cluster looks like */
@@ -635,7 +716,7 @@ static void dispatch(struct conn *c)
     if (query)
         *query++ = '\0';
     size_t len = strlen(url);
-    if (!allowed(c, kv_command_access(route_flags(url))))
+    if (!allowed(c, kv_command_access(route_flags(url, method))))
         return;
     if (!strncmp(url, "/v1/kv/", 7)) {
         handle_kv(c, method, url + 7, len - 7, query);
@@ -679,6 +760,10 @@ static void dispatch(struct conn *c)
             respond_error(c, rv == RAFT_ENOTLEADER ? 409 : 400,
                           rv == RAFT_ENOTLEADER ? "not the leader: send it to the leader"
                                                 : raft_strerror(rv));
+    } else if (!strcmp(url, "/v1/nodes") || !strncmp(url, "/v1/nodes/", 10)) {
+        handle_nodes(c, method, url);
+    } else if (!strcmp(url, "/v1/rebalance")) {
+        respond_json(c, 200, kv_server_rebalance(kv));
     } else if (!strcmp(url, "/v1/admin/faults")) {
         if (kv_server_auth(kv)->fault_injection)
             handle_faults(c, method);
@@ -689,7 +774,8 @@ static void dispatch(struct conn *c)
     } else {
         respond_error(c, 404,
                       "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /v1/ring, "
-                      "/v1/locate/KEY, /metrics, /v1/transfer, /v1/admin/faults");
+                      "/v1/locate/KEY, /v1/nodes, /v1/rebalance, /metrics, /v1/transfer, "
+                      "/v1/admin/faults");
     }
 }
 

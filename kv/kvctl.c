@@ -35,6 +35,16 @@ static const char usage_text[] =
     "  leader [KEY]           the leader's id and Redis address (of KEY's shard)\n"
     "  transfer [ID]          ask the leader to hand leadership to ID (or the most\n"
     "                         up-to-date follower)\n"
+    "  node list              the members: id, addresses, replicas each is to hold\n"
+    "  node add ID HOST[:RAFT[:RESP[:HTTP]]]  add a member (ports default to 9380+ID,\n"
+    "                         6380+ID, 8380+ID); start it with kvd --join. Its shards move to\n"
+    "                         it in the background, by Raft membership change\n"
+    "  node remove ID         remove a member; its shards move away (stop it once\n"
+    "                         'rebalance status' shows every group done)\n"
+    "  rebalance status       every group: its voters, learners and target replicas, done,\n"
+    "                         moving or planned, and snapshot bytes sent to new replicas\n"
+    "  rebalance wait [S]     wait (default 120 s) until every group has its target\n"
+    "                         replicas; exit 3 if not by then\n"
     "  forget ID              every node forgets node ID's data-dir incarnation, so that ID,\n"
     "                         started again with an empty data dir, is taken back. Only once\n"
     "                         the other nodes are a majority and caught up (docs/kvd.md, A\n"
@@ -582,6 +592,239 @@ static int cmd_forget(const struct opts *o, const char *id)
     return failed ? 3 : 0;
 }
 
+/* ------------------------------------------------------------------------
+ * Members (docs/membership.md)
+ * ------------------------------------------------------------------------ */
+
+/* The members table, from the first node that answers. */
+static json_t *members_of(const struct opts *o)
+{
+    json_t *t = NULL;
+    const char *argv[] = {"RAFT.NODES"};
+    for (int i = 0; i < o->n && !t; i++)
+        t = json_of(o, o->hosts[i], o->ports[i], 1, argv);
+    if (!t)
+        fprintf(stderr, "kvctl: no node answered RAFT.NODES\n");
+    return t;
+}
+
+static int cmd_node_list(const struct opts *o)
+{
+    json_t *t = members_of(o);
+    if (!t)
+        return 3;
+    if (o->json) {
+        print_json(t);
+    } else {
+        printf("members (epoch %" JSON_INTEGER_FORMAT "%s): %" JSON_INTEGER_FORMAT
+               " shards, %" JSON_INTEGER_FORMAT " replicas each\n",
+               geti(t, "epoch"), json_is_true(json_object_get(t, "stored")) ? "" : ", as created",
+               geti(t, "shards"), geti(t, "replicas"));
+        printf("%4s  %-21s  %-21s  %-21s  %s\n", "id", "raft", "redis", "http", "replicas");
+        size_t i;
+        json_t *n;
+        json_array_foreach(json_object_get(t, "nodes"), i, n)
+        {
+            char raft[40], resp[40], http[40];
+            snprintf(raft, sizeof(raft), "%s:%" JSON_INTEGER_FORMAT, str_of(n, "host"),
+                     geti(n, "raft_port"));
+            snprintf(resp, sizeof(resp), "%s:%" JSON_INTEGER_FORMAT, str_of(n, "client_host"),
+                     geti(n, "resp_port"));
+            snprintf(http, sizeof(http), "%s:%" JSON_INTEGER_FORMAT, str_of(n, "client_host"),
+                     geti(n, "http_port"));
+            printf("%4" JSON_INTEGER_FORMAT "  %-21s  %-21s  %-21s  %" JSON_INTEGER_FORMAT "\n",
+                   geti(n, "id"), raft, resp, http, geti(n, "shards"));
+        }
+    }
+    json_decref(t);
+    return 0;
+}
+
+/* node add ID HOST[:RAFT[:RESP[:HTTP]]] | node remove ID */
+static int cmd_node_change(const struct opts *o, bool add, char **args, int nargs)
+{
+    char *end;
+    unsigned long id = strtoul(args[0], &end, 10);
+    if (*end || !id || id > 65535 || nargs != (add ? 2 : 1))
+        usage_error("usage: kvctl node add ID HOST[:RAFT[:RESP[:HTTP]]] | kvctl node remove ID");
+    char host[64] = "", ids[24], ports[3][16];
+    long p[3] = {9380 + (long)id, 6380 + (long)id, 8380 + (long)id};
+    if (add) {
+        char *copy = strdup(args[1]), *save = NULL;
+        char *h = strtok_r(copy, ":", &save);
+        if (!h || strlen(h) >= sizeof(host))
+            usage_error("node add: HOST[:RAFT[:RESP[:HTTP]]]");
+        snprintf(host, sizeof(host), "%s", h);
+        for (int k = 0; k < 3; k++) {
+            char *t = strtok_r(NULL, ":", &save);
+            if (!t)
+                break;
+            p[k] = strtol(t, &end, 10);
+            if (*end || p[k] <= 0 || p[k] > 65535)
+                usage_error("node add: ports are 1..65535");
+        }
+        free(copy);
+    }
+    snprintf(ids, sizeof(ids), "%lu", id);
+    for (int k = 0; k < 3; k++)
+        snprintf(ports[k], sizeof(ports[k]), "%ld", p[k]);
+    const char *a[] = {"RAFT.NODE", add ? "ADD" : "REMOVE", ids, host, ports[0], ports[1],
+                       ports[2]};
+    redisReply *r = run(o, add ? 7 : 3, a, NULL);
+    int rc = fail_reply(o, r);
+    if (rc >= 0)
+        return rc;
+    json_error_t e;
+    json_t *t = r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, &e) : NULL;
+    if (o->json)
+        printf("%.*s\n", (int)r->len, r->str);
+    else if (add)
+        printf("node %lu added (members epoch %" JSON_INTEGER_FORMAT
+               "). Start it with: kvd --id %lu --join <a member's HOST:HTTP> --peers "
+               "%lu=%s:%ld:%ld:%ld ... Its shards move to it in the background: kvctl rebalance "
+               "status\n",
+               id, t ? geti(t, "epoch") : 0, id, id, host, p[0], p[1], p[2]);
+    else
+        printf("node %lu removed (members epoch %" JSON_INTEGER_FORMAT
+               "). Its shards move away in the background; stop it once kvctl rebalance status "
+               "shows every group done\n",
+               id, t ? geti(t, "epoch") : 0);
+    json_decref(t);
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Every member's RAFT.REBALANCE, as one list of groups (each told by its
+ * leader), and whether every group has its target replicas. */
+static json_t *rebalance_of_all(const struct opts *o, int *silent)
+{
+    json_t *t = members_of(o);
+    if (!t)
+        return NULL;
+    json_t *groups = json_array();
+    *silent = 0;
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(t, "nodes"), i, n)
+    {
+        const char *argv[] = {"RAFT.REBALANCE"};
+        json_t *rb = json_of(o, str_of(n, "client_host"), (int)geti(n, "resp_port"), 1, argv);
+        if (!rb) {
+            (*silent)++;
+            continue;
+        }
+        size_t k;
+        json_t *g;
+        json_array_foreach(json_object_get(rb, "groups"), k, g) json_array_append(groups, g);
+        json_decref(rb);
+    }
+    json_t *out = json_pack("{s:I,s:I,s:o}", "epoch", geti(t, "epoch"), "shards", geti(t, "shards"),
+                            "groups", groups);
+    json_decref(t);
+    return out;
+}
+
+/* How many of the G + 1 groups are done (each counted once: a group two
+ * nodes claim to lead, across a change of leader, by its first report). */
+static json_int_t groups_done(json_t *rb, json_int_t *reported)
+{
+    json_int_t shards = geti(rb, "shards"), done = 0, seen = 0;
+    for (json_int_t g = 0; g <= shards; g++) {
+        size_t i;
+        json_t *row;
+        json_array_foreach(json_object_get(rb, "groups"), i, row)
+        {
+            if (geti(row, "group") != g)
+                continue;
+            seen++;
+            done += !strcmp(str_of(row, "state"), "done");
+            break;
+        }
+    }
+    *reported = seen;
+    return done;
+}
+
+static int cmd_rebalance_status(const struct opts *o)
+{
+    int silent;
+    json_t *rb = rebalance_of_all(o, &silent);
+    if (!rb)
+        return 3;
+    json_int_t reported, done = groups_done(rb, &reported), total = geti(rb, "shards") + 1;
+    if (o->json) {
+        json_object_set_new(rb, "done", json_integer(done));
+        json_object_set_new(rb, "unreported", json_integer(total - reported));
+        print_json(rb);
+    } else {
+        printf("members epoch %" JSON_INTEGER_FORMAT ": %" JSON_INTEGER_FORMAT
+               " of %" JSON_INTEGER_FORMAT " groups at their target replicas%s\n",
+               geti(rb, "epoch"), done, total,
+               reported < total ? " (some groups have no leader that answered)" : "");
+        printf("%6s  %-8s  %-7s  %-14s  %-10s  %-14s  %s\n", "shard", "state", "leader", "voters",
+               "learners", "target", "snapshot bytes");
+        for (json_int_t g = 0; g < total; g++) {
+            size_t i;
+            json_t *row;
+            json_array_foreach(json_object_get(rb, "groups"), i, row)
+            {
+                if (geti(row, "group") != g)
+                    continue;
+                char shard[24], v[64], l[64], t[64];
+                if (g == 0)
+                    snprintf(shard, sizeof(shard), "meta");
+                else
+                    snprintf(shard, sizeof(shard), "%" JSON_INTEGER_FORMAT, g - 1);
+                ids_text(json_object_get(row, "voters"), v, sizeof(v));
+                ids_text(json_object_get(row, "learners"), l, sizeof(l));
+                ids_text(json_object_get(row, "target"), t, sizeof(t));
+                printf("%6s  %-8s  %-7" JSON_INTEGER_FORMAT
+                       "  %-14s  %-10s  %-14s  %" JSON_INTEGER_FORMAT "\n",
+                       shard, str_of(row, "state"), geti(row, "leader"), v, l[0] ? l : "-", t,
+                       geti(row, "snapshot_bytes_sent"));
+                break;
+            }
+        }
+        if (silent)
+            printf("(%d node%s did not answer)\n", silent, silent == 1 ? "" : "s");
+    }
+    json_decref(rb);
+    return 0;
+}
+
+static int cmd_rebalance_wait(const struct opts *o, int seconds)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int silent;
+        json_t *rb = rebalance_of_all(o, &silent);
+        json_int_t reported = 0, done = rb ? groups_done(rb, &reported) : 0,
+                   total = rb ? geti(rb, "shards") + 1 : 1;
+        json_decref(rb);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double took = (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9;
+        if (rb && done == total) {
+            printf(o->json ? "{\"done\":true,\"seconds\":%.1f}\n"
+                           : "every group is at its target replicas (waited %.1f s)\n",
+                   took);
+            return 0;
+        }
+        if (took >= seconds) {
+            if (o->json)
+                printf("{\"done\":false,\"groups_done\":%" JSON_INTEGER_FORMAT "}\n", done);
+            else
+                fprintf(stderr,
+                        "kvctl: after %d s, %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+                        " groups are at their target replicas (kvctl rebalance status)\n",
+                        seconds, done, total);
+            return 3;
+        }
+        struct timespec ts = {0, 200 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* The resp address of node id, from a RAFT.STATUS answer's peers. */
 static bool resp_of(json_t *status, json_int_t id, char *host, size_t hostlen, int *port)
 {
@@ -724,6 +967,23 @@ int main(int argc, char **argv)
         if (nargs != 1 || !args[0][0] || strspn(args[0], "0123456789") != strlen(args[0]))
             usage_error("usage: kvctl forget ID (a node id)");
         return cmd_forget(&o, args[0]);
+    } else if (!strcmp(cmd, "node") && nargs >= 1) {
+        if (!strcmp(args[0], "list") && nargs == 1)
+            return cmd_node_list(&o);
+        if ((!strcmp(args[0], "add") || !strcmp(args[0], "remove")) && nargs >= 2)
+            return cmd_node_change(&o, !strcmp(args[0], "add"), args + 1, nargs - 1);
+        usage_error("usage: kvctl node list | node add ID HOST[:RAFT[:RESP[:HTTP]]] | node "
+                    "remove ID");
+    } else if (!strcmp(cmd, "rebalance") && nargs >= 1) {
+        if (!strcmp(args[0], "status") && nargs == 1)
+            return cmd_rebalance_status(&o);
+        if (!strcmp(args[0], "wait") && nargs <= 2) {
+            int secs = nargs == 2 ? atoi(args[1]) : 120;
+            if (secs <= 0)
+                usage_error("usage: kvctl rebalance wait [SECONDS]");
+            return cmd_rebalance_wait(&o, secs);
+        }
+        usage_error("usage: kvctl rebalance status | rebalance wait [SECONDS]");
     } else if (!strcmp(cmd, "locate")) {
         if (nargs != 1)
             usage_error("usage: kvctl locate KEY");

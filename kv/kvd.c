@@ -2,6 +2,7 @@
  * front door and an HTTP/JSON one. `kvd --help` is its manual. */
 #include <errno.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "http.h"
 #include "iolog.h"
+#include "join.h"
 #include "resp.h"
 #include "ring.h"
 #include "server.h"
@@ -47,6 +49,13 @@ static const char usage_text[] =
     "  --replicas R          nodes per shard (default 3, or every node if fewer; with\n"
     "                        --shards 1, every node)\n"
     "  --vnodes V            points per shard and per node on the hash rings (default 64)\n"
+    "  --join HOST:PORT      a new node: ask the member whose HTTP door is HOST:PORT to\n"
+    "                        add it (under --admin-token, or --requirepass), then start\n"
+    "                        empty with the cluster's members; its shards move to it by\n"
+    "                        membership change (docs/membership.md). Its own address:\n"
+    "                        --peers ID=HOST:RAFT:RESP:HTTP, or the defaults for --id\n"
+    "  --rebalance-concurrency N  shard moves a node runs at once as their leader\n"
+    "                        (default 1)\n"
     "\n"
     "Raft:\n"
     "  --election-timeout MS (default 1000) followers wait a random time in [MS, 2*MS)\n"
@@ -163,7 +172,7 @@ static void add_peer(struct kv_server_config *cfg, uint64_t id, const char *host
                      long resp, long http, const char *client_host)
 {
     if (cfg->n_peers == KV_MAX_PEERS)
-        usage_error("too many nodes (at most %s)", "16");
+        usage_error("too many nodes (at most %s)", "64");
     if (id == 0 || id > 65535)
         usage_error("node ids are 1..65535, not %s", host);
     for (size_t i = 0; i < cfg->n_peers; i++)
@@ -272,6 +281,11 @@ static void parse_cluster_file(struct kv_server_config *cfg, const char *path, c
     fclose(f);
 }
 
+static void join_progress(const char *line)
+{
+    iolog("kvd: %s\n", line);
+}
+
 struct kvd {
     uv_loop_t loop;
     struct kv_server *kv;
@@ -304,7 +318,7 @@ int main(int argc, char **argv)
     cfg.apply_linger_us = 1000;
     cfg.tick_ms = 10;
     size_t map_mb = 1024;
-    const char *data = NULL, *cluster_file = NULL, *peers = NULL;
+    const char *data = NULL, *cluster_file = NULL, *peers = NULL, *join = NULL;
     char cluster_name[128] = "raftkv";
     bool name_given = false;
     uint64_t nodes = 0;
@@ -341,9 +355,18 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--peers")) {
             NEED_VALUE();
             peers = v;
+        } else if (!strcmp(a, "--join")) {
+            NEED_VALUE();
+            join = v;
+        } else if (!strcmp(a, "--rebalance-concurrency")) {
+            NEED_VALUE();
+            cfg.rebalance_concurrency =
+                (uint32_t)parse_num(v, 64, "--rebalance-concurrency: expected 1..64, got '%s'");
+            if (!cfg.rebalance_concurrency)
+                usage_error("--rebalance-concurrency: expected 1..64, got '%s'", v);
         } else if (!strcmp(a, "--nodes")) {
             NEED_VALUE();
-            nodes = parse_num(v, KV_MAX_PEERS, "--nodes: expected 1..16, got '%s'");
+            nodes = parse_num(v, KV_MAX_PEERS, "--nodes: expected 1..64, got '%s'");
         } else if (!strcmp(a, "--cluster-id")) {
             NEED_VALUE();
             snprintf(cluster_name, sizeof(cluster_name), "%s", v);
@@ -469,8 +492,9 @@ int main(int argc, char **argv)
     }
     if (!data)
         usage_error("%s", "--data is required");
-    if (!!cluster_file + !!peers + !!nodes != 1)
-        usage_error("%s", "give exactly one of --cluster, --peers, --nodes");
+    if (join ? !!cluster_file + !!peers + !!nodes > 1 : !!cluster_file + !!peers + !!nodes != 1)
+        usage_error("%s", join ? "give at most one of --cluster, --peers, --nodes with --join"
+                               : "give exactly one of --cluster, --peers, --nodes (or --join)");
     char file_name[128] = "";
     if (cluster_file)
         parse_cluster_file(&cfg, cluster_file, file_name, sizeof(file_name));
@@ -480,6 +504,11 @@ int main(int argc, char **argv)
         parse_peers(&cfg, peers);
     for (uint64_t i = 1; i <= nodes; i++)
         add_peer(&cfg, i, "127.0.0.1", -1, -1, -1, NULL);
+    bool listed = false;
+    for (size_t i = 0; i < cfg.n_peers; i++)
+        listed = listed || cfg.peers[i].id == cfg.id;
+    if (join && !listed)
+        add_peer(&cfg, cfg.id, "127.0.0.1", -1, -1, -1, NULL);
     if (cfg.n_peers == 0)
         usage_error("%s", "the cluster has no nodes");
     if (knobs && !unsafe)
@@ -527,6 +556,24 @@ int main(int argc, char **argv)
     cfg.cluster_id = cluster_hash(cluster_name);
     cfg.data_dir = data;
     cfg.map_size_bytes = map_mb << 20;
+    if (join) {
+        char token[1024];
+        size_t len = 0;
+        const char *file = admin_file ? admin_file : password_file;
+        if (file && kv_secret_read(file, admin_file ? "--admin-token" : "--requirepass", token,
+                                   sizeof(token) - 1, &len, why, sizeof(why)))
+            usage_error("%s", why);
+        token[len] = '\0';
+        iolog("kvd %" PRIu64 ": asking %s to add this node to the cluster\n", cfg.id, join);
+        int rc = kv_join(&cfg, join, file ? token : NULL, join_progress, why, sizeof(why));
+        sodium_memzero(token, sizeof(token));
+        if (rc) {
+            fprintf(stderr, "kvd %" PRIu64 ": --join: %s\n", cfg.id, why);
+            return 1;
+        }
+        iolog("kvd %" PRIu64 ": joined: %zu members; starting empty, shards move here\n", cfg.id,
+              cfg.n_peers);
+    }
 
     struct kvd d;
     memset(&d, 0, sizeof(d));

@@ -120,8 +120,8 @@ static void refuse_placement(struct kv_server *s, uint64_t group, raft_id from,
     snprintf(why, sizeof(why),
              "node %" PRIu64 " places keys by map epoch %" PRIu64 " (fingerprint %016" PRIx64
              "), the request was routed by epoch %" PRIu64 " (%016" PRIx64
-             "): the nodes were started with different --shards, --replicas, --vnodes or members",
-             s->cfg.id, ring_map(s->ring)->epoch, ring_fingerprint(s->ring), req->epoch,
+             "): the nodes were started with different --shards or --vnodes",
+             s->cfg.id, ring_map(s->ring)->epoch, ring_keys_fingerprint(s->ring), req->epoch,
              req->placement);
     reply.id = req->id;
     reply.code = KVPB__REPLY_CODE__REPLY_WRONG_PLACEMENT;
@@ -134,7 +134,7 @@ static void refuse_placement(struct kv_server *s, uint64_t group, raft_id from,
 
 static void on_request(struct kv_server *s, uint64_t group, raft_id from, const Kvpb__Request *req)
 {
-    if (req->placement != ring_fingerprint(s->ring)) {
+    if (req->placement != ring_keys_fingerprint(s->ring)) {
         refuse_placement(s, group, from, req);
         return;
     }
@@ -524,6 +524,10 @@ void on_relay(void *data, uint64_t from, uint64_t group, const uint8_t *body, si
         on_hash_check_reply(s, group, from, relay->hash_check_reply);
     } else if (relay->hash_mismatch) {
         on_hash_mismatch(s, group, from, relay->hash_mismatch);
+    } else if (relay->member_query) {
+        on_member_query(s, group, from);
+    } else if (relay->member_gone) {
+        on_member_gone(s, group, from, relay->member_gone->config_index);
     } else if (relay->reply) {
         struct request *q = find_request(s, relay->reply->id);
         /* Only the node the request went to answers it (the transport has

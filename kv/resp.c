@@ -678,6 +678,78 @@ static void cmd_raft_forget(struct call *x)
         buf_puts(&x->c->out, "+OK\r\n");
 }
 
+/* RAFT.NODES: the members table in force here (kvctl node list). */
+static void cmd_raft_nodes(struct call *x)
+{
+    reply_json(&x->c->out, kv_server_members(x->c->rs->kv));
+}
+
+/* RAFT.REBALANCE: the groups this node leads, and their moves. */
+static void cmd_raft_rebalance(struct call *x)
+{
+    reply_json(&x->c->out, kv_server_rebalance(x->c->rs->kv));
+}
+
+static void on_members_done(void *ctx, enum kv_code code, const char *message, json_t *table)
+{
+    struct conn *c = ctx;
+    if (tcp_conn_answered(&c->base) || c->base.closing)
+        return; /* freed, or going: nobody to answer */
+    if (code == KV_DONE)
+        reply_json(&c->out, json_incref(table));
+    else
+        reply_error(&c->out,
+                    code == KV_TIMEOUT       ? "NOQUORUM"
+                    : code == KV_UNAVAILABLE ? "UNAVAILABLE"
+                                             : "ERR",
+                    message ? message : "failed");
+    if (!c->running) {
+        run_queue(c);
+        flush(c);
+    }
+}
+
+/* RAFT.NODE ADD id host raft resp http [client-host] | RAFT.NODE REMOVE id
+ * (KV_CMD_ADMIN): change the members table; the answer, once it is
+ * changed, is the new table (the shards then move in the background). */
+static void cmd_raft_node(struct call *x)
+{
+    struct kv_peer node = {0};
+    bool add = x->argvlen[1] == 3 && !strncasecmp(x->argv[1], "ADD", 3);
+    bool remove = x->argvlen[1] == 6 && !strncasecmp(x->argv[1], "REMOVE", 6);
+    uint64_t id = 0, ports[3] = {0};
+    bool ok = (add || remove) && parse_u64(x->argv[2], &id) && id > 0 && id <= 65535;
+    if (ok && remove)
+        ok = x->argc == 3;
+    if (ok && add) {
+        ok = (x->argc == 7 || x->argc == 8) && x->argvlen[3] < sizeof(node.host);
+        for (int i = 0; ok && i < 3; i++)
+            ok = parse_u64(x->argv[4 + i], &ports[i]) && ports[i] > 0 && ports[i] <= 65535;
+        ok = ok && (x->argc == 7 || x->argvlen[7] < sizeof(node.client_host));
+    }
+    if (!ok) {
+        reply_usage(x);
+        return;
+    }
+    node.id = id;
+    if (add) {
+        memcpy(node.host, x->argv[3], x->argvlen[3]);
+        if (x->argc == 8)
+            memcpy(node.client_host, x->argv[7], x->argvlen[7]);
+        node.raft_port = (uint16_t)ports[0];
+        node.resp_port = (uint16_t)ports[1];
+        node.http_port = (uint16_t)ports[2];
+        struct sockaddr_in sa;
+        if (uv_ip4_addr(node.host, 0, &sa) ||
+            (node.client_host[0] && uv_ip4_addr(node.client_host, 0, &sa))) {
+            reply_error(&x->c->out, "ERR", "hosts are IPv4 addresses (127.0.0.4)");
+            return;
+        }
+    }
+    x->c->base.busy = true;
+    kv_server_members_change(x->c->rs->kv, add, &node, on_members_done, x->c);
+}
+
 /* RAFT.TRANSFER [node-id [shard]] (KV_CMD_ADMIN: run_one checked the
  * token): of the shard, or of every shard this node leads. */
 static void cmd_raft_transfer(struct call *x)
@@ -921,6 +993,9 @@ static void (*const handlers[KV_ID_COUNT])(struct call *x) = {
     [KV_ID_RAFT_LOCATE] = cmd_raft_locate,
     [KV_ID_RAFT_TRANSFER] = cmd_raft_transfer,
     [KV_ID_RAFT_FORGET] = cmd_raft_forget,
+    [KV_ID_RAFT_NODES] = cmd_raft_nodes,
+    [KV_ID_RAFT_NODE] = cmd_raft_node,
+    [KV_ID_RAFT_REBALANCE] = cmd_raft_rebalance,
     [KV_ID_MULTI] = cmd_transaction,
     [KV_ID_EXEC] = cmd_transaction,
     [KV_ID_DISCARD] = cmd_transaction,

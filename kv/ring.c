@@ -347,6 +347,19 @@ uint64_t ring_fingerprint(const struct ring *r)
     return r->fingerprint;
 }
 
+uint64_t ring_keys_fingerprint_of(uint32_t shards, uint32_t vnodes)
+{
+    uint8_t buf[8];
+    put_u32le(buf, shards);
+    put_u32le(buf + 4, vnodes);
+    return XXH64(buf, sizeof(buf), SEED_FINGERPRINT);
+}
+
+uint64_t ring_keys_fingerprint(const struct ring *r)
+{
+    return ring_keys_fingerprint_of(r->map.shards, r->map.vnodes);
+}
+
 uint64_t ring_key_hash(const void *key, size_t len)
 {
     return XXH64(key, len, KEY_HASH_SEED);

@@ -57,6 +57,11 @@ const struct ring_map *ring_map(const struct ring *r);
 /* XXH64 of every field of the map, in a fixed order with the node ids
  * sorted: equal on two nodes exactly when their maps are equal. */
 uint64_t ring_fingerprint(const struct ring *r);
+/* XXH64 of what puts keys on shards -- G and V, not the nodes: equal on
+ * two nodes exactly when every key maps to the same shard on both, while
+ * nodes come and go (Hello and every forwarded request carry it). */
+uint64_t ring_keys_fingerprint(const struct ring *r);
+uint64_t ring_keys_fingerprint_of(uint32_t shards, uint32_t vnodes);
 
 /* The key's position on the key ring (XXH64, seed 0), and its shard. */
 uint64_t ring_key_hash(const void *key, size_t len);

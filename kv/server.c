@@ -23,14 +23,19 @@ static int cb_open_group(void *data, uint64_t group, void *env, raft_index *appl
                          size_t errlen)
 {
     struct kv_server *s = data;
-    struct shard *sh = shard_of_group(s, group);
-    if (!sh) {
-        snprintf(err, errlen, "group %" PRIu64 " is not a shard placed on this node", group);
+    if (group > s->n_shards) {
+        snprintf(err, errlen, "group %" PRIu64 " is not a shard of the map", group);
+        return -1;
+    }
+    struct shard *sh = group ? &s->shards[group - 1] : s->meta;
+    if (!sh->by_session && !(sh->by_session = calloc(EXEC_BUCKETS, sizeof(*sh->by_session)))) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
     int rc = kv_sm_open(env, group, &sh->sm, err, errlen);
     if (rc)
         return rc;
+    sh->hosted = true; /* its core is created next (raft_node_add_group) */
     *applied = kv_sm_applied(sh->sm);
     /* The running content hash was summed from what is stored (sm.h). */
     const struct kv_sm_open_scan *scan = kv_sm_open_scan(sh->sm);
@@ -105,6 +110,8 @@ static void cb_applied(void *data, uint64_t group, const struct raft_entry *e, s
     if (!committed)
         fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, raft_node_error(s->node));
     serve_reads(s, sh);
+    if (sh == s->meta && committed)
+        members_applied(s);
 }
 
 static void cb_proposals_dropped(void *data, uint64_t group, int rv)
@@ -139,11 +146,11 @@ static void cb_role_changed(void *data, uint64_t group, enum raft_role role, raf
 {
     struct kv_server *s = data;
     struct shard *sh = shard_of_group(s, group);
-    if (s->n_shards > 1)
-        iolog("kvd %" PRIu64 ": shard %u (group %" PRIu64 "): %s in term %" PRIu64
-              " (leader %" PRIu64 ")\n",
-              s->cfg.id, sh->index, group, raft_role_name(role), raft_current_term(core(s, sh)),
-              leader);
+    char name[48];
+    if (s->n_shards > 1 || sh == s->meta)
+        iolog("kvd %" PRIu64 ": %s: %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
+              shard_name(s, sh, name, sizeof(name)), raft_role_name(role),
+              raft_current_term(core(s, sh)), leader);
     else
         iolog("kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
               raft_role_name(role), raft_current_term(core(s, sh)), leader);
@@ -161,36 +168,24 @@ static void cb_role_changed(void *data, uint64_t group, enum raft_role role, raf
 
 static void cb_stopped(void *data);
 
-/* The map the configuration describes (epoch 1: it is fixed at creation). */
-static int build_ring(struct kv_server *s, char *err, size_t errlen)
+/* A struct shard for each of the G shards, and one for group 0. The ring
+ * comes from the members table (members_start). */
+static int alloc_shards(struct kv_server *s, char *err, size_t errlen)
 {
-    const struct kv_server_config *cfg = &s->cfg;
-    struct ring_map map = {.epoch = 1,
-                           .shards = cfg->shards,
-                           .replicas = cfg->replicas,
-                           .vnodes = cfg->vnodes,
-                           .n_nodes = cfg->n_peers};
-    for (size_t i = 0; i < cfg->n_peers; i++)
-        map.nodes[i] = cfg->peers[i].id;
-    if (ring_build(&map, &s->ring, err, errlen))
-        return -1;
-    s->n_shards = map.shards;
-    s->shards = calloc(map.shards, sizeof(*s->shards));
+    uint32_t G = s->cfg.shards;
+    s->n_shards = G;
+    s->shards = calloc(G + 1, sizeof(*s->shards));
     if (!s->shards) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    for (uint32_t i = 0; i < map.shards; i++) {
+    for (uint32_t i = 0; i <= G; i++) {
         struct shard *sh = &s->shards[i];
         sh->index = i;
-        sh->group = ring_group_of_shard(i);
-        sh->hosted = ring_hosts(s->ring, i, cfg->id);
+        sh->group = i < G ? ring_group_of_shard(i) : 0;
         sh->read_fd = sh->staging_fd = -1;
-        if (sh->hosted && !(sh->by_session = calloc(EXEC_BUCKETS, sizeof(*sh->by_session)))) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
     }
+    s->meta = &s->shards[G];
     return 0;
 }
 
@@ -198,7 +193,7 @@ static int build_ring(struct kv_server *s, char *err, size_t errlen)
 static void check_snapshot_files(struct kv_server *s)
 {
     mkdir(s->snap_dir, 0755);
-    for (uint32_t i = 0; i < s->n_shards; i++) {
+    for (uint32_t i = 0; i <= s->n_shards; i++) {
         struct shard *sh = &s->shards[i];
         if (!sh->hosted)
             continue;
@@ -219,7 +214,7 @@ static void check_snapshot_files(struct kv_server *s)
 
 static void server_free(struct kv_server *s)
 {
-    for (uint32_t i = 0; s->shards && i < s->n_shards; i++) {
+    for (uint32_t i = 0; s->shards && i <= s->n_shards; i++) {
         struct shard *sh = &s->shards[i];
         if (sh->sm)
             kv_sm_close(sh->sm);
@@ -232,6 +227,9 @@ static void server_free(struct kv_server *s)
     }
     free(s->shards);
     ring_free(s->ring);
+    if (s->table)
+        kvpb__node_table__free_unpacked(s->table, NULL);
+    free(s->table_raw);
     free(s);
 }
 
@@ -262,24 +260,21 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
         free(s);
         return -1;
     }
-    if (placement_settle(&s->cfg, err, errlen) || build_ring(s, err, errlen)) {
+    if (placement_settle(&s->cfg, err, errlen) || alloc_shards(s, err, errlen)) {
         server_free(s);
         return -1;
     }
-    size_t n_groups = 0;
-    struct raft_node_group *groups = calloc(s->n_shards, sizeof(*groups));
-    if (!groups) {
-        snprintf(err, errlen, "out of memory");
-        server_free(s);
-        return -1;
-    }
-    for (uint32_t i = 0; i < s->n_shards; i++)
-        if (s->shards[i].hosted)
-            groups[n_groups++] = (struct raft_node_group){
-                .id = s->shards[i].group,
-                .voters = ring_replicas(s->ring, i),
-                .n_voters = ring_map(s->ring)->replicas,
-            };
+    /* Group 0 now; the shards once the members table is read from it
+     * (members_start). A node that joins starts it empty: the leader sends
+     * the configuration (thesis §4.2.1). */
+    s->bootstrap = !cfg->join;
+    raft_id members[KV_MAX_PEERS];
+    for (size_t i = 0; i < cfg->n_peers; i++)
+        members[i] = cfg->peers[i].id;
+    struct raft_node_group group0 = {.id = 0,
+                                     .voters = cfg->join ? NULL : members,
+                                     .n_voters = cfg->join ? 0 : cfg->n_peers,
+                                     .join = cfg->join};
     struct raft_node_config nc = {.cluster_id = cfg->cluster_id,
                                   .id = cfg->id,
                                   .data_dir = cfg->data_dir,
@@ -288,14 +283,15 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                   .port = self->raft_port,
                                   .peers = peers,
                                   .n_peers = cfg->n_peers,
-                                  .groups = groups,
-                                  .n_groups = n_groups,
+                                  .groups = &group0,
+                                  .n_groups = 1,
                                   .raft = cfg->raft,
                                   .tick_ms = cfg->tick_ms ? cfg->tick_ms : 10,
                                   .trace = cfg->trace,
                                   .apply_linger_us = cfg->apply_linger_us,
                                   .cluster_secret = cfg->cluster_secret,
-                                  .placement = ring_fingerprint(s->ring)};
+                                  .placement =
+                                      ring_keys_fingerprint_of(s->cfg.shards, s->cfg.vnodes)};
     nc.raft.lease_reads = cfg->read_mode == KV_READ_LEASE;
     static const struct raft_node_callbacks callbacks = {.open_group = cb_open_group,
                                                          .apply = cb_apply,
@@ -310,16 +306,25 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                                          .snapshot_install = cb_snapshot_install,
                                                          .snapshot_installed =
                                                              cb_snapshot_installed,
+                                                         .group_unknown = cb_group_unknown,
+                                                         .group_drop = cb_group_drop,
+                                                         .group_dropped = cb_group_dropped,
                                                          .stopped = cb_stopped};
     int rc = raft_node_start(&s->node, loop, &nc, &callbacks, s, err, errlen);
-    free(groups);
     if (rc) {
         server_free(s);
         return rc;
     }
+    if (members_start(s, err, errlen) || raft_node_error(s->node)) {
+        if (raft_node_error(s->node))
+            snprintf(err, errlen, "%s", raft_node_error(s->node));
+        /* The node runs: stop it, and let the loop free everything. */
+        s->closing = 1;
+        raft_node_stop(s->node);
+        return -1;
+    }
     transport_on_forward(raft_node_transport(s->node), on_relay, s);
     check_snapshot_files(s);
-    preferred_leaders(s);
     uv_timer_init(loop, &s->sweep);
     s->sweep.data = s;
     uv_timer_start(&s->sweep, requests_sweep, SWEEP_MS, SWEEP_MS);

@@ -47,15 +47,22 @@ struct kv_peer {
     uint16_t raft_port, resp_port, http_port;
 };
 
-enum { KV_MAX_PEERS = 16 };
+enum { KV_MAX_PEERS = 64 }; /* ring.h RING_MAX_NODES */
 
 struct kv_server_config {
     uint64_t cluster_id;
     raft_id id;
     const char *data_dir;
     size_t map_size_bytes;
-    struct kv_peer peers[KV_MAX_PEERS]; /* every voter, ourselves included */
+    /* The members the cluster was created with (--peers), ourselves
+     * included -- or, for a node that joined, the members table the node
+     * it asked sent back, at table_epoch. Once the members table has
+     * changed, the one in group 0 rules (members.c). */
+    struct kv_peer peers[KV_MAX_PEERS];
     size_t n_peers;
+    uint64_t table_epoch; /* 0: 1 */
+    bool join;            /* --join: this node's groups start empty and learn their members */
+    uint32_t rebalance_concurrency; /* shard moves one leader runs at once; 0: 1 */
     enum kv_read_mode read_mode;
     uint32_t request_timeout_ms; /* a command's deadline; default 5000 */
     uint64_t session_ttl_ms;     /* stamped on the commands this node proposes; 0: never */
@@ -156,6 +163,20 @@ int kv_server_forget_peer(struct kv_server *s, raft_id id, char *err, size_t err
 /* Application-level faults (transport.h): set (n == 0 heals) and read. */
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n);
 const struct transport_fault *kv_server_faults(struct kv_server *s, size_t *n);
+/* Members (members.c, docs/membership.md). Add node (its id and
+ * addresses) to the members table, or remove node->id from it: the shards
+ * then move by membership change, in the background. cb gets KV_DONE and
+ * the table as written once it is changed (an add of a member already there
+ * at the same address too), KV_BAD with a reason, or another error. */
+typedef void (*kv_members_cb)(void *ctx, enum kv_code code, const char *message,
+                              json_t *table /* borrowed; the new table, on success */);
+void kv_server_members_change(struct kv_server *s, bool add, const struct kv_peer *node,
+                              kv_members_cb cb, void *ctx);
+/* The members table in force here, and the placement's G, R and V. */
+json_t *kv_server_members(struct kv_server *s);
+/* The groups this node leads: their voters, learners and target replica
+ * sets, and whether each is done, moving or planned. */
+json_t *kv_server_rebalance(struct kv_server *s);
 /* Fail what is outstanding, stop the node; the loop then runs dry. */
 void kv_server_stop(struct kv_server *s);
 

@@ -11,11 +11,15 @@
  *   status.c       /v1/status, INFO and /metrics
  *   route.c        keys to shards (ring.h), multi-shard commands split and
  *                  gathered, sessions per shard, leaders spread over nodes
+ *   members.c      the members table (group 0), shards moved by
+ *                  membership change
  *
  * A shard is a Raft group (ring.h: shard s is group s + 1). The server
  * keeps a struct shard for every shard of the map; those with a replica
  * here (hosted) have a state machine, snapshots and the commands executing
- * here as their leader; the others only a hint of who leads them.
+ * here as their leader; the others only a hint of who leads them. One more
+ * struct shard, after the map's, is the metadata group (group 0, every
+ * member hosts it): the members table.
  */
 #ifndef KV_SERVER_INTERNAL_H
 #define KV_SERVER_INTERNAL_H
@@ -79,6 +83,13 @@ struct shard {
     uint64_t check_next_ms, handoff_next_ms;
     raft_id odd[RING_MAX_REPLICAS];
     size_t n_odd;
+    /* Membership (members.c), as its leader: a move toward the ring's
+     * replicas under way, since when, the next step's time; snapshot bytes
+     * sent (all, and when the move started). */
+    bool moving;
+    uint64_t move_started_ms, move_next_ms;
+    uint64_t gone_query_ms; /* a replica not placed here: when it next asks (members.c) */
+    uint64_t snap_bytes_sent, move_snap_bytes;
 };
 
 struct fanout;
@@ -128,8 +139,20 @@ struct kv_server {
     struct kv_server_config cfg;
     struct raft_node *node;
     struct ring *ring;    /* the placement (ring.h) */
-    struct shard *shards; /* every shard of the map, by number */
-    uint32_t n_shards;
+    struct shard *shards; /* every shard of the map, by number, then group 0 */
+    uint32_t n_shards;    /* G (not counting group 0) */
+    struct shard *meta;   /* &shards[n_shards]: group 0, the members table */
+    /* The members table in force (members.c): unpacked, packed, whether
+     * it is group 0's (false: --peers'); its ids in order. */
+    Kvpb__NodeTable *table;
+    uint8_t *table_raw;
+    size_t table_len;
+    bool table_stored;
+    bool bootstrap; /* groups started from now on get the ring's voters */
+    raft_id ring_nodes[RING_MAX_NODES];
+    size_t n_ring_nodes;
+    uint64_t reconcile_at_ms;
+    uint64_t moves_started, moves_done, moves_planned;
     uv_timer_t sweep;
     bool stopping;
     int closing;
@@ -168,12 +191,12 @@ static inline struct raft *core(struct kv_server *s, const struct shard *sh)
     return raft_node_raft(s->node, sh->group);
 }
 
-/* The hosted shard of a group, or NULL. */
+/* The hosted shard of a group (group 0: the members table), or NULL. */
 static inline struct shard *shard_of_group(struct kv_server *s, uint64_t group)
 {
-    if (group == 0 || group > s->n_shards)
+    if (group > s->n_shards)
         return NULL;
-    struct shard *sh = &s->shards[group - 1];
+    struct shard *sh = group ? &s->shards[group - 1] : s->meta;
     return sh->hosted ? sh : NULL;
 }
 
@@ -250,6 +273,25 @@ void snap_cleanup(struct kv_server *s, struct shard *sh, bool all_temporary);
 int placement_settle(struct kv_server_config *cfg, char *err, size_t errlen);
 void balance_leaders(struct kv_server *s); /* from the sweep */
 void preferred_leaders(struct kv_server *s);
+
+/* members.c */
+/* After the node started: put the stored members table (or --peers') in
+ * force, and host the groups it places here. */
+int members_start(struct kv_server *s, char *err, size_t errlen);
+void members_applied(struct kv_server *s);               /* group 0 applied entries */
+bool members_has(const struct kv_server *s, raft_id id); /* in the table in force */
+void members_reconcile(struct kv_server *s);             /* from the sweep */
+void cb_group_unknown(void *data, uint64_t group, raft_id from);
+int cb_group_drop(void *data, uint64_t group, void *txn, char *err, size_t errlen);
+void cb_group_dropped(void *data, uint64_t group, bool ok);
+/* Relays: a replica asks whether it is still a member; the leader says it is not. */
+void on_member_query(struct kv_server *s, uint64_t group, raft_id from);
+void on_member_gone(struct kv_server *s, uint64_t group, raft_id from, raft_index config_index);
+/* Where the group is to be: every member (group 0), or the shard's
+ * replicas on the ring, the first its preferred leader. */
+size_t shard_targets(struct kv_server *s, const struct shard *sh, const raft_id **ids);
+/* "shard 3 (group 4)", "group 0 (members)" */
+const char *shard_name(struct kv_server *s, const struct shard *sh, char *buf, size_t len);
 
 /* server.c */
 void server_release(struct kv_server *s);

@@ -200,6 +200,20 @@ int kv_sm_open(MDB_env *env, uint64_t group, struct kv_sm **out, char *err, size
     return KV_OK;
 }
 
+int kv_sm_drop(struct kv_sm *sm, MDB_txn *txn, char *err, size_t errlen)
+{
+    if (sm->rtxn) { /* the loop's read snapshot would pin the dropped pages */
+        mdb_txn_abort(sm->rtxn);
+        sm->rtxn = NULL;
+    }
+    int rc = mdb_drop(txn, sm->kv, 0);
+    if (!rc)
+        rc = mdb_drop(txn, sm->sess, 0);
+    if (!rc)
+        rc = mdb_drop(txn, sm->meta, 0);
+    return rc ? lmdb_fail(err, errlen, rc, "dropping") : KV_OK;
+}
+
 void kv_sm_close(struct kv_sm *sm)
 {
     if (sm->rtxn)

@@ -91,6 +91,10 @@ int kv_sm_stage(struct kv_sm *sm, MDB_txn *txn, const struct raft_entry *entries
                 struct kv_result *results, char *err, size_t errlen);
 void kv_sm_staged_done(struct kv_sm *sm, bool committed);
 
+/* The group left this node for good: empty its databases in txn (the
+ * node's drop transaction, node.h group_drop). Close it after. */
+int kv_sm_drop(struct kv_sm *sm, MDB_txn *txn, char *err, size_t errlen);
+
 /* A read-only command (GET, EXISTS, MGET) against the applied state; the
  * caller has made it linearizable first (ReadIndex). kv_sm_read,
  * kv_sm_hash and kv_sm_sessions share one read transaction: call them from

@@ -165,6 +165,7 @@ int cb_snapshot_read(void *data, uint64_t group, raft_index index, uint64_t offs
             return -1;
         done += (size_t)n;
     }
+    sh->snap_bytes_sent += len; /* a replica being added catches up this way (members.c) */
     return 0;
 }
 

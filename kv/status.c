@@ -121,6 +121,8 @@ static json_t *peers_json(struct kv_server *s, struct shard *sh)
     struct raft *r = sh ? core(s, sh) : NULL;
     for (size_t i = 0; i < s->cfg.n_peers; i++) {
         const struct kv_peer *p = &s->cfg.peers[i];
+        if (!members_has(s, p->id))
+            continue; /* removed (its address stays known until the groups let it go) */
         json_t *po = json_object();
         json_object_set_new(po, "id", json_integer((json_int_t)p->id));
         char addr[96];

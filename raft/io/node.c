@@ -25,6 +25,7 @@ struct group {
     uint64_t id;
     struct raft *r;
     struct proposals props;
+    bool removing; /* raft_node_remove_group: stepped no more, dropped when idle */
 };
 
 /* Entries copied out of a core's update (its pointers live only until the
@@ -77,8 +78,12 @@ struct raft_node {
     struct storage *st;
     struct transport *tr;
     uv_timer_t tick;
-    struct group *groups;
-    size_t n_groups;
+    struct group **groups; /* pointers: pending batches keep theirs as groups are added */
+    size_t n_groups, cap_groups;
+    /* Groups to add once no commit is in flight (raft_node_add_group):
+     * opening a group's databases is a write transaction of the loop's. */
+    struct raft_node_group *adding;
+    size_t n_adding;
     bool stopping;
     int fatal; /* a storage error or a corrupt core: the node stops taking work */
     char error[600];
@@ -104,8 +109,8 @@ struct raft_node {
 static struct group *find_group(struct raft_node *n, uint64_t id)
 {
     for (size_t i = 0; i < n->n_groups; i++)
-        if (n->groups[i].id == id)
-            return &n->groups[i];
+        if (n->groups[i]->id == id)
+            return n->groups[i];
     return NULL;
 }
 
@@ -405,6 +410,8 @@ static void commit_work(uv_work_t *req)
 
 static void start_commit(struct raft_node *n);
 static void close_handles(struct raft_node *n);
+static void add_queued_groups(struct raft_node *n);
+static void drop_removed_groups(struct raft_node *n);
 
 /* After the commit, on the loop: what waited for it. */
 static void finish_batch(struct raft_node *n, struct batch *b, bool ok)
@@ -474,8 +481,12 @@ static void commit_done(uv_work_t *req, int status)
         finish_batch(n, joined, ok);
     if (n->stopping)
         close_handles(n);
-    else if (n->n_pending)
-        start_commit(n);
+    else {
+        add_queued_groups(n);
+        drop_removed_groups(n);
+        if (n->n_pending)
+            start_commit(n);
+    }
 }
 
 static struct batch *take_pending(struct raft_node *n);
@@ -589,7 +600,7 @@ static void proposals_free(struct proposals *q)
 static void propose_queued(struct raft_node *n)
 {
     for (size_t i = 0; i < n->n_groups && !n->fatal; i++) {
-        struct group *g = &n->groups[i];
+        struct group *g = n->groups[i];
         struct proposals *q = &g->props;
         if (!q->n)
             continue;
@@ -615,6 +626,8 @@ static void propose_queued(struct raft_node *n)
 
 static void on_flush(uv_prepare_t *h)
 {
+    add_queued_groups(h->data);
+    drop_removed_groups(h->data);
     propose_queued(h->data);
     start_commit(h->data);
 }
@@ -627,6 +640,8 @@ static int step(struct raft_node *n, struct group *g, struct raft_event *ev)
 {
     if (n->fatal)
         return RAFT_ECORRUPT;
+    if (g->removing)
+        return RAFT_EINVAL;
     struct raft_update u;
     ev->now_ms = uv_now(n->loop);
     int rv = raft_step(g->r, ev, &u);
@@ -646,7 +661,7 @@ static void on_tick(uv_timer_t *timer)
     struct raft_node *n = timer->data;
     for (size_t i = 0; i < n->n_groups; i++) {
         struct raft_event ev = {.type = RAFT_TICK};
-        step(n, &n->groups[i], &ev);
+        step(n, n->groups[i], &ev);
     }
 }
 
@@ -654,8 +669,16 @@ static void on_recv(void *data, uint64_t group, const struct raft_message *m)
 {
     struct raft_node *n = data;
     struct group *g = find_group(n, group);
-    if (!g || n->stopping)
+    if (n->stopping)
         return;
+    if (!g) {
+        /* A leader replicates a group to us that we do not host (yet): we
+         * were added to it. The host decides; the message is dropped (the
+         * leader sends again). */
+        if (n->cb.group_unknown && !n->fatal)
+            n->cb.group_unknown(n->data, group, m->from);
+        return;
+    }
     struct raft_event ev = {.type = RAFT_RECEIVE};
     ev.receive = m;
     step(n, g, &ev);
@@ -683,7 +706,25 @@ static bool on_peer_check(void *data, uint64_t peer, uint64_t incarnation, char 
     uint64_t known = storage_peer_incarnation(n->st, peer);
     if (known == incarnation)
         return true;
-    if (known) {
+    if (known == STORAGE_INCARNATION_FORGOTTEN) {
+        /* The operator replaces it. Its new, empty self may join only as a
+         * learner: while a configuration in force here (committed or not)
+         * still counts it as a voter, its vote could elect this node with
+         * a stale log (a server that missed its removal, thesis §4.2.3). */
+        for (size_t i = 0; i < n->n_groups; i++) {
+            struct raft_member m[64];
+            size_t k = raft_configuration(n->groups[i]->r, m, 64);
+            for (size_t j = 0; j < k && j < 64; j++)
+                if (m[j].id == peer && m[j].is_voter) {
+                    snprintf(why, len,
+                             "it is being replaced (its old incarnation was forgotten), but it is "
+                             "still a voter of group %llu in this node's log: its removal has "
+                             "not reached this node yet",
+                             (unsigned long long)n->groups[i]->id);
+                    return false;
+                }
+        }
+    } else if (known) {
         snprintf(why, len,
                  "its data dir was replaced (incarnation %016llx; we knew %016llx): a node that "
                  "lost its data must not vote or count toward a quorum, or an acknowledged write "
@@ -730,12 +771,22 @@ static int start_group(struct raft_node *n, struct group *g, const struct raft_n
     enum { MAX_VOTERS = 64 };
     raft_id voters[MAX_VOTERS];
     size_t nv = 0;
-    if (gc->voters)
+    if (l.has_base)
+        for (size_t i = 0; i < l.n_base && nv < MAX_VOTERS; i++)
+            voters[nv++] = l.base[i];
+    else if (gc->voters)
         for (size_t i = 0; i < gc->n_voters && nv < MAX_VOTERS; i++)
             voters[nv++] = gc->voters[i];
-    else
+    else if (!gc->join)
         for (size_t i = 0; i < n->cfg.n_peers && nv < MAX_VOTERS; i++)
             voters[nv++] = n->cfg.peers[i].id;
+    /* The first start of the group here fixes its base for good
+     * (storage_set_base); a data dir from before the record takes the
+     * host's list once more, and keeps it. */
+    if (!l.has_base && (rc = storage_set_base(n->st, g->id, voters, nv, err, errlen))) {
+        storage_loaded_free(&l);
+        return rc;
+    }
     if (!l.persisted.snapshot) {
         l.persisted.voters = voters;
         l.persisted.n_voters = nv;
@@ -750,6 +801,173 @@ static int start_group(struct raft_node *n, struct group *g, const struct raft_n
         snprintf(err, errlen, "group %llu: raft_init: %s (applied index %llu)",
                  (unsigned long long)g->id, raft_strerror(rc), (unsigned long long)applied);
     return rc;
+}
+
+/* Start group gc now (from the loop thread, no commit in flight). */
+static int add_group(struct raft_node *n, const struct raft_node_group *gc, char *err,
+                     size_t errlen)
+{
+    if (find_group(n, gc->id))
+        return 0;
+    if (n->n_groups == n->cap_groups) {
+        size_t cap = n->cap_groups ? 2 * n->cap_groups : 8;
+        struct group **gs = realloc(n->groups, cap * sizeof(*gs));
+        if (!gs)
+            return RAFT_ENOMEM;
+        n->groups = gs;
+        n->cap_groups = cap;
+    }
+    struct group *g = calloc(1, sizeof(*g));
+    if (!g)
+        return RAFT_ENOMEM;
+    g->id = gc->id;
+    int rc = start_group(n, g, gc, err, errlen);
+    if (rc) {
+        raft_close(g->r);
+        free(g);
+        return rc;
+    }
+    n->groups[n->n_groups++] = g;
+    return 0;
+}
+
+static void free_groups(struct raft_node *n)
+{
+    for (size_t i = 0; i < n->n_groups; i++) {
+        raft_close(n->groups[i]->r);
+        proposals_free(&n->groups[i]->props);
+        free(n->groups[i]);
+    }
+    free(n->groups);
+    for (size_t i = 0; i < n->n_adding; i++)
+        free((raft_id *)n->adding[i].voters);
+    free(n->adding);
+}
+
+/* Start gc now and say so; a group that cannot be started stops the
+ * node (its storage failed: nothing else would go better). */
+static void add_group_now(struct raft_node *n, const struct raft_node_group *gc)
+{
+    char err[256];
+    int rc = add_group(n, gc, err, sizeof(err));
+    if (rc) {
+        char why[320];
+        snprintf(why, sizeof(why), "group %llu: %s", (unsigned long long)gc->id,
+                 rc == RAFT_ENOMEM ? "out of memory" : err);
+        fail(n, rc, "cannot host %s", why);
+        return;
+    }
+    iolog("raft node %llu: hosts group %llu from now on (%s)\n", (unsigned long long)n->cfg.id,
+          (unsigned long long)gc->id,
+          gc->n_voters ? "bootstrap voters"
+                       : "joining: it learns its configuration from the leader");
+}
+
+/* The groups asked for while a commit was in flight: the storage thread
+ * is idle now. */
+static void add_queued_groups(struct raft_node *n)
+{
+    while (n->n_adding && !n->in_flight && !n->stopping && !n->fatal) {
+        struct raft_node_group gc = n->adding[--n->n_adding];
+        add_group_now(n, &gc);
+        free((raft_id *)gc.voters);
+    }
+}
+
+struct drop_hook {
+    struct raft_node *n;
+    uint64_t group;
+};
+
+static int drop_hook(void *arg, void *txn, char *err, size_t errlen)
+{
+    struct drop_hook *h = arg;
+    return h->n->cb.group_drop ? h->n->cb.group_drop(h->n->data, h->group, txn, err, errlen)
+                               : STORAGE_OK;
+}
+
+/* Drop the groups being removed that no pending write involves (the
+ * storage thread is idle). */
+static void drop_removed_groups(struct raft_node *n)
+{
+    for (size_t i = 0; i < n->n_groups && !n->in_flight && !n->stopping && !n->fatal;) {
+        struct group *g = n->groups[i];
+        bool busy = false;
+        for (size_t k = 0; k < n->n_pending && !busy; k++)
+            busy = n->pending[k].g == g;
+        if (!g->removing || busy) {
+            i++;
+            continue;
+        }
+        char err[256];
+        struct drop_hook h = {n, g->id};
+        int rc = storage_drop_group(n->st, g->id, drop_hook, &h, err, sizeof(err));
+        n->groups[i] = n->groups[--n->n_groups];
+        raft_close(g->r);
+        proposals_free(&g->props);
+        uint64_t id = g->id;
+        free(g);
+        if (rc != STORAGE_OK)
+            fail(n, rc, "cannot drop a group it left: %s", err);
+        else
+            iolog("raft node %llu: left group %llu: its log and state dropped (term and vote "
+                  "kept)\n",
+                  (unsigned long long)n->cfg.id, (unsigned long long)id);
+        if (n->cb.group_dropped)
+            n->cb.group_dropped(n->data, id, rc == STORAGE_OK);
+    }
+}
+
+int raft_node_remove_group(struct raft_node *n, uint64_t group)
+{
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_OK;
+    if (n->stopping || n->fatal)
+        return RAFT_ECORRUPT;
+    g->removing = true;
+    drop_removed_groups(n);
+    return RAFT_OK;
+}
+
+int raft_node_add_group(struct raft_node *n, const struct raft_node_group *gc)
+{
+    if (n->stopping || n->fatal)
+        return RAFT_ECORRUPT;
+    if (find_group(n, gc->id))
+        return RAFT_OK;
+    if (!n->in_flight) {
+        add_group_now(n, gc);
+        return n->fatal ? n->fatal : RAFT_OK;
+    }
+    for (size_t i = 0; i < n->n_adding; i++)
+        if (n->adding[i].id == gc->id)
+            return RAFT_OK;
+    struct raft_node_group *a = realloc(n->adding, (n->n_adding + 1) * sizeof(*a));
+    if (!a)
+        return RAFT_ENOMEM;
+    n->adding = a;
+    raft_id *voters = NULL;
+    if (gc->n_voters) {
+        if (!(voters = malloc(gc->n_voters * sizeof(*voters))))
+            return RAFT_ENOMEM;
+        memcpy(voters, gc->voters, gc->n_voters * sizeof(*voters));
+    }
+    a[n->n_adding++] = (struct raft_node_group){
+        .id = gc->id, .voters = voters, .n_voters = gc->n_voters, .join = !gc->n_voters};
+    return RAFT_OK; /* the loop turn's end (on_flush) or the commit in flight adds it */
+}
+
+bool raft_node_hosts(const struct raft_node *n, uint64_t group)
+{
+    return find_group((struct raft_node *)n, group) != NULL;
+}
+
+int raft_node_add_peer(struct raft_node *n, raft_id id, const char *host, uint16_t port)
+{
+    if (id == n->cfg.id || transport_has_peer(n->tr, id))
+        return RAFT_OK;
+    return transport_add_peer(n->tr, id, host, port) == 0 ? RAFT_OK : RAFT_EINVAL;
 }
 
 int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_node_config *cfg,
@@ -767,17 +985,9 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     if ((rc = storage_open(cfg->data_dir, cfg->cluster_id, cfg->id, cfg->map_size_bytes, &n->st,
                            err, errlen)) != STORAGE_OK)
         goto err_after_alloc;
-    n->groups = calloc(cfg->n_groups ? cfg->n_groups : 1, sizeof(*n->groups));
-    if (!n->groups) {
-        rc = RAFT_ENOMEM;
-        goto err_after_storage;
-    }
-    for (size_t i = 0; i < cfg->n_groups; i++) {
-        n->groups[i].id = cfg->groups[i].id;
-        n->n_groups++;
-        if ((rc = start_group(n, &n->groups[i], &cfg->groups[i], err, errlen)) != 0)
+    for (size_t i = 0; i < cfg->n_groups; i++)
+        if ((rc = add_group(n, &cfg->groups[i], err, errlen)) != 0)
             goto err_after_groups;
-    }
     struct transport_config tc;
     transport_config_default(&tc);
     tc.cluster_id = cfg->cluster_id;
@@ -811,10 +1021,7 @@ int raft_node_start(struct raft_node **out, uv_loop_t *loop, const struct raft_n
     return 0;
 
 err_after_groups:
-    for (size_t i = 0; i < n->n_groups; i++)
-        raft_close(n->groups[i].r);
-    free(n->groups);
-err_after_storage:
+    free_groups(n);
     storage_close(n->st);
 err_after_alloc:
     free(n);
@@ -887,6 +1094,17 @@ int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index ind
     return record_snapshot(n, g, before, &meta);
 }
 
+int raft_node_change_conf(struct raft_node *n, uint64_t group, enum raft_conf_op op, raft_id id)
+{
+    struct group *g = find_group(n, group);
+    if (!g)
+        return RAFT_EINVAL;
+    struct raft_event ev = {.type = RAFT_CHANGE_CONF};
+    ev.change_conf.op = op;
+    ev.change_conf.id = id;
+    return step(n, g, &ev);
+}
+
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to)
 {
     struct group *g = find_group(n, group);
@@ -929,11 +1147,7 @@ static void on_handle_close(uv_handle_t *h)
     for (size_t i = 0; i < n->n_pending; i++)
         pending_free(&n->pending[i]);
     free(n->pending);
-    for (size_t i = 0; i < n->n_groups; i++) {
-        raft_close(n->groups[i].r);
-        proposals_free(&n->groups[i].props);
-    }
-    free(n->groups);
+    free_groups(n);
     storage_close(n->st);
     uv_mutex_destroy(&n->early_lock);
     uv_mutex_destroy(&n->linger_lock);

@@ -39,8 +39,12 @@ struct raft_node_peer {
  * log's configuration entries rule, thesis §4.1). */
 struct raft_node_group {
     uint64_t id;
-    const raft_id *voters; /* ourselves included; NULL: every peer */
+    const raft_id *voters; /* ourselves included; NULL: every peer (unless join) */
     size_t n_voters;
+    /* No voters: this node joins a group that exists elsewhere, and learns
+     * its configuration from the leader's log or snapshot (it was added as
+     * a learner, thesis §4.2.1). */
+    bool join;
 };
 
 struct raft_node_config {
@@ -122,6 +126,17 @@ struct raft_node_callbacks {
     /* The core refused this loop turn's proposals (RAFT_EBUSY: flow
      * control; RAFT_ENOTLEADER: leadership was lost meanwhile). */
     void (*proposals_dropped)(void *data, uint64_t group, int rv);
+    /* A peer sent a message for a group this node does not host: its
+     * leader added us, maybe before our host knew. The message is dropped;
+     * the host may raft_node_add_group(..., join) it. */
+    void (*group_unknown)(void *data, uint64_t group, raft_id from);
+    /* Dropping a group (raft_node_remove_group): in the transaction that
+     * drops the node's record of it (an MDB_txn *), drop the state
+     * machine's too; 0 or a STORAGE_ code. Then group_dropped() says
+     * whether it was done (the group is gone from the node either way; a
+     * failed drop stops the node). */
+    int (*group_drop)(void *data, uint64_t group, void *txn, char *err, size_t errlen);
+    void (*group_dropped)(void *data, uint64_t group, bool ok);
     /* After raft_node_stop(): everything is closed and freed; no callback
      * comes after this one. */
     void (*stopped)(void *data);
@@ -149,9 +164,28 @@ void raft_node_flush(struct raft_node *n);
  * unusable; the host may then delete the file). */
 int raft_node_snapshot_taken(struct raft_node *n, uint64_t group, raft_index index, uint64_t size,
                              uint64_t checksum);
+/* Membership change of a group this node leads (thesis §4.1, one server
+ * at a time; raft.h enum raft_conf_op). RAFT_ECONFCHANGE: one is under way;
+ * RAFT_ECATCHUP: the learner has not caught up. */
+int raft_node_change_conf(struct raft_node *n, uint64_t group, enum raft_conf_op op, raft_id id);
 /* Leadership transfer (thesis §3.10) to `to` (0: the most up-to-date). */
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);
+/* Host another group from now on (membership: this node was added to it).
+ * Started at once, or, while a commit is in flight, when it is done --
+ * opening its databases is a write transaction of the loop thread -- with
+ * open_group() called first; until then raft_node_hosts() says false and
+ * its messages are dropped. A group that cannot be started stops the node. The group's base
+ * configuration is recorded at its first start here and kept (storage_set_base). A RAFT_ code. */
+int raft_node_add_group(struct raft_node *n, const struct raft_node_group *gc);
+bool raft_node_hosts(const struct raft_node *n, uint64_t group);
+/* This node was removed from group (its leader said so, with the change
+ * committed): stop its core now, and once no commit involves it, drop what
+ * is stored of it but its term and vote (storage_drop_group), calling
+ * group_drop() and group_dropped(). A RAFT_ code. */
+int raft_node_remove_group(struct raft_node *n, uint64_t group);
+/* Talk to one more peer (a node that joined). Known ones: RAFT_OK. */
+int raft_node_add_peer(struct raft_node *n, raft_id id, const char *host, uint16_t port);
 struct transport *raft_node_transport(struct raft_node *n);
 /* The operator brings peer id back with an empty data dir: forget the
  * incarnation recorded for it, so that its new one is taken (node.c,

@@ -161,7 +161,7 @@ static int load_incarnations(struct storage *st, MDB_txn *txn)
     int rc = get_u64(txn, st->node, "incarnation", &st->incarnation);
     if (rc)
         return rc;
-    while (!st->incarnation)
+    while (!st->incarnation || st->incarnation == STORAGE_INCARNATION_FORGOTTEN)
         randombytes_buf(&st->incarnation, sizeof(st->incarnation));
     if ((rc = put_u64(txn, st->node, "incarnation", st->incarnation)))
         return rc;
@@ -241,7 +241,7 @@ int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incar
 
 int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen)
 {
-    return peer_record(st, id, 0, err, errlen);
+    return storage_set_peer_incarnation(st, id, STORAGE_INCARNATION_FORGOTTEN, err, errlen);
 }
 
 static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node_id,
@@ -937,6 +937,93 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
  * Load
  * ------------------------------------------------------------------------ */
 
+/* The base configuration: "base" -> the voters' ids, 8 bytes each. */
+enum { BASE_MAX = 64 };
+
+static int load_base(MDB_txn *txn, MDB_dbi meta, struct storage_loaded *out)
+{
+    MDB_val k = {4, "base"}, d;
+    int rc = mdb_get(txn, meta, &k, &d);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    size_t n = d.mv_size / 8;
+    if (d.mv_size % 8 || n > BASE_MAX)
+        return STORAGE_ECORRUPT;
+    out->base = calloc(n ? n : 1, sizeof(*out->base));
+    if (!out->base)
+        return STORAGE_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        out->base[i] = get64((const uint8_t *)d.mv_data + 8 * i);
+    out->n_base = n;
+    out->has_base = true;
+    return 0;
+}
+
+int storage_set_base(struct storage *st, uint64_t group, const raft_id *voters, size_t n, char *err,
+                     size_t errlen)
+{
+    if (n > BASE_MAX)
+        return fail(err, errlen, STORAGE_EIO, "storage: group %llu: %zu voters (at most %d)",
+                    (unsigned long long)group, n, BASE_MAX);
+    uint8_t buf[BASE_MAX * 8];
+    for (size_t i = 0; i < n; i++)
+        put64(buf + 8 * i, voters[i]);
+    MDB_txn *txn;
+    struct group_dbis *g;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "recording a group's base configuration");
+    size_t cached = st->n_groups;
+    MDB_val k = {4, "base"}, d = {n * 8, buf};
+    if ((rc = group_dbis(st, txn, group, true, &g)) || (rc = mdb_put(txn, g->meta, &k, &d, 0))) {
+        mdb_txn_abort(txn);
+        st->n_groups = cached;
+        return lmdb_error(err, errlen, rc, "recording a group's base configuration");
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return lmdb_error(err, errlen, rc, "recording a group's base configuration");
+    return STORAGE_OK;
+}
+
+int storage_drop_group(struct storage *st, uint64_t group, storage_hook hook, void *arg, char *err,
+                       size_t errlen)
+{
+    MDB_txn *txn;
+    struct group_dbis *g;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "dropping a group");
+    size_t cached = st->n_groups;
+    static const char *const drop[] = {"first", "prev_term", "snap"};
+    MDB_val base = {4, "base"}, none = {0, ""};
+    if (!(rc = group_dbis(st, txn, group, true, &g)) && !(rc = mdb_drop(txn, g->log, 0))) {
+        for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]) && !rc; i++) {
+            MDB_val k = {strlen(drop[i]), (void *)drop[i]};
+            rc = mdb_del(txn, g->meta, &k, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+        }
+        if (!rc)
+            rc = mdb_put(txn, g->meta, &base, &none, 0); /* hosted again: it joins */
+    }
+    if (rc) {
+        mdb_txn_abort(txn);
+        st->n_groups = cached;
+        return lmdb_error(err, errlen, rc, "dropping a group");
+    }
+    int hrc = hook ? hook(arg, txn, err, errlen) : STORAGE_OK;
+    if (hrc != STORAGE_OK) {
+        mdb_txn_abort(txn);
+        st->n_groups = cached;
+        return hrc;
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return lmdb_error(err, errlen, rc, "dropping a group");
+    return STORAGE_OK;
+}
+
 static int load_snapshot(MDB_txn *txn, MDB_dbi meta, struct storage_loaded *out)
 {
     MDB_val k = {4, "snap"}, d;
@@ -1130,6 +1217,8 @@ int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out,
     out->persisted.first_index = first ? first : 1;
     out->persisted.prev_term = prev_term;
     if (rc == 0)
+        rc = load_base(txn, g->meta, out);
+    if (rc == 0)
         rc = load_snapshot(txn, g->meta, out);
     raft_index snap = out->persisted.snapshot ? out->snapshot.index : 0;
     if (rc == 0 && out->persisted.first_index - 1 > snap) {
@@ -1165,6 +1254,7 @@ int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out,
 
 void storage_loaded_free(struct storage_loaded *l)
 {
+    free(l->base);
     free(l->entries);
     free(l->members);
     free(l->arena);

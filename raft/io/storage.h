@@ -63,16 +63,20 @@ void storage_close(struct storage *st);
  * or count toward a commit, or an acknowledged write could be lost (the
  * "disk loss" hazard; docs/kvd.md, A node that lost its data). */
 uint64_t storage_incarnation(const struct storage *st);
-/* The incarnation recorded for peer `id`, 0 if none yet (read once, at
- * open, into memory). */
+/* The incarnation recorded for peer `id`, 0 if none yet, or
+ * STORAGE_INCARNATION_FORGOTTEN (read once, at open, into memory). */
+#define STORAGE_INCARNATION_FORGOTTEN UINT64_MAX
 uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id);
 /* Record peer id's incarnation, in a transaction of its own, synced; from
  * the loop thread, once per peer and data dir (it waits for a storage
  * commit in flight). STORAGE_ code, err filled. */
 int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
                                  size_t errlen);
-/* Forget it (the operator brings a node back empty: docs/kvd.md); the next
- * one heard is recorded. Same rules as storage_set_peer_incarnation. */
+/* Forget it (the operator brings a node back empty: docs/kvd.md): recorded
+ * as STORAGE_INCARNATION_FORGOTTEN, so that the host can tell a peer it
+ * forgot from one it never heard of (node.c takes a forgotten peer's next
+ * incarnation only once the peer is a voter of none of its groups). Same
+ * rules as storage_set_peer_incarnation. */
 int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen);
 
 /* What one group persists in one update (host contract 1). The pointers
@@ -125,9 +129,36 @@ struct storage_loaded {
     struct raft_entry *entries;
     struct raft_member *members;
     void *arena; /* entry data */
+    /* The group's base configuration as recorded when it was created here
+     * (storage_set_base): has_base false for a group from before records. */
+    bool has_base;
+    raft_id *base;
+    size_t n_base;
 };
 int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out, char *err,
                  size_t errlen);
 void storage_loaded_free(struct storage_loaded *l);
+
+/* This node left a group for good (its leader removed it, docs/
+ * membership.md): drop its log, snapshot meta and base -- what it holds of
+ * the group -- but keep its term and vote, so that if the group is ever
+ * hosted here again (as a learner, from nothing) this server cannot vote
+ * twice in a term it voted in (Figure 2, votedFor). hook(arg, txn) drops
+ * the host's state in the same transaction (a crash between the two could
+ * leave a state machine ahead of an empty log). From the loop thread while
+ * no commit is in flight. STORAGE_ code, err filled. */
+int storage_drop_group(struct storage *st, uint64_t group, storage_hook hook, void *arg, char *err,
+                       size_t errlen);
+
+/* Record the voters a group starts from on this node, in a transaction of
+ * its own, synced, before the group's first step: the bootstrap voters for
+ * a group the cluster was created with, none for one this node joins (it
+ * learns the configuration from the leader, as a learner). Recorded once,
+ * it is what every later start uses: the host's idea of a group's voters
+ * changes as nodes come and go, and a group started again from another
+ * list could elect a leader among servers with empty logs (docs/
+ * membership.md). From the loop thread while no commit is in flight. */
+int storage_set_base(struct storage *st, uint64_t group, const raft_id *voters, size_t n, char *err,
+                     size_t errlen);
 
 #endif /* RAFT_IO_STORAGE_H */

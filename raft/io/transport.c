@@ -633,6 +633,11 @@ static struct peer *find_peer(struct transport *t, raft_id id)
     return NULL;
 }
 
+bool transport_has_peer(const struct transport *t, uint64_t id)
+{
+    return find_peer((struct transport *)t, id) != NULL;
+}
+
 /* Queue an encoded frame (taking it) for a peer. */
 static int queue_frame(struct transport *t, struct peer *p, uint8_t *frame, size_t len)
 {

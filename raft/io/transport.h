@@ -73,6 +73,7 @@ int transport_init(struct transport **out, uv_loop_t *loop, const struct transpo
 /* The port we listen on (useful with port 0). */
 uint16_t transport_port(const struct transport *t);
 int transport_add_peer(struct transport *t, uint64_t id, const char *host, uint16_t port);
+bool transport_has_peer(const struct transport *t, uint64_t id);
 /* Queue m for its destination. Returns 0, or UV_ENOBUFS when the peer's
  * queue is full (the message is dropped), or UV_EINVAL for an unknown peer. */
 int transport_send(struct transport *t, uint64_t group, const struct raft_message *m);

@@ -43,9 +43,10 @@ static void test_lookup_finds_every_command_in_any_case(void)
         "GET",    "SET",         "SETNX",       "CAS",           "INCR",    "DECR",     "INCRBY",
         "DECRBY", "DEL",         "EXISTS",      "MGET",
     };
-    /* Added with shards (route.c): the placement, as kvctl ring and locate
-     * show it. */
-    static const char *const sharding[] = {"RAFT.RING", "RAFT.LOCATE", "RAFT.FORGET"};
+    /* Added with shards (route.c) and members (members.c): the placement,
+     * as kvctl ring and locate show it, and the members table. */
+    static const char *const sharding[] = {"RAFT.RING",  "RAFT.LOCATE", "RAFT.FORGET",
+                                           "RAFT.NODES", "RAFT.NODE",   "RAFT.REBALANCE"};
     for (size_t i = 0; i < sizeof(sharding) / sizeof(sharding[0]); i++)
         if (!find(sharding[i]))
             harness_fail(__FILE__, __LINE__, "%s is not in the table", sharding[i]);
@@ -225,7 +226,8 @@ static void test_access_comes_from_the_flags(void)
         enum kv_access want = KV_ACCESS_DATA;
         if (!strcmp(cmd->name, "AUTH") || !strcmp(cmd->name, "HELLO") || !strcmp(cmd->name, "QUIT"))
             want = KV_ACCESS_NONE;
-        else if (!strcmp(cmd->name, "RAFT.TRANSFER") || !strcmp(cmd->name, "RAFT.FORGET"))
+        else if (!strcmp(cmd->name, "RAFT.TRANSFER") || !strcmp(cmd->name, "RAFT.FORGET") ||
+                 !strcmp(cmd->name, "RAFT.NODE"))
             want = KV_ACCESS_ADMIN;
         if (kv_command_access(cmd->flags) != want)
             harness_fail(__FILE__, __LINE__, "%s needs access %d, not %d", cmd->name,

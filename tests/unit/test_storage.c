@@ -83,6 +83,58 @@ static void test_incarnations_recorded(void)
     st = open_ok(0xabc, 1, MAP);
     CHECK(storage_incarnation(st) != mine);
     CHECK_EQ(storage_peer_incarnation(st, 2), 0);
+    /* Forgetting leaves a mark, kept across a restart, that the next
+     * incarnation heard replaces. */
+    CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x2222, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_forget_peer_incarnation(st, 2, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_peer_incarnation(st, 2), STORAGE_INCARNATION_FORGOTTEN);
+    storage_close(st);
+    st = open_ok(0xabc, 1, MAP);
+    CHECK_EQ(storage_peer_incarnation(st, 2), STORAGE_INCARNATION_FORGOTTEN);
+    CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x4444, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0x4444);
+    storage_close(st);
+    remove_dir();
+}
+
+/* A group's base configuration is recorded once; dropping a group keeps
+ * only its term and vote, and a later start of it joins (no voters). */
+static void test_group_base_and_drop(void)
+{
+    fresh_dir();
+    struct storage *st = open_ok(1, 1, MAP);
+    struct storage_loaded l;
+    CHECK_EQ(storage_load(st, 5, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK(!l.has_base);
+    storage_loaded_free(&l);
+    const raft_id voters[] = {1, 2, 3};
+    CHECK_EQ(storage_set_base(st, 5, voters, 3, err, sizeof(err)), STORAGE_OK);
+    struct raft_entry es[] = {{.term = 4, .index = 1, .type = RAFT_ENTRY_NOOP},
+                              {.term = 4, .index = 2, .data = "x", .len = 1}};
+    struct storage_group_write w = {
+        .group = 5, .hard_state = true, .term = 4, .vote = 2, .entries = es, .n_entries = 2};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+
+    st = open_ok(1, 1, MAP);
+    CHECK_EQ(storage_load(st, 5, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK(l.has_base);
+    CHECK_EQ(l.n_base, 3);
+    CHECK_EQ(l.base[2], 3);
+    CHECK_EQ(l.persisted.n_entries, 2);
+    storage_loaded_free(&l);
+    CHECK_EQ(storage_drop_group(st, 5, NULL, NULL, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+
+    st = open_ok(1, 1, MAP);
+    CHECK_EQ(storage_load(st, 5, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, 0);
+    CHECK_EQ(l.persisted.current_term, 4); /* a vote in term 4 is not given twice */
+    CHECK_EQ(l.persisted.voted_for, 2);
+    CHECK(l.has_base);
+    CHECK_EQ(l.n_base, 0); /* hosted again, it joins: the leader sends the configuration */
+    CHECK(l.persisted.snapshot == NULL);
+    storage_loaded_free(&l);
     storage_close(st);
     remove_dir();
 }
@@ -814,6 +866,7 @@ int main(int argc, char **argv)
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_identity_recorded_and_checked),
         HARNESS_TEST(test_incarnations_recorded),
+        HARNESS_TEST(test_group_base_and_drop),
         HARNESS_TEST(test_hard_state_and_log_round_trip),
         HARNESS_TEST(test_truncate_compact_snapshot),
         HARNESS_TEST(test_group_commit_many_groups),
