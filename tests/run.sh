@@ -82,6 +82,15 @@ run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \
     "$OBJ/raftsim" seeds --count 20000 --nodes 3,5 --faults crash,partition \
     --unsafe-commit-old-term --expect-violation "State Machine Safety"
 
+# And the guard against disk loss (Raft §5.4 assumes stable storage): with
+# unsafe_trust_wiped, a node that lost its disk is taken back at once, the voter
+# it was; some schedule of crashes, partitions and membership changes (the
+# ones where crashes sometimes lose the disk) must then lose a committed entry.
+run_suite "simulator: unsafe_trust_wiped is caught (disk loss)" \
+    expect_ok "State Machine Safety found" \
+    "$OBJ/raftsim" seeds --count 20000 --nodes 3,5 --faults crash,partition,membership \
+    --unsafe-trust-wiped --expect-violation "State Machine Safety"
+
 # A short, deterministic pass of each fuzz target (make fuzz runs longer).
 for f in "${FUZZ_DIR:-build/fuzz}"/fuzz_*; do
     [ -x "$f" ] || continue

@@ -201,11 +201,14 @@ static void check_commit_quorum(struct sim *s, struct sim_node *n, raft_index c)
             m[i].id >= 1 && m[i].id <= s->o.nodes ? &s->nodes[m[i].id - 1] : NULL;
         if (!v)
             continue;
-        /* Durable: in its log, or covered by its snapshot. */
-        if (v->disk.offset > c || v->snap.index >= c)
+        /* Durable: in its log, or covered by its snapshot; or on the disk
+         * it lost, while its old incarnation is still taken (disk_loss.c):
+         * an acknowledgment sent before the loss was true when sent. */
+        if (v->disk.offset > c || v->snap.index >= c || v->lost_snap_index >= c)
             holders++;
         else
-            holders += sim_log_chain(&v->disk, c, &theirs) && theirs == chain;
+            holders += (sim_log_chain(&v->disk, c, &theirs) && theirs == chain) ||
+                       (sim_log_chain(&v->lost_disk, c, &theirs) && theirs == chain);
     }
     if (holders < voters / 2 + 1)
         check_violation(s, "Commit Quorum",

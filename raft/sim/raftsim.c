@@ -19,9 +19,12 @@ static void usage(FILE *f)
     fputs("usage:\n"
           "  raftsim [--seed S] [--nodes N] [--faults LIST] [--time MS] [-q] [--messages]\n"
           "          [--prevote off] [--check-quorum off] [--unsafe-commit-old-term]\n"
+          "          [--unsafe-trust-wiped]\n"
           "      One random fault schedule: prints the trace (unless -q) and a verdict.\n"
           "      LIST is a comma list of partition,oneway,crash,pause,drop,dup,delay,\n"
-          "      reorder (default all; none for a calm network). Same options, same output.\n"
+          "      reorder,membership (default all; none for a calm network); with crash\n"
+          "      and membership, some crashes lose the disk and the node is replaced\n"
+          "      (--unsafe-trust-wiped: taken back at once). Same options, same output.\n"
           "  raftsim run [--rewrite] [-v] FILE...\n"
           "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
           "      regenerates the expected trace below the ---- line.\n"
@@ -92,6 +95,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->ro.check_quorum_off = true, i++;
         else if (strcmp(a, "--unsafe-commit-old-term") == 0)
             c->ro.unsafe_commit_old_term = true;
+        else if (strcmp(a, "--unsafe-trust-wiped") == 0)
+            c->ro.unsafe_trust_wiped = true;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
             c->quiet = true;
         else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
@@ -118,9 +123,10 @@ static int parse(int argc, char **argv, int i, struct common *c)
 
 static void replay_command(char *buf, size_t size, const struct sim_random_options *o)
 {
-    snprintf(buf, size, "raftsim --seed %llu --nodes %u --faults %s%s%s%s",
+    snprintf(buf, size, "raftsim --seed %llu --nodes %u --faults %s%s%s%s%s",
              (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
              o->unsafe_commit_old_term ? " --unsafe-commit-old-term" : "",
+             o->unsafe_trust_wiped ? " --unsafe-trust-wiped" : "",
              o->prevote_off ? " --prevote off" : "",
              o->check_quorum_off ? " --check-quorum off" : "");
 }

@@ -2,19 +2,27 @@
  *
  * A run has two phases. Chaos: clients propose and read while faults come
  * and go (partitions of any shape, one-way cuts, crashes, restarts, pauses,
- * loss, duplication, long and reordering delays), and the tuning of the
- * cluster itself is drawn from the seed (batch size, inflight window), so
- * that rare interleavings get their chance. Settle: every fault is healed;
- * within a bound a leader must be elected and a new entry committed and
- * applied everywhere (liveness). Safety is checked after every event by
- * check.c throughout. The verdict names the seed, so any run replays.
+ * loss, duplication, long and reordering delays; with membership changes,
+ * now and then a crash that loses the disk, and the operator replaces the
+ * node), and the tuning of the cluster itself is drawn from the seed (batch
+ * size, inflight window), so that rare interleavings get their chance.
+ * Settle: every fault is healed; within a bound a leader must be elected,
+ * a new entry committed and applied everywhere, and a node that lost its
+ * disk replaced (liveness). Safety is checked after every event by check.c
+ * throughout. The verdict names the seed, so any run replays.
  */
 #include "sim_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-enum { MAX_OUTSTANDING_WRITES = 16 };
+enum {
+    MAX_OUTSTANDING_WRITES = 16,
+    /* One crash in this many loses the disk too, in schedules with crashes
+     * and membership changes, when the operator can replace the node:
+     * about one schedule in eighteen of all faults has a disk loss. */
+    DISK_LOSS_ONE_IN = 8,
+};
 
 enum fault {
     FAULT_PARTITION = 1 << 0,
@@ -122,7 +130,44 @@ static raft_id pick(struct sim *s, uint64_t *st, bool want_up, bool want_paused)
     return k ? ids[rnd(st) % k] : 0;
 }
 
-static void random_fault(struct sim *s, uint64_t *st, int faults)
+/* Whether the crash of node id about to happen loses its disk too: drawn
+ * from a stream of its own (disk_st), so that the other coin flips of a
+ * schedule stay what they were; and only when the operator can replace it,
+ * as a careful one would check first: no other replacement running, a
+ * leader whose latest configuration is committed, every other node up, and
+ * in the configuration of every server that counts the node as a voter
+ * (committed or not, a removed server's included), three voters at least,
+ * so that the others are a majority without it. Otherwise a survivor whose
+ * configuration needs the node could never be elected, nor the node ever
+ * be removed: the cluster would have lost a majority of that configuration
+ * for good. */
+static bool crash_loses_disk(struct sim *s, uint64_t *disk_st, int faults, raft_id id)
+{
+    int both = FAULT_CRASH | FAULT_MEMBERSHIP;
+    if ((faults & both) != both || rnd(disk_st) % DISK_LOSS_ONE_IN != 0 || sim_replacing(s))
+        return false;
+    struct raft *leader = sim_raft(s, sim_leader(s));
+    if (!leader || raft_configuration_index(leader) > raft_commit_index(leader))
+        return false;
+    for (raft_id x = 1; x <= sim_nodes(s); x++) {
+        struct raft *r = sim_raft(s, x);
+        if (!r)
+            return false; /* its configuration is on a disk nobody can read now */
+        struct raft_member m[SIM_MAX_NODES + 1];
+        size_t n = raft_configuration(r, m, SIM_MAX_NODES + 1);
+        unsigned voters = 0;
+        bool counts_it = false;
+        for (size_t k = 0; k < n && k <= SIM_MAX_NODES; k++) {
+            voters += m[k].is_voter;
+            counts_it |= m[k].id == id && m[k].is_voter;
+        }
+        if (counts_it && voters < 3)
+            return false;
+    }
+    return true;
+}
+
+static void random_fault(struct sim *s, uint64_t *st, uint64_t *disk_st, int faults)
 {
     /* Roughly half of all actions repair something, so the cluster spends
      * time both broken and whole. */
@@ -155,7 +200,13 @@ static void random_fault(struct sim *s, uint64_t *st, int faults)
             raft_id id = pick(s, st, true, false);
             if (!(faults & FAULT_CRASH) || !id)
                 continue;
-            sim_crash(s, id);
+            if (!crash_loses_disk(s, disk_st, faults, id)) {
+                sim_crash(s, id);
+                return;
+            }
+            sim_lose_disk(s, id);
+            if (!s->o.unsafe_trust_wiped)
+                sim_replace(s, id);
             return;
         }
         case 5:
@@ -290,6 +341,12 @@ static bool all_committed(struct sim *s, void *arg)
     return sim_all_committed(s, *(raft_index *)arg, true);
 }
 
+static bool replaced(struct sim *s, void *arg)
+{
+    (void)arg;
+    return sim_replacing(s) == 0;
+}
+
 /* When liveness fails: every node's role, term, commit and last index, and
  * each leader's view of its followers (match, next and progress state), so
  * that the failure explains itself. */
@@ -333,10 +390,27 @@ static const char *settle(struct sim *s, uint64_t budget_ms)
         uint64_t left = deadline > sim_now(s) ? deadline - sim_now(s) : 0;
         /* The leader may lose its place; then try again with the next. */
         uint64_t wait = left < 1000 ? left : 1000;
-        if (sim_run_until(s, wait, all_committed, &last))
+        if (!sim_run_until(s, wait, all_committed, &last))
+            continue;
+        if (!sim_replacing(s))
             return NULL;
+        /* A node that lost its disk must be back too: caught up as a
+         * learner and promoted (thesis §4.2.1). It fetches the whole log
+         * (or the snapshot), a batch per round trip and window, so it gets
+         * a budget of its own for that; then commit once more, with it
+         * among the voters. */
+        const struct sim_options *so = &s->o;
+        uint64_t round_trip_ms = 2 * ((uint64_t)so->delay_max_ms + so->fsync_max_ms);
+        uint64_t fetch_ms =
+            last * round_trip_ms / ((uint64_t)so->raft.max_append_entries * so->raft.max_inflight);
+        if (!sim_run_until(s, budget_ms + fetch_ms, replaced, NULL))
+            break;
+        deadline = sim_now(s) + budget_ms;
     }
-    return s->stop ? NULL : "no entry committed on every node";
+    if (s->stop)
+        return NULL;
+    return sim_replacing(s) ? "the replacement of the node that lost its disk did not finish"
+                            : "no entry committed on every node";
 }
 
 int sim_random_run(const struct sim_random_options *o, char *verdict, size_t size,
@@ -349,6 +423,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
         return 2;
     }
     uint64_t st = o->seed ^ 0x5eed5eed5eed5eedULL;
+    uint64_t disk_st = o->seed ^ 0xd15c1055d15c1055ULL; /* crash_loses_disk() */
     struct sim_options so;
     sim_options_default(&so, o->nodes, o->seed);
     so.out = o->out;
@@ -356,7 +431,9 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     so.raft.unsafe_commit_old_term = o->unsafe_commit_old_term;
     so.raft.prevote_off = o->prevote_off;
     so.raft.check_quorum_off = o->check_quorum_off;
-    so.raft.allow_unsafe = o->unsafe_commit_old_term || o->prevote_off || o->check_quorum_off;
+    so.unsafe_trust_wiped = o->unsafe_trust_wiped;
+    so.raft.allow_unsafe =
+        o->unsafe_commit_old_term || o->prevote_off || o->check_quorum_off || o->unsafe_trust_wiped;
     /* The cluster's own tuning, drawn from the seed. */
     static const uint32_t batches[] = {1, 2, 3, 8, 64};
     static const uint32_t windows[] = {1, 2, 8, 64};
@@ -406,7 +483,9 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
                                          MAX_OUTSTANDING_WRITES;
             unsigned op = (unsigned)(rnd(&st) % 64);
             if (op < 4 && (faults & FAULT_MEMBERSHIP)) {
-                random_membership(s, &st);
+                /* The operator replacing a node makes the only changes. */
+                if (!sim_replacing(s))
+                    random_membership(s, &st);
             } else if (op == 4) {
                 raft_id to = 1 + rnd(&st) % sim_nodes(s);
                 sim_say(s, "CLIENT transfer leadership to n%llu", (unsigned long long)to);
@@ -428,7 +507,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
         }
         if (sim_now(s) >= next_fault) {
             if (faults)
-                random_fault(s, &st, faults);
+                random_fault(s, &st, &disk_st, faults);
             next_fault = sim_now(s) + between(&st, 50, 600);
         }
     }

@@ -144,11 +144,12 @@ static void cmd_nodes(struct scenario *sc, int argc, char **argv)
     o.raft.prevote_off = flag(argc, argv, "prevote=off");
     o.raft.check_quorum_off = flag(argc, argv, "checkquorum=off");
     o.raft.unsafe_commit_old_term = flag(argc, argv, "unsafe-commit-old-term");
+    o.unsafe_trust_wiped = flag(argc, argv, "unsafe-trust-wiped");
     o.raft.lease_reads = flag(argc, argv, "lease");
     if (parse_u64(opt(argc, argv, "drift"), &v))
         o.raft.clock_drift_bound_pct = (uint32_t)v;
-    o.raft.allow_unsafe =
-        o.raft.prevote_off || o.raft.check_quorum_off || o.raft.unsafe_commit_old_term;
+    o.raft.allow_unsafe = o.raft.prevote_off || o.raft.check_quorum_off ||
+                          o.raft.unsafe_commit_old_term || o.unsafe_trust_wiped;
     if (parse_u64(opt(argc, argv, "snapshot"), &v))
         o.raft.snapshot_threshold_entries = (uint32_t)v;
     if (parse_u64(opt(argc, argv, "trailing"), &v))
@@ -195,6 +196,12 @@ static bool pred_committed(struct sim *s, void *arg)
     return sim_all_committed(s, *(raft_index *)arg, false);
 }
 
+static bool pred_replaced(struct sim *s, void *arg)
+{
+    (void)arg;
+    return sim_replacing(s) == 0;
+}
+
 static void cmd_until(struct scenario *sc, int argc, char **argv)
 {
     uint64_t start = sim_now(sc->s), idx;
@@ -221,8 +228,17 @@ static void cmd_until(struct scenario *sc, int argc, char **argv)
         else
             fail(sc, "index %llu not committed everywhere within %llu ms",
                  (unsigned long long)index, (unsigned long long)(sim_now(sc->s) - start));
+    } else if (argc >= 2 && strcmp(argv[1], "replaced") == 0) {
+        raft_id id = sim_replacing(sc->s);
+        if (sim_run_until(sc->s, within(argc, argv, 5000), pred_replaced, NULL))
+            sim_say(sc->s, "n%llu replaced (after %llu ms)", (unsigned long long)id,
+                    (unsigned long long)(sim_now(sc->s) - start));
+        else
+            fail(sc, "n%llu not replaced within %llu ms", (unsigned long long)id,
+                 (unsigned long long)(sim_now(sc->s) - start));
     } else {
-        fail(sc, "until: expected 'leader', 'new-leader' or 'committed INDEX' [within=MS]");
+        fail(sc, "until: expected 'leader', 'new-leader', 'committed INDEX' or 'replaced' "
+                 "[within=MS]");
     }
 }
 
@@ -402,8 +418,8 @@ static void cmd_expect(struct scenario *sc, int argc, char **argv)
 /* Commands that take one node: `crash 2`. */
 static bool run_node_command(struct scenario *sc, int argc, char **argv)
 {
-    static const char *const names[] = {"campaign", "crash",  "restart",
-                                        "pause",    "resume", "isolate"};
+    static const char *const names[] = {"campaign", "crash",   "restart",   "pause",
+                                        "resume",   "isolate", "lose-disk", "replace"};
     const char *c = argv[0];
     size_t which = sizeof(names) / sizeof(names[0]);
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -442,6 +458,14 @@ static bool run_node_command(struct scenario *sc, int argc, char **argv)
             sim_block(s, id, o, o != id);
             sim_block(s, o, id, o != id);
         }
+        break;
+    case 6:
+        sim_lose_disk(s, id);
+        break;
+    case 7:
+        if (!sim_replace(s, id))
+            fail(sc, "replace: n%llu is being replaced (one at a time)",
+                 (unsigned long long)sim_replacing(s));
         break;
     }
     return true;

@@ -28,6 +28,7 @@ struct sim_msg {
     struct raft_entry *entries;
     uint8_t *data;               /* InstallSnapshot: the chunk */
     struct raft_member *members; /* InstallSnapshot: the configuration */
+    uint64_t data_dir;           /* the sender's incarnation when it sent it */
 };
 
 /* A write in flight: what one update asked to persist, and the messages
@@ -172,6 +173,7 @@ static struct sim_msg *msg_copy(const struct raft_message *m)
     c->entries = NULL;
     c->data = NULL;
     c->members = NULL;
+    c->data_dir = 0;
     if (m->type == RAFT_MSG_INSTALL_SNAPSHOT) {
         const struct raft_install_snapshot *is = &m->install_snapshot;
         c->data = xmalloc(is->len);
@@ -471,6 +473,7 @@ static void send_message(struct sim *s, const struct raft_message *m)
         link->last_arrival_ms = at;
         struct sim_event *ev = event_new(s, SIM_EV_DELIVER, at, m->to);
         ev->msg = msg_copy(m);
+        ev->msg->data_dir = s->nodes[m->from - 1].data_dir;
         heap_push(s, ev);
     }
 }
@@ -807,6 +810,8 @@ static void process_event(struct sim *s, struct sim_event *ev)
         struct sim_link *link = &s->links[ev->msg->m.from - 1][ev->msg->m.to - 1];
         if (link->blocked) { /* the link was cut while the message was in flight */
             s->stats.messages_dropped++;
+        } else if (!disk_loss_accepts(s, n, ev->msg->m.from, ev->msg->data_dir)) {
+            s->stats.messages_dropped++; /* its data dir was replaced */
         } else {
             struct raft_event rev = {.type = RAFT_RECEIVE};
             rev.receive = &ev->msg->m;
@@ -840,6 +845,7 @@ static bool run_one(struct sim *s, uint64_t until)
     s->now_ms = ev->at_ms;
     if (ev->kind == SIM_EV_TICK) {
         tick_all(s);
+        disk_loss_operator_tick(s);
         ev->at_ms += s->o.tick_ms;
         ev->seq = s->seq++;
         heap_push(s, ev);
@@ -879,9 +885,11 @@ bool sim_run_until(struct sim *s, uint64_t max_ms, bool (*pred)(struct sim *s, v
 static int node_start(struct sim *s, struct sim_node *n)
 {
     /* Founders start with the bootstrap configuration; the others join
-     * later and start with none (they learn it from the leader). */
+     * later and start with none (they learn it from the leader), and so
+     * does a founder whose disk was lost: its new data dir must not
+     * bootstrap a cluster again. */
     raft_id voters[SIM_MAX_NODES];
-    unsigned n_voters = n->id <= s->o.voters ? s->o.voters : 0;
+    unsigned n_voters = n->id <= s->o.voters && n->data_dir == 1 ? s->o.voters : 0;
     for (unsigned i = 0; i < n_voters; i++)
         voters[i] = i + 1;
     struct raft_entry *entries = xmalloc(n->disk.n * sizeof(*entries));
@@ -1209,6 +1217,10 @@ struct sim *sim_new(const struct sim_options *o)
                 SIM_MAX_NODES);
         return NULL;
     }
+    if (o->unsafe_trust_wiped && !o->raft.allow_unsafe) { /* as raft_init() refuses its own */
+        fprintf(stderr, "raftsim: unsafe_trust_wiped: %s\n", raft_strerror(RAFT_EUNSAFE));
+        return NULL;
+    }
     struct sim *s = xmalloc(sizeof(*s));
     memset(s, 0, sizeof(*s));
     s->o = *o;
@@ -1216,6 +1228,11 @@ struct sim *sim_new(const struct sim_options *o)
     for (unsigned i = 0; i < o->nodes; i++) {
         s->nodes[i].id = i + 1;
         s->nodes[i].clock_pct = 100;
+        s->nodes[i].data_dir = 1;
+        /* Every node connects to every peer when it starts (the runtime's
+         * transport does), and records its incarnation in the handshake. */
+        for (unsigned j = 0; j < o->nodes; j++)
+            s->nodes[i].peer_data_dir[j] = 1;
     }
     sim_set_delay(s, o->delay_min_ms, o->delay_max_ms);
     for (unsigned i = 0; i < o->nodes; i++) {
@@ -1243,6 +1260,7 @@ void sim_free(struct sim *s)
         drop_deferred(n);
         free(n->deferred);
         sim_log_free(&n->disk);
+        sim_log_free(&n->lost_disk);
         sim_log_free(&n->mem);
         free(n->snap.data);
         free(n->staging);

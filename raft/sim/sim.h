@@ -36,6 +36,12 @@ struct sim_options {
     uint32_t fsync_max_ms;
     FILE *out;           /* trace and narration; NULL for silence */
     bool trace_messages; /* also print every message sent and dropped */
+    /* Teaching knob of the host, refused like the core's (RAFT_EUNSAFE)
+     * unless raft.allow_unsafe is set: peers take a node that lost its disk
+     * back at once, the voter it was, with an empty log and no vote record,
+     * instead of refusing its new incarnation until it is replaced. Raft
+     * §5.4 assumes stable storage; see docs/simulator.md, "Disk loss". */
+    bool unsafe_trust_wiped;
 };
 
 /* Defaults for simulation: 150 ms election timeout, 30 ms heartbeats,
@@ -87,6 +93,27 @@ void sim_restart(struct sim *s, raft_id id);
 void sim_pause(struct sim *s, raft_id id);
 void sim_resume(struct sim *s, raft_id id);
 
+/* Disk loss (disk_loss.c): the node crashes if it runs, and its stable
+ * storage is gone: log, term, vote, snapshot, and the incarnations of its
+ * peers it had recorded. sim_restart() brings it back with an empty data
+ * directory of a new incarnation, as a server that joins (no configuration
+ * of its own: it must not bootstrap the cluster again). Its peers refuse
+ * every message of the new incarnation until it is replaced (unless
+ * unsafe_trust_wiped). */
+void sim_lose_disk(struct sim *s, raft_id id);
+/* The operator replaces node id, as the runtime's operator would after a
+ * disk loss: remove it from the configuration; add it back as a learner
+ * once the leader has committed that; promote it once the leader finds it
+ * caught up (thesis §4.1, §4.2.1). Each peer forgets the incarnation it
+ * recorded for id (and takes the new one) only once it can no longer
+ * count id as the voter it was: it has committed the removal, or id is a
+ * voter again. It runs in the background, a step whenever the cluster
+ * allows (the operator looks every 50 ms). One replacement at a time:
+ * returns false if another one is running. */
+bool sim_replace(struct sim *s, raft_id id);
+/* The node being replaced, or 0. */
+raft_id sim_replacing(const struct sim *s);
+
 /* Network faults. Links are directed: block(a, b) drops a's messages to b. */
 void sim_block(struct sim *s, raft_id from, raft_id to, bool blocked);
 void sim_heal(struct sim *s);
@@ -134,8 +161,10 @@ struct sim_random_options {
     uint64_t chaos_ms;  /* virtual time with faults */
     uint64_t settle_ms; /* after healing: a leader and a commit must come within this */
     const char *faults; /* comma list: partition,oneway,crash,pause,drop,dup,delay,reorder,
-                         * membership, or "all" */
+                         * membership, or "all"; with both crash and membership, a
+                         * crash now and then loses the disk and the node is replaced */
     bool unsafe_commit_old_term;
+    bool unsafe_trust_wiped; /* sim_options.unsafe_trust_wiped: no replacement either */
     bool prevote_off;
     bool check_quorum_off;
     FILE *out; /* full trace, or NULL */

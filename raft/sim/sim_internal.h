@@ -43,11 +43,24 @@ struct sim_node {
     bool paused;
     uint64_t incarnation; /* bumped by a crash: events of the old life are void */
 
-    /* Stable storage: what survives a crash. */
+    /* Stable storage: what survives a crash (and not a disk loss). */
     raft_term disk_term;
     raft_id disk_vote;
     struct sim_log disk;
     struct sim_snapshot snap;
+    /* The data directory's incarnation, the id the runtime draws when it
+     * makes one and sends in its handshake: 1 for the first, the next
+     * number after each disk loss. */
+    uint64_t data_dir;
+    /* The incarnation recorded for each peer (index id - 1), on this disk;
+     * a message of another one is refused (disk_loss.c). */
+    uint64_t peer_data_dir[SIM_MAX_NODES];
+    bool refusal_told[SIM_MAX_NODES]; /* the refusal of that peer was narrated */
+    /* What the disk held when it was lost, for the checker (Commit Quorum):
+     * until the peers forget the old incarnation, its acknowledgments may
+     * still arrive, and they were true when sent. */
+    struct sim_log lost_disk;
+    raft_index lost_snap_index;
 
     /* A snapshot being received (volatile). */
     uint8_t *staging;
@@ -85,6 +98,20 @@ struct sim_link {
 
 struct sim_event; /* sim.c */
 
+/* The operator's replacement of a node that lost its disk (disk_loss.c). */
+enum sim_replace_step {
+    SIM_REPLACE_REMOVE,  /* remove it, until the leader has committed that */
+    SIM_REPLACE_ADD,     /* add it back as a learner */
+    SIM_REPLACE_PROMOTE, /* promote it once the leader finds it caught up */
+};
+struct sim_replacement {
+    raft_id id; /* 0: none running */
+    enum sim_replace_step step;
+    uint64_t next_poll_ms; /* virtual time of the operator's next look */
+    raft_index removed_at; /* index of the committed configuration without it */
+    uint32_t forgotten;    /* bit i: node i + 1 took its new incarnation */
+};
+
 /* A pending read and what was committed anywhere when it was issued. */
 struct sim_read {
     uint64_t id;
@@ -108,6 +135,7 @@ struct sim {
     struct sim_read *reads;
     size_t n_reads, cap_reads;
     struct sim_stats stats;
+    struct sim_replacement replace;
 
     /* Checker state (check.c). */
     raft_id *leader_of_term; /* Election Safety: who led each term */
@@ -138,6 +166,13 @@ void sim_log_compact(struct sim_log *l, raft_index upto);
 void sim_log_reset(struct sim_log *l, raft_index index, raft_term term, uint64_t chain);
 int sim_log_append(struct sim_log *l, const struct raft_entry *e);
 uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
+
+/* disk_loss.c */
+/* Whether node `to` takes a message that `from` sent from the data dir of
+ * incarnation `data_dir`. */
+bool disk_loss_accepts(struct sim *s, struct sim_node *to, raft_id from, uint64_t data_dir);
+/* The operator's next look at a replacement, after every tick. */
+void disk_loss_operator_tick(struct sim *s);
 
 /* check.c */
 void check_free(struct sim *s);

@@ -152,6 +152,60 @@ static void test_crash_restart_recovers_durable_log(void)
     sim_free(s);
 }
 
+/* Disk loss (Raft §5.4 assumes stable storage): the wiped node's peers
+ * refuse its new incarnation, so it stays empty (its answers to the leader
+ * never arrive) until the operator replaces it (thesis §4.1, §4.2.1); with
+ * unsafe_trust_wiped it is taken back at once and catches up as it is. */
+static bool replaced(struct sim *s, void *arg)
+{
+    (void)arg;
+    return sim_replacing(s) == 0;
+}
+
+static raft_index wipe_a_follower(struct sim *s, raft_id *wiped)
+{
+    CHECK(sim_run_until(s, 5000, has_leader, NULL));
+    raft_index last = 0;
+    CHECK_EQ(sim_propose(s, 0, 5, NULL, &last), RAFT_OK);
+    sim_run_for(s, 200);
+    CHECK(sim_all_committed(s, last, false));
+    *wiped = sim_leader(s) == 1 ? 2 : 1;
+    sim_lose_disk(s, *wiped);
+    sim_restart(s, *wiped);
+    CHECK_EQ(raft_last_index(sim_raft(s, *wiped)), 0);
+    sim_run_for(s, 300);
+    return last;
+}
+
+static void test_disk_loss_refused_until_replaced(void)
+{
+    struct sim *s = quiet_sim(3);
+    raft_id wiped;
+    raft_index last = wipe_a_follower(s, &wiped);
+    CHECK_EQ(raft_last_index(sim_raft(s, wiped)), 0);
+    CHECK(sim_replace(s, wiped));
+    CHECK(!sim_replace(s, wiped)); /* one at a time */
+    CHECK(sim_run_until(s, 5000, replaced, NULL));
+    CHECK(raft_last_index(sim_raft(s, wiped)) > last);
+    CHECK(sim_violation(s) == NULL);
+    sim_free(s);
+}
+
+static void test_disk_loss_trusted_with_the_unsafe_knob(void)
+{
+    struct sim_options o;
+    sim_options_default(&o, 3, 1);
+    o.unsafe_trust_wiped = true;
+    CHECK(sim_new(&o) == NULL); /* refused without allow_unsafe, as the core's knobs */
+    o.raft.allow_unsafe = true;
+    struct sim *s = sim_new(&o);
+    CHECK(s);
+    raft_id wiped;
+    raft_index last = wipe_a_follower(s, &wiped);
+    CHECK(raft_last_index(sim_raft(s, wiped)) >= last);
+    sim_free(s);
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -162,6 +216,8 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_checker_catches_leader_append_only),
         HARNESS_TEST(test_checker_catches_stale_read),
         HARNESS_TEST(test_crash_restart_recovers_durable_log),
+        HARNESS_TEST(test_disk_loss_refused_until_replaced),
+        HARNESS_TEST(test_disk_loss_trusted_with_the_unsafe_knob),
     };
     return harness_main(argc, argv, "sim", tests, sizeof(tests) / sizeof(tests[0]));
 }
