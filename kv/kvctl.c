@@ -41,6 +41,9 @@ static const char usage_text[] =
     "                         it in the background, by Raft membership change\n"
     "  node remove ID         remove a member; its shards move away (stop it once\n"
     "                         'rebalance status' shows every group done)\n"
+    "  node replace ID        a member that lost its data: remove it, wait until every\n"
+    "                         group is done without it, make every node forget its old\n"
+    "                         incarnation; then start it empty with kvd --join\n"
     "  rebalance status       every group: its voters, learners and target replicas, done,\n"
     "                         moving or planned, and snapshot bytes sent to new replicas\n"
     "  rebalance wait [S]     wait (default 120 s) until every group has its target\n"
@@ -825,6 +828,45 @@ static int cmd_rebalance_wait(const struct opts *o, int seconds)
     }
 }
 
+/* node replace ID: the safe way back for a member that lost its data
+ * (docs/membership.md): out of the table, out of every group (committed,
+ * so a majority of each holds a configuration without it), its old
+ * incarnation forgotten; the operator then starts it with --join. */
+static int cmd_node_replace(const struct opts *o, char **args, int nargs)
+{
+    if (nargs != 1)
+        usage_error("usage: kvctl node replace ID");
+    json_t *t = members_of(o);
+    if (!t)
+        return 3;
+    char *end;
+    json_int_t id = strtoll(args[0], &end, 10);
+    bool member = false;
+    size_t i;
+    json_t *n;
+    json_array_foreach(json_object_get(t, "nodes"), i, n) member = member || geti(n, "id") == id;
+    json_decref(t);
+    if (*end || id <= 0) {
+        usage_error("usage: kvctl node replace ID");
+    }
+    if (member) {
+        int rc = cmd_node_change(o, false, args, 1);
+        if (rc)
+            return rc;
+    }
+    int rc = cmd_rebalance_wait(o, 300);
+    if (rc)
+        return rc;
+    rc = cmd_forget(o, args[0]);
+    if (rc)
+        return rc;
+    if (!o->json)
+        printf("node %s can come back empty now: kvd --id %s --data <an empty dir> --join <a "
+               "member's HOST:HTTP> --peers %s=HOST:RAFT:RESP:HTTP ...\n",
+               args[0], args[0], args[0]);
+    return 0;
+}
+
 /* The resp address of node id, from a RAFT.STATUS answer's peers. */
 static bool resp_of(json_t *status, json_int_t id, char *host, size_t hostlen, int *port)
 {
@@ -972,6 +1014,8 @@ int main(int argc, char **argv)
             return cmd_node_list(&o);
         if ((!strcmp(args[0], "add") || !strcmp(args[0], "remove")) && nargs >= 2)
             return cmd_node_change(&o, !strcmp(args[0], "add"), args + 1, nargs - 1);
+        if (!strcmp(args[0], "replace"))
+            return cmd_node_replace(&o, args + 1, nargs - 1);
         usage_error("usage: kvctl node list | node add ID HOST[:RAFT[:RESP[:HTTP]]] | node "
                     "remove ID");
     } else if (!strcmp(cmd, "rebalance") && nargs >= 1) {

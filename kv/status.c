@@ -225,6 +225,10 @@ enum metric_id {
     M_RETRIES,
     M_FANOUTS,
     M_BALANCE_TRANSFERS,
+    M_MEMBERS_EPOCH,
+    M_MEMBERS,
+    M_MOVES,
+    M_MOVES_PLANNED,
     M_FRAMES,
     M_REFUSED,
     M_FAULTS,
@@ -285,6 +289,15 @@ static const struct metric_def {
                    "MGET, DEL and EXISTS commands split over several shards."},
     [M_BALANCE_TRANSFERS] = {"raftkv_balance_transfers_total", "counter",
                              "Leaderships this node handed to a shard's preferred leader."},
+    [M_MEMBERS_EPOCH] = {"raftkv_members_epoch", "gauge",
+                         "Epoch of the members table in force here (bumped by every change)."},
+    [M_MEMBERS] = {"raftkv_members", "gauge", "Nodes in the members table."},
+    [M_MOVES] = {"raftkv_moves_total", "counter",
+                 "Moves of a group to its target replicas this node led, by state (started, "
+                 "done)."},
+    [M_MOVES_PLANNED] = {"raftkv_moves_planned", "gauge",
+                         "Groups this node leads that wait for a move to end before theirs "
+                         "starts (--rebalance-concurrency)."},
     [M_FRAMES] = {"raftkv_transport_frames_total", "counter", "Raft transport frames."},
     [M_REFUSED] = {"raftkv_transport_refused_total", "counter",
                    "Connections refused (foreign cluster or version, not a member, wrong cluster "
@@ -489,6 +502,12 @@ static void raft_metrics(struct out *o, struct kv_server *s)
     sample(o, M_SNAPSHOTS, "how=\"taken\"", taken);
     sample(o, M_SNAPSHOTS, "how=\"installed\"", installed);
     single(o, M_BALANCE_TRANSFERS, s->transfers_balance);
+    single(o, M_MEMBERS_EPOCH, s->table ? s->table->epoch : 0);
+    single(o, M_MEMBERS, s->table ? s->table->n_nodes : 0);
+    family(o, M_MOVES);
+    sample(o, M_MOVES, "state=\"started\"", s->moves_started);
+    sample(o, M_MOVES, "state=\"done\"", s->moves_done);
+    single(o, M_MOVES_PLANNED, s->moves_planned);
     family(o, M_HASH_CHECKS);
     sample(o, M_HASH_CHECKS, "result=\"ok\"", s->hash_checks_ok);
     sample(o, M_HASH_CHECKS, "result=\"mismatch\"", s->hash_checks_mismatch);

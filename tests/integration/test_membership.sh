@@ -75,6 +75,20 @@ join 5 "$other"
 check "node 5, killed -9 as its shards moved to it and restarted, gets them all" \
     kvctl 4 rebalance wait 60
 
+# Node 5 loses its data: started again empty, its peers refuse it (its incarnation
+# changed); kvctl node replace takes it out of every group and forgets the old
+# incarnation, and --join brings it back as a new member.
+kill9 5
+rm -rf "${T:?}/5"
+join 5 "$other"
+refused5() { cat "$T"/[1234].log | grep -q "refusing node 5 from .*data dir was replaced"; }
+check "a wiped node 5 is refused by its peers" wait_until 15 refused5
+kill9 5
+check "kvctl node replace 5 (remove, wait, forget)" kvctl "$other" node replace 5
+join 5 "$other"
+check "node 5 comes back empty as a new member and gets its shards" kvctl "$other" rebalance wait 60
+check "it serves: a write through it" eq "$(r 5 SET after-replace yes)" OK
+
 # A partition in the middle of a rebalance: node 5 cut off from everyone (fault filter),
 # node 4 removed; the moves that need node 5 wait, and converge after the heal.
 cut='{"rules":[{"peer":0,"direction":"both","type":"any","drop":100}]}'
