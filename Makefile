@@ -207,6 +207,11 @@ soak: all
 SOAK_SECONDS ?= 900
 soak-cluster: all
 	@KVD=$(OBJ)/kvd SOAK_SECONDS=$(SOAK_SECONDS) cluster-scripts/soak-kill
+	@# The membership scenarios in netns mode (make test runs them in loopback mode).
+	@for t in grow-shrink disk-loss; do \
+		KVD=$(OBJ)/kvd SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=netns timeout 600 \
+			cluster-scripts/scenarios/$$t.sh || exit 1; \
+	done
 
 BENCH_SECONDS ?= 5
 bench: deps-ensure

@@ -184,7 +184,14 @@ static int install_table(struct kv_server *s, uint8_t *raw, size_t len, bool sto
     for (size_t i = 0; i < t->n_nodes; i++)
         map.nodes[i] = t->nodes[i]->id;
     struct ring *ring;
-    if (ring_build(&map, &ring, err, errlen)) {
+    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
+    if ((t->n_placement && t->n_placement != slots) ||
+        ring_build_placed(&map, t->n_placement ? t->placement : NULL, &ring, err, errlen)) {
+        if (t->n_placement && t->n_placement != slots)
+            snprintf(err, errlen,
+                     "members table (epoch %" PRIu64 "): a placement of %zu slots, "
+                     "not %zu",
+                     t->epoch, t->n_placement, slots);
         kvpb__node_table__free_unpacked(t, NULL);
         free(raw);
         return -1;
@@ -326,6 +333,37 @@ struct change {
 
 static void change_read(struct change *c);
 
+/* Table t's placement (G*R ids, malloc'd): the stored one, or the ring's. */
+static uint64_t *current_placement(struct kv_server *s, const Kvpb__NodeTable *t)
+{
+    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
+    uint64_t *p = malloc(slots * sizeof(*p));
+    if (!p)
+        return NULL;
+    if (t->n_placement == slots) {
+        memcpy(p, t->placement, slots * sizeof(*p));
+        return p;
+    }
+    struct ring_map map = {.epoch = t->epoch,
+                           .shards = s->cfg.shards,
+                           .replicas = s->cfg.replicas,
+                           .vnodes = s->cfg.vnodes,
+                           .n_nodes = t->n_nodes};
+    for (size_t i = 0; i < t->n_nodes && i < RING_MAX_NODES; i++)
+        map.nodes[i] = t->nodes[i]->id;
+    struct ring *ring;
+    char err[160];
+    if (ring_build(&map, &ring, err, sizeof(err))) {
+        free(p);
+        return NULL;
+    }
+    for (uint32_t sh = 0; sh < s->cfg.shards; sh++)
+        memcpy(&p[(size_t)sh * s->cfg.replicas], ring_replicas(ring, sh),
+               s->cfg.replicas * sizeof(*p));
+    ring_free(ring);
+    return p;
+}
+
 static json_t *table_json(struct kv_server *s, const Kvpb__NodeTable *t, bool stored);
 
 /* The change ends; on success the table (table: packed) goes with it. */
@@ -435,11 +473,32 @@ static void on_read(void *ctx, const struct kv_reply *reply)
             nodes[n++] = &added;
         }
     }
+    uint64_t *placement = NULL;
+    if (!bad && !(placement = current_placement(s, t)))
+        bad = "out of memory";
+    if (!bad) {
+        uint64_t ids[KV_MAX_PEERS + 1];
+        size_t before = 0, after = 0;
+        for (size_t i = 0; i < t->n_nodes; i++)
+            ids[before++] = t->nodes[i]->id;
+        if (c->add) {
+            ring_placement_join(s->cfg.shards, s->cfg.replicas, placement, ids, before, c->node.id);
+        } else {
+            for (size_t i = 0; i < before; i++)
+                if (ids[i] != c->node.id)
+                    ids[after++] = ids[i];
+            if (after >= s->cfg.replicas)
+                ring_placement_leave(s->cfg.shards, s->cfg.replicas, placement, ids, after,
+                                     c->node.id);
+        }
+    }
     if (!bad) {
         Kvpb__NodeTable next = KVPB__NODE_TABLE__INIT;
         next.epoch = t->epoch + 1;
         next.nodes = nodes;
         next.n_nodes = n;
+        next.placement = placement;
+        next.n_placement = (size_t)s->cfg.shards * s->cfg.replicas;
         char why[200];
         bad = table_invalid(&next, why, sizeof(why));
         if (!bad && next.n_nodes < s->cfg.replicas) {
@@ -462,6 +521,7 @@ static void on_read(void *ctx, const struct kv_reply *reply)
         }
     }
     free(nodes);
+    free(placement);
     kvpb__node_table__free_unpacked(t, NULL);
     if (bad) {
         if (!present)
@@ -608,14 +668,18 @@ static bool move_step(struct kv_server *s, struct shard *sh, bool may_start, uin
             iolog("kvd %" PRIu64 ": %s: node %" PRIu64 " caught up: promoting it to voter\n",
                   s->cfg.id, name, promote);
     } else if (remove == s->cfg.id) {
-        /* Hand leadership to a wanted voter that has everything first. */
+        /* Hand leadership to a wanted voter that has everything first: the
+         * shard's preferred leader if it can take it (else the leader
+         * balance would move it a second time, route.c), any other else. */
         raft_id to = 0;
-        for (size_t k = 0; k < n && !to; k++) {
-            struct raft_peer_status ps;
-            if (m[k].id != s->cfg.id && m[k].is_voter && listed(want, n_want, m[k].id) &&
-                raft_peer_status(r, m[k].id, &ps) && ps.match_index == raft_last_index(r))
-                to = m[k].id;
-        }
+        for (int pass = 0; pass < 2 && !to; pass++)
+            for (size_t k = 0; k < n && !to; k++) {
+                struct raft_peer_status ps;
+                if (m[k].id != s->cfg.id && m[k].is_voter && listed(want, n_want, m[k].id) &&
+                    (pass == 1 || m[k].id == sh->preferred_leader) &&
+                    raft_peer_status(r, m[k].id, &ps) && ps.match_index == raft_last_index(r))
+                    to = m[k].id;
+            }
         rc = to ? raft_node_transfer(s->node, sh->group, to) : RAFT_ECATCHUP;
         if (rc == RAFT_OK)
             iolog("kvd %" PRIu64 ": %s: this node leaves the group: handing leadership to node "
@@ -824,7 +888,9 @@ static json_t *table_json(struct kv_server *s, const Kvpb__NodeTable *t, bool st
         map.nodes[i] = t->nodes[i]->id;
     char err[160];
     struct ring *ring = NULL;
-    if (ring_build(&map, &ring, err, sizeof(err)))
+    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
+    if (ring_build_placed(&map, t->n_placement == slots ? t->placement : NULL, &ring, err,
+                          sizeof(err)))
         ring = NULL;
     for (size_t i = 0; i < t->n_nodes; i++) {
         json_t *n = node_json(t->nodes[i]);

@@ -105,8 +105,9 @@ struct point {
  * immutable, so any thread may read it):
  *   1. key_points holds G*V points, V per shard, sorted by (pos, owner).
  *   2. node_points holds N*V points, V per node, sorted by (pos, owner).
- *   3. replicas[s*R .. s*R+R-1] are R distinct members, the first R
- *      distinct owners met walking node_points clockwise from tokens[s].
+ *   3. replicas[s*R .. s*R+R-1] are R distinct members: the first R
+ *      distinct owners met walking node_points clockwise from tokens[s],
+ *      or the placement given to ring_build_placed.
  *   4. shares[] sums to 1 (up to rounding) and shares[s] is the total
  *      length of the arcs ending at shard s's points, over 2^64. */
 struct ring {
@@ -319,6 +320,133 @@ int ring_build(const struct ring_map *map, struct ring **out, char *err, size_t 
     build_node_ring(r);
     *out = r;
     return 0;
+}
+
+int ring_build_placed(const struct ring_map *map, const uint64_t *replicas, struct ring **out,
+                      char *err, size_t errlen)
+{
+    if (ring_build(map, out, err, errlen))
+        return -1;
+    if (!replicas)
+        return 0;
+    uint32_t R = map->replicas;
+    for (uint32_t s = 0; s < map->shards; s++) {
+        const uint64_t *reps = &replicas[(size_t)s * R];
+        for (uint32_t k = 0; k < R; k++) {
+            bool member = false;
+            for (size_t i = 0; i < map->n_nodes && !member; i++)
+                member = map->nodes[i] == reps[k];
+            bool twice = false;
+            for (uint32_t j = 0; j < k && !twice; j++)
+                twice = reps[j] == reps[k];
+            if (!member || twice) {
+                ring_free(*out);
+                *out = NULL;
+                return fail(err, errlen, "placement: shard %u lists node %llu %s", s,
+                            (unsigned long long)reps[k], twice ? "twice" : "that is not a member");
+            }
+        }
+    }
+    struct ring *r = *out;
+    memcpy(r->replicas, replicas, (size_t)map->shards * R * sizeof(r->replicas[0]));
+    uint8_t buf[8];
+    uint64_t h = XXH64(replicas, (size_t)map->shards * R * sizeof(replicas[0]), SEED_FINGERPRINT);
+    put_u64le(buf, h);
+    r->fingerprint = XXH64(buf, sizeof(buf), r->fingerprint);
+    return 0;
+}
+
+/* Replica slots each node holds in reps (G*R), by the index of the node in
+ * nodes[]. */
+static void slot_loads(uint32_t G, uint32_t R, const uint64_t *reps, const uint64_t *nodes,
+                       size_t n, uint32_t *load)
+{
+    memset(load, 0, n * sizeof(*load));
+    for (size_t k = 0; k < (size_t)G * R; k++)
+        for (size_t i = 0; i < n; i++)
+            if (nodes[i] == reps[k])
+                load[i]++;
+}
+
+static bool shard_has(const uint64_t *reps, uint32_t R, uint64_t id)
+{
+    for (uint32_t k = 0; k < R; k++)
+        if (reps[k] == id)
+            return true;
+    return false;
+}
+
+int ring_placement_join(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *nodes, size_t n,
+                        uint64_t joiner)
+{
+    uint32_t load[RING_MAX_NODES];
+    if (n == 0 || n >= RING_MAX_NODES)
+        return -1;
+    slot_loads(G, R, reps, nodes, n, load);
+    uint32_t want = (uint32_t)(((size_t)G * R) / (n + 1)), got = 0;
+    while (got < want) {
+        /* The most loaded node (the lowest id among equals) that holds a
+         * slot of a shard the joiner is not in gives its slot there (the
+         * lowest such shard). */
+        size_t best = n;
+        for (size_t i = 0; i < n; i++) {
+            bool can = false;
+            for (uint32_t s = 0; s < G && !can; s++)
+                can = shard_has(&reps[(size_t)s * R], R, nodes[i]) &&
+                      !shard_has(&reps[(size_t)s * R], R, joiner);
+            if (can && (best == n || load[i] > load[best] ||
+                        (load[i] == load[best] && nodes[i] < nodes[best])))
+                best = i;
+        }
+        if (best == n || load[best] <= got)
+            break; /* taking more would only move the imbalance */
+        for (uint32_t s = 0; s < G; s++) {
+            uint64_t *sr = &reps[(size_t)s * R];
+            if (shard_has(sr, R, joiner))
+                continue;
+            uint32_t k = 0;
+            while (k < R && sr[k] != nodes[best])
+                k++;
+            if (k < R) {
+                sr[k] = joiner; /* in place: the other replicas keep their order */
+                load[best]--;
+                got++;
+                break;
+            }
+        }
+    }
+    return (int)got;
+}
+
+int ring_placement_leave(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *nodes, size_t n,
+                         uint64_t leaver)
+{
+    uint32_t load[RING_MAX_NODES];
+    if (n < R || n > RING_MAX_NODES)
+        return -1;
+    slot_loads(G, R, reps, nodes, n, load);
+    int moved = 0;
+    for (uint32_t s = 0; s < G; s++) {
+        uint64_t *sr = &reps[(size_t)s * R];
+        for (uint32_t k = 0; k < R; k++) {
+            if (sr[k] != leaver)
+                continue;
+            /* To the least loaded node not in the shard (the lowest id
+             * among equals). */
+            size_t best = n;
+            for (size_t i = 0; i < n; i++)
+                if (!shard_has(sr, R, nodes[i]) &&
+                    (best == n || load[i] < load[best] ||
+                     (load[i] == load[best] && nodes[i] < nodes[best])))
+                    best = i;
+            if (best == n)
+                return -1; /* fewer nodes than R: the caller checked */
+            sr[k] = nodes[best];
+            load[best]++;
+            moved++;
+        }
+    }
+    return moved;
 }
 
 void ring_free(struct ring *r)

@@ -51,6 +51,34 @@ struct ring;
 int ring_build(const struct ring_map *map, struct ring **out, char *err, size_t errlen);
 void ring_free(struct ring *r);
 
+/* Placement after the cluster's creation (docs/membership.md). Hashing
+ * alone places shards well on average, but a node that joins takes
+ * whatever the ring gives it -- with 8 shards, 1 or 7 of the 24 replica
+ * slots -- so once the members change, the placement is stored in the
+ * members table and changed by these, moving the fewest slots:
+ *
+ *   join    the joiner takes floor(R*G/(N+1)) slots, one at a time from the
+ *           most loaded node, of a shard it is not yet in (the joiner's
+ *           fair share, and nothing else moves);
+ *   leave   each of the leaver's slots goes to the least loaded node not in
+ *           that shard (the leaver's slots, and nothing else moves).
+ *
+ * A slot changes in place, so a shard's other replicas keep their order
+ * (the first is its preferred leader). Deterministic: ties go to the lower
+ * node id and the lower shard. reps: G*R ids, shard-major, changed in
+ * place. join: nodes are the members before (n of them); leave: the
+ * members after, without the leaver (n >= R). Return the slots moved, or
+ * -1 for arguments out of range. */
+int ring_placement_join(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *nodes, size_t n,
+                        uint64_t joiner);
+int ring_placement_leave(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *nodes, size_t n,
+                         uint64_t leaver);
+/* ring_build, with each shard's replicas given (G*R ids, shard-major, R
+ * distinct members each) instead of taken from the node ring; NULL: as
+ * ring_build. They are part of the fingerprint. */
+int ring_build_placed(const struct ring_map *map, const uint64_t *replicas, struct ring **out,
+                      char *err, size_t errlen);
+
 /* The map it was built from. */
 const struct ring_map *ring_map(const struct ring *r);
 

@@ -35,7 +35,8 @@ declare -A PINNED=()  # key -> the key actually written: on a sharded cluster, o
 SHARDS=1              # the cluster's shards (1: one Raft group on every node), set by need_cluster
 REPLICAS=0            # the replicas of each shard (sharded clusters)
 SHARD=${SCENARIO_SHARD:-0}
-RING=""               # the cluster's /v1/ring (sharded clusters; the map does not change)
+RING=""               # the cluster's /v1/ring (sharded clusters; changes only with the members:
+                      # refresh_ring after cluster add-node / remove-node / wipe)
 
 if [ -t 1 ]; then
     B=$'\033[1m' RED=$'\033[31m' GREEN=$'\033[32m' R=$'\033[0m'
@@ -115,6 +116,27 @@ sharded_setup() {
     BALANCED=$(jq -r '.ring[] | "\(.shard) \(.preferred_leader)"' <<<"$RING")
     wait_for 15 leaders_balanced || note "the shards' leaders are not all on their preferred nodes yet"
     note "$SHARDS shards x $REPLICAS replicas; leaders (shard:node): $(shard_leaders_line)"
+}
+
+# members: the ids of the cluster's nodes (cluster add-node adds the next id, remove-node
+# marks one gone), one a line.
+members() {
+    local i
+    for i in $(seq 1 "$(cat "$CDIR/n")"); do
+        [ -e "$CDIR/$i.gone" ] || echo "$i"
+    done
+}
+
+# refresh_ring: RING (and N, the highest node id) as they are now, after a change of
+# members; the ring from the first member that answers.
+refresh_ring() {
+    local i r
+    N=$(cat "$CDIR/n")
+    for i in $(members); do
+        r=$(timeout 2 curl -s "http://127.0.0.1:$(http_port "$i")/v1/ring" 2>/dev/null) && [ -n "$r" ] &&
+            jq -e .ring >/dev/null 2>&1 <<<"$r" && { RING=$r; return 0; }
+    done
+    return 1
 }
 
 # leaders_balanced: every shard is led by its preferred leader (the ring's choice).
@@ -381,7 +403,8 @@ converged() {
 
 # converged_shards: whether, in every shard, every replica answers with the same
 # applied index and content hash, and has applied all the shard's commits; prints a
-# line per shard that has not.
+# line per shard that has not. The replicas are those the ring places (a node that a
+# shard moved away from may report its old copy until it drops it).
 converged_shards() {
     local i out
     [ -n "$RING" ] || { echo "no map of the shards (/v1/ring)"; return 1; }
@@ -389,7 +412,8 @@ converged_shards() {
         status_of "$i"
     done | jq -rs --argjson ring "$RING" '
         . as $all | $ring.ring[] | .shard as $s | .replicas as $reps |
-        [$all[] | .id as $id | .groups[]? | select(.shard == $s) | . + {id: $id}] as $rows |
+        [$all[] | .id as $id | .groups[]? | select(.shard == $s) | . + {id: $id} |
+            select(.id as $id | $reps | index($id))] as $rows |
         select(($rows | length) != ($reps | length) or
                ([$rows[] | "\(.applied) \(.content_hash)"] | unique | length) != 1 or
                $rows[0].applied < ([$rows[].commit] | max)) |
@@ -480,12 +504,14 @@ check_never_visible() {
 # check_one_leader_per_term: from every node's log, the lines
 #   HH:MM:SS.mmm kvd N: leader in term T (leader N)                       one group
 #   HH:MM:SS.mmm kvd N: shard S (group G): leader in term T (leader N)   sharded
+#   HH:MM:SS.mmm kvd N: group 0 (members): leader in term T (leader N)  the members table
 # at most one node per term (per shard and term). No such line at all would make
 # the check vacuous, so that fails too.
 check_one_leader_per_term() {
     local claims bad
     claims=$(cat "$CDIR"/*.log 2>/dev/null | sed -n \
         -e 's/^.*kvd \([0-9]*\): shard \([0-9]*\) (group [0-9]*): leader in term \([0-9]*\) .*/\2 \3 \1/p' \
+        -e 's/^.*kvd \([0-9]*\): group 0 (members): leader in term \([0-9]*\) .*/members \2 \1/p' \
         -e 's/^.*kvd \([0-9]*\): leader in term \([0-9]*\) .*/- \2 \1/p' | sort -u)
     if [ -z "$claims" ]; then
         fail "no 'leader in term' line in the nodes' logs: nothing to check one leader per term against"
@@ -493,7 +519,7 @@ check_one_leader_per_term() {
     fi
     bad=$(awk '{ k = $1 " " $2; n[k]++; who[k] = who[k] " " $3 }
         END { for (k in n) if (n[k] > 1) { split(k, a, " ");
-            print (a[1] == "-" ? "" : "shard " a[1] " ") "term " a[2] ": nodes" who[k] } }' <<<"$claims")
+            print (a[1] == "-" ? "" : a[1] == "members" ? "group 0 " : "shard " a[1] " ") "term " a[2] ": nodes" who[k] } }' <<<"$claims")
     if [ -n "$bad" ]; then
         fail "two leaders in one term: $bad"
     elif [ "$SHARDS" -gt 1 ]; then
@@ -506,6 +532,7 @@ check_one_leader_per_term() {
 final_checks() {
     say "Checks"
     if [ "$SHARDS" -gt 1 ]; then
+        refresh_ring || true
         if wait_for 15 converged; then
             pass "replicas identical per shard: in each of the $SHARDS shards its $REPLICAS replicas applied the same index and hold the same content hash"
         else

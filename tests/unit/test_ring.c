@@ -493,6 +493,89 @@ static void test_bad_maps_refused_with_a_reason(void)
     }
 }
 
+/* The stored placement (members.c): from the ring's for 5 nodes, grow to 7
+ * and shrink to 4, for G = 8, 16 and 64. A join moves exactly the joiner's
+ * fair share floor(R*G/(N+1)), a leave exactly the leaver's slots, never
+ * more than 1.5x the ideal; every shard keeps R distinct members; loads
+ * end within 1 of each other once a join took its share; the same inputs
+ * give the same placement. */
+static unsigned slots_differ(const uint64_t *a, const uint64_t *b, size_t n)
+{
+    unsigned d = 0;
+    for (size_t i = 0; i < n; i++)
+        d += a[i] != b[i];
+    return d;
+}
+
+static void test_stored_placement_joins_and_leaves_move_the_fewest_slots(void)
+{
+    static const uint32_t Gs[] = {8, 16, 64};
+    for (size_t gi = 0; gi < sizeof(Gs) / sizeof(Gs[0]); gi++) {
+        uint32_t G = Gs[gi], R = 3;
+        struct ring_map m = map_of(5, G, R, 64);
+        struct ring *r = build_ok(&m);
+        uint64_t reps[64 * 3], before[64 * 3], again[64 * 3];
+        for (uint32_t s = 0; s < G; s++)
+            memcpy(&reps[s * R], ring_replicas(r, s), R * sizeof(reps[0]));
+        ring_free(r);
+        uint64_t nodes[8] = {1, 2, 3, 4, 5};
+        size_t n = 5;
+        /* Grow: 6 and 7 join. */
+        for (uint64_t joiner = 6; joiner <= 7; joiner++) {
+            memcpy(before, reps, G * R * sizeof(reps[0]));
+            int moved = ring_placement_join(G, R, reps, nodes, n, joiner);
+            CHECK_EQ(moved, (int)(G * R / (n + 1)));
+            CHECK_EQ(slots_differ(before, reps, G * R), (unsigned)moved);
+            CHECK(moved <= 1.5 * G * R / (n + 1));
+            memcpy(again, before, G * R * sizeof(reps[0]));
+            ring_placement_join(G, R, again, nodes, n, joiner);
+            CHECK(memcmp(again, reps, G * R * sizeof(reps[0])) == 0);
+            nodes[n++] = joiner;
+        }
+        /* Shrink: 5, 6 and 2 leave. */
+        static const uint64_t leavers[] = {5, 6, 2};
+        for (size_t li = 0; li < 3; li++) {
+            uint64_t left[8];
+            size_t k = 0;
+            for (size_t i = 0; i < n; i++)
+                if (nodes[i] != leavers[li])
+                    left[k++] = nodes[i];
+            unsigned held = 0;
+            for (size_t i = 0; i < G * R; i++)
+                held += reps[i] == leavers[li];
+            memcpy(before, reps, G * R * sizeof(reps[0]));
+            int moved = ring_placement_leave(G, R, reps, left, k, leavers[li]);
+            CHECK_EQ(moved, (int)held);
+            CHECK_EQ(slots_differ(before, reps, G * R), held);
+            if (moved > 1.5 * G * R / n)
+                harness_fail(__FILE__, __LINE__, "G=%u: node %llu left with %d slots, ideal %.1f",
+                             G, (unsigned long long)leavers[li], moved, (double)G * R / n);
+            memcpy(nodes, left, k * sizeof(nodes[0]));
+            n = k;
+        }
+        /* Every shard: R distinct members; loads within 1 of each other. */
+        struct ring_map end = map_of(0, G, R, 64);
+        end.n_nodes = n;
+        memcpy(end.nodes, nodes, n * sizeof(nodes[0]));
+        CHECK_EQ(ring_build_placed(&end, reps, &r, err, sizeof(err)), 0);
+        uint32_t lo = UINT32_MAX, hi = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t load = 0;
+            for (uint32_t s = 0; s < G; s++)
+                load += ring_hosts(r, s, nodes[i]);
+            lo = load < lo ? load : lo;
+            hi = load > hi ? load : hi;
+        }
+        if (hi > lo + 2)
+            harness_fail(__FILE__, __LINE__, "G=%u: loads %u..%u after grow and shrink", G, lo, hi);
+        ring_free(r);
+        /* A placement naming a non-member, or a node twice, is refused. */
+        reps[1] = reps[0];
+        CHECK_EQ(ring_build_placed(&end, reps, &r, err, sizeof(err)), -1);
+        CHECK(strstr(err, "twice"));
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -508,6 +591,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_joining_node_takes_at_most_1_5x_its_fair_share),
         HARNESS_TEST(test_leaving_node_moves_only_its_own_replicas),
         HARNESS_TEST(test_bad_maps_refused_with_a_reason),
+        HARNESS_TEST(test_stored_placement_joins_and_leaves_move_the_fewest_slots),
     };
     return harness_main(argc, argv, "ring", tests, sizeof(tests) / sizeof(tests[0]));
 }
