@@ -98,6 +98,33 @@ static int initial_table(const struct kv_server *s, uint8_t **out, size_t *len)
     return 0;
 }
 
+/* The ring of table t's members: with its stored placement (placed, when
+ * it has one), or the consistent-hashing ring's. 0, or -1 with err. */
+static int table_ring(const struct kv_server *s, const Kvpb__NodeTable *t, bool placed,
+                      struct ring **out, char *err, size_t errlen)
+{
+    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
+    if (placed && t->n_placement && t->n_placement != slots) {
+        snprintf(err, errlen,
+                 "members table (epoch %" PRIu64 "): a placement of %zu slots, not %zu", t->epoch,
+                 t->n_placement, slots);
+        return -1;
+    }
+    if (t->n_nodes > RING_MAX_NODES) {
+        snprintf(err, errlen, "members table (epoch %" PRIu64 "): %zu nodes", t->epoch, t->n_nodes);
+        return -1;
+    }
+    struct ring_map map = {.epoch = t->epoch,
+                           .shards = s->cfg.shards,
+                           .replicas = s->cfg.replicas,
+                           .vnodes = s->cfg.vnodes,
+                           .n_nodes = t->n_nodes};
+    for (size_t i = 0; i < t->n_nodes; i++)
+        map.nodes[i] = t->nodes[i]->id;
+    return ring_build_placed(&map, placed && t->n_placement ? t->placement : NULL, out, err,
+                             errlen);
+}
+
 /* What is wrong with table t as a placement, or NULL. */
 static const char *table_invalid(const Kvpb__NodeTable *t, char *buf, size_t len)
 {
@@ -176,27 +203,12 @@ static int install_table(struct kv_server *s, uint8_t *raw, size_t len, bool sto
         free(raw);
         return -1;
     }
-    struct ring_map map = {.epoch = t->epoch,
-                           .shards = s->cfg.shards,
-                           .replicas = s->cfg.replicas,
-                           .vnodes = s->cfg.vnodes,
-                           .n_nodes = t->n_nodes};
-    for (size_t i = 0; i < t->n_nodes; i++)
-        map.nodes[i] = t->nodes[i]->id;
     struct ring *ring;
-    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
-    if ((t->n_placement && t->n_placement != slots) ||
-        ring_build_placed(&map, t->n_placement ? t->placement : NULL, &ring, err, errlen)) {
-        if (t->n_placement && t->n_placement != slots)
-            snprintf(err, errlen,
-                     "members table (epoch %" PRIu64 "): a placement of %zu slots, "
-                     "not %zu",
-                     t->epoch, t->n_placement, slots);
+    if (table_ring(s, t, true, &ring, err, errlen)) {
         kvpb__node_table__free_unpacked(t, NULL);
         free(raw);
         return -1;
     }
-    bool was_member = s->table && table_find(s->table, s->cfg.id);
     /* Addresses: every node ever heard of stays (a leaving node is still
      * reached until its groups have let it go). */
     for (size_t i = 0; i < t->n_nodes; i++) {
@@ -242,7 +254,6 @@ static int install_table(struct kv_server *s, uint8_t *raw, size_t len, bool sto
           t->epoch, t->n_nodes, t->n_nodes == 1 ? "" : "s",
           table_find(t, s->cfg.id) ? "hosts shards " : "was removed: its shards move away",
           table_find(t, s->cfg.id) ? (at ? hosts : "(none)") : "");
-    (void)was_member;
     return 0;
 }
 
@@ -344,16 +355,9 @@ static uint64_t *current_placement(struct kv_server *s, const Kvpb__NodeTable *t
         memcpy(p, t->placement, slots * sizeof(*p));
         return p;
     }
-    struct ring_map map = {.epoch = t->epoch,
-                           .shards = s->cfg.shards,
-                           .replicas = s->cfg.replicas,
-                           .vnodes = s->cfg.vnodes,
-                           .n_nodes = t->n_nodes};
-    for (size_t i = 0; i < t->n_nodes && i < RING_MAX_NODES; i++)
-        map.nodes[i] = t->nodes[i]->id;
     struct ring *ring;
     char err[160];
-    if (ring_build(&map, &ring, err, sizeof(err))) {
+    if (table_ring(s, t, false, &ring, err, sizeof(err))) {
         free(p);
         return NULL;
     }
@@ -879,18 +883,9 @@ static json_t *table_json(struct kv_server *s, const Kvpb__NodeTable *t, bool st
     json_object_set_new(o, "replicas", json_integer(s->cfg.replicas));
     json_object_set_new(o, "vnodes", json_integer(s->cfg.vnodes));
     json_t *nodes = json_array();
-    struct ring_map map = {.epoch = t->epoch,
-                           .shards = s->cfg.shards,
-                           .replicas = s->cfg.replicas,
-                           .vnodes = s->cfg.vnodes,
-                           .n_nodes = t->n_nodes};
-    for (size_t i = 0; i < t->n_nodes && i < RING_MAX_NODES; i++)
-        map.nodes[i] = t->nodes[i]->id;
     char err[160];
     struct ring *ring = NULL;
-    size_t slots = (size_t)s->cfg.shards * s->cfg.replicas;
-    if (ring_build_placed(&map, t->n_placement == slots ? t->placement : NULL, &ring, err,
-                          sizeof(err)))
+    if (table_ring(s, t, true, &ring, err, sizeof(err)))
         ring = NULL;
     for (size_t i = 0; i < t->n_nodes; i++) {
         json_t *n = node_json(t->nodes[i]);
