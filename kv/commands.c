@@ -86,7 +86,8 @@ const struct kv_command kv_commands[KV_ID_COUNT] = {
         LOCAL("RAFT.TRANSFER", 1, 3, KV_CMD_ADMIN, "RAFT.TRANSFER [node-id [shard]]"),
     /* The operator brings a node back with an empty data dir (docs/kvd.md,
      * A node that lost its data). */
-    [KV_ID_RAFT_FORGET] = LOCAL("RAFT.FORGET", 2, 2, KV_CMD_ADMIN, "RAFT.FORGET node-id"),
+    [KV_ID_RAFT_FORGET] =
+        LOCAL("RAFT.FORGET", 2, 3, KV_CMD_ADMIN, "RAFT.FORGET node-id [REPLACED]"),
     /* Members (docs/membership.md): the table, a change of it, and the
      * shard moves this node leads. */
     [KV_ID_RAFT_NODES] = LOCAL("RAFT.NODES", 1, 1, 0, NULL),

@@ -550,8 +550,9 @@ static int cmd_ring(const struct opts *o)
     return 0;
 }
 
-/* kvctl forget ID: RAFT.FORGET on every member but ID itself. */
-static int cmd_forget(const struct opts *o, const char *id)
+/* kvctl forget ID: RAFT.FORGET on every member but ID itself (replaced:
+ * RAFT.FORGET ID REPLACED, for kvctl node replace). */
+static int cmd_forget(const struct opts *o, const char *id, bool replaced)
 {
     json_t *first = first_status(o);
     if (!first)
@@ -574,8 +575,8 @@ static int cmd_forget(const struct opts *o, const char *id)
         snprintf(one.hosts[0], sizeof(one.hosts[0]), "%s", host);
         one.ports[0] = port;
         one.n = 1;
-        const char *argv[] = {"RAFT.FORGET", id};
-        redisReply *r = run(&one, 2, argv, NULL);
+        const char *argv[] = {"RAFT.FORGET", id, "REPLACED"};
+        redisReply *r = run(&one, replaced ? 3 : 2, argv, NULL);
         bool ok = r && r->type == REDIS_REPLY_STATUS;
         if (!o->json)
             printf("node %s: %s\n", self, ok ? "forgot it" : r ? r->str : "did not answer");
@@ -857,7 +858,7 @@ static int cmd_node_replace(const struct opts *o, char **args, int nargs)
     int rc = cmd_rebalance_wait(o, 300);
     if (rc)
         return rc;
-    rc = cmd_forget(o, args[0]);
+    rc = cmd_forget(o, args[0], true);
     if (rc)
         return rc;
     if (!o->json)
@@ -1008,7 +1009,7 @@ int main(int argc, char **argv)
     } else if (!strcmp(cmd, "forget")) {
         if (nargs != 1 || !args[0][0] || strspn(args[0], "0123456789") != strlen(args[0]))
             usage_error("usage: kvctl forget ID (a node id)");
-        return cmd_forget(&o, args[0]);
+        return cmd_forget(&o, args[0], false);
     } else if (!strcmp(cmd, "node") && nargs >= 1) {
         if (!strcmp(args[0], "list") && nargs == 1)
             return cmd_node_list(&o);

@@ -661,18 +661,21 @@ static void cmd_raft_leader(struct call *x)
     reply_bulk(out, addr, (size_t)len);
 }
 
-/* RAFT.FORGET node-id (KV_CMD_ADMIN): this node forgets the node's data-dir
- * incarnation, so that the node, started again with an empty data dir, is
- * taken back (kvctl forget sends it to every node). */
+/* RAFT.FORGET node-id [REPLACED] (KV_CMD_ADMIN): this node forgets the
+ * node's data-dir incarnation, so that the node, started again with an
+ * empty data dir, is taken back (kvctl forget sends it to every node);
+ * REPLACED: it was removed from every group and joins as a new member
+ * (kvctl node replace, docs/membership.md). */
 static void cmd_raft_forget(struct call *x)
 {
     uint64_t id;
     char err[256];
-    if (!parse_u64(x->argv[1], &id)) {
+    bool replaced = x->argc == 3 && x->argvlen[2] == 8 && !strncasecmp(x->argv[2], "REPLACED", 8);
+    if (!parse_u64(x->argv[1], &id) || (x->argc == 3 && !replaced)) {
         reply_usage(x);
         return;
     }
-    if (kv_server_forget_peer(x->c->rs->kv, id, err, sizeof(err)) != 0)
+    if (kv_server_forget_peer(x->c->rs->kv, id, replaced, err, sizeof(err)) != 0)
         reply_error(&x->c->out, "ERR", err);
     else
         buf_puts(&x->c->out, "+OK\r\n");

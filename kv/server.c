@@ -401,13 +401,13 @@ int kv_server_transfer(struct kv_server *s, int shard, raft_id to)
     return rv;
 }
 
-int kv_server_forget_peer(struct kv_server *s, raft_id id, char *err, size_t errlen)
+int kv_server_forget_peer(struct kv_server *s, raft_id id, bool replaced, char *err, size_t errlen)
 {
     if (!peer_of(s, id)) {
-        snprintf(err, errlen, "node %" PRIu64 " is not a member", id);
+        snprintf(err, errlen, "node %" PRIu64 " is not a node this one knows", id);
         return -1;
     }
-    return raft_node_forget_peer(s->node, id, err, errlen) == RAFT_OK ? 0 : -1;
+    return raft_node_forget_peer(s->node, id, replaced, err, errlen) == RAFT_OK ? 0 : -1;
 }
 
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n)

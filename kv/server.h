@@ -159,7 +159,7 @@ const struct kv_server_config *kv_server_config(struct kv_server *s);
 int kv_server_transfer(struct kv_server *s, int shard, raft_id to);
 /* Forget node id's data-dir incarnation (raft_node_forget_peer): the
  * operator brings it back with an empty data dir. 0, or -1 with err. */
-int kv_server_forget_peer(struct kv_server *s, raft_id id, char *err, size_t errlen);
+int kv_server_forget_peer(struct kv_server *s, raft_id id, bool replaced, char *err, size_t errlen);
 /* Application-level faults (transport.h): set (n == 0 heals) and read. */
 int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rules, size_t n);
 const struct transport_fault *kv_server_faults(struct kv_server *s, size_t *n);

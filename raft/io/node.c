@@ -741,13 +741,13 @@ static bool on_peer_check(void *data, uint64_t peer, uint64_t incarnation, char 
     return true;
 }
 
-int raft_node_forget_peer(struct raft_node *n, raft_id id, char *err, size_t errlen)
+int raft_node_forget_peer(struct raft_node *n, raft_id id, bool replaced, char *err, size_t errlen)
 {
     if (id == n->cfg.id) {
         snprintf(err, errlen, "a node does not record its own incarnation");
         return RAFT_EINVAL;
     }
-    int rc = storage_forget_peer_incarnation(n->st, id, err, errlen);
+    int rc = storage_forget_peer_incarnation(n->st, id, replaced, err, errlen);
     if (rc == STORAGE_OK)
         iolog("raft node %llu: forgot node %llu's incarnation (the operator brings it back "
               "empty); its next one is recorded\n",

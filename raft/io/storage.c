@@ -239,9 +239,12 @@ int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incar
     return peer_record(st, id, incarnation, err, errlen);
 }
 
-int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen)
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, bool replaced, char *err,
+                                    size_t errlen)
 {
-    return storage_set_peer_incarnation(st, id, STORAGE_INCARNATION_FORGOTTEN, err, errlen);
+    if (replaced)
+        return storage_set_peer_incarnation(st, id, STORAGE_INCARNATION_FORGOTTEN, err, errlen);
+    return peer_record(st, id, 0, err, errlen);
 }
 
 static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node_id,

@@ -72,12 +72,15 @@ uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id);
  * commit in flight). STORAGE_ code, err filled. */
 int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
                                  size_t errlen);
-/* Forget it (the operator brings a node back empty: docs/kvd.md): recorded
- * as STORAGE_INCARNATION_FORGOTTEN, so that the host can tell a peer it
- * forgot from one it never heard of (node.c takes a forgotten peer's next
- * incarnation only once the peer is a voter of none of its groups). Same
- * rules as storage_set_peer_incarnation. */
-int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen);
+/* Forget it (the operator brings a node back empty: docs/kvd.md). replaced:
+ * it was removed from the cluster and comes back as a new member -- record
+ * STORAGE_INCARNATION_FORGOTTEN, so that the host can tell (node.c takes
+ * its next incarnation only once it is a voter of none of its groups);
+ * otherwise delete the record (the next incarnation is taken as it is: the
+ * operator vouches that the others hold all it acknowledged). Same rules as
+ * storage_set_peer_incarnation. */
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, bool replaced, char *err,
+                                    size_t errlen);
 
 /* What one group persists in one update (host contract 1). The pointers
  * are read during storage_commit() only. */

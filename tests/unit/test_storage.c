@@ -86,7 +86,9 @@ static void test_incarnations_recorded(void)
     /* Forgetting leaves a mark, kept across a restart, that the next
      * incarnation heard replaces. */
     CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x2222, err, sizeof(err)), STORAGE_OK);
-    CHECK_EQ(storage_forget_peer_incarnation(st, 2, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_forget_peer_incarnation(st, 3, false, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_peer_incarnation(st, 3), 0); /* forgotten outright */
+    CHECK_EQ(storage_forget_peer_incarnation(st, 2, true, err, sizeof(err)), STORAGE_OK);
     CHECK_EQ(storage_peer_incarnation(st, 2), STORAGE_INCARNATION_FORGOTTEN);
     storage_close(st);
     st = open_ok(0xabc, 1, MAP);
