@@ -8,6 +8,8 @@
 #   make bench      benchmarks that print figures (never asserted)
 #   make soak       more random simulator seeds (make soak SEEDS=100000 MAX_SECONDS=600),
 #                   then make soak-cluster
+#   make lincheck-bench  generate a 100,000-op history and check it for linearizability
+#                   (LINCHECK_OPS=N), printing the times (docs/lincheck.md)
 #   make soak-cluster  kill -9 and restart nodes of a 5-node kvd cluster under load,
 #                   hundreds of times (SOAK_SECONDS=900); every node must start again
 #   make install    kvd, kvctl, kvring, raftsim, raft.h, libraft.a and raft.pc under PREFIX
@@ -52,7 +54,7 @@ LIBS_KV := -lhttp_parser
 
 CORE_SRC := $(wildcard raft/core/*.c)
 IO_SRC := $(wildcard raft/io/*.c)
-KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c kv/kvbench.c kv/kvring.c,$(wildcard kv/*.c))
+KV_SRC := $(filter-out kv/kvd.c kv/kvctl.c kv/kvbench.c kv/kvring.c kv/kvcheck.c,$(wildcard kv/*.c))
 SIM_SRC := $(filter-out raft/sim/raftsim.c,$(wildcard raft/sim/*.c))
 PROTO := proto/raft.proto proto/kv.proto
 PROTO_C := $(patsubst proto/%.proto,$(GEN)/%.pb-c.c,$(PROTO))
@@ -76,13 +78,19 @@ KVD := $(OBJ)/kvd
 KVCTL := $(OBJ)/kvctl
 KVRING := $(OBJ)/kvring
 KVBENCH := $(OBJ)/kvbench
+KVCHECK := $(OBJ)/kvcheck
 NFQ_DELAY := $(OBJ)/nfq-delay
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(OBJ)/tests/%)
 
-BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(NFQ_DELAY) $(UNIT_BIN)
+BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(KVCHECK) $(NFQ_DELAY) $(UNIT_BIN)
 # A test-only tool: rewrites a stored value as no read notices (test_corruption.sh).
 KVREWRITE := $(OBJ)/kvrewrite
 BINS += $(KVREWRITE)
+# The linearizability checker (docs/lincheck.md): a library and its command line.
+LINCHECK_SRC := $(filter-out tests/lincheck/lincheck.c,$(wildcard tests/lincheck/*.c))
+LIBLINCHECK := $(OBJ)/liblincheck.a
+LINCHECK := $(OBJ)/lincheck
+BINS += $(LINCHECK)
 
 FUZZ_SECONDS ?= 60
 FUZZ_DIR := $(BUILD)/fuzz
@@ -165,10 +173,26 @@ $(KVBENCH): $(OBJ)/kv/kvbench.o
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_KV) libuv) $(LIBS_KV) -o $@
 
+# The workload of cluster-scripts/check (docs/lincheck.md): hiredis, one thread a client.
+$(KVCHECK): $(OBJ)/kv/kvcheck.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs hiredis) -lpthread -o $@
+
 $(KVREWRITE): tests/integration/kvrewrite.c
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs lmdb libxxhash) -o $@
+
+$(LIBLINCHECK): $(LINCHECK_SRC:%.c=$(OBJ)/%.o)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LINCHECK): $(OBJ)/tests/lincheck/lincheck.o $(LIBLINCHECK)
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs jansson) -o $@
+
+# test_lincheck links the checker too (the pattern rule below links every prerequisite).
+$(OBJ)/tests/test_lincheck: $(LIBLINCHECK)
 
 # The packet delayer of the cluster scripts' netns mode.
 $(NFQ_DELAY): cluster-scripts/nfq-delay.c
@@ -221,6 +245,13 @@ bench: deps-ensure
 	@$(BUILD)/bench/raftsim bench
 	@echo "== kvd cluster"
 	@scripts/bench.sh $(BUILD)/bench $(BENCH_SECONDS)
+
+# The checker's performance goal: 100,000 ops of 5 clients over 20 keys in under 10 s.
+LINCHECK_OPS ?= 100000
+.PHONY: lincheck-bench
+lincheck-bench: $(LINCHECK)
+	@$(LINCHECK) --generate $(BUILD)/lincheck-bench.jsonl --ops $(LINCHECK_OPS) --clients 5 \
+		--keys 20 --check
 
 # libFuzzer targets (clang): `make fuzz FUZZ_SECONDS=300` runs each for that long.
 
@@ -283,6 +314,7 @@ install: all
 	install -m 755 $(KVD) $(DESTDIR)$(PREFIX)/bin/kvd
 	install -m 755 $(KVCTL) $(DESTDIR)$(PREFIX)/bin/kvctl
 	install -m 755 $(KVRING) $(DESTDIR)$(PREFIX)/bin/kvring
+	install -m 755 $(LINCHECK) $(DESTDIR)$(PREFIX)/bin/lincheck
 	install -m 644 raft/include/raft.h $(DESTDIR)$(PREFIX)/include/raft.h
 	install -m 644 $(LIBRAFT) $(DESTDIR)$(PREFIX)/lib/libraft.a
 	sed -e 's|@PREFIX@|$(PREFIX)|' raft/raft.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/raft.pc

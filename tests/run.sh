@@ -60,6 +60,9 @@ for t in "$OBJ"/tests/test_*; do
     run_suite "unit: $(basename "$t")" "$t"
 done
 
+# The linearizability checker's command line (its library has a unit suite above).
+run_suite "lincheck: command line" env OBJ="$OBJ" tests/lincheck/test_cli.sh
+
 run_suite "scenarios: tests/scenario" "$OBJ/raftsim" run tests/scenario/*.txt
 
 run_suite "simulator: $SEEDS random schedules (3 and 5 nodes, all faults)" \
@@ -147,6 +150,24 @@ weakened_split_brain() {
 }
 run_suite "cluster scenario: split-brain catches a weakened server (no check-quorum, unsafe_local reads)" \
     expect_ok "FAIL reported" weakened_split_brain
+
+# Linearizability (docs/lincheck.md): clients' histories under a nemesis, checked by
+# lincheck. The real cluster must come out LINEARIZABLE; a weakened one (reads from
+# local state, a leader that keeps leading alone) must be caught with a VIOLATION.
+check_run() { # check_run EXPECTED-EXIT KVD-OPTS CHECK-ARGS...
+    local want=$1 opts=$2 rc=0 out
+    shift 2
+    out=$(env KVD="$OBJ/kvd" SCENARIO_CLEAN=1 CLUSTER_PORTS=10000 CLUSTER_NET=loopback \
+        KVD_OPTS="$opts" LINCHECK_BUDGET=60 timeout 240 cluster-scripts/check "$@" 2>&1) || rc=$?
+    printf '%s\n' "$out" | grep -E "^== |fault [0-9]+:|kvcheck:|^(LINEARIZABLE|VIOLATION|UNKNOWN)" || true
+    [ "$rc" = "$want" ] || { echo "check exited $rc, expected $want"; return 1; }
+}
+run_suite "linearizability check: 3 nodes under partitions, isolation, kill -9 and pauses" \
+    expect_ok "LINEARIZABLE" check_run 0 "" --nodes 3 --time 30 --nemesis partition,isolate,kill,pause \
+    --seed 11
+run_suite "linearizability check: a weakened server (unsafe_local reads, no check-quorum) is caught" \
+    expect_ok "VIOLATION found" check_run 1 "--read-mode unsafe_local --no-check-quorum --allow-unsafe" \
+    --nodes 3 --time 25 --nemesis isolate,partition --seed 12
 
 for t in tests/lint/*.sh; do
     run_suite "lint: $(basename "$t")" "$t"
