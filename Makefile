@@ -10,8 +10,10 @@
 #                   then make soak-cluster
 #   make lincheck-bench  generate a 100,000-op history and check it for linearizability
 #                   (LINCHECK_OPS=N), printing the times (docs/lincheck.md)
-#   make soak-cluster  kill -9 and restart nodes of a 5-node kvd cluster under load,
-#                   hundreds of times (SOAK_SECONDS=900); every node must start again
+#   make soak-cluster  linearizability checks of real clusters under every nemesis
+#                   (SOAK_CHECK_SECONDS=1800); kill -9 and restart nodes of a 5-node kvd
+#                   cluster under load, hundreds of times (SOAK_SECONDS=900); every node
+#                   must start again
 #   make install    kvd, kvctl, kvring, raftsim, raft.h, libraft.a and raft.pc under PREFIX
 #                   (default /usr/local)
 #   make deps       install the Debian packages (apt-get; root or sudo)
@@ -229,7 +231,9 @@ soak: all
 	@$(MAKE) --no-print-directory soak-cluster
 
 SOAK_SECONDS ?= 900
+SOAK_CHECK_SECONDS ?= 1800
 soak-cluster: all
+	@KVD=$(OBJ)/kvd SOAK_CHECK_SECONDS=$(SOAK_CHECK_SECONDS) cluster-scripts/soak-check
 	@KVD=$(OBJ)/kvd SOAK_SECONDS=$(SOAK_SECONDS) cluster-scripts/soak-kill
 	@# The membership scenarios in netns mode (make test runs them in loopback mode).
 	@for t in grow-shrink disk-loss; do \

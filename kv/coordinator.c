@@ -179,11 +179,12 @@ static void serve_local_read(struct kv_server *s, struct request *q)
 static raft_id target_of(struct kv_server *s, struct request *q)
 {
     struct shard *sh = q->sh;
-    raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : 0;
-    if (!leader || leader == s->cfg.id)
-        leader = leader ? leader : q->leader_hint;
-    if (!leader && !sh->hosted)
-        leader = sh->leader_hint;
+    /* The hint of the node it last went to (a "not leader" answer) is the
+     * newest news: a replica here may be one the group left behind
+     * (members.c), whose core still names an old leader. */
+    raft_id leader = q->leader_hint;
+    if (!leader)
+        leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
     q->leader_hint = 0;
     if (!leader && !sh->hosted) {
         /* Next replica in turn, preferring those we are connected to. */

@@ -48,10 +48,12 @@ static const char usage_text[] =
     "                         moving or planned, and snapshot bytes sent to new replicas\n"
     "  rebalance wait [S]     wait (default 120 s) until every group has its target\n"
     "                         replicas; exit 3 if not by then\n"
-    "  forget ID              every node forgets node ID's data-dir incarnation, so that ID,\n"
+    "  forget ID [replaced]   every node forgets node ID's data-dir incarnation, so that ID,\n"
     "                         started again with an empty data dir, is taken back. Only once\n"
     "                         the other nodes are a majority and caught up (docs/kvd.md, A\n"
-    "                         node that lost its data); needs --admin-token if nodes have one\n"
+    "                         node that lost its data); needs --admin-token if nodes have one.\n"
+    "                         replaced: ID was removed and joins again as a new member (node\n"
+    "                         replace); a node whose log still counts ID as a voter refuses\n"
     "\n"
     "Options:\n"
     "  --node HOST:PORT       a node's Redis address; repeat it to give several (tried in\n"
@@ -709,6 +711,9 @@ static json_t *rebalance_of_all(const struct opts *o, int *silent)
     *silent = 0;
     size_t i;
     json_t *n;
+    /* A node still on an older members table judges its groups by the old
+     * placement: until every member has the newest, nothing is done. */
+    json_int_t newest = geti(t, "epoch"), lagging = 0;
     json_array_foreach(json_object_get(t, "nodes"), i, n)
     {
         const char *argv[] = {"RAFT.REBALANCE"};
@@ -717,13 +722,19 @@ static json_t *rebalance_of_all(const struct opts *o, int *silent)
             (*silent)++;
             continue;
         }
+        if (geti(rb, "epoch") > newest) {
+            lagging += (json_int_t)i; /* the ones asked before had an older table */
+            newest = geti(rb, "epoch");
+        } else if (geti(rb, "epoch") < newest) {
+            lagging++;
+        }
         size_t k;
         json_t *g;
         json_array_foreach(json_object_get(rb, "groups"), k, g) json_array_append(groups, g);
         json_decref(rb);
     }
-    json_t *out = json_pack("{s:I,s:I,s:o}", "epoch", geti(t, "epoch"), "shards", geti(t, "shards"),
-                            "groups", groups);
+    json_t *out = json_pack("{s:I,s:I,s:I,s:o}", "epoch", newest, "shards", geti(t, "shards"),
+                            "lagging", lagging, "groups", groups);
     json_decref(t);
     return out;
 }
@@ -791,6 +802,9 @@ static int cmd_rebalance_status(const struct opts *o)
         }
         if (silent)
             printf("(%d node%s did not answer)\n", silent, silent == 1 ? "" : "s");
+        if (geti(rb, "lagging"))
+            printf("(some nodes have not applied the newest members table yet: their moves are "
+                   "still to come)\n");
     }
     json_decref(rb);
     return 0;
@@ -804,11 +818,11 @@ static int cmd_rebalance_wait(const struct opts *o, int seconds)
         int silent;
         json_t *rb = rebalance_of_all(o, &silent);
         json_int_t reported = 0, done = rb ? groups_done(rb, &reported) : 0,
-                   total = rb ? geti(rb, "shards") + 1 : 1;
+                   total = rb ? geti(rb, "shards") + 1 : 1, lagging = rb ? geti(rb, "lagging") : 0;
         json_decref(rb);
         clock_gettime(CLOCK_MONOTONIC, &now);
         double took = (double)(now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9;
-        if (rb && done == total) {
+        if (rb && done == total && !lagging) {
             printf(o->json ? "{\"done\":true,\"seconds\":%.1f}\n"
                            : "every group is at its target replicas (waited %.1f s)\n",
                    took);
@@ -858,7 +872,12 @@ static int cmd_node_replace(const struct opts *o, char **args, int nargs)
     int rc = cmd_rebalance_wait(o, 300);
     if (rc)
         return rc;
-    rc = cmd_forget(o, args[0], true);
+    /* A node whose log still counts it as a voter (it missed the removal)
+     * refuses; it is asked again while the removal reaches it. */
+    for (int tries = 0; (rc = cmd_forget(o, args[0], true)) != 0 && tries < 20; tries++) {
+        struct timespec ts = {0, 500 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (rc)
         return rc;
     if (!o->json)
@@ -1007,9 +1026,11 @@ int main(int argc, char **argv)
             usage_error("ring takes no arguments");
         return cmd_ring(&o);
     } else if (!strcmp(cmd, "forget")) {
-        if (nargs != 1 || !args[0][0] || strspn(args[0], "0123456789") != strlen(args[0]))
-            usage_error("usage: kvctl forget ID (a node id)");
-        return cmd_forget(&o, args[0], false);
+        if (nargs < 1 || nargs > 2 || !args[0][0] ||
+            strspn(args[0], "0123456789") != strlen(args[0]) ||
+            (nargs == 2 && strcmp(args[1], "replaced")))
+            usage_error("usage: kvctl forget ID [replaced] (a node id)");
+        return cmd_forget(&o, args[0], nargs == 2);
     } else if (!strcmp(cmd, "node") && nargs >= 1) {
         if (!strcmp(args[0], "list") && nargs == 1)
             return cmd_node_list(&o);

@@ -242,7 +242,11 @@ static int install_table(struct kv_server *s, uint8_t *raw, size_t len, bool sto
         return 0;
     char hosts[256] = "";
     size_t at = 0;
-    for (uint32_t i = 0; i < s->n_shards; i++)
+    /* A node that joined places shards by the table group 0 holds (its
+     * answer from --join has no placement): until it has it, it hosts only
+     * what a leader sends it. */
+    bool placed = stored || !s->cfg.join;
+    for (uint32_t i = 0; placed && i < s->n_shards; i++)
         if (ring_hosts(s->ring, i, s->cfg.id)) {
             host_group(s, &s->shards[i]);
             if (at < sizeof(hosts) - 16)
@@ -765,15 +769,14 @@ static void ask_if_gone(struct kv_server *s, struct shard *sh, uint64_t now)
     Kvpb__MemberQuery mq = KVPB__MEMBER_QUERY__INIT;
     Kvpb__Relay relay = KVPB__RELAY__INIT;
     relay.member_query = &mq;
+    /* The leader it knows of may be long gone (nobody talks to a replica
+     * left behind): ask it and every replica the placement names; whichever
+     * leads the group answers. */
     raft_id leader = raft_leader(core(s, sh));
-    if (leader && leader != s->cfg.id) {
-        send_relay(s, sh->group, leader, &relay);
-        return;
-    }
-    /* No leader known (it stopped talking to us): ask where the group is
-     * to be; any of them that leads it answers. */
     const raft_id *want;
     size_t n = shard_targets(s, sh, &want);
+    if (leader && leader != s->cfg.id && !listed(want, n, leader))
+        send_relay(s, sh->group, leader, &relay);
     for (size_t i = 0; i < n; i++)
         if (want[i] != s->cfg.id)
             send_relay(s, sh->group, want[i], &relay);

@@ -706,25 +706,7 @@ static bool on_peer_check(void *data, uint64_t peer, uint64_t incarnation, char 
     uint64_t known = storage_peer_incarnation(n->st, peer);
     if (known == incarnation)
         return true;
-    if (known == STORAGE_INCARNATION_FORGOTTEN) {
-        /* The operator replaces it. Its new, empty self may join only as a
-         * learner: while a configuration in force here (committed or not)
-         * still counts it as a voter, its vote could elect this node with
-         * a stale log (a server that missed its removal, thesis §4.2.3). */
-        for (size_t i = 0; i < n->n_groups; i++) {
-            struct raft_member m[64];
-            size_t k = raft_configuration(n->groups[i]->r, m, 64);
-            for (size_t j = 0; j < k && j < 64; j++)
-                if (m[j].id == peer && m[j].is_voter) {
-                    snprintf(why, len,
-                             "it is being replaced (its old incarnation was forgotten), but it is "
-                             "still a voter of group %llu in this node's log: its removal has "
-                             "not reached this node yet",
-                             (unsigned long long)n->groups[i]->id);
-                    return false;
-                }
-        }
-    } else if (known) {
+    if (known) {
         snprintf(why, len,
                  "its data dir was replaced (incarnation %016llx; we knew %016llx): a node that "
                  "lost its data must not vote or count toward a quorum, or an acknowledged write "
@@ -747,7 +729,25 @@ int raft_node_forget_peer(struct raft_node *n, raft_id id, bool replaced, char *
         snprintf(err, errlen, "a node does not record its own incarnation");
         return RAFT_EINVAL;
     }
-    int rc = storage_forget_peer_incarnation(n->st, id, replaced, err, errlen);
+    /* Replaced: its new, empty self may come back only as a new member (a
+     * learner first). While a configuration in this node's log still
+     * counts it as a voter -- this node missed its removal (thesis §4.2.3)
+     * -- its empty vote could elect this node with a stale log. Checked
+     * now, not at its next handshake: by then the new member may be a
+     * voter again, rightly. */
+    for (size_t i = 0; replaced && i < n->n_groups; i++) {
+        struct raft_member m[64];
+        size_t k = raft_configuration(n->groups[i]->r, m, 64);
+        for (size_t j = 0; j < k && j < 64; j++)
+            if (m[j].id == id && m[j].is_voter) {
+                snprintf(err, errlen,
+                         "node %llu is still a voter of group %llu in this node's log: its removal "
+                         "has not reached this node yet (try again shortly)",
+                         (unsigned long long)id, (unsigned long long)n->groups[i]->id);
+                return RAFT_EINVAL;
+            }
+    }
+    int rc = storage_forget_peer_incarnation(n->st, id, err, errlen);
     if (rc == STORAGE_OK)
         iolog("raft node %llu: forgot node %llu's incarnation (the operator brings it back "
               "empty); its next one is recorded\n",

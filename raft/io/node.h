@@ -190,10 +190,10 @@ struct transport *raft_node_transport(struct raft_node *n);
 /* The operator brings peer id back with an empty data dir: forget the
  * incarnation recorded for it, so that its new one is taken (node.c,
  * on_peer_check). replaced: it was removed from every group and joins
- * again as a new member -- its new incarnation is taken only once no
- * configuration in this node's log counts it as a voter. Otherwise it comes
- * back as the voter it was: safe only while the other voters of every group
- * it belongs to are a majority and hold everything it ever acknowledged
+ * again as a new member -- refused (RAFT_EINVAL) while a configuration in
+ * this node's log still counts it as a voter. Otherwise it comes back as
+ * the voter it was: safe only while the other voters of every group it
+ * belongs to are a majority and hold everything it ever acknowledged
  * (docs/kvd.md). A RAFT_ code; err filled. */
 int raft_node_forget_peer(struct raft_node *n, raft_id id, bool replaced, char *err, size_t errlen);
 /* Why the node stopped taking work, or NULL while it is healthy. */

@@ -161,7 +161,7 @@ static int load_incarnations(struct storage *st, MDB_txn *txn)
     int rc = get_u64(txn, st->node, "incarnation", &st->incarnation);
     if (rc)
         return rc;
-    while (!st->incarnation || st->incarnation == STORAGE_INCARNATION_FORGOTTEN)
+    while (!st->incarnation)
         randombytes_buf(&st->incarnation, sizeof(st->incarnation));
     if ((rc = put_u64(txn, st->node, "incarnation", st->incarnation)))
         return rc;
@@ -239,11 +239,8 @@ int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incar
     return peer_record(st, id, incarnation, err, errlen);
 }
 
-int storage_forget_peer_incarnation(struct storage *st, uint64_t id, bool replaced, char *err,
-                                    size_t errlen)
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen)
 {
-    if (replaced)
-        return storage_set_peer_incarnation(st, id, STORAGE_INCARNATION_FORGOTTEN, err, errlen);
     return peer_record(st, id, 0, err, errlen);
 }
 

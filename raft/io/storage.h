@@ -63,24 +63,17 @@ void storage_close(struct storage *st);
  * or count toward a commit, or an acknowledged write could be lost (the
  * "disk loss" hazard; docs/kvd.md, A node that lost its data). */
 uint64_t storage_incarnation(const struct storage *st);
-/* The incarnation recorded for peer `id`, 0 if none yet, or
- * STORAGE_INCARNATION_FORGOTTEN (read once, at open, into memory). */
-#define STORAGE_INCARNATION_FORGOTTEN UINT64_MAX
+/* The incarnation recorded for peer `id`, 0 if none yet (read once, at
+ * open, into memory). */
 uint64_t storage_peer_incarnation(const struct storage *st, uint64_t id);
 /* Record peer id's incarnation, in a transaction of its own, synced; from
  * the loop thread, once per peer and data dir (it waits for a storage
  * commit in flight). STORAGE_ code, err filled. */
 int storage_set_peer_incarnation(struct storage *st, uint64_t id, uint64_t incarnation, char *err,
                                  size_t errlen);
-/* Forget it (the operator brings a node back empty: docs/kvd.md). replaced:
- * it was removed from the cluster and comes back as a new member -- record
- * STORAGE_INCARNATION_FORGOTTEN, so that the host can tell (node.c takes
- * its next incarnation only once it is a voter of none of its groups);
- * otherwise delete the record (the next incarnation is taken as it is: the
- * operator vouches that the others hold all it acknowledged). Same rules as
- * storage_set_peer_incarnation. */
-int storage_forget_peer_incarnation(struct storage *st, uint64_t id, bool replaced, char *err,
-                                    size_t errlen);
+/* Forget it (the operator brings a node back empty: docs/kvd.md); the next
+ * one heard is recorded. Same rules as storage_set_peer_incarnation. */
+int storage_forget_peer_incarnation(struct storage *st, uint64_t id, char *err, size_t errlen);
 
 /* What one group persists in one update (host contract 1). The pointers
  * are read during storage_commit() only. */

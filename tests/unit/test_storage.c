@@ -83,16 +83,13 @@ static void test_incarnations_recorded(void)
     st = open_ok(0xabc, 1, MAP);
     CHECK(storage_incarnation(st) != mine);
     CHECK_EQ(storage_peer_incarnation(st, 2), 0);
-    /* Forgetting leaves a mark, kept across a restart, that the next
-     * incarnation heard replaces. */
+    /* Forgetting is durable; the next incarnation heard is recorded. */
     CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x2222, err, sizeof(err)), STORAGE_OK);
-    CHECK_EQ(storage_forget_peer_incarnation(st, 3, false, err, sizeof(err)), STORAGE_OK);
-    CHECK_EQ(storage_peer_incarnation(st, 3), 0); /* forgotten outright */
-    CHECK_EQ(storage_forget_peer_incarnation(st, 2, true, err, sizeof(err)), STORAGE_OK);
-    CHECK_EQ(storage_peer_incarnation(st, 2), STORAGE_INCARNATION_FORGOTTEN);
+    CHECK_EQ(storage_forget_peer_incarnation(st, 2, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0);
     storage_close(st);
     st = open_ok(0xabc, 1, MAP);
-    CHECK_EQ(storage_peer_incarnation(st, 2), STORAGE_INCARNATION_FORGOTTEN);
+    CHECK_EQ(storage_peer_incarnation(st, 2), 0);
     CHECK_EQ(storage_set_peer_incarnation(st, 2, 0x4444, err, sizeof(err)), STORAGE_OK);
     CHECK_EQ(storage_peer_incarnation(st, 2), 0x4444);
     storage_close(st);
