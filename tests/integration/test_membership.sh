@@ -86,7 +86,10 @@ check "a wiped node 5 is refused by its peers" wait_until 15 refused5
 kill9 5
 check "kvctl node replace 5 (remove, wait, forget)" kvctl "$other" node replace 5
 join 5 "$other"
-check "node 5 comes back empty as a new member and gets its shards" kvctl "$other" rebalance wait 60
+check "node 5 starts again, empty, with --join" wait_until 15 listening 5
+member5() { [ "$(kvctl "$other" --json node list | jq '[.nodes[].id] | index(5) != null')" = true ]; }
+check "it is a member again" wait_until 15 member5
+check "node 5 comes back as a new member and gets its shards" kvctl "$other" rebalance wait 60
 check "it serves: a write through it" eq "$(r 5 SET after-replace yes)" OK
 
 # A partition in the middle of a rebalance: node 5 cut off from everyone (fault filter),
