@@ -279,6 +279,7 @@ static void attempt(struct kv_server *s, struct request *q)
     relay.request = &req;
     send_relay(s, sh->group, leader, &relay);
     q->sent_to = q->handed_to = leader;
+    q->sent_ms = now;
     s->forwarded++;
     kvpb__command__free_unpacked(cmd, NULL);
     /* No answer within an election timeout: the leader may be gone; ask again. */
@@ -318,6 +319,34 @@ void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *c
     attempt(s, q);
 }
 
+/* A request forwarded to a node that was the leader waits an election
+ * timeout for its answer (attempt()); if that node died, no answer comes
+ * and the client would wait the whole timeout even though a new leader
+ * was elected long before. So as soon as this node's core learns the
+ * shard's leader, what was sent elsewhere, or waits for an election, goes
+ * to it at the next sweep (not here: this runs inside a step of the core,
+ * which attempt() may step again). Sending a write twice is safe: its
+ * session's sequence number makes the second a duplicate (thesis §6.3). */
+void requests_leader_known(struct kv_server *s, struct shard *sh, raft_id leader)
+{
+    uint64_t now = now_ms(s);
+    for (struct request *q = s->requests; q; q = q->next)
+        if (q->sh == sh && !q->local_exec && q->sent_to != leader && q->next_try_ms > now) {
+            q->next_try_ms = now;
+            s->redirected += q->sent_to != 0;
+        }
+}
+
+/* Forwarded to a node whose connection is gone (it crashed, or was cut
+ * off): its answer cannot come; ask again where the leader is now rather
+ * than wait out an election timeout. A grace period lets a message queued
+ * while the link was reconnecting go first. */
+static bool target_lost(struct kv_server *s, const struct request *q, uint64_t now)
+{
+    return q->sent_to && now >= q->sent_ms + NO_LEADER_RETRY_MS &&
+           !transport_peer_connected(raft_node_transport(s->node), q->sent_to);
+}
+
 /* Retries and deadlines. */
 void requests_sweep(uv_timer_t *t)
 {
@@ -336,7 +365,9 @@ void requests_sweep(uv_timer_t *t)
         next = q->next;
         if (q->local_exec && q->deadline_ms > now)
             continue; /* the exec answers, or leadership loss fails it */
-        if (q->next_try_ms <= now || q->deadline_ms <= now) {
+        bool lost = q->next_try_ms > now && target_lost(s, q, now);
+        s->redirected += lost;
+        if (q->next_try_ms <= now || q->deadline_ms <= now || lost) {
             if (q->next_try_ms && q->next_try_ms != q->deadline_ms)
                 s->retried++;
             /* Forwarded and never answered: whoever we took for the leader

@@ -14,6 +14,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ static const char usage_text[] =
     "usage: kvbench [--node HOST:PORT]... [--proto resp|http|etcd] [--op set|get|incr]\n"
     "               [--connections N] [--seconds S] [--keys K] [--value-size B]\n"
     "               [--metrics HOST:PORT]... [--auth FILE] [--csv]\n"
+    "               [--kill PID --kill-after S]\n"
     "\n"
     "Closed loop: each of N connections (default 16) sends its next command as soon as the\n"
     "last is answered, for S seconds (default 5, at most 600), on keys key:0..K-1 (default\n"
@@ -36,7 +38,12 @@ static const char usage_text[] =
     "--proto resp (default) speaks the Redis protocol (--node is a RESP port); http speaks\n"
     "kvd's HTTP API (PUT/GET /v1/kv/KEY; --node is an HTTP port); etcd speaks etcd's v3 JSON\n"
     "gateway (POST /v3/kv/put and /v3/kv/range, linearizable; --node is a client URL's\n"
-    "HOST:PORT). incr is RESP only.\n";
+    "HOST:PORT). incr is RESP only.\n"
+    "\n"
+    "--kill PID --kill-after S: failover. S seconds into the run, send SIGKILL to PID (the\n"
+    "leader, which the connections must not talk to) and print how long after the kill the\n"
+    "commands then in flight were answered, and when the first command sent after the kill\n"
+    "was.\n";
 
 enum proto { PROTO_RESP, PROTO_HTTP, PROTO_ETCD };
 
@@ -49,6 +56,8 @@ struct client {
     redisAsyncContext *ac; /* PROTO_RESP */
     uint64_t sent_ns;
     uint64_t seq;
+    bool waiting;     /* a command is out */
+    bool out_at_kill; /* ...and was when --kill fired */
     bool connected;
     /* PROTO_HTTP and PROTO_ETCD */
     uv_tcp_t tcp;
@@ -86,7 +95,15 @@ struct bench {
     int open;
     char first_error[160];
     uv_timer_t timer;
-    char password[256]; /* --auth: AUTH on each RESP connection, Bearer over HTTP */
+    /* --kill: the failover measurement */
+    int kill_pid;
+    double kill_after;
+    uv_timer_t kill_timer;
+    uint64_t kill_ns;
+    uint64_t inflight_done_ns; /* the last command out at the kill answered (after it) */
+    uint64_t first_after_ns;   /* the first command sent after the kill answered OK */
+    uint64_t kill_errors;      /* errors answered after the kill */
+    char password[256];        /* --auth: AUTH on each RESP connection, Bearer over HTTP */
     char auth_header[300];
 };
 
@@ -99,6 +116,18 @@ static void answered(struct client *c, const char *error)
 {
     struct bench *b = c->b;
     uint64_t now = uv_hrtime();
+    c->waiting = false;
+    if (b->kill_ns) {
+        if (c->out_at_kill) {
+            c->out_at_kill = false;
+            if (now - b->kill_ns > b->inflight_done_ns)
+                b->inflight_done_ns = now - b->kill_ns;
+        } else if (!error && !b->first_after_ns && c->sent_ns > b->kill_ns) {
+            b->first_after_ns = now - b->kill_ns;
+        }
+        if (error)
+            b->kill_errors++;
+    }
     if (error) {
         if (!b->errors)
             snprintf(b->first_error, sizeof(b->first_error), "%s", error);
@@ -129,6 +158,7 @@ static void send_next(struct client *c)
     snprintf(key, sizeof(key), "key:%u",
              (unsigned)((c->seq++ * 2654435761u + (uint64_t)(c - b->clients) * 7919u) % b->keys));
     c->sent_ns = uv_hrtime();
+    c->waiting = true;
     if (b->proto != PROTO_RESP) {
         http_send_next(c, key);
         return;
@@ -335,6 +365,17 @@ static void on_timer(uv_timer_t *t)
     uv_close((uv_handle_t *)t, NULL);
 }
 
+static void on_kill(uv_timer_t *t)
+{
+    struct bench *b = t->data;
+    b->kill_ns = uv_hrtime();
+    for (int i = 0; i < b->conns; i++)
+        b->clients[i].out_at_kill = b->clients[i].waiting;
+    if (kill(b->kill_pid, SIGKILL) != 0)
+        fprintf(stderr, "kvbench: kill %d: %s\n", b->kill_pid, strerror(errno));
+    uv_close((uv_handle_t *)t, NULL);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -437,6 +478,10 @@ int main(int argc, char **argv)
             b.keys = (unsigned)atoi(v);
         } else if (!strcmp(a, "--value-size")) {
             b.value_len = (size_t)atol(v);
+        } else if (!strcmp(a, "--kill")) {
+            b.kill_pid = atoi(v);
+        } else if (!strcmp(a, "--kill-after")) {
+            b.kill_after = atof(v);
         } else if (!strcmp(a, "--metrics")) {
             if (b.n_metrics == MAX_NODES) {
                 fprintf(stderr, "kvbench: at most %d --metrics\n", MAX_NODES);
@@ -463,6 +508,10 @@ int main(int argc, char **argv)
         b.value_len > (8 << 20) ||
         (strcmp(b.op, "set") && strcmp(b.op, "get") && strcmp(b.op, "incr"))) {
         fprintf(stderr, "kvbench: bad option value (kvbench --help)\n");
+        return 2;
+    }
+    if ((b.kill_pid > 0) != (b.kill_after > 0) || b.kill_pid < 0 || b.kill_after >= b.seconds) {
+        fprintf(stderr, "kvbench: --kill PID needs --kill-after S, less than --seconds\n");
         return 2;
     }
     if (b.proto != PROTO_RESP && !strcmp(b.op, "incr")) {
@@ -520,6 +569,11 @@ int main(int argc, char **argv)
     uv_timer_init(b.loop, &b.timer);
     b.timer.data = &b;
     uv_timer_start(&b.timer, on_timer, (uint64_t)b.seconds * 1000, 0);
+    if (b.kill_pid) {
+        uv_timer_init(b.loop, &b.kill_timer);
+        b.kill_timer.data = &b;
+        uv_timer_start(&b.kill_timer, on_kill, (uint64_t)(b.kill_after * 1000), 0);
+    }
     uv_run(b.loop, UV_RUN_DEFAULT);
     if (!b.end_ns)
         b.end_ns = uv_hrtime();
@@ -544,6 +598,20 @@ int main(int argc, char **argv)
         if (b.errors)
             printf("  errors %" PRIu64 " (first: %s)", b.errors, b.first_error);
         printf("\n");
+    }
+    if (b.kill_ns) {
+        bool stuck = false;
+        for (int i = 0; i < b.conns; i++)
+            stuck |= b.clients[i].out_at_kill;
+        printf("failover: in flight at the kill: answered after %s%.0f ms; first command sent "
+               "after it: answered after ",
+               stuck ? "more than " : "",
+               (double)(stuck ? b.end_ns - b.kill_ns : b.inflight_done_ns) / 1e6);
+        if (b.first_after_ns)
+            printf("%.0f ms", (double)b.first_after_ns / 1e6);
+        else
+            printf("(none by the end)");
+        printf("; errors after the kill %" PRIu64 "\n", b.kill_errors);
     }
     free(b.value);
     free(b.value_b64);

@@ -154,8 +154,10 @@ static void cb_role_changed(void *data, uint64_t group, enum raft_role role, raf
     else
         iolog("kvd %" PRIu64 ": %s in term %" PRIu64 " (leader %" PRIu64 ")\n", s->cfg.id,
               raft_role_name(role), raft_current_term(core(s, sh)), leader);
-    if (leader)
+    if (leader) {
         sh->leader_hint = leader;
+        requests_leader_known(s, sh, leader);
+    }
     if (leader == sh->preferred_leader)
         sh->balance_backoff_ms = 0; /* the balance worked (route.c) */
     if (role == RAFT_CANDIDATE)

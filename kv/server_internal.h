@@ -110,6 +110,7 @@ struct request {
     raft_id leader_hint;
     bool local_exec;   /* being executed here, as the leader */
     raft_id sent_to;   /* the node the last try went to: only its answer counts */
+    uint64_t sent_ms;  /* when */
     raft_id handed_to; /* the last node it ever went to (0: none: it cannot take effect) */
     bool renew;        /* a connection's session: renewed if it expired */
     uint64_t renewed_client_id;
@@ -165,7 +166,7 @@ struct kv_server {
     uint64_t transfers_balance;
     /* Metrics. */
     struct histogram lat_write, lat_read;
-    uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried;
+    uint64_t ops_ok, ops_timeout, ops_unavailable, ops_bad, forwarded, retried, redirected;
     bool damaged_logged; /* a damaged value was reported once */
     /* Content hashes this node compared with another replica's (relay.c). */
     uint64_t hash_checks_ok, hash_checks_mismatch;
@@ -215,6 +216,8 @@ void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *c
                    struct kv_session *session, int flags, uint64_t deadline_ms, kv_done_cb cb,
                    void *ctx);
 void requests_sweep(uv_timer_t *t); /* deadlines and retries, every SWEEP_MS */
+/* This node's core learned sh's leader: what waits elsewhere goes there. */
+void requests_leader_known(struct kv_server *s, struct shard *sh, raft_id leader);
 const char *read_failed(struct kv_server *s, int rc);
 /* status.c */
 bool node_failed(const struct kv_server *s);

@@ -223,6 +223,7 @@ enum metric_id {
     M_REQUESTS,
     M_FORWARDED,
     M_RETRIES,
+    M_REDIRECTS,
     M_FANOUTS,
     M_BALANCE_TRANSFERS,
     M_MEMBERS_EPOCH,
@@ -285,6 +286,9 @@ static const struct metric_def {
                      "Commands sent to their shard's leader by this node."},
     [M_RETRIES] = {"raftkv_retries_total", "counter",
                    "Commands tried again (leader change, lost answer)."},
+    [M_REDIRECTS] = {"raftkv_redirects_total", "counter",
+                     "Forwarded requests sent again at once: the shard's new leader became known, "
+                     "or the link to the node they went to broke."},
     [M_FANOUTS] = {"raftkv_split_commands_total", "counter",
                    "MGET, DEL and EXISTS commands split over several shards."},
     [M_BALANCE_TRANSFERS] = {"raftkv_balance_transfers_total", "counter",
@@ -555,6 +559,7 @@ static void client_metrics(struct out *o, struct kv_server *s)
     sample(o, M_REQUESTS, "outcome=\"bad\"", s->ops_bad);
     single(o, M_FORWARDED, s->forwarded);
     single(o, M_RETRIES, s->retried);
+    single(o, M_REDIRECTS, s->redirected);
     single(o, M_FANOUTS, s->fanouts);
     single(o, M_SESSIONS_RENEWED, s->sessions_renewed);
     family(o, M_REQUEST_SECONDS);

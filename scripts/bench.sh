@@ -4,8 +4,12 @@
 # HTTP; sharded clusters (3 nodes with 1, 4 and 16 shards, 5 nodes with 16 shards of 3
 # replicas: SET and GET at 64 connections spread over every node); and, when etcd is
 # installed (make bench-peers: Debian's etcd-server), the same load on a 3-member etcd (v3
-# JSON gateway, fsync on) in the same run, with the ratios. Figures are printed, never
-# asserted. BENCH_SHARDS=0 skips the sharded part.
+# JSON gateway, fsync on) in the same run, with the ratios; when redis-server is installed,
+# a single Redis with appendfsync always (the cost of one fsynced, unreplicated write). Also
+# failover (kill -9 of the leader under a writer that talks to a follower: when the write in
+# flight at the kill is answered, and the first one sent after it) for kvd and etcd, and
+# kvd's resident memory at rest and after the load. Figures are printed, never asserted.
+# BENCH_SHARDS=0 skips the sharded part.
 #
 #   scripts/bench.sh BINDIR [SECONDS]
 #
@@ -37,6 +41,28 @@ trap 'exit 1' INT TERM
 
 N=3
 declare -A RPS # "system op conns" -> requests per second
+declare -A FAILOVER # system -> the failover line
+
+# rss_mib PID...: the largest resident set among the processes, in MiB.
+rss_mib() {
+    local p m=0 k
+    for p in "$@"; do
+        k=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        [ "${k:-0}" -gt "$m" ] && m=$k
+    done
+    awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }'
+}
+
+# failover SYSTEM LEADER-PID KVBENCH-ARGS...: a writer on one connection to a follower;
+# kill -9 of the leader 2 s in; the line kvbench prints about it, remembered.
+failover() {
+    local system=$1 pid=$2 out
+    shift 2
+    out=$("$BIN/kvbench" "$@" --op set --connections 1 --seconds 8 --kill "$pid" \
+        --kill-after 2 2>&1) || true
+    FAILOVER[$system]=$(grep '^failover:' <<<"$out" | sed 's/^failover: //')
+    echo "  ${FAILOVER[$system]:-no failover line: $out}"
+}
 
 # run SYSTEM KVBENCH-ARGS...: one kvbench line, printed, its req/s remembered.
 run() {
@@ -71,6 +97,7 @@ if [ -z "$leader" ]; then
     tail -n 5 "$DIR"/*.log >&2
     exit 1
 fi
+RSS_REST=$(rss_mib "${PIDS[@]}")
 echo "kvd: 3 nodes on 127.0.0.1, fsync on (LMDB), linearizable reads (ReadIndex); leader node $leader"
 echo "each line: $SECS s of closed-loop load on the leader, 100-byte values, 10,000 keys"
 echo "over RESP (redis protocol):"
@@ -90,6 +117,10 @@ echo "through a follower (forwarded to the leader), RESP:"
 f=$((leader % N + 1))
 run kvd-follower --node "127.0.0.1:$((26100 + f))" --op set --connections 64
 run kvd-follower --node "127.0.0.1:$((26100 + f))" --op get --connections 64
+RSS_LOAD=$(rss_mib "${PIDS[@]}")
+echo "kvd resident memory (largest node): $RSS_REST MiB at rest, $RSS_LOAD MiB after the load above"
+echo "failover: kill -9 of the leader, a writer on one connection to node $f:"
+failover kvd "${PIDS[$((leader - 1))]}" --node "127.0.0.1:$((26100 + f))"
 kill -TERM "${PIDS[@]}" 2>/dev/null || true
 wait "${PIDS[@]}" 2>/dev/null || true
 PIDS=()
@@ -147,6 +178,28 @@ if [ "${BENCH_SHARDS:-1}" != 0 ]; then
     sharded 5 16
 fi
 
+# ---- a single Redis, appendfsync always: one fsynced write, not replicated
+if command -v redis-server >/dev/null 2>&1; then
+    mkdir -p "$DIR/redis"
+    redis-server --port 27500 --bind 127.0.0.1 --dir "$DIR/redis" --appendonly yes \
+        --appendfsync always --save '' --daemonize no >"$DIR/redis.log" 2>&1 &
+    PIDS+=("$!")
+    for _ in $(seq 1 50); do
+        redis-cli -p 27500 PING >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    echo "redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'): one server, appendonly yes," \
+        "appendfsync always (nothing replicated)"
+    for c in 1 64; do
+        run redis --node 127.0.0.1:27500 --op set --connections "$c"
+    done
+    kill -TERM "${PIDS[@]}" 2>/dev/null || true
+    wait "${PIDS[@]}" 2>/dev/null || true
+    PIDS=()
+else
+    echo "redis-server is not installed: no single-server line (make bench-peers installs it)"
+fi
+
 # ---- etcd, side by side
 if [ "${BENCH_ETCD:-1}" = 0 ]; then
     echo "etcd: skipped (BENCH_ETCD=0)"
@@ -196,6 +249,9 @@ for op in set get; do
         run etcd --proto etcd --node "127.0.0.1:$((27000 + eleader))" --op "$op" --connections "$c"
     done
 done
+ef=$((eleader % N + 1))
+echo "failover: kill -9 of the leader, a writer on one connection to member $ef:"
+failover etcd "${PIDS[$((eleader - 1))]}" --proto etcd --node "127.0.0.1:$((27000 + ef))"
 
 if [ "${BENCH_SHARDS:-1}" != 0 ]; then
     echo "sharded, requests per second at 64 connections (ratio = kvd / etcd, same run):"
@@ -224,3 +280,12 @@ for op in set get; do
             "$(awk -v a="$h" -v b="$e" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')"
     done
 done
+if [ -n "${RPS["redis set 64"]:-}" ]; then
+    printf '  kvd / a single fsyncing Redis, SET: %s at 1 connection, %s at 64\n' \
+        "$(awk -v a="${RPS["kvd set 1"]:-0}" -v b="${RPS["redis set 1"]}" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }')" \
+        "$(awk -v a="${RPS["kvd set 64"]:-0}" -v b="${RPS["redis set 64"]}" 'BEGIN { if (b > 0) printf "%.0f%%", 100 * a / b; else print "-" }')"
+fi
+echo "failover after kill -9 of the leader (writer on a follower, one connection):"
+echo "  kvd:  ${FAILOVER[kvd]:-(not measured)}"
+echo "  etcd: ${FAILOVER[etcd]:-(not measured)}"
+echo "kvd resident memory: $RSS_REST MiB at rest, $RSS_LOAD MiB after the single-group load"

@@ -8,8 +8,8 @@
 #                             exact command to run and exit 1
 #   scripts/deps.sh ensure    check, and install only when something is missing
 #   scripts/deps.sh list      print the package list
-#   scripts/deps.sh peers     install the systems `make bench` compares against (etcd-server);
-#                             never needed to build, run or test
+#   scripts/deps.sh peers     install the systems `make bench` compares against (etcd-server,
+#                             redis-server); never needed to build, run or test
 #
 # The Makefile's `deps` target runs `install`; `run` and `test` run `ensure`; `bench-peers`
 # runs `peers`.
@@ -26,9 +26,9 @@ PACKAGES=(
 )
 
 # Peers for the side-by-side benchmark (Debian's etcd-server is etcd 3.4, with the v3 JSON
-# gateway). Installing it does not start a system etcd where there is no init system; where
+# gateway; redis-server for the single fsyncing server line). Installing it does not start a system etcd where there is no init system; where
 # there is one, Debian enables etcd.service on 127.0.0.1:2379, which the bench does not use.
-PEERS=(etcd-server)
+PEERS=(etcd-server redis-server)
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue libsodium)
