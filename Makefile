@@ -99,7 +99,7 @@ FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
 
-.PHONY: all test test-run asan lint fmt bench soak soak-cluster install clean deps deps-ensure bench-peers run fuzz
+.PHONY: all test test-run asan lint fmt bench profile soak soak-cluster install clean deps deps-ensure bench-peers run fuzz
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -249,6 +249,12 @@ bench: deps-ensure
 	@$(BUILD)/bench/raftsim bench
 	@echo "== kvd cluster"
 	@scripts/bench.sh $(BUILD)/bench $(BENCH_SECONDS)
+
+# Where a replicated SET's time and bytes go (docs/kvd.md, The write path's budget).
+profile: deps-ensure
+	@$(MAKE) --no-print-directory OBJ=$(BUILD)/bench OPT='-O2 -g -DNDEBUG' \
+		$(BUILD)/bench/kvd $(BUILD)/bench/kvbench
+	@scripts/profile-write.sh $(BUILD)/bench $(BENCH_SECONDS)
 
 # The checker's performance goal: 100,000 ops of 5 clients over 20 keys in under 10 s.
 LINCHECK_OPS ?= 100000

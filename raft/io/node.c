@@ -65,6 +65,7 @@ struct batch {
     int rc;
     char err[512];
     uint64_t ns, linger_ns;
+    struct storage_cost cost;
     /* Written in this batch's transaction while it lingered (see
      * linger()); finished together with it. */
     struct batch *joined;
@@ -406,6 +407,8 @@ static void commit_work(uv_work_t *req)
     uint64_t t0 = uv_hrtime();
     b->rc = storage_commit_with(b->n->st, b->ws, b->nw, apply_hook, b, b->err, sizeof(b->err));
     b->ns = uv_hrtime() - t0 - b->linger_ns;
+    storage_last_cost(b->n->st, &b->cost);
+    b->cost.build_ns -= b->cost.build_ns > b->linger_ns ? b->linger_ns : b->cost.build_ns;
 }
 
 static void start_commit(struct raft_node *n);
@@ -471,6 +474,12 @@ static void commit_done(uv_work_t *req, int status)
         while (k < RAFT_NODE_COMMIT_BUCKETS && s > RAFT_NODE_COMMIT_BOUNDS[k])
             k++;
         n->stats.commit_buckets[k]++;
+    }
+    if (ok) {
+        n->stats.txns++;
+        n->stats.bytes_written += b->cost.bytes;
+        n->stats.build_seconds += (double)b->cost.build_ns / 1e9;
+        n->stats.sync_seconds += (double)b->cost.commit_ns / 1e9;
     }
     if (ok && joined)
         n->stats.joined++;

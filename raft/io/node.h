@@ -212,6 +212,11 @@ struct raft_node_stats {
     uint64_t joined;     /* apply-only batches joined by the next writes (no sync of their own) */
     uint64_t commit_buckets[RAFT_NODE_COMMIT_BUCKETS + 1];
     double commit_seconds;
+    /* Every storage transaction (commits and apply-only ones): how many,
+     * the bytes their commits wrote, and where their time went -- building
+     * them (log writes, applying) or in LMDB's commit (pages and syncs). */
+    uint64_t txns, bytes_written;
+    double build_seconds, sync_seconds;
 };
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
 /* Stop timers and close everything (after the storage thread finishes);

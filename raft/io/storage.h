@@ -107,6 +107,16 @@ typedef int (*storage_hook)(void *arg, void *txn, char *err, size_t errlen);
 int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
                         storage_hook hook, void *arg, char *err, size_t errlen);
 
+/* What the last storage_commit_with() cost, read on the thread that called
+ * it: the time to build the transaction (log writes and the hook: applying
+ * entries, or waiting in it), the time LMDB's commit took (writing the
+ * dirty pages, the data file's fdatasync and the meta page's synchronous
+ * write), and the bytes that commit wrote (Linux's per-thread count). */
+struct storage_cost {
+    uint64_t build_ns, commit_ns, bytes;
+};
+void storage_last_cost(const struct storage *st, struct storage_cost *out);
+
 /* From inside a hook: more groups' writes, in the hook's transaction (the
  * node joins writes that arrive while it waits to commit). */
 int storage_write_more(struct storage *st, void *txn, const struct storage_group_write *writes,
