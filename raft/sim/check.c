@@ -41,8 +41,10 @@ void check_violation(struct sim *s, const char *property, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    if (!s->violation[0])
+    if (!s->violation[0]) {
         snprintf(s->violation, sizeof(s->violation), "%s: %s", property, detail);
+        sim_format_logs(s, s->violation_grid, sizeof(s->violation_grid));
+    }
     if (!sim_violated(s, property) && s->n_violated < 8)
         snprintf(s->violated[s->n_violated++], sizeof(s->violated[0]), "%s", property);
     sim_say(s, "VIOLATION %s: %s", property, detail);

@@ -452,6 +452,13 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     /* With membership changes, some servers start outside, to join later. */
     if ((faults & FAULT_MEMBERSHIP) && o->nodes > 2)
         so.voters = o->nodes - (unsigned)(rnd(&st) % 3);
+    /* A planted bug changes the core and nothing of the schedule. */
+    if (o->bug) {
+        o->bug->plant(&so.raft);
+        so.raft.allow_unsafe = true;
+        if (o->bug->reads != SIM_READS_ANY)
+            so.raft.lease_reads = o->bug->reads == SIM_READS_LEASE && !so.raft.check_quorum_off;
+    }
 
     struct sim *s = sim_new(&so);
     if (!s) {
@@ -523,6 +530,8 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     sim_get_stats(s, stats ? stats : &local);
     const struct sim_stats *ss = stats ? stats : &local;
     int rv = 0;
+    if (o->grid && o->grid_size)
+        snprintf(o->grid, o->grid_size, "%s", sim_violation_grid(s));
     if (sim_violation(s)) {
         char names[256] = "";
         for (unsigned i = 0; i < s->n_violated; i++)

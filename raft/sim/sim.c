@@ -1350,3 +1350,59 @@ void sim_print_log(struct sim *s, raft_id id)
         snprintf(line + at, sizeof(line) - at, " ...");
     sim_say(s, "n%llu log:%s", (unsigned long long)id, at ? line : " (empty)");
 }
+
+const char *sim_violation_grid(const struct sim *s)
+{
+    return s->violation_grid;
+}
+
+void sim_format_logs(struct sim *s, char *buf, size_t size)
+{
+    enum { COLUMNS = 24 };
+    size_t at = 0;
+    buf[0] = '\0';
+#define PUT(...)                                                                                   \
+    do {                                                                                           \
+        if (at < size)                                                                             \
+            at += (size_t)snprintf(buf + at, size - at, __VA_ARGS__);                              \
+    } while (0)
+    raft_index hi = 0;
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        const struct sim_node *n = &s->nodes[i];
+        raft_index last = sim_log_last(n->r ? &n->mem : &n->disk);
+        hi = last > hi ? last : hi;
+    }
+    raft_index lo = hi > COLUMNS ? hi - COLUMNS + 1 : 1;
+    PUT("  index ");
+    if (lo > 1)
+        PUT("...");
+    for (raft_index x = lo; x <= hi; x++)
+        PUT("%4llu", (unsigned long long)x);
+    PUT("\n");
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        const struct sim_log *l = n->r ? &n->mem : &n->disk;
+        raft_index commit = n->r ? raft_commit_index(n->r) : 0;
+        PUT("  n%-4u ", i + 1);
+        if (lo > 1)
+            PUT("   ");
+        for (raft_index x = lo; x <= hi; x++) {
+            const struct sim_entry *e = sim_log_at(l, x);
+            char cell[24];
+            if (e)
+                snprintf(cell, sizeof(cell), "%llu", (unsigned long long)e->term);
+            else if (x <= l->offset)
+                snprintf(cell, sizeof(cell), "s"); /* in the snapshot */
+            else
+                snprintf(cell, sizeof(cell), ".");
+            PUT("%3s%c", cell, x == commit ? 'C' : ' ');
+        }
+        if (!n->r)
+            PUT("  down (its disk)\n");
+        else
+            PUT("  %s term %llu commit %llu%s\n", raft_role_name(raft_role_of(n->r)),
+                (unsigned long long)raft_current_term(n->r), (unsigned long long)commit,
+                n->paused ? " paused" : "");
+    }
+#undef PUT
+}

@@ -147,7 +147,8 @@ struct sim {
     struct check_slot *seen; /* Log Matching: (index, term) -> chain */
     size_t seen_n, seen_cap;
     char violation[512];
-    char violated[8][48]; /* names of the properties violated so far */
+    char violation_grid[8192]; /* every log at the first violation */
+    char violated[8][48];      /* names of the properties violated so far */
     unsigned n_violated;
     bool stop; /* a violation ends the run */
 };
