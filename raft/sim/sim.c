@@ -769,6 +769,7 @@ static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
             return;
         }
         sim_log_append(&n->disk, &w->entries[i]);
+        check_durable_entry(s, n, w->entries[i].index);
     }
     n->writes_pending--;
     if (w->chunk) {
@@ -842,7 +843,12 @@ static bool run_one(struct sim *s, uint64_t until)
     if (s->heap_n == 0 || s->heap[0]->at_ms > until)
         return false;
     struct sim_event *ev = heap_pop(s);
+    s->events_this_ms = ev->at_ms / 100 == s->now_ms / 100 ? s->events_this_ms + 1 : 0;
     s->now_ms = ev->at_ms;
+    if (s->events_this_ms > 100000) {
+        sim_say(s, "LIVELOCK 100,000 events within 100 ms of virtual time");
+        s->livelock = s->stop = true;
+    }
     if (ev->kind == SIM_EV_TICK) {
         tick_all(s);
         disk_loss_operator_tick(s);
