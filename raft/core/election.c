@@ -92,7 +92,8 @@ static void become_leader(struct raft *r)
      * Figure-8 teaching knob leaves it out as well, as first implementations
      * do: with the no-op riding in the same message as the old entries, the
      * unsafe counting rule almost never shows (docs/figure8.md). */
-    if (!r->cfg.unsafe_commit_old_term && replication_append_noop(r) != RAFT_OK)
+    if (!r->cfg.unsafe_commit_old_term && !r->cfg.unsafe_no_noop &&
+        replication_append_noop(r) != RAFT_OK)
         r->oom = 1;
     replication_broadcast(r, false);
     commit_maybe_advance(r);
@@ -181,6 +182,10 @@ void election_tick(struct raft *r)
  * its last term is higher, or equal with an index at least as high. */
 static bool log_up_to_date(const struct raft *r, const struct raft_request_vote *rv)
 {
+    /* Planted bug (raftsim mutants): without this check a candidate that
+     * lacks committed entries can win, and Leader Completeness (§5.4) fails. */
+    if (r->cfg.unsafe_vote_any_log)
+        return true;
     raft_term our_term = log_last_term(&r->log);
     if (rv->last_log_term != our_term)
         return rv->last_log_term > our_term;

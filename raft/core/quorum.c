@@ -30,6 +30,11 @@ static unsigned n_voters(const struct raft *r)
 
 unsigned quorum_size(const struct raft *r)
 {
+    /* Planted bug (raftsim mutants): a "majority" one short. Two such
+     * quorums need not share a server, so §5.2's one-leader-per-term and
+     * §5.4's overlap arguments both fall. */
+    if (r->cfg.unsafe_quorum_minus_one && n_voters(r) > 1)
+        return n_voters(r) / 2;
     return n_voters(r) / 2 + 1;
 }
 

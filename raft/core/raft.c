@@ -52,7 +52,11 @@ static int check_config(const struct raft_config *cfg)
     if (cfg->clock_drift_bound_pct >= 100 || (cfg->lease_reads && cfg->check_quorum_off) ||
         cfg->snapshot_chunk_bytes == 0)
         return RAFT_EINVAL;
-    bool unsafe = cfg->prevote_off || cfg->check_quorum_off || cfg->unsafe_commit_old_term;
+    bool unsafe = cfg->prevote_off || cfg->check_quorum_off || cfg->unsafe_commit_old_term ||
+                  cfg->unsafe_vote_any_log || cfg->unsafe_quorum_minus_one ||
+                  cfg->unsafe_lease_too_long || cfg->unsafe_read_before_round ||
+                  cfg->unsafe_no_noop || cfg->unsafe_ack_before_persist ||
+                  cfg->unsafe_snapshot_drops_term;
     if (unsafe && !cfg->allow_unsafe)
         return RAFT_EUNSAFE;
     return RAFT_OK;

@@ -25,10 +25,14 @@
 bool readindex_lease_valid(const struct raft *r)
 {
     if (!r->cfg.lease_reads || r->role != RAFT_LEADER || r->transfer_to ||
-        r->commit_index < r->term_start_index)
+        (r->commit_index < r->term_start_index && !r->cfg.unsafe_no_noop))
         return false;
     uint64_t lease =
         (uint64_t)r->cfg.election_timeout_ms * (100 - r->cfg.clock_drift_bound_pct) / 100;
+    /* Planted bug (raftsim mutants): a lease that outlives the followers'
+     * promise not to vote, so a new leader can commit while we still serve. */
+    if (r->cfg.unsafe_lease_too_long)
+        lease = 2 * (uint64_t)r->cfg.election_timeout_ms;
     uint64_t start = quorum_lease_start(r);
     return start != 0 && r->now_ms < start + lease;
 }
@@ -44,7 +48,13 @@ int readindex_request(struct raft *r, uint64_t id)
     r->reads_count++;
     rd->id = id;
     rd->index = r->commit_index > r->term_start_index ? r->commit_index : r->term_start_index;
-    if (readindex_lease_valid(r)) {
+    /* Planted bug (raftsim mutants): without the no-op of step 1, the read
+     * index is a commitIndex that may lag an earlier leader's. */
+    if (r->cfg.unsafe_no_noop)
+        rd->index = r->commit_index;
+    /* Planted bug (raftsim mutants): skipping step 3 lets a deposed leader
+     * that has not heard of its successor answer from its old state. */
+    if (readindex_lease_valid(r) || r->cfg.unsafe_read_before_round) {
         rd->seq = 0; /* confirmed by the lease: no round needed */
         return RAFT_OK;
     }

@@ -270,8 +270,11 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
 static struct raft_message *reply(struct raft *r, const struct raft_message *m)
 {
     struct raft_message *res = update_message(r, RAFT_MSG_APPEND_ENTRIES_RESULT, m->from);
-    /* Host contract 1: what we acknowledge must be durable first. */
-    res->after_persist = true;
+    /* Host contract 1: what we acknowledge must be durable first (Figure 2:
+     * "updated on stable storage before responding"). The planted bug
+     * (raftsim mutants) answers at once, and a crash can then lose an entry
+     * the leader counted toward a majority. */
+    res->after_persist = !r->cfg.unsafe_ack_before_persist;
     res->append_entries_result.read_seq = m->append_entries.read_seq;
     res->append_entries_result.echo_sent_ms = m->append_entries.sent_ms;
     return res;

@@ -71,6 +71,17 @@ void snapshot_maybe_ask(struct raft *r)
                  "entries", since);
 }
 
+/* Planted bug (raftsim mutants): the log keeps the index of the snapshot's
+ * last entry but forgets its term (§7: "last included term"). A server whose
+ * log the snapshot emptied then reports last term 0 and finds every
+ * candidate's log up-to-date (§5.4.1). Storage keeps the term, so a restart
+ * hides the bug again. */
+static void snapshot_maybe_drop_term(struct raft *r)
+{
+    if (r->cfg.unsafe_snapshot_drops_term)
+        r->log.offset_term = 0;
+}
+
 int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t checksum)
 {
     /* Not while the leader's snapshot is being installed: it replaces the
@@ -114,6 +125,7 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
     log_compact(&r->log, to);
     r->compact_index = to;
     r->compact_term = r->log.offset_term;
+    snapshot_maybe_drop_term(r);
     update_trace(r, "§7 log compacted up to the trailing tail", 0, to, NULL, 0);
     return RAFT_OK;
 }
@@ -356,6 +368,7 @@ int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok
     }
     r->compact_index = index;
     r->compact_term = term;
+    snapshot_maybe_drop_term(r);
     if (r->persisted_index < index)
         r->persisted_index = index;
     if (r->persisted_index > log_last_index(&r->log))

@@ -254,6 +254,16 @@ struct raft_config {
      * (§5.4.2 forbids it), and skip the new leader's no-op, as first
      * implementations do; see docs/figure8.md. */
     bool unsafe_commit_old_term;
+    /* The catalogue of planted bugs (raftsim mutants, docs/simulator.md),
+     * each one rule of the paper left out; the simulator must catch every
+     * one. Never set by kvd. */
+    bool unsafe_vote_any_log;        /* §5.4.1: votes and pre-votes skip the up-to-date check */
+    bool unsafe_quorum_minus_one;    /* §5.2: a "majority" one server short */
+    bool unsafe_lease_too_long;      /* thesis §6.4.1: a lease twice the election timeout */
+    bool unsafe_read_before_round;   /* thesis §6.4: ReadIndex served before its heartbeat round */
+    bool unsafe_no_noop;             /* §8: no no-op at term start; reads trust commitIndex */
+    bool unsafe_ack_before_persist;  /* Figure 2: acknowledge entries before they are durable */
+    bool unsafe_snapshot_drops_term; /* §7: the log forgets the term of the snapshot's last entry */
 };
 
 /* Fill a config with the defaults above; the caller then sets id and seed. */

@@ -41,8 +41,10 @@ void check_violation(struct sim *s, const char *property, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(detail, sizeof(detail), fmt, ap);
     va_end(ap);
-    if (!s->violation[0])
+    if (!s->violation[0]) {
         snprintf(s->violation, sizeof(s->violation), "%s: %s", property, detail);
+        sim_format_logs(s, s->violation_grid, sizeof(s->violation_grid));
+    }
     if (!sim_violated(s, property) && s->n_violated < 8)
         snprintf(s->violated[s->n_violated++], sizeof(s->violated[0]), "%s", property);
     sim_say(s, "VIOLATION %s: %s", property, detail);
@@ -111,8 +113,15 @@ static void seen_grow(struct sim *s)
     free(old);
 }
 
+/* Only entries that exist are recorded: durable on some disk (a message
+ * carries only entries the sender holds, and the receiver's copy is
+ * recorded once it is durable). An entry that lived only in the memory of a
+ * server that crashed before writing it, nor its term, never existed: the
+ * server may take the same term again after its restart and put another
+ * entry at that index (a single-voter cluster elects itself without a
+ * message). Entries in memory are compared with what is recorded. */
 static void check_log_matching(struct sim *s, struct sim_node *n, raft_index index,
-                               const struct sim_entry *e)
+                               const struct sim_entry *e, bool record)
 {
     if (s->seen_n * 2 >= s->seen_cap)
         seen_grow(s);
@@ -129,8 +138,17 @@ static void check_log_matching(struct sim *s, struct sim_node *n, raft_index ind
         }
         j = (j + 1) & (s->seen_cap - 1);
     }
+    if (!record)
+        return;
     s->seen[j] = (struct check_slot){.index = index, .term = e->term, .chain = e->chain};
     s->seen_n++;
+}
+
+void check_durable_entry(struct sim *s, struct sim_node *n, raft_index index)
+{
+    const struct sim_entry *e = sim_log_at(&n->disk, index);
+    if (e)
+        check_log_matching(s, n, index, e, true);
 }
 
 /* ------------------------------------------------------------------------
@@ -177,7 +195,7 @@ static void mirror_update(struct sim *s, struct sim_node *n, const struct raft_u
             return;
         }
         sim_log_append(&n->mem, e);
-        check_log_matching(s, n, e->index, sim_log_at(&n->mem, e->index));
+        check_log_matching(s, n, e->index, sim_log_at(&n->mem, e->index), false);
     }
     if (u->compact_index)
         sim_log_compact(&n->mem, u->compact_index);

@@ -7,6 +7,8 @@
 #include "sim.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,8 +21,10 @@ static void usage(FILE *f)
     fputs("usage:\n"
           "  raftsim [--seed S] [--nodes N] [--faults LIST] [--time MS] [-q] [--messages]\n"
           "          [--prevote off] [--check-quorum off] [--unsafe-commit-old-term]\n"
-          "          [--unsafe-trust-wiped]\n"
-          "      One random fault schedule: prints the trace (unless -q) and a verdict.\n"
+          "          [--unsafe-trust-wiped] [--bug NAME] [--schedule 1|2]\n"
+          "      One random fault schedule: prints the trace (unless -q) and a verdict;\n"
+          "      a failure also prints its property, the trace lines before it (messages\n"
+          "      of the nodes involved included), every log as a grid, and a replay line.\n"
           "      LIST is a comma list of partition,oneway,crash,pause,drop,dup,delay,\n"
           "      reorder,membership (default all; none for a calm network); with crash\n"
           "      and membership, some crashes lose the disk and the node is replaced\n"
@@ -32,8 +36,16 @@ static void usage(FILE *f)
           "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
           "      Many random schedules without traces; prints the replay command of each\n"
           "      failure and a summary. With --expect-violation, succeeds only when some\n"
-          "      seed finds that violation (proof that the checker can fail).\n"
+          "      seed finds that violation (proof that the checker can fail); the seed\n"
+          "      reported is the first that does, whatever --jobs.\n"
           "  raftsim soak ...        the same as seeds, with more seeds by default\n"
+          "  raftsim mutants [--count N] [--max-seconds T] [--jobs J] [--bug NAME]\n"
+          "          [--skip NAME,...]\n"
+          "      Run every planted bug of the catalogue (or one) against the default\n"
+          "      fault mix: a table of the first seed that catches each, the seeds\n"
+          "      tried and the time; fails if a bug escapes N seeds (default 200).\n"
+          "      --bug NAME plants one in any command; --schedule 1 replays seeds found\n"
+          "      with the first random schedule.\n"
           "  raftsim bench [--entries N] [--batch B] [--size BYTES]\n"
           "      Throughput of the core alone (3 nodes, no I/O) and its allocations.\n",
           f);
@@ -65,6 +77,7 @@ struct common {
     double max_seconds;
     unsigned jobs;
     const char *expect;
+    const char *skip; /* mutants: a comma list of bugs left out */
     bool quiet, messages, rewrite, verbose;
 };
 
@@ -89,6 +102,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->max_seconds = (double)num(a, v), i++;
         else if (strcmp(a, "--expect-violation") == 0)
             c->expect = v, i++;
+        else if (strcmp(a, "--skip") == 0)
+            c->skip = v, i++;
         else if (strcmp(a, "--prevote") == 0 && v && strcmp(v, "off") == 0)
             c->ro.prevote_off = true, i++;
         else if (strcmp(a, "--check-quorum") == 0 && v && strcmp(v, "off") == 0)
@@ -97,6 +112,18 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->ro.unsafe_commit_old_term = true;
         else if (strcmp(a, "--unsafe-trust-wiped") == 0)
             c->ro.unsafe_trust_wiped = true;
+        else if (strcmp(a, "--bug") == 0) {
+            c->ro.bug = v ? sim_bug_find(v) : NULL;
+            if (!c->ro.bug) {
+                fprintf(stderr, "raftsim: --bug takes one of:");
+                for (unsigned k = 0; k < sim_n_bugs; k++)
+                    fprintf(stderr, " %s", sim_bugs[k].name);
+                fprintf(stderr, "\n");
+                exit(2);
+            }
+            i++;
+        } else if (strcmp(a, "--schedule") == 0)
+            c->ro.schedule = (unsigned)num(a, v), i++;
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
             c->quiet = true;
         else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
@@ -121,14 +148,107 @@ static int parse(int argc, char **argv, int i, struct common *c)
     return i;
 }
 
+/* How this program was started (argv[0]): replay lines must run as printed,
+ * and `raftsim` is rarely on the PATH (it lives in the build folder). */
+static const char *self = "raftsim";
+
 static void replay_command(char *buf, size_t size, const struct sim_random_options *o)
 {
-    snprintf(buf, size, "raftsim --seed %llu --nodes %u --faults %s%s%s%s%s",
+    char schedule[32] = "";
+    if (o->schedule && o->schedule != SIM_SCHEDULE_SWARM)
+        snprintf(schedule, sizeof(schedule), " --schedule %u", o->schedule);
+    snprintf(buf, size, "%s --seed %llu --nodes %u --faults %s%s%s%s%s%s%s%s", self,
              (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
              o->unsafe_commit_old_term ? " --unsafe-commit-old-term" : "",
              o->unsafe_trust_wiped ? " --unsafe-trust-wiped" : "",
              o->prevote_off ? " --prevote off" : "",
-             o->check_quorum_off ? " --check-quorum off" : "");
+             o->check_quorum_off ? " --check-quorum off" : "", o->bug ? " --bug " : "",
+             o->bug ? o->bug->name : "", schedule);
+}
+
+/* Whether a line of the trace is a message line ("n1 -> n2 ...") and of
+ * whom; the trace lines start with the time ("   178ms  "). */
+static bool message_line(const char *line, unsigned *from, unsigned *to)
+{
+    const char *p = strstr(line, "ms  n");
+    return p && sscanf(p, "ms  n%u -> n%u ", from, to) == 2;
+}
+
+/* The nodes a violation names ("n3 became leader ..."), as a bit set. */
+static unsigned involved_nodes(const char *violation)
+{
+    unsigned set = 0;
+    for (const char *p = violation; (p = strchr(p, 'n')) != NULL; p++) {
+        unsigned id;
+        if ((p == violation || p[-1] == ' ' || p[-1] == '(') && sscanf(p, "n%u", &id) == 1 &&
+            id >= 1 && id <= SIM_MAX_NODES)
+            set |= 1u << id;
+    }
+    return set;
+}
+
+enum { REPORT_LINES = 20 };
+
+/* A failure that teaches: run the seed again with every message traced,
+ * and print the property, the REPORT_LINES lines of the trace before the
+ * violation (messages only of the nodes it involves), every node's log as
+ * a grid at that moment, and the replay line. */
+static void report_failure(const struct sim_random_options *given)
+{
+    struct sim_random_options o = *given;
+    char *buf = NULL, verdict[768], grid[8192] = "", replay[512];
+    size_t len = 0;
+    o.out = open_memstream(&buf, &len);
+    if (!o.out)
+        return;
+    o.trace_messages = true;
+    o.grid = grid;
+    o.grid_size = sizeof(grid);
+    int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
+    fclose(o.out);
+    const char *violation = strstr(buf, "ms  VIOLATION ");
+    const char *kept[REPORT_LINES];
+    size_t kept_len[REPORT_LINES], n_kept = 0, first = 0;
+    if (rv == 1 && violation) {
+        unsigned nodes = involved_nodes(violation);
+        const char *end = violation;
+        while (end > buf && end[-1] != '\n')
+            end--;
+        const char *line = buf;
+        while (line < end) {
+            const char *nl = memchr(line, '\n', (size_t)(end - line));
+            size_t l = nl ? (size_t)(nl - line) : (size_t)(end - line);
+            unsigned from, to;
+            bool keep = !message_line(line, &from, &to) ||
+                        (from <= SIM_MAX_NODES && (nodes >> from & 1)) ||
+                        (to <= SIM_MAX_NODES && (nodes >> to & 1));
+            if (keep) {
+                kept[(first + n_kept) % REPORT_LINES] = line;
+                kept_len[(first + n_kept) % REPORT_LINES] = l;
+                if (n_kept < REPORT_LINES)
+                    n_kept++;
+                else
+                    first = (first + 1) % REPORT_LINES;
+            }
+            line += l + 1;
+        }
+        const char *vend = strchr(violation, '\n');
+        const char *what = violation + strlen("ms  VIOLATION ");
+        printf("== violated: %.*s\n", (int)(vend ? vend - what : (ptrdiff_t)strlen(what)), what);
+        printf("== the %zu trace lines before it (messages of the nodes it names only):\n", n_kept);
+        for (size_t k = 0; k < n_kept; k++) {
+            size_t j = (first + k) % REPORT_LINES;
+            printf("%.*s\n", (int)kept_len[j], kept[j]);
+        }
+        printf("%.*s\n", (int)(vend ? vend - end : 0), end);
+        printf("== every log at that moment (a cell is the entry's term; C: commitIndex):\n%s",
+               grid);
+    } else {
+        printf("%s\n", verdict);
+    }
+    replay_command(replay, sizeof(replay), &o);
+    printf("== replay (the whole trace): %s\n", replay);
+    free(buf);
 }
 
 static int cmd_single(struct common *c)
@@ -137,13 +257,11 @@ static int cmd_single(struct common *c)
         c->ro.nodes = 5;
     c->ro.out = c->quiet ? NULL : stdout;
     c->ro.trace_messages = c->messages;
-    char verdict[768], replay[256];
+    char verdict[768];
     int rv = sim_random_run(&c->ro, verdict, sizeof(verdict), NULL);
     printf("%s\n", verdict);
-    if (rv == 1) {
-        replay_command(replay, sizeof(replay), &c->ro);
-        printf("replay: %s\n", replay);
-    }
+    if (rv == 1)
+        report_failure(&c->ro);
     return rv;
 }
 
@@ -164,35 +282,81 @@ static unsigned parse_sizes(const char *list, unsigned *sizes, unsigned max)
     return n;
 }
 
-/* One worker: seeds from+k, from+k+jobs, ... Writes failures and a summary
- * line to fd. */
-/* Set by the first worker that finds the expected violation, so that the
- * others stop too (shared between the forked workers). */
-static volatile int *found_flag;
+/* What a search stops at: nothing (every seed runs), a verdict that names
+ * a property (--expect-violation), or any safety violation (mutants). */
+enum stop { STOP_NEVER, STOP_EXPECTED, STOP_SAFETY };
 
-static void seeds_worker(struct common *c, const unsigned *sizes, unsigned n_sizes, unsigned k,
-                         FILE *out, double start)
+struct search {
+    struct sim_random_options ro; /* per seed: seed and nodes set */
+    unsigned sizes[8], n_sizes;
+    uint64_t from, count;
+    unsigned jobs;
+    double max_seconds;
+    enum stop stop;
+    const char *expect;
+    /* Results. */
+    uint64_t ran, passed, failed;
+    uint64_t first;        /* offset of the first seed that stopped the search; count if none */
+    bool timed_out;        /* --max-seconds ended it before every seed ran */
+    bool crashed;          /* a worker died */
+    char verdict[768];     /* that seed's verdict */
+    struct failure *shown; /* the failures listed (STOP_NEVER), by seed */
+    size_t n_shown;
+};
+
+/* Failures a worker lists; the rest are counted ("N more failures not shown"). */
+enum { SHOWN_PER_JOB = 20 };
+
+struct failure {
+    uint64_t offset;
+    char verdict[768];
+};
+
+static bool stops(const struct search *q, int rv, const char *verdict)
 {
-    uint64_t passed = 0, failed = 0, found = 0, ran = 0;
-    for (uint64_t i = k; i < c->count; i += c->jobs) {
-        if (c->max_seconds > 0 && wall_seconds() - start > c->max_seconds)
+    if (rv != 1)
+        return false;
+    if (q->stop == STOP_EXPECTED)
+        return strstr(verdict, q->expect) != NULL;
+    return q->stop == STOP_SAFETY && strstr(verdict, " FAIL [") != NULL;
+}
+
+static void search_seed(const struct search *q, uint64_t offset, struct sim_random_options *o)
+{
+    *o = q->ro;
+    o->seed = q->from + offset;
+    o->nodes = q->sizes[o->seed % q->n_sizes];
+    o->out = NULL;
+}
+
+/* One worker: offsets k, k + jobs, ... Workers share the lowest offset that
+ * stopped the search so far (*best), and each stops only past it: every
+ * offset below the final one has then been run by its worker, so the seed
+ * reported is the first that stops the search whatever the number of jobs.
+ * Writes "F offset verdict" lines and a summary line to out. */
+static void search_worker(const struct search *q, unsigned k, FILE *out, double start,
+                          _Atomic uint64_t *best)
+{
+    uint64_t passed = 0, failed = 0, ran = 0, listed = 0;
+    bool timed_out = false;
+    for (uint64_t i = k; i < q->count; i += q->jobs) {
+        if (best && i >= atomic_load(best))
             break;
-        if (found_flag && *found_flag)
+        if (q->max_seconds > 0 && wall_seconds() - start > q->max_seconds) {
+            timed_out = true;
             break;
-        struct sim_random_options o = c->ro;
-        o.seed = c->from + i;
-        o.nodes = sizes[o.seed % n_sizes];
-        o.out = NULL;
-        char verdict[768], replay[256];
+        }
+        struct sim_random_options o;
+        search_seed(q, i, &o);
+        char verdict[768];
         int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
         ran++;
-        replay_command(replay, sizeof(replay), &o);
-        if (c->expect) {
-            if (rv == 1 && strstr(verdict, c->expect)) {
-                fprintf(out, "F found: %s\nF replay: %s\n", verdict, replay);
-                found++;
-                if (found_flag)
-                    *found_flag = 1;
+        if (q->stop != STOP_NEVER) {
+            if (stops(q, rv, verdict)) {
+                fprintf(out, "F %llu %s\n", (unsigned long long)i, verdict);
+                uint64_t b = atomic_load(best);
+                while (i < b && !atomic_compare_exchange_weak(best, &b, i))
+                    ;
                 break;
             }
             continue;
@@ -201,53 +365,50 @@ static void seeds_worker(struct common *c, const unsigned *sizes, unsigned n_siz
             passed++;
         } else {
             failed++;
-            if (failed <= 20)
-                fprintf(out, "F %s\nF replay: %s\n", verdict, replay);
+            if (listed++ < SHOWN_PER_JOB)
+                fprintf(out, "F %llu %s\n", (unsigned long long)i, verdict);
         }
     }
-    fprintf(out, "S %llu %llu %llu %llu\n", (unsigned long long)ran, (unsigned long long)passed,
-            (unsigned long long)failed, (unsigned long long)found);
+    fprintf(out, "S %llu %llu %llu %d\n", (unsigned long long)ran, (unsigned long long)passed,
+            (unsigned long long)failed, timed_out);
     fflush(out);
 }
 
-static int cmd_seeds(struct common *c, uint64_t default_count)
+static int by_offset(const void *a, const void *b)
 {
-    unsigned sizes[8];
-    unsigned n_sizes = parse_sizes(c->nodes_list ? c->nodes_list : "3,5", sizes, 8);
-    if (n_sizes == 0) {
-        fprintf(stderr, "raftsim: --nodes takes a list like 3,5 (1..%d)\n", SIM_MAX_NODES);
-        return 2;
-    }
-    if (c->count == 0)
-        c->count = default_count;
-    if (c->from == 0)
-        c->from = 1;
-    if (c->jobs == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        c->jobs = cpus > 0 ? (unsigned)cpus : 1;
-    }
+    const struct failure *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Run the seeds of q in q->jobs forked workers; fills q's results. */
+static int search_run(struct search *q)
+{
     double start = wall_seconds();
-    void *shared =
-        mmap(NULL, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    found_flag = shared == MAP_FAILED ? NULL : shared;
-    if (found_flag)
-        *found_flag = 0;
-    FILE *results = tmpfile();
-    if (!results) {
-        perror("raftsim: tmpfile");
-        return 2;
+    _Atomic uint64_t *best = NULL;
+    if (q->stop != STOP_NEVER) {
+        void *shared =
+            mmap(NULL, sizeof(*best), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (shared == MAP_FAILED) {
+            perror("raftsim: mmap");
+            return 2;
+        }
+        best = shared;
+        atomic_init(best, q->count);
     }
-    /* Each worker appends to its own temporary file; the parent reads them. */
     FILE *outs[64];
     pid_t pids[64];
-    if (c->jobs > 64)
-        c->jobs = 64;
-    for (unsigned k = 0; k < c->jobs; k++) {
-        outs[k] = k == 0 ? results : tmpfile();
+    if (q->jobs > 64)
+        q->jobs = 64;
+    for (unsigned k = 0; k < q->jobs; k++) {
+        outs[k] = tmpfile();
+        if (!outs[k]) {
+            perror("raftsim: tmpfile");
+            return 2;
+        }
         fflush(stdout);
         pids[k] = fork();
         if (pids[k] == 0) {
-            seeds_worker(c, sizes, n_sizes, k, outs[k], start);
+            search_worker(q, k, outs[k], start, best);
             _exit(0);
         }
         if (pids[k] < 0) {
@@ -255,43 +416,196 @@ static int cmd_seeds(struct common *c, uint64_t default_count)
             return 2;
         }
     }
-    uint64_t ran = 0, passed = 0, failed = 0, found = 0;
-    int crashed = 0;
-    for (unsigned k = 0; k < c->jobs; k++) {
+    q->ran = q->passed = q->failed = 0;
+    q->first = q->count;
+    q->timed_out = q->crashed = false;
+    q->verdict[0] = '\0';
+    q->n_shown = 0;
+    size_t cap = 0;
+    for (unsigned k = 0; k < q->jobs; k++) {
         int status;
         waitpid(pids[k], &status, 0);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-            crashed++;
+            q->crashed = true;
         rewind(outs[k]);
         char line[1024];
         while (fgets(line, sizeof(line), outs[k])) {
-            unsigned long long a, b, d, e;
-            if (line[0] == 'F')
-                fputs(line + 2, stdout);
-            else if (sscanf(line, "S %llu %llu %llu %llu", &a, &b, &d, &e) == 4)
-                ran += a, passed += b, failed += d, found += e;
+            unsigned long long a, b, d;
+            int t, at;
+            line[strcspn(line, "\n")] = '\0';
+            if (sscanf(line, "F %llu %n", &a, &at) == 1) {
+                if (q->stop != STOP_NEVER) {
+                    if (a < q->first) {
+                        q->first = a;
+                        snprintf(q->verdict, sizeof(q->verdict), "%s", line + at);
+                    }
+                    continue;
+                }
+                if (q->n_shown == cap) {
+                    cap = cap ? cap * 2 : 32;
+                    q->shown = realloc(q->shown, cap * sizeof(*q->shown));
+                    if (!q->shown)
+                        abort();
+                }
+                q->shown[q->n_shown].offset = a;
+                snprintf(q->shown[q->n_shown].verdict, sizeof(q->shown[0].verdict), "%s",
+                         line + at);
+                q->n_shown++;
+            } else if (sscanf(line, "S %llu %llu %llu %d", &a, &b, &d, &t) == 4) {
+                q->ran += a, q->passed += b, q->failed += d;
+                q->timed_out |= t != 0;
+            }
         }
         fclose(outs[k]);
     }
+    if (q->n_shown)
+        qsort(q->shown, q->n_shown, sizeof(*q->shown), by_offset);
+    if (best)
+        munmap((void *)best, sizeof(*best));
+    return 0;
+}
+
+static bool search_setup(struct search *q, struct common *c, uint64_t default_count)
+{
+    memset(q, 0, sizeof(*q));
+    q->ro = c->ro;
+    q->n_sizes = parse_sizes(c->nodes_list ? c->nodes_list : "3,5", q->sizes, 8);
+    if (q->n_sizes == 0) {
+        fprintf(stderr, "raftsim: --nodes takes a list like 3,5 (1..%d)\n", SIM_MAX_NODES);
+        return false;
+    }
+    q->count = c->count ? c->count : default_count;
+    q->from = c->from ? c->from : 1;
+    q->jobs = c->jobs;
+    if (q->jobs == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        q->jobs = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    q->max_seconds = c->max_seconds;
+    q->expect = c->expect;
+    q->stop = c->expect ? STOP_EXPECTED : STOP_NEVER;
+    return true;
+}
+
+static int cmd_seeds(struct common *c, uint64_t default_count)
+{
+    struct search q;
+    if (!search_setup(&q, c, default_count))
+        return 2;
+    double start = wall_seconds();
+    if (search_run(&q) != 0)
+        return 2;
     double secs = wall_seconds() - start;
-    if (crashed) {
-        printf("raftsim seeds: %d worker(s) crashed (run the seeds alone to find which)\n",
-               crashed);
+    char replay[512];
+    struct sim_random_options o;
+    if (q.crashed) {
+        printf("raftsim seeds: a worker crashed (run the seeds alone to find which)\n");
         return 1;
     }
-    if (c->expect) {
-        printf("raftsim seeds: %s %s in %llu seeds (%.1f s)\n", found ? "found" : "did NOT find",
-               c->expect, (unsigned long long)ran, secs);
+    if (q.stop == STOP_EXPECTED) {
+        bool found = q.first < q.count;
+        if (found) {
+            search_seed(&q, q.first, &o);
+            replay_command(replay, sizeof(replay), &o);
+            printf("found: %s\nreplay: %s\n", q.verdict, replay);
+            printf("raftsim seeds: found %s at the %llu-th seed (%.1f s)\n", q.expect,
+                   (unsigned long long)q.first + 1, secs);
+        } else {
+            printf("raftsim seeds: did NOT find %s in %llu seeds (%.1f s)%s\n", q.expect,
+                   (unsigned long long)q.ran, secs,
+                   q.timed_out ? ", stopped at --max-seconds" : "");
+        }
         return found ? 0 : 1;
     }
+    for (size_t i = 0; i < q.n_shown; i++) {
+        search_seed(&q, q.shown[i].offset, &o);
+        replay_command(replay, sizeof(replay), &o);
+        printf("%s\nreplay: %s\n", q.shown[i].verdict, replay);
+    }
+    if (q.failed > q.n_shown)
+        printf("%llu more failures not shown (each of the %u jobs lists its first %d)\n",
+               (unsigned long long)(q.failed - q.n_shown), q.jobs, SHOWN_PER_JOB);
+    if (q.n_shown) {
+        printf("The first failure, explained:\n");
+        search_seed(&q, q.shown[0].offset, &o);
+        report_failure(&o);
+    }
     printf("raftsim seeds: %llu seeds from %llu (%s nodes), %llu passed, %llu failed, %.1f s\n",
-           (unsigned long long)ran, (unsigned long long)c->from,
-           c->nodes_list ? c->nodes_list : "3,5", (unsigned long long)passed,
-           (unsigned long long)failed, secs);
-    if (ran < c->count)
+           (unsigned long long)q.ran, (unsigned long long)q.from,
+           c->nodes_list ? c->nodes_list : "3,5", (unsigned long long)q.passed,
+           (unsigned long long)q.failed, secs);
+    if (q.ran < q.count)
         printf("raftsim seeds: stopped at --max-seconds after %llu of %llu seeds\n",
-               (unsigned long long)ran, (unsigned long long)c->count);
-    return failed ? 1 : 0;
+               (unsigned long long)q.ran, (unsigned long long)q.count);
+    free(q.shown);
+    return q.failed ? 1 : 0;
+}
+
+/* Whether name is in the comma list. */
+static bool listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] == ',')) {
+        if (strncmp(p, name, len) == 0 && (p[len] == ',' || p[len] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+/* The catalogue of planted bugs against the default fault mix: each one
+ * must be caught (a safety property violated) within the seed budget. */
+static int cmd_mutants(struct common *c)
+{
+    const struct sim_bug *only = c->ro.bug;
+    if (c->max_seconds == 0)
+        c->max_seconds = 10;
+    printf("%-24s %-18s %12s %7s  %s\n", "bug", "first seed caught", "seeds tried", "seconds",
+           "caught as");
+    int escaped = 0;
+    unsigned skipped = 0;
+    char replays[32][512];
+    unsigned n_replays = 0;
+    for (unsigned b = 0; b < sim_n_bugs; b++) {
+        if (only && only != &sim_bugs[b])
+            continue;
+        if (c->skip && listed(c->skip, sim_bugs[b].name)) {
+            skipped++;
+            continue;
+        }
+        struct search q;
+        c->ro.bug = &sim_bugs[b];
+        if (!search_setup(&q, c, 200))
+            return 2;
+        q.stop = STOP_SAFETY;
+        double start = wall_seconds();
+        if (search_run(&q) != 0)
+            return 2;
+        double secs = wall_seconds() - start;
+        if (q.first < q.count) {
+            struct sim_random_options o;
+            search_seed(&q, q.first, &o);
+            const char *prop = strstr(q.verdict, " FAIL [");
+            char caught[128];
+            snprintf(caught, sizeof(caught), "%s", prop ? prop + 7 : "?");
+            caught[strcspn(caught, "]")] = '\0';
+            printf("%-24s %-18llu %12llu %7.1f  %s\n", sim_bugs[b].name, (unsigned long long)o.seed,
+                   (unsigned long long)q.first + 1, secs, caught);
+            if (n_replays < 32)
+                replay_command(replays[n_replays++], sizeof(replays[0]), &o);
+        } else {
+            escaped++;
+            printf("%-24s %-18s %12llu %7.1f  ESCAPED%s\n", sim_bugs[b].name, "-",
+                   (unsigned long long)q.ran, secs,
+                   q.timed_out ? " (stopped at --max-seconds)" : "");
+        }
+        fflush(stdout);
+    }
+    printf("replay the catches:\n");
+    for (unsigned i = 0; i < n_replays; i++)
+        printf("  %s\n", replays[i]);
+    unsigned ran = only ? 1 : sim_n_bugs - skipped;
+    printf("mutants: %u passed, %d failed\n", ran - (unsigned)escaped, escaped);
+    return escaped ? 1 : 0;
 }
 
 static int cmd_run(struct common *c, int argc, char **argv, int i)
@@ -321,6 +635,8 @@ int main(int argc, char **argv)
     struct common c;
     memset(&c, 0, sizeof(c));
     sim_random_options_default(&c.ro, 1, 0);
+    if (argc > 0 && strchr(argv[0], '/'))
+        self = argv[0];
     int i = parse(argc, argv, 1, &c);
     if (i >= argc)
         return cmd_single(&c);
@@ -333,6 +649,13 @@ int main(int argc, char **argv)
             return 2;
         }
         return cmd_seeds(&c, strcmp(cmd, "soak") == 0 ? 20000 : 1000);
+    }
+    if (strcmp(cmd, "mutants") == 0) {
+        if (parse(argc, argv, i, &c) < argc) {
+            fprintf(stderr, "raftsim mutants: unexpected argument\n");
+            return 2;
+        }
+        return cmd_mutants(&c);
     }
     if (strcmp(cmd, "bench") == 0) {
         uint64_t entries = 2000000, batch = 64, size = 64;

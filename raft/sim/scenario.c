@@ -308,7 +308,7 @@ static void cmd_random(struct scenario *sc, int argc, char **argv)
         (opt(argc, argv, "nodes") && !parse_u64(opt(argc, argv, "nodes"), &nodes)) ||
         (opt(argc, argv, "from") && !parse_u64(opt(argc, argv, "from"), &from)) ||
         (opt(argc, argv, "time") && !parse_u64(opt(argc, argv, "time"), &chaos))) {
-        fail(sc, "random: count=N nodes=N from=SEED time=MS faults=LIST");
+        fail(sc, "random: count=N nodes=N from=SEED time=MS faults=LIST [schedule=1|2]");
         return;
     }
     unsigned passed = 0;
@@ -317,6 +317,10 @@ static void cmd_random(struct scenario *sc, int argc, char **argv)
         sim_random_options_default(&o, seed, (unsigned)nodes);
         o.chaos_ms = chaos;
         o.faults = opt(argc, argv, "faults") ? opt(argc, argv, "faults") : "all";
+        /* schedule=1: seeds found with the first random schedule replay. */
+        uint64_t schedule;
+        if (opt(argc, argv, "schedule") && parse_u64(opt(argc, argv, "schedule"), &schedule))
+            o.schedule = (unsigned)schedule;
         char verdict[768];
         int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
         /* Keep a passing line free of counts, which move with any change

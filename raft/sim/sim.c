@@ -769,6 +769,7 @@ static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
             return;
         }
         sim_log_append(&n->disk, &w->entries[i]);
+        check_durable_entry(s, n, w->entries[i].index);
     }
     n->writes_pending--;
     if (w->chunk) {
@@ -842,7 +843,12 @@ static bool run_one(struct sim *s, uint64_t until)
     if (s->heap_n == 0 || s->heap[0]->at_ms > until)
         return false;
     struct sim_event *ev = heap_pop(s);
+    s->events_this_ms = ev->at_ms / 100 == s->now_ms / 100 ? s->events_this_ms + 1 : 0;
     s->now_ms = ev->at_ms;
+    if (s->events_this_ms > 100000) {
+        sim_say(s, "LIVELOCK 100,000 events within 100 ms of virtual time");
+        s->livelock = s->stop = true;
+    }
     if (ev->kind == SIM_EV_TICK) {
         tick_all(s);
         disk_loss_operator_tick(s);
@@ -1349,4 +1355,60 @@ void sim_print_log(struct sim *s, raft_id id)
     if (at >= sizeof(line) - 48)
         snprintf(line + at, sizeof(line) - at, " ...");
     sim_say(s, "n%llu log:%s", (unsigned long long)id, at ? line : " (empty)");
+}
+
+const char *sim_violation_grid(const struct sim *s)
+{
+    return s->violation_grid;
+}
+
+void sim_format_logs(struct sim *s, char *buf, size_t size)
+{
+    enum { COLUMNS = 24 };
+    size_t at = 0;
+    buf[0] = '\0';
+#define PUT(...)                                                                                   \
+    do {                                                                                           \
+        if (at < size)                                                                             \
+            at += (size_t)snprintf(buf + at, size - at, __VA_ARGS__);                              \
+    } while (0)
+    raft_index hi = 0;
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        const struct sim_node *n = &s->nodes[i];
+        raft_index last = sim_log_last(n->r ? &n->mem : &n->disk);
+        hi = last > hi ? last : hi;
+    }
+    raft_index lo = hi > COLUMNS ? hi - COLUMNS + 1 : 1;
+    PUT("  index ");
+    if (lo > 1)
+        PUT("...");
+    for (raft_index x = lo; x <= hi; x++)
+        PUT("%4llu", (unsigned long long)x);
+    PUT("\n");
+    for (unsigned i = 0; i < s->o.nodes; i++) {
+        struct sim_node *n = &s->nodes[i];
+        const struct sim_log *l = n->r ? &n->mem : &n->disk;
+        raft_index commit = n->r ? raft_commit_index(n->r) : 0;
+        PUT("  n%-4u ", i + 1);
+        if (lo > 1)
+            PUT("   ");
+        for (raft_index x = lo; x <= hi; x++) {
+            const struct sim_entry *e = sim_log_at(l, x);
+            char cell[24];
+            if (e)
+                snprintf(cell, sizeof(cell), "%llu", (unsigned long long)e->term);
+            else if (x <= l->offset)
+                snprintf(cell, sizeof(cell), "s"); /* in the snapshot */
+            else
+                snprintf(cell, sizeof(cell), ".");
+            PUT("%3s%c", cell, x == commit ? 'C' : ' ');
+        }
+        if (!n->r)
+            PUT("  down (its disk)\n");
+        else
+            PUT("  %s term %llu commit %llu%s\n", raft_role_name(raft_role_of(n->r)),
+                (unsigned long long)raft_current_term(n->r), (unsigned long long)commit,
+                n->paused ? " paused" : "");
+    }
+#undef PUT
 }

@@ -149,10 +149,37 @@ void sim_get_stats(const struct sim *s, struct sim_stats *st);
 void sim_print_status(struct sim *s);
 /* Print a node's log as index:term pairs. */
 void sim_print_log(struct sim *s, raft_id id);
+/* Every node's log as a grid, a row per node and a column per index (the
+ * last ones, if the logs are long); a cell is the entry's term. */
+void sim_format_logs(struct sim *s, char *buf, size_t size);
+/* The grid as it was at the first violation ("" before one). */
+const char *sim_violation_grid(const struct sim *s);
 
 /* scenario.c: run a scenario file; returns 0 when its output matches the
  * expected trace (or was rewritten) and every expectation held. */
 int sim_run_scenario_file(const char *path, bool rewrite, bool verbose);
+
+/* bugs.c: the catalogue of planted bugs (raftsim mutants). */
+enum sim_reads {
+    SIM_READS_ANY,       /* the seed draws ReadIndex or lease reads */
+    SIM_READS_LEASE,     /* the bug lives in lease reads: every seed uses them */
+    SIM_READS_READINDEX, /* the bug lives in ReadIndex rounds */
+};
+struct sim_bug {
+    const char *name; /* as in --bug NAME */
+    const char *what; /* the rule left out, with its citation */
+    void (*plant)(struct raft_config *c);
+    enum sim_reads reads;
+};
+extern const struct sim_bug sim_bugs[];
+extern const unsigned sim_n_bugs;
+const struct sim_bug *sim_bug_find(const char *name); /* NULL if unknown */
+
+/* Random schedules: 1 is the first one (every fault kind of the list all the
+ * time, one tuning), kept so that seeds found with it replay; 2 (the
+ * default) is swarm testing: each seed draws its own subset of the faults,
+ * their pace, its election timeout, and adds the nemeses Raft bugs need. */
+enum { SIM_SCHEDULE_CLASSIC = 1, SIM_SCHEDULE_SWARM = 2 };
 
 /* random.c: one random fault schedule. */
 struct sim_random_options {
@@ -167,8 +194,12 @@ struct sim_random_options {
     bool unsafe_trust_wiped; /* sim_options.unsafe_trust_wiped: no replacement either */
     bool prevote_off;
     bool check_quorum_off;
-    FILE *out; /* full trace, or NULL */
+    const struct sim_bug *bug; /* a planted bug, or NULL */
+    unsigned schedule;         /* SIM_SCHEDULE_*; 0 means the default */
+    FILE *out;                 /* full trace, or NULL */
     bool trace_messages;
+    char *grid; /* when set, receives every log as a grid at the first violation */
+    size_t grid_size;
 };
 void sim_random_options_default(struct sim_random_options *o, uint64_t seed, unsigned nodes);
 /* Returns 0 on PASS; 1 on FAIL with the verdict in `verdict`. */

@@ -147,9 +147,16 @@ struct sim {
     struct check_slot *seen; /* Log Matching: (index, term) -> chain */
     size_t seen_n, seen_cap;
     char violation[512];
-    char violated[8][48]; /* names of the properties violated so far */
+    char violation_grid[8192]; /* every log at the first violation */
+    char violated[8][48];      /* names of the properties violated so far */
     unsigned n_violated;
     bool stop; /* a violation ends the run */
+    /* Events run in the current 100 ms of virtual time: messages that
+     * bounce with no delay (a delay fault may draw 0 ms) and multiply would
+     * otherwise keep virtual time from moving. A healthy cluster of nine
+     * runs a few thousand. */
+    uint64_t events_this_ms;
+    bool livelock;
 };
 
 /* sim.c helpers used by check.c */
@@ -178,6 +185,8 @@ void disk_loss_operator_tick(struct sim *s);
 void check_free(struct sim *s);
 /* After every step of node n: its update u, before the simulator acts on it. */
 void check_update(struct sim *s, struct sim_node *n, const struct raft_update *u);
+/* An entry became durable on n's disk (Log Matching records it). */
+void check_durable_entry(struct sim *s, struct sim_node *n, raft_index index);
 void check_read_served(struct sim *s, const struct sim_read *rd, const struct raft_read *r);
 void check_violation(struct sim *s, const char *property, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
