@@ -308,6 +308,7 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                                          .snapshot_install = cb_snapshot_install,
                                                          .snapshot_installed =
                                                              cb_snapshot_installed,
+                                                         .snapshot_restore = cb_snapshot_restore,
                                                          .group_unknown = cb_group_unknown,
                                                          .group_drop = cb_group_drop,
                                                          .group_dropped = cb_group_dropped,

@@ -266,6 +266,8 @@ int cb_snapshot_chunk(void *data, uint64_t group, const struct raft_install_snap
 int cb_snapshot_install(void *data, uint64_t group, void *txn, raft_index index, char *err,
                         size_t errlen);
 void cb_snapshot_installed(void *data, uint64_t group, raft_index index, bool committed);
+int cb_snapshot_restore(void *data, uint64_t group, void *txn,
+                        const struct raft_snapshot_meta *meta, char *err, size_t errlen);
 void snap_file(struct kv_server *s, const struct shard *sh, char *buf, size_t len,
                raft_index index);
 void snap_cleanup(struct kv_server *s, struct shard *sh, bool all_temporary);

@@ -215,6 +215,41 @@ int cb_snapshot_install(void *data, uint64_t group, void *txn, raft_index index,
     return rc == KV_OK ? STORAGE_OK : rc == KV_EFULL ? STORAGE_EFULL : STORAGE_EIO;
 }
 
+/* At start: the log records snapshot meta->index, which the state machine
+ * does not hold (node.c, reconcile). It is in one of two files: the
+ * received one, still staged (the crash came before the install), or the
+ * current one. */
+int cb_snapshot_restore(void *data, uint64_t group, void *txn,
+                        const struct raft_snapshot_meta *meta, char *err, size_t errlen)
+{
+    struct kv_server *s = data;
+    struct shard *sh = shard_of_group(s, group);
+    char staged[PATH_MAX], current[PATH_MAX];
+    snap_named(s, sh, staged, sizeof(staged), "staging.snap");
+    snap_file(s, sh, current, sizeof(current), meta->index);
+    raft_index at = 0;
+    const char *path = NULL;
+    if (kv_snapshot_file_check(current, meta->size, meta->checksum, &at) == KV_OK &&
+        at == meta->index) {
+        path = current;
+        /* What is staged is older, or the start of a transfer the restart
+         * abandons: it must not be renamed over the current file. */
+        unlink(staged);
+    } else if (kv_snapshot_file_check(staged, meta->size, meta->checksum, &at) == KV_OK &&
+               at == meta->index) {
+        path = staged; /* cb_snapshot_installed renames it */
+    } else {
+        snprintf(err, errlen,
+                 "group %" PRIu64 ": the log records a snapshot at %" PRIu64
+                 " that the state machine does not hold, and neither %s nor %s is that snapshot "
+                 "(replace the node: docs/kvd.md)",
+                 group, meta->index, current, staged);
+        return STORAGE_ECORRUPT;
+    }
+    int rc = kv_sm_install_stage(sh->sm, txn, path, meta->index, err, errlen);
+    return rc == KV_OK ? STORAGE_OK : rc == KV_EFULL ? STORAGE_EFULL : STORAGE_EIO;
+}
+
 void cb_snapshot_installed(void *data, uint64_t group, raft_index index, bool committed)
 {
     struct kv_server *s = data;

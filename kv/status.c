@@ -273,12 +273,13 @@ static const struct metric_def {
     [M_FSYNCS] = {"raftkv_fsyncs_total", "counter",
                   "Storage commits (one fsync each, all groups)."},
     [M_TXNS] = {"raftkv_storage_transactions_total", "counter",
-                "Storage transactions: commits with log writes and apply-only ones."},
+                "Storage transactions: thread=\"log\" (log writes, what acknowledgements wait "
+                "for) and thread=\"apply\" (the state machine's)."},
     [M_TXN_BYTES] = {"raftkv_storage_bytes_written_total", "counter",
                      "Bytes the storage transactions' commits wrote (dirty pages and meta), "
-                     "as Linux counts them for the storage thread."},
+                     "as Linux counts them for the thread."},
     [M_TXN_SECONDS] = {"raftkv_storage_seconds_total", "counter",
-                       "Time in storage transactions: phase=\"build\" (log writes, applying "
+                       "Time in storage transactions: phase=\"build\" (log writes; applying "
                        "entries), phase=\"commit\" (LMDB writing pages and syncing)."},
     [M_ENTRIES_PERSISTED] = {"raftkv_entries_persisted_total", "counter",
                              "Log entries written by those commits."},
@@ -533,16 +534,27 @@ static void storage_metrics(struct out *o, struct kv_server *s)
     struct raft_node_stats st;
     raft_node_stats(s->node, &st);
     single(o, M_FSYNCS, st.commits);
-    single(o, M_TXNS, st.txns);
-    single(o, M_TXN_BYTES, st.bytes_written);
-    family(o, M_TXN_SECONDS);
     {
-        char line[160];
-        snprintf(line, sizeof(line),
-                 "raftkv_storage_seconds_total{phase=\"build\"} %.6f\n"
-                 "raftkv_storage_seconds_total{phase=\"commit\"} %.6f\n",
-                 st.build_seconds, st.sync_seconds);
-        o->emit(o->arg, line);
+        static const char *const thread[2] = {"log", "apply"};
+        char line[320];
+        family(o, M_TXNS);
+        for (int k = 0; k < 2; k++) {
+            snprintf(line, sizeof(line), "thread=\"%s\"", thread[k]);
+            sample(o, M_TXNS, line, st.txn[k].txns);
+        }
+        family(o, M_TXN_BYTES);
+        for (int k = 0; k < 2; k++) {
+            snprintf(line, sizeof(line), "thread=\"%s\"", thread[k]);
+            sample(o, M_TXN_BYTES, line, st.txn[k].bytes_written);
+        }
+        family(o, M_TXN_SECONDS);
+        for (int k = 0; k < 2; k++) {
+            snprintf(line, sizeof(line),
+                     "raftkv_storage_seconds_total{thread=\"%s\",phase=\"build\"} %.6f\n"
+                     "raftkv_storage_seconds_total{thread=\"%s\",phase=\"commit\"} %.6f\n",
+                     thread[k], st.txn[k].build_seconds, thread[k], st.txn[k].sync_seconds);
+            o->emit(o->arg, line);
+        }
     }
     single(o, M_ENTRIES_PERSISTED, st.entries);
     family(o, M_ENTRIES_PER_FSYNC);

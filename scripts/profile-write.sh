@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # profile-write.sh — `make profile`: where a replicated SET's time and bytes go. Starts a
 # 3-node kvd cluster on 127.0.0.1 (fsync on), and for SET at 1 and at 64 connections
-# prints, for the leader and a follower: storage transactions per second, entries and
-# bytes written per transaction, and the share of transaction time spent building it
-# (log writes, applying) against LMDB's commit (writing pages, syncing) -- from
-# /metrics. Then, with strace, the system calls per request on the leader and a follower
+# prints, for the leader and a follower and for each storage thread (the log's, whose
+# commits acknowledgements wait for, and the apply thread's): transactions per second,
+# entries and bytes written per transaction, and the time spent building one (log
+# writes; applying) and in LMDB's commit (writing pages, syncing) -- from /metrics. Then, with strace, the system calls per request on the leader and a follower
 # at 1 connection, and the thread hand-offs among them (futex wake-ups and libuv's
 # eventfd writes). Figures are printed, never asserted.
 #
@@ -61,15 +61,17 @@ echo "kvd: 3 nodes on 127.0.0.1, fsync on; leader node $leader, follower node $f
 "$BIN/kvbench" --node "127.0.0.1:$((28100 + leader))" --op set --connections 16 --seconds 2 \
     >/dev/null
 
-# snap NODE: the storage counters of a node, one line: txns entries bytes build commit.
+# snap NODE THREAD: a node's counters for one storage thread (log or apply), one line:
+# txns entries bytes build commit.
 snap() {
-    curl -s --max-time 2 "127.0.0.1:$((28200 + $1))/metrics" | awk '
-        /^raftkv_storage_transactions_total / { t = $2 }
+    curl -s --max-time 2 "127.0.0.1:$((28200 + $1))/metrics" | awk -v t="$2" '
+        $0 ~ "^raftkv_storage_transactions_total\\{thread=\"" t "\"" { n = $2 }
         /^raftkv_entries_persisted_total / { e = $2 }
-        /^raftkv_storage_bytes_written_total / { b = $2 }
-        /^raftkv_storage_seconds_total\{phase="build"\}/ { bs = $2 }
-        /^raftkv_storage_seconds_total\{phase="commit"\}/ { cs = $2 }
-        END { print t + 0, e + 0, b + 0, bs + 0, cs + 0 }'
+        /^raftkv_entries_applied_total / { a = $2 }
+        $0 ~ "^raftkv_storage_bytes_written_total\\{thread=\"" t "\"" { b = $2 }
+        $0 ~ "^raftkv_storage_seconds_total\\{thread=\"" t "\",phase=\"build\"" { bs = $2 }
+        $0 ~ "^raftkv_storage_seconds_total\\{thread=\"" t "\",phase=\"commit\"" { cs = $2 }
+        END { print n + 0, (t == "log" ? e : a) + 0, b + 0, bs + 0, cs + 0 }'
 }
 
 # report NAME BEFORE AFTER SECONDS
@@ -77,22 +79,31 @@ report() {
     awk -v name="$1" -v s="$4" -v a="$2" -v b="$3" 'BEGIN {
         split(a, x, " "); split(b, y, " ")
         t = y[1] - x[1]; e = y[2] - x[2]; by = y[3] - x[3]; bs = y[4] - x[4]; cs = y[5] - x[5]
-        if (t <= 0) { printf "    %-9s no storage transactions\n", name; exit }
-        printf "    %-9s %6.0f txn/s  %6.2f entries/txn  %7.1f KiB/txn  build %5.3f ms  commit %5.3f ms per txn (%2.0f%% of the time in commit)\n",
-            name, t / s, e / t, by / t / 1024, 1000 * bs / t, 1000 * cs / t, (bs + cs > 0) ? 100 * cs / (bs + cs) : 0
+        if (t <= 0) { printf "    %-16s no storage transactions\n", name; exit }
+        printf "    %-16s %6.0f txn/s  %6.2f entries/txn  %7.1f KiB/txn  build %5.3f ms  commit %5.3f ms per txn\n",
+            name, t / s, e / t, by / t / 1024, 1000 * bs / t, 1000 * cs / t
     }'
 }
 
 for c in 1 64; do
-    l0=$(snap "$leader")
-    f0=$(snap "$follower")
+    declare -A before=()
+    for who in leader follower; do
+        node=$leader
+        [ $who = follower ] && node=$follower
+        for t in log apply; do
+            before[$who-$t]=$(snap "$node" $t)
+        done
+    done
     line=$("$BIN/kvbench" --node "127.0.0.1:$((28100 + leader))" --op set --connections "$c" \
         --seconds "$SECS")
-    l1=$(snap "$leader")
-    f1=$(snap "$follower")
     echo "  $line"
-    report leader "$l0" "$l1" "$SECS"
-    report follower "$f0" "$f1" "$SECS"
+    for who in leader follower; do
+        node=$leader
+        [ $who = follower ] && node=$follower
+        for t in log apply; do
+            report "$who $t" "${before[$who-$t]}" "$(snap "$node" $t)" "$SECS"
+        done
+    done
 done
 
 if ! command -v strace >/dev/null 2>&1; then

@@ -36,9 +36,12 @@ struct entries {
     uint8_t *data;
 };
 
-/* What one update left for the storage thread: writes, entries to apply,
- * and the messages that may leave only once the writes are durable. Those
- * messages carry no pointers (votes, answers), so shallow copies do. */
+/* What one update left for the storage threads. Its log part -- writes,
+ * the messages that may leave only once they are durable (no pointers:
+ * votes, answers; shallow copies do), a snapshot's meta -- goes to the log
+ * thread; its apply part -- entries to apply, or a received snapshot to
+ * install in the state machine -- to the apply thread, as a pending of its
+ * own in the node's other queue. */
 struct pending {
     struct group *g;
     struct storage_group_write w;
@@ -54,9 +57,11 @@ struct pending {
     bool install, install_bad;
 };
 
-/* One group commit: taken by the storage thread, finished on the loop. */
+/* One group commit: taken by a storage thread (the log's, or the state
+ * machine's: apply), finished on the loop. */
 struct batch {
     struct raft_node *n;
+    bool apply;
     uv_work_t req;
     struct pending *p;
     size_t count;
@@ -66,9 +71,10 @@ struct batch {
     char err[512];
     uint64_t ns, linger_ns;
     struct storage_cost cost;
-    /* Written in this batch's transaction while it lingered (see
+    /* Applied in this batch's transaction while it lingered (see
      * linger()); finished together with it. */
     struct batch *joined;
+    bool sync_sm; /* a log batch that compacts: make the state machine durable first */
 };
 
 struct raft_node {
@@ -89,15 +95,18 @@ struct raft_node {
     int fatal; /* a storage error or a corrupt core: the node stops taking work */
     char error[600];
     uv_prepare_t flush;
-    struct pending *pending; /* the next batch, growing during the loop turn */
+    struct pending *pending; /* the next log batch, growing during the loop turn */
     size_t n_pending, cap_pending;
-    struct batch *in_flight; /* at most one batch on the storage thread */
-    /* Results staged by the storage thread, announced before its fsync:
-     * the in-flight batch's and the one that joined it. */
+    struct pending *applying; /* the next apply batch */
+    size_t n_applying, cap_applying;
+    struct batch *in_flight;       /* at most one batch on the log thread */
+    struct batch *apply_in_flight; /* and one on the apply thread */
+    /* Results staged by the apply thread, announced before its sync: the
+     * in-flight batch's and the one that joined it. */
     uv_async_t early;
     uv_mutex_t early_lock;
     struct batch *early_batch[2];
-    /* An apply-only batch waiting, transaction open, for writes to join
+    /* An apply batch waiting, transaction open, for the next one to join
      * (linger()); all three under linger_lock. */
     uv_mutex_t linger_lock;
     uv_cond_t linger_cond;
@@ -158,24 +167,33 @@ static void pending_free(struct pending *p)
     free(p->snap_members);
 }
 
-/* Keep what an update asks to persist and apply for the next batch. */
-static int defer(struct raft_node *n, struct group *g, const struct raft_update *u, size_t n_after)
+/* A fresh pending for group g at the end of queue q (NULL: no memory). */
+static struct pending *pending_add(struct pending **q, size_t *n, size_t *cap, struct group *g)
 {
-    if (n->n_pending == n->cap_pending) {
-        size_t cap = n->cap_pending ? n->cap_pending * 2 : 16;
-        struct pending *p = realloc(n->pending, cap * sizeof(*p));
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 16;
+        struct pending *p = realloc(*q, c * sizeof(*p));
         if (!p)
-            return RAFT_ENOMEM;
-        n->pending = p;
-        n->cap_pending = cap;
+            return NULL;
+        *q = p;
+        *cap = c;
     }
-    struct pending *p = &n->pending[n->n_pending];
+    struct pending *p = &(*q)[(*n)++];
     memset(p, 0, sizeof(*p));
     p->g = g;
+    return p;
+}
+
+/* Keep what an update asks to persist for the next log batch. */
+static int defer(struct raft_node *n, struct group *g, const struct raft_update *u, size_t n_after)
+{
+    struct pending *p = pending_add(&n->pending, &n->n_pending, &n->cap_pending, g);
+    if (!p)
+        return RAFT_ENOMEM;
     p->msgs = n_after ? malloc(n_after * sizeof(*p->msgs)) : NULL;
-    if ((n_after && !p->msgs) || entries_copy(&p->log, u->entries, u->n_entries) ||
-        entries_copy(&p->apply, u->apply, u->n_apply)) {
+    if ((n_after && !p->msgs) || entries_copy(&p->log, u->entries, u->n_entries)) {
         pending_free(p);
+        n->n_pending--;
         return RAFT_ENOMEM;
     }
     for (size_t i = 0; i < u->n_messages; i++)
@@ -190,7 +208,22 @@ static int defer(struct raft_node *n, struct group *g, const struct raft_update 
                                         .n_entries = p->log.n,
                                         .compact_index = u->compact_index,
                                         .compact_term = u->compact_term};
-    n->n_pending++;
+    return 0;
+}
+
+/* Keep the entries an update hands out for the next apply batch. They are
+ * committed and durable here already (host contract 2), so they need
+ * nothing of the log batch the same update may have started. */
+static int defer_apply(struct raft_node *n, struct group *g, const struct raft_update *u)
+{
+    struct pending *p = pending_add(&n->applying, &n->n_applying, &n->cap_applying, g);
+    if (!p)
+        return RAFT_ENOMEM;
+    if (entries_copy(&p->apply, u->apply, u->n_apply)) {
+        pending_free(p);
+        n->n_applying--;
+        return RAFT_ENOMEM;
+    }
     return 0;
 }
 
@@ -275,14 +308,16 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
     if (u->snapshot_chunk && n->cb.snapshot_chunk)
         chunk = n->cb.snapshot_chunk(n->data, g->id, u->snapshot_chunk);
     bool persist = u->hard_state_changed || u->n_entries || u->truncate_from || u->compact_index;
-    if (persist || n_after || u->n_apply || chunk) {
-        int rv = defer(n, g, u, n_after);
-        if (!rv && chunk)
-            rv = defer_install(n, u->snapshot_chunk, chunk > 0);
-        if (rv) {
-            fail(n, rv, "%s", "out of memory");
-            return rv;
-        }
+    int rv = 0;
+    if (persist || n_after || chunk)
+        rv = defer(n, g, u, n_after);
+    if (!rv && chunk)
+        rv = defer_install(n, u->snapshot_chunk, chunk > 0);
+    if (!rv && u->n_apply)
+        rv = defer_apply(n, g, u);
+    if (rv) {
+        fail(n, rv, "%s", "out of memory");
+        return rv;
     }
     if (u->snapshot_wanted && n->cb.snapshot_wanted)
         n->cb.snapshot_wanted(n->data, g->id, u->snapshot_index);
@@ -295,7 +330,20 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
 }
 
 /* ------------------------------------------------------------------------
- * Group commit on the storage thread
+ * Group commit: the log's thread and the state machine's
+ *
+ * Two batches may be out at once, each on a thread of the pool: the log
+ * batch (what the cores asked to persist; its sync is what
+ * acknowledgements wait for) and the apply batch (committed entries into
+ * the state machine's environment, storage.h). They touch different
+ * environments, so neither waits for the other's sync. What orders them:
+ * an entry is handed out to apply only once it is durable in the log
+ * (RAFT_PERSISTED of an earlier log batch; host contract 2); a received
+ * snapshot is recorded in the log first and installed in the state
+ * machine after, by the apply queue, behind the entries handed out before
+ * it (start_group() finishes an install a crash interrupted); the log
+ * forgets entries (compaction) only after the state machine's
+ * environment is synced.
  * ------------------------------------------------------------------------ */
 
 static int apply_batch(struct batch *b, void *txn, char *err, size_t errlen)
@@ -304,8 +352,6 @@ static int apply_batch(struct batch *b, void *txn, char *err, size_t errlen)
     bool any = false;
     for (size_t i = 0; i < b->count; i++) {
         struct pending *p = &b->p[i];
-        /* The update that completed a snapshot may also hand out entries
-         * committed before it: those first, then the snapshot. */
         if (p->apply.n && n->cb.apply) {
             int rc = n->cb.apply(n->data, p->g->id, txn, p->apply.e, p->apply.n, &p->apply_result,
                                  err, errlen);
@@ -332,24 +378,16 @@ static int apply_batch(struct batch *b, void *txn, char *err, size_t errlen)
     return STORAGE_OK;
 }
 
-static bool apply_only(const struct batch *b)
-{
-    if (b->nw)
-        return false;
-    for (size_t i = 0; i < b->count; i++)
-        if (b->p[i].install || b->p[i].install_bad || b->p[i].n_msgs)
-            return false;
-    return true;
-}
-
-/* An apply-only batch has answered its clients already (results are out
+/* An apply batch has answered its clients already (results are out
  * before the commit) and its own sync is worth nothing but a shorter
- * replay after a crash -- yet it would be on the path of every next
- * write, which waits for it: the clients it answered send their next
- * commands right away. So it waits, its transaction open, up to
- * apply_linger_us for the next batch to join it, and the two commit with
- * one sync. The loop ends the wait early when a read needs the applied
- * state (raft_node_flush) or the node stops. */
+ * replay after a crash -- yet the next apply batch would wait for it: the
+ * clients it answered send their next commands right away, and those
+ * are answered only once applied. So it waits, its transaction open, up
+ * to apply_linger_us for the next apply batch to join it, and the two
+ * commit with one sync. The loop ends the wait early when a read needs
+ * the applied state (raft_node_flush) or the node stops. Not when the
+ * state machine shares the log's environment (a data directory from
+ * before the split): its open transaction would hold the log's writes. */
 static int linger(struct batch *b, void *txn, char *err, size_t errlen)
 {
     struct raft_node *n = b->n;
@@ -367,15 +405,14 @@ static int linger(struct batch *b, void *txn, char *err, size_t errlen)
     if (!j)
         return STORAGE_OK;
     b->joined = j;
-    int rc = storage_write_more(n->st, txn, j->ws, j->nw, err, errlen);
-    return rc ? rc : apply_batch(j, txn, err, errlen);
+    return apply_batch(j, txn, err, errlen);
 }
 
 static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
 {
     struct batch *b = arg;
     int rc = apply_batch(b, txn, err, errlen);
-    if (rc == STORAGE_OK && b->n->cfg.apply_linger_us && apply_only(b))
+    if (rc == STORAGE_OK && b->n->cfg.apply_linger_us && storage_sm_separate(b->n->st))
         rc = linger(b, txn, err, errlen);
     return rc;
 }
@@ -404,17 +441,47 @@ static void on_early(uv_async_t *h)
 static void commit_work(uv_work_t *req)
 {
     struct batch *b = req->data;
+    struct raft_node *n = b->n;
     uint64_t t0 = uv_hrtime();
-    b->rc = storage_commit_with(b->n->st, b->ws, b->nw, apply_hook, b, b->err, sizeof(b->err));
-    b->ns = uv_hrtime() - t0 - b->linger_ns;
-    storage_last_cost(b->n->st, &b->cost);
+    if (b->apply) {
+        b->rc = storage_commit_sm(n->st, apply_hook, b, b->err, sizeof(b->err));
+        b->ns = uv_hrtime() - t0 - b->linger_ns;
+        storage_last_sm_cost(n->st, &b->cost);
+    } else {
+        b->rc = b->sync_sm ? storage_sync_sm(n->st, b->err, sizeof(b->err)) : STORAGE_OK;
+        if (b->rc == STORAGE_OK)
+            b->rc = storage_commit(n->st, b->ws, b->nw, b->err, sizeof(b->err));
+        b->ns = uv_hrtime() - t0;
+        storage_last_cost(n->st, &b->cost);
+    }
     b->cost.build_ns -= b->cost.build_ns > b->linger_ns ? b->linger_ns : b->cost.build_ns;
 }
 
 static void start_commit(struct raft_node *n);
+static void start_apply(struct raft_node *n);
 static void close_handles(struct raft_node *n);
 static void add_queued_groups(struct raft_node *n);
 static void drop_removed_groups(struct raft_node *n);
+
+static bool idle(const struct raft_node *n)
+{
+    return !n->in_flight && !n->apply_in_flight;
+}
+
+/* A snapshot the log has recorded goes to the apply queue, to be
+ * installed in the state machine after what was handed out before it. */
+static void queue_install(struct raft_node *n, struct pending *p)
+{
+    struct pending *q = pending_add(&n->applying, &n->n_applying, &n->cap_applying, p->g);
+    if (!q) {
+        fail(n, RAFT_ENOMEM, "%s", "out of memory");
+        return;
+    }
+    q->install = true;
+    q->snap = p->snap; /* its members are not needed past here */
+    q->snap.members = NULL;
+    q->snap.n_members = 0;
+}
 
 /* After the commit, on the loop: what waited for it. */
 static void finish_batch(struct raft_node *n, struct batch *b, bool ok)
@@ -422,19 +489,24 @@ static void finish_batch(struct raft_node *n, struct batch *b, bool ok)
     for (size_t i = 0; i < b->count; i++) {
         struct pending *p = &b->p[i];
         if (ok) {
-            n->stats.writes++;
+            n->stats.writes += !b->apply;
             n->stats.entries += p->log.n;
             n->stats.applied += p->apply.n;
         }
         if (p->apply.n && n->cb.applied)
             n->cb.applied(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result, ok);
-        if (p->install && n->cb.snapshot_installed)
+        if (b->apply && p->install && n->cb.snapshot_installed)
             n->cb.snapshot_installed(n->data, p->g->id, p->snap.index, ok);
-        if ((p->install || p->install_bad) && ok && !n->stopping) {
+        if (!b->apply && p->install && ok && !n->stopping)
+            queue_install(n, p);
+        /* The core learns of an install once the state machine holds it
+         * (or, for one that failed its check, at once). */
+        bool installed = b->apply ? p->install : p->install_bad;
+        if (installed && ok && !n->stopping) {
             struct raft_event ev = {.type = RAFT_SNAPSHOT_INSTALLED};
             ev.snapshot_installed.index = p->snap.index;
             ev.snapshot_installed.term = p->snap.term;
-            ev.snapshot_installed.ok = p->install;
+            ev.snapshot_installed.ok = b->apply;
             step(n, p->g, &ev);
         }
         if (ok && !n->stopping) {
@@ -458,15 +530,18 @@ static void commit_done(uv_work_t *req, int status)
 {
     struct batch *b = req->data, *joined = b->joined;
     struct raft_node *n = b->n;
-    n->in_flight = NULL;
-    if (n->cb.results)
+    if (b->apply)
+        n->apply_in_flight = NULL;
+    else
+        n->in_flight = NULL;
+    if (b->apply && n->cb.results)
         deliver_early(n); /* if the async wake-up has not come yet */
     /* The storage layer and the state machine name themselves in their
      * messages ("storage: ...", "state machine: ..."). */
     if (status == 0 && b->rc != STORAGE_OK)
         fail(n, b->rc, "%s", b->err[0] ? b->err : "storage: a commit failed");
     bool ok = status == 0 && b->rc == STORAGE_OK;
-    if (ok && (b->nw || (joined && joined->nw))) {
+    if (ok && !b->apply) {
         n->stats.commits++;
         double s = (double)b->ns / 1e9;
         n->stats.commit_seconds += s;
@@ -476,53 +551,70 @@ static void commit_done(uv_work_t *req, int status)
         n->stats.commit_buckets[k]++;
     }
     if (ok) {
-        n->stats.txns++;
-        n->stats.bytes_written += b->cost.bytes;
-        n->stats.build_seconds += (double)b->cost.build_ns / 1e9;
-        n->stats.sync_seconds += (double)b->cost.commit_ns / 1e9;
+        struct raft_node_txn_stats *t = &n->stats.txn[b->apply];
+        t->txns++;
+        t->bytes_written += b->cost.bytes;
+        t->build_seconds += (double)b->cost.build_ns / 1e9;
+        t->sync_seconds += (double)b->cost.commit_ns / 1e9;
+        if (b->apply && joined)
+            n->stats.joined++;
+        else if (b->apply)
+            n->stats.apply_only++;
     }
-    if (ok && joined)
-        n->stats.joined++;
-    else if (ok && !b->nw && status == 0)
-        n->stats.apply_only++;
     finish_batch(n, b, ok);
     if (joined)
         finish_batch(n, joined, ok);
-    if (n->stopping)
-        close_handles(n);
-    else {
-        add_queued_groups(n);
-        drop_removed_groups(n);
-        if (n->n_pending)
-            start_commit(n);
+    if (n->stopping) {
+        if (idle(n))
+            close_handles(n);
+        return;
     }
+    add_queued_groups(n);
+    drop_removed_groups(n);
+    if (n->n_pending)
+        start_commit(n);
+    if (n->n_applying)
+        start_apply(n);
 }
 
-static struct batch *take_pending(struct raft_node *n);
-
-/* Hand everything kept so far to the storage thread -- or to the batch
- * lingering there, which then commits both; otherwise, while a batch is
- * on the storage thread, this one waits, and grows, until it is done. */
-static void start_commit(struct raft_node *n)
+/* A batch of the pending records of queue q (NULL and the node failed: no
+ * memory). The queue starts anew. */
+static struct batch *take(struct raft_node *n, struct pending **q, size_t *count, size_t *cap,
+                          bool apply)
 {
-    if (!n->n_pending || n->fatal)
-        return;
-    if (n->in_flight) {
-        uv_mutex_lock(&n->linger_lock);
-        bool joinable = n->lingering == n->in_flight && !n->join;
-        struct batch *j = joinable ? take_pending(n) : NULL;
-        if (j) {
-            n->join = j;
-            uv_cond_signal(&n->linger_cond);
-        }
-        uv_mutex_unlock(&n->linger_lock);
-        return;
+    struct batch *b = calloc(1, sizeof(*b));
+    struct storage_group_write *ws = apply ? NULL : malloc(*count * sizeof(*ws));
+    if (!b || (!apply && !ws)) {
+        free(b);
+        free(ws);
+        fail(n, RAFT_ENOMEM, "%s", "out of memory");
+        return NULL;
     }
-    struct batch *b = take_pending(n);
-    if (!b)
-        return;
+    b->n = n;
+    b->apply = apply;
+    b->p = *q;
+    b->count = *count;
+    b->ws = ws;
     b->req.data = b;
-    n->in_flight = b;
+    *q = NULL;
+    *count = *cap = 0;
+    for (size_t i = 0; !apply && i < b->count; i++) {
+        struct storage_group_write *w = &b->p[i].w;
+        /* A snapshot's meta lives in its pending record, which the array's
+         * growth (pending_add's realloc) may have moved since
+         * attach_snapshot(): point at where it is now, in the array the
+         * batch owns. */
+        if (w->snapshot)
+            w->snapshot = &b->p[i].snap;
+        if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index || w->snapshot)
+            b->ws[b->nw++] = *w;
+        b->sync_sm |= w->compact_index != 0;
+    }
+    return b;
+}
+
+static void queue_batch(struct raft_node *n, struct batch *b)
+{
     int rc = uv_queue_work(n->loop, &b->req, commit_work, commit_done);
     if (rc) {
         /* No thread pool: commit here. */
@@ -531,34 +623,42 @@ static void start_commit(struct raft_node *n)
     }
 }
 
-/* The pending writes as a batch (NULL and the node failed: no memory). */
-static struct batch *take_pending(struct raft_node *n)
+/* Hand the log writes kept so far to the log thread; while a batch is
+ * there, this one waits, and grows, until it is done. */
+static void start_commit(struct raft_node *n)
 {
-    struct batch *b = calloc(1, sizeof(*b));
-    struct storage_group_write *ws = malloc(n->n_pending * sizeof(*ws));
-    if (!b || !ws) {
-        free(b);
-        free(ws);
-        fail(n, RAFT_ENOMEM, "%s", "out of memory");
-        return NULL;
+    if (!n->n_pending || n->fatal || n->in_flight)
+        return;
+    struct batch *b = take(n, &n->pending, &n->n_pending, &n->cap_pending, false);
+    if (!b)
+        return;
+    n->in_flight = b;
+    queue_batch(n, b);
+}
+
+/* The same for entries to apply -- or, while an apply batch lingers on
+ * the apply thread, hand them to it: they commit together. */
+static void start_apply(struct raft_node *n)
+{
+    if (!n->n_applying || n->fatal)
+        return;
+    if (n->apply_in_flight) {
+        uv_mutex_lock(&n->linger_lock);
+        bool joinable = n->lingering == n->apply_in_flight && !n->join;
+        struct batch *j =
+            joinable ? take(n, &n->applying, &n->n_applying, &n->cap_applying, true) : NULL;
+        if (j) {
+            n->join = j;
+            uv_cond_signal(&n->linger_cond);
+        }
+        uv_mutex_unlock(&n->linger_lock);
+        return;
     }
-    b->n = n;
-    b->p = n->pending;
-    b->count = n->n_pending;
-    b->ws = ws;
-    n->pending = NULL;
-    n->n_pending = n->cap_pending = 0;
-    for (size_t i = 0; i < b->count; i++) {
-        struct storage_group_write *w = &b->p[i].w;
-        /* A snapshot's meta lives in its pending record, which the array's
-         * growth (defer's realloc) may have moved since attach_snapshot():
-         * point at where it is now, in the array the batch owns. */
-        if (w->snapshot)
-            w->snapshot = &b->p[i].snap;
-        if (w->hard_state || w->n_entries || w->truncate_from || w->compact_index || w->snapshot)
-            b->ws[b->nw++] = *w;
-    }
-    return b;
+    struct batch *b = take(n, &n->applying, &n->n_applying, &n->cap_applying, true);
+    if (!b)
+        return;
+    n->apply_in_flight = b;
+    queue_batch(n, b);
 }
 
 void raft_node_flush(struct raft_node *n)
@@ -639,6 +739,7 @@ static void on_flush(uv_prepare_t *h)
     drop_removed_groups(h->data);
     propose_queued(h->data);
     start_commit(h->data);
+    start_apply(h->data);
 }
 
 /* ------------------------------------------------------------------------
@@ -764,12 +865,77 @@ int raft_node_forget_peer(struct raft_node *n, raft_id id, bool replaced, char *
     return rc == STORAGE_OK ? RAFT_OK : RAFT_EINVAL;
 }
 
+struct restore {
+    struct raft_node *n;
+    uint64_t group;
+    const struct raft_snapshot_meta *meta;
+};
+
+static int restore_hook(void *arg, void *txn, char *err, size_t errlen)
+{
+    struct restore *r = arg;
+    if (!r->n->cb.snapshot_restore) {
+        snprintf(err, errlen, "the host cannot restore a snapshot");
+        return STORAGE_EIO;
+    }
+    return r->n->cb.snapshot_restore(r->n->data, r->group, txn, r->meta, err, errlen);
+}
+
+static int drop_hook(void *arg, void *txn, char *err, size_t errlen);
+struct drop_hook {
+    struct raft_node *n;
+    uint64_t group;
+};
+
+/* The state machine and the log commit separately (Group commit, above);
+ * a crash between two commits that belong together leaves one ahead of
+ * the other, and this finishes the job: a snapshot the log recorded and
+ * the state machine does not hold is installed now; a state machine whose
+ * group's log was dropped is dropped too. *applied is what the state
+ * machine holds after. */
+static int reconcile(struct raft_node *n, struct group *g, const struct storage_loaded *l,
+                     raft_index *applied, char *err, size_t errlen)
+{
+    const struct raft_snapshot_meta *snap = l->persisted.snapshot;
+    int rc;
+    if (snap && *applied < snap->index) {
+        struct restore r = {n, g->id, snap};
+        rc = storage_commit_sm(n->st, restore_hook, &r, err, errlen);
+        if (n->cb.snapshot_installed)
+            n->cb.snapshot_installed(n->data, g->id, snap->index, rc == STORAGE_OK);
+        if (rc)
+            return rc;
+        iolog("raft node %llu: group %llu: its state machine (at %llu) caught up with the "
+              "snapshot its log records (at %llu): the install a crash interrupted is done\n",
+              (unsigned long long)n->cfg.id, (unsigned long long)g->id,
+              (unsigned long long)*applied, (unsigned long long)snap->index);
+        *applied = snap->index;
+        return 0;
+    }
+    bool dropped = !snap && !l->persisted.n_entries && l->has_base && !l->n_base;
+    if (!*applied || !dropped)
+        return 0;
+    struct drop_hook h = {n, g->id};
+    rc = storage_commit_sm(n->st, drop_hook, &h, err, errlen);
+    if (n->cb.group_dropped)
+        n->cb.group_dropped(n->data, g->id, rc == STORAGE_OK);
+    if (rc)
+        return rc;
+    iolog("raft node %llu: group %llu: its log was dropped and its state machine (at %llu) "
+          "was not: dropped now\n",
+          (unsigned long long)n->cfg.id, (unsigned long long)g->id, (unsigned long long)*applied);
+    *applied = 0;
+    return n->cb.open_group
+               ? n->cb.open_group(n->data, g->id, storage_sm_env(n->st), applied, err, errlen)
+               : 0;
+}
+
 static int start_group(struct raft_node *n, struct group *g, const struct raft_node_group *gc,
                        char *err, size_t errlen)
 {
     raft_index applied = 0;
     if (n->cb.open_group) {
-        int rc = n->cb.open_group(n->data, g->id, storage_env(n->st), &applied, err, errlen);
+        int rc = n->cb.open_group(n->data, g->id, storage_sm_env(n->st), &applied, err, errlen);
         if (rc)
             return rc;
     }
@@ -777,6 +943,10 @@ static int start_group(struct raft_node *n, struct group *g, const struct raft_n
     int rc = storage_load(n->st, g->id, &l, err, errlen);
     if (rc != STORAGE_OK)
         return rc;
+    if ((rc = reconcile(n, g, &l, &applied, err, errlen))) {
+        storage_loaded_free(&l);
+        return rc;
+    }
     enum { MAX_VOTERS = 64 };
     raft_id voters[MAX_VOTERS];
     size_t nv = 0;
@@ -876,17 +1046,12 @@ static void add_group_now(struct raft_node *n, const struct raft_node_group *gc)
  * is idle now. */
 static void add_queued_groups(struct raft_node *n)
 {
-    while (n->n_adding && !n->in_flight && !n->stopping && !n->fatal) {
+    while (n->n_adding && idle(n) && !n->stopping && !n->fatal) {
         struct raft_node_group gc = n->adding[--n->n_adding];
         add_group_now(n, &gc);
         free((raft_id *)gc.voters);
     }
 }
-
-struct drop_hook {
-    struct raft_node *n;
-    uint64_t group;
-};
 
 static int drop_hook(void *arg, void *txn, char *err, size_t errlen)
 {
@@ -895,22 +1060,40 @@ static int drop_hook(void *arg, void *txn, char *err, size_t errlen)
                                : STORAGE_OK;
 }
 
+/* Drop a group's log (keeping term and vote) and its state machine: in
+ * one transaction when they share an environment; otherwise the log
+ * first, so that a crash in between leaves a state machine whose log is
+ * gone, which start_group() recognises and drops. */
+static int drop_group(struct raft_node *n, uint64_t group, char *err, size_t errlen)
+{
+    struct drop_hook h = {n, group};
+    if (!storage_sm_separate(n->st))
+        return storage_drop_group(n->st, group, drop_hook, &h, err, errlen);
+    int rc = storage_drop_group(n->st, group, NULL, NULL, err, errlen);
+    return rc ? rc : storage_commit_sm(n->st, drop_hook, &h, err, errlen);
+}
+
+static bool queued(const struct pending *q, size_t count, const struct group *g)
+{
+    for (size_t k = 0; k < count; k++)
+        if (q[k].g == g)
+            return true;
+    return false;
+}
+
 /* Drop the groups being removed that no pending write involves (the
- * storage thread is idle). */
+ * storage threads are idle). */
 static void drop_removed_groups(struct raft_node *n)
 {
-    for (size_t i = 0; i < n->n_groups && !n->in_flight && !n->stopping && !n->fatal;) {
+    for (size_t i = 0; i < n->n_groups && idle(n) && !n->stopping && !n->fatal;) {
         struct group *g = n->groups[i];
-        bool busy = false;
-        for (size_t k = 0; k < n->n_pending && !busy; k++)
-            busy = n->pending[k].g == g;
-        if (!g->removing || busy) {
+        if (!g->removing || queued(n->pending, n->n_pending, g) ||
+            queued(n->applying, n->n_applying, g)) {
             i++;
             continue;
         }
         char err[256];
-        struct drop_hook h = {n, g->id};
-        int rc = storage_drop_group(n->st, g->id, drop_hook, &h, err, sizeof(err));
+        int rc = drop_group(n, g->id, err, sizeof(err));
         n->groups[i] = n->groups[--n->n_groups];
         raft_close(g->r);
         proposals_free(&g->props);
@@ -945,7 +1128,7 @@ int raft_node_add_group(struct raft_node *n, const struct raft_node_group *gc)
         return RAFT_ECORRUPT;
     if (find_group(n, gc->id))
         return RAFT_OK;
-    if (!n->in_flight) {
+    if (idle(n)) {
         add_group_now(n, gc);
         return n->fatal ? n->fatal : RAFT_OK;
     }
@@ -1156,6 +1339,9 @@ static void on_handle_close(uv_handle_t *h)
     for (size_t i = 0; i < n->n_pending; i++)
         pending_free(&n->pending[i]);
     free(n->pending);
+    for (size_t i = 0; i < n->n_applying; i++)
+        pending_free(&n->applying[i]);
+    free(n->applying);
     free_groups(n);
     storage_close(n->st);
     uv_mutex_destroy(&n->early_lock);
@@ -1186,7 +1372,7 @@ void raft_node_stop(struct raft_node *n)
     uv_timer_stop(&n->tick);
     transport_close(n->tr);
     raft_node_flush(n);
-    if (!n->in_flight)
+    if (idle(n))
         close_handles(n);
 }
 
@@ -1209,7 +1395,7 @@ int raft_node_testing_inject(struct raft_node *n, uint64_t group, const struct r
 
 bool raft_node_testing_idle(const struct raft_node *n)
 {
-    return !n->in_flight && !n->n_pending;
+    return idle(n) && !n->n_pending && !n->n_applying;
 }
 
 int raft_node_testing_load(struct raft_node *n, uint64_t group, struct storage_loaded *out,
@@ -1221,7 +1407,7 @@ int raft_node_testing_load(struct raft_node *n, uint64_t group, struct storage_l
 bool raft_node_testing_lingering(struct raft_node *n)
 {
     uv_mutex_lock(&n->linger_lock);
-    bool lingering = n->lingering && n->lingering == n->in_flight && !n->join;
+    bool lingering = n->lingering && n->lingering == n->apply_in_flight && !n->join;
     uv_mutex_unlock(&n->linger_lock);
     return lingering;
 }

@@ -6,14 +6,15 @@
  * that need no persist (the leader's AppendEntries: thesis §10.2.1, the
  * leader writes its log in parallel with replicating it) and keeps the
  * rest. At the end of the loop turn (a uv_prepare handle) everything kept,
- * for every group, goes to the storage thread as one LMDB write
- * transaction -- one fsync: group commit. Committed entries are applied
- * inside that same transaction (host contract 2: state and applied index
- * change together with the log). While the storage thread writes, the
+ * for every group, goes to the log thread as one LMDB write transaction --
+ * one fsync: group commit. Committed entries go to the apply thread, which
+ * applies them in a transaction of the state machine's environment (state
+ * and applied index change together: host contract 2), off the path of
+ * the log's sync (storage.h, storage_sm_env). While the threads write, the
  * loop goes on receiving and sending; what arrives meanwhile forms the
- * next batch. Back on the loop thread, the messages that waited leave, the
- * cores learn what is durable (RAFT_PERSISTED), and the host learns what
- * was applied.
+ * next batches. Back on the loop thread, the messages that waited leave,
+ * the cores learn what is durable (RAFT_PERSISTED), and the host learns
+ * what was applied.
  *
  * A storage error (a full map, an I/O error) makes the node refuse all
  * further work (raft_node_error() says why): nothing of the failed batch
@@ -61,8 +62,8 @@ struct raft_node_config {
     struct raft_config raft; /* id and seed are set per group */
     uint32_t tick_ms;
     bool trace; /* log every decision of the cores (raft_trace_format) */
-    /* How long a commit that only applies entries waits, transaction open,
-     * for the next writes to join it (one sync for both); 0: never. Its
+    /* How long an apply commit waits, transaction open, for the next
+     * entries to apply to join it (one sync for both); 0: never. Its
      * results are out already; only its durability waits (node.c linger). */
     uint32_t apply_linger_us;
     /* The key that proves membership in the handshake (transport.h,
@@ -76,10 +77,11 @@ struct raft_node_config {
  * NULL. `data` is the pointer given to raft_node_start(). */
 struct raft_node_callbacks {
     /* At start, before the group's core exists: open the group's state
-     * machine in env (the node's MDB_env *) and say what it has applied. */
+     * machine in env (the state machine's MDB_env *, storage_sm_env) and
+     * say what it has applied. */
     int (*open_group)(void *data, uint64_t group, void *env, raft_index *applied, char *err,
                       size_t errlen);
-    /* On the storage thread, inside the group commit transaction (an
+    /* On the apply thread, inside a state machine transaction (an
      * MDB_txn *): apply committed entries (every type, consecutive, in
      * order). *result is handed back to applied(). Touch nothing the loop
      * thread uses. Returns 0, or a STORAGE_ code with err filled (the
@@ -115,14 +117,20 @@ struct raft_node_callbacks {
      * the node installs it through the storage thread) or -1 (the last
      * one, and it does not: the leader is asked to start over). */
     int (*snapshot_chunk)(void *data, uint64_t group, const struct raft_install_snapshot *is);
-    /* On the storage thread, in the group commit transaction: replace the
+    /* On the apply thread, in a state machine transaction: replace the
      * state machine by the staged snapshot taken at index. 0 or a STORAGE_
-     * code. The node adjusts the log and records the snapshot's meta in the
-     * same transaction. */
+     * code. The node has adjusted the log and recorded the snapshot's meta
+     * already, in the log's commit before. */
     int (*snapshot_install)(void *data, uint64_t group, void *txn, raft_index index, char *err,
                             size_t errlen);
-    /* Back on the loop thread, after that transaction. */
+    /* Back on the loop thread, after that transaction (or snapshot_restore's). */
     void (*snapshot_installed)(void *data, uint64_t group, raft_index index, bool committed);
+    /* At start, in a state machine transaction: the log records a snapshot
+     * (meta) that the state machine does not hold -- a crash came between
+     * the log's commit of an install and the state machine's. Install it
+     * from wherever it was kept; then snapshot_installed(). */
+    int (*snapshot_restore)(void *data, uint64_t group, void *txn,
+                            const struct raft_snapshot_meta *meta, char *err, size_t errlen);
     /* The core refused this loop turn's proposals (RAFT_EBUSY: flow
      * control; RAFT_ENOTLEADER: leadership was lost meanwhile). */
     void (*proposals_dropped)(void *data, uint64_t group, int rv);
@@ -130,9 +138,10 @@ struct raft_node_callbacks {
      * leader added us, maybe before our host knew. The message is dropped;
      * the host may raft_node_add_group(..., join) it. */
     void (*group_unknown)(void *data, uint64_t group, raft_id from);
-    /* Dropping a group (raft_node_remove_group): in the transaction that
-     * drops the node's record of it (an MDB_txn *), drop the state
-     * machine's too; 0 or a STORAGE_ code. Then group_dropped() says
+    /* Dropping a group (raft_node_remove_group): in a state machine
+     * transaction (an MDB_txn *; the one that drops the node's record of it
+     * when both share an environment), drop the state machine's databases;
+     * 0 or a STORAGE_ code. Then group_dropped() says
      * whether it was done (the group is gone from the node either way; a
      * failed drop stops the node). */
     int (*group_drop)(void *data, uint64_t group, void *txn, char *err, size_t errlen);
@@ -212,11 +221,14 @@ struct raft_node_stats {
     uint64_t joined;     /* apply-only batches joined by the next writes (no sync of their own) */
     uint64_t commit_buckets[RAFT_NODE_COMMIT_BUCKETS + 1];
     double commit_seconds;
-    /* Every storage transaction (commits and apply-only ones): how many,
-     * the bytes their commits wrote, and where their time went -- building
-     * them (log writes, applying) or in LMDB's commit (pages and syncs). */
-    uint64_t txns, bytes_written;
-    double build_seconds, sync_seconds;
+    /* The storage transactions of each thread ([0] the log's, [1] the
+     * apply thread's): how many, the bytes their commits wrote, and where
+     * their time went -- building them (log writes; applying) or in LMDB's
+     * commit (pages and syncs). */
+    struct raft_node_txn_stats {
+        uint64_t txns, bytes_written;
+        double build_seconds, sync_seconds;
+    } txn[2];
 };
 void raft_node_stats(const struct raft_node *n, struct raft_node_stats *st);
 /* Stop timers and close everything (after the storage thread finishes);

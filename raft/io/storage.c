@@ -48,11 +48,16 @@ struct storage {
     size_t n_peers;
     size_t header; /* of a log record: 9, or 17 with a checksum (format 2) */
     MDB_env *env;
+    /* The state machine's environment: <data>/sm, or env itself in a data
+     * directory made before the split (storage.h). */
+    MDB_env *sm_env;
+    bool sm_separate;
     MDB_dbi node;
     struct group_dbis groups[GROUP_CACHE];
     size_t n_groups;
-    size_t hook_writes;       /* groups written by storage_write_more in this commit */
-    struct storage_cost last; /* of the last storage_commit_with (storage.h) */
+    size_t hook_writes;          /* groups written by storage_write_more in this commit */
+    struct storage_cost last;    /* of the last storage_commit_with (storage.h) */
+    struct storage_cost sm_last; /* of the last storage_commit_sm */
 };
 
 const char *storage_strerror(int code)
@@ -258,7 +263,8 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
         mdb_txn_abort(txn);
         return lmdb_error(err, errlen, rc, "opening the node database");
     }
-    uint64_t have_cluster, have_node, have_version;
+    uint64_t have_cluster, have_node, have_version, sm = 0;
+    get_u64(txn, st->node, "sm", &sm);
     get_u64(txn, st->node, "cluster", &have_cluster);
     get_u64(txn, st->node, "node", &have_node);
     get_u64(txn, st->node, "version", &have_version);
@@ -266,12 +272,13 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
         if ((rc = put_u64(txn, st->node, "cluster", cluster_id)) ||
             (rc = put_u64(txn, st->node, "node", node_id)) ||
             (rc = put_u64(txn, st->node, "version", STORAGE_FORMAT_VERSION)) ||
-            (rc = load_incarnations(st, txn))) {
+            (rc = put_u64(txn, st->node, "sm", 1)) || (rc = load_incarnations(st, txn))) {
             mdb_txn_abort(txn);
             return lmdb_error(err, errlen, rc, "recording the node's identity");
         }
         rc = mdb_txn_commit(txn);
         st->header = 17;
+        st->sm_separate = true;
         return rc ? lmdb_error(err, errlen, rc, "recording the node's identity") : STORAGE_OK;
     }
     /* Ours (drawn now for a directory older than incarnations) and the
@@ -294,6 +301,7 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
                     "fresh --data)",
                     path, (unsigned long long)have_version, STORAGE_FORMAT_VERSION);
     st->header = have_version == 1 ? 9 : 17;
+    st->sm_separate = sm == 1;
     if (have_cluster != cluster_id || have_node != node_id)
         return fail(err, errlen, STORAGE_EMISMATCH,
                     "data dir %s belongs to cluster %016llx node %llu, not cluster %016llx node "
@@ -544,6 +552,35 @@ static int check_data_file(const char *path, char *err, size_t errlen)
     return STORAGE_OK;
 }
 
+/* The state machine's environment, <path>/sm. Its commits sync the data
+ * pages but not the meta page (MDB_NOMETASYNC): the last one may be undone
+ * by a power failure -- LMDB stays consistent -- and the log, which is
+ * durable, replays it. Log compaction syncs it first (storage_sync_sm). */
+static int open_sm_env(struct storage *st, const char *path, size_t map_size_bytes, char *err,
+                       size_t errlen)
+{
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s/sm", path);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return fail(err, errlen, STORAGE_EIO, "storage: cannot create %s: %s", dir,
+                    strerror(errno));
+    int rc = check_data_file(dir, err, errlen);
+    if (rc != STORAGE_OK)
+        return rc;
+    if ((rc = mdb_env_create(&st->sm_env))) {
+        st->sm_env = st->env;
+        return lmdb_error(err, errlen, rc, "creating the state machine's environment");
+    }
+    if ((rc = mdb_env_set_maxdbs(st->sm_env, MAX_DBS)) ||
+        (rc = mdb_env_set_mapsize(st->sm_env, map_size_bytes)) ||
+        (rc = mdb_env_open(st->sm_env, dir, MDB_NOMETASYNC, 0644))) {
+        mdb_env_close(st->sm_env);
+        st->sm_env = st->env;
+        return lmdb_error(err, errlen, rc, "opening the state machine's environment");
+    }
+    return STORAGE_OK;
+}
+
 int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t map_size_bytes,
                  struct storage **out, char *err, size_t errlen)
 {
@@ -581,6 +618,9 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
     }
     if ((rc = check_identity(st, cluster_id, node_id, path, err, errlen)) != STORAGE_OK)
         goto err_after_env;
+    st->sm_env = st->env;
+    if (st->sm_separate && (rc = open_sm_env(st, path, map_size_bytes, err, errlen)) != STORAGE_OK)
+        goto err_after_env;
     *out = st;
     return STORAGE_OK;
 
@@ -596,8 +636,10 @@ void storage_close(struct storage *st)
 {
     if (!st)
         return;
-    /* The environment first: the next holder may open it the moment the
-     * lock is gone. */
+    /* The environments first: the next holder may open them the moment
+     * the lock is gone. */
+    if (st->sm_env && st->sm_env != st->env)
+        mdb_env_close(st->sm_env);
     mdb_env_close(st->env);
     close(st->lock_fd);
     free(st);
@@ -940,20 +982,9 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
         st->n_groups = cached;
         return rc;
     }
-    /* A transaction without log writes only applies committed entries:
-     * their log is durable, so losing this transaction in a system crash
-     * costs a replay, nothing more. Skip the meta page's own sync for it
-     * (LMDB keeps atomicity and consistency; the next synced commit makes
-     * it durable too): one sync instead of two, on the path of every
-     * client's answer. */
-    bool apply_only = n == 0 && st->hook_writes == 0;
-    if (apply_only)
-        mdb_env_set_flags(st->env, MDB_NOMETASYNC, 1);
     uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
     /* The commit is the fsync: durable when it returns (host contract 1). */
     rc = mdb_txn_commit(txn);
-    if (apply_only)
-        mdb_env_set_flags(st->env, MDB_NOMETASYNC, 0);
     st->last.build_ns = t1 - t0;
     st->last.commit_ns = mono_ns() - t1;
     st->last.bytes = thread_bytes_written() - b1;
@@ -1290,6 +1321,49 @@ void storage_loaded_free(struct storage_loaded *l)
     free(l->members);
     free(l->arena);
     memset(l, 0, sizeof(*l));
+}
+
+int storage_commit_sm(struct storage *st, storage_hook hook, void *arg, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    st->sm_last = (struct storage_cost){0};
+    uint64_t t0 = mono_ns();
+    int rc = mdb_txn_begin(st->sm_env, NULL, 0, &txn);
+    if (rc)
+        return lmdb_error(err, errlen, rc, "starting a state machine write");
+    if ((rc = hook(arg, txn, err, errlen)) != STORAGE_OK) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
+    rc = mdb_txn_commit(txn);
+    st->sm_last.build_ns = t1 - t0;
+    st->sm_last.commit_ns = mono_ns() - t1;
+    st->sm_last.bytes = thread_bytes_written() - b1;
+    return rc ? lmdb_error(err, errlen, rc, "committing the state machine") : STORAGE_OK;
+}
+
+void storage_last_sm_cost(const struct storage *st, struct storage_cost *out)
+{
+    *out = st->sm_last;
+}
+
+int storage_sync_sm(struct storage *st, char *err, size_t errlen)
+{
+    if (!st->sm_separate)
+        return STORAGE_OK; /* one environment: every commit synced it */
+    int rc = mdb_env_sync(st->sm_env, 1);
+    return rc ? lmdb_error(err, errlen, rc, "syncing the state machine") : STORAGE_OK;
+}
+
+bool storage_sm_separate(const struct storage *st)
+{
+    return st->sm_separate;
+}
+
+void *storage_sm_env(struct storage *st)
+{
+    return st->sm_env;
 }
 
 void *storage_env(struct storage *st)

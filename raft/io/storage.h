@@ -6,8 +6,10 @@
  * per group g: "g<g>.log" (index -> term, type, data) and "g<g>.meta"
  * (current term, vote, the log's first index and the term before it, and
  * the latest snapshot's meta). The state machine's databases ("g<g>.kv",
- * "g<g>.sess") live in the same environment so that applying and recording
- * the applied index share one transaction (host contract 2).
+ * "g<g>.sess", "g<g>.kvmeta" with the applied index) live in a second
+ * environment, <data>/sm (storage_sm_env), committed by a thread of their
+ * own: the log's commit, which acknowledgements wait for, does not carry
+ * their pages (node.c orders the two).
  *
  * Group commit: everything the groups of a node must persist at the end of
  * a loop turn goes into one storage_batch and one write transaction -- one
@@ -122,8 +124,28 @@ void storage_last_cost(const struct storage *st, struct storage_cost *out);
 int storage_write_more(struct storage *st, void *txn, const struct storage_group_write *writes,
                        size_t n, char *err, size_t errlen);
 
-/* The LMDB environment (an MDB_env *), for the state machine's databases. */
+/* The log's LMDB environment (an MDB_env *). */
 void *storage_env(struct storage *st);
+
+/* The state machine's environment. A data directory made by this build
+ * keeps the state machine in an environment of its own, <data>/sm, so that
+ * the log's commit -- the only sync an acknowledgement waits for -- writes
+ * the log's pages and not the state machine's (docs/kvd.md, section 4).
+ * One made before keeps both in one environment, and this returns the
+ * log's (storage_sm_separate() says which). */
+void *storage_sm_env(struct storage *st);
+bool storage_sm_separate(const struct storage *st);
+
+/* A write transaction on the state machine's environment around hook
+ * (txn is an MDB_txn *), committed: its data pages synced, its meta page
+ * not (a power failure may undo this commit, never tear it: the log
+ * replays it). A hook error aborts it. */
+int storage_commit_sm(struct storage *st, storage_hook hook, void *arg, char *err, size_t errlen);
+void storage_last_sm_cost(const struct storage *st, struct storage_cost *out);
+
+/* Make every state machine commit so far durable (before the log forgets
+ * the entries they applied: compaction). */
+int storage_sync_sm(struct storage *st, char *err, size_t errlen);
 
 /* Everything stored for one group, decoded. Owns its memory; release with
  * storage_loaded_free(). persisted points into it and is ready for
@@ -149,10 +171,11 @@ void storage_loaded_free(struct storage_loaded *l);
  * membership.md): drop its log, snapshot meta and base -- what it holds of
  * the group -- but keep its term and vote, so that if the group is ever
  * hosted here again (as a learner, from nothing) this server cannot vote
- * twice in a term it voted in (Figure 2, votedFor). hook(arg, txn) drops
- * the host's state in the same transaction (a crash between the two could
- * leave a state machine ahead of an empty log). From the loop thread while
- * no commit is in flight. STORAGE_ code, err filled. */
+ * twice in a term it voted in (Figure 2, votedFor). hook(arg, txn), if
+ * given, drops the host's state in the same transaction -- when the state
+ * machine shares the log's environment; otherwise node.c drops it after,
+ * and finishes that at the next start if a crash came between. From the
+ * loop thread while no commit is in flight. STORAGE_ code, err filled. */
 int storage_drop_group(struct storage *st, uint64_t group, storage_hook hook, void *arg, char *err,
                        size_t errlen);
 

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <xxhash.h>
 
 enum { MAX_DBS = 4096, VALUE_SUM = 8 }; /* as raft/io/storage.c and kv/sm.c */
@@ -99,14 +100,23 @@ int main(int argc, char **argv)
         return 2;
     }
     bool fix_hash = argc == 6;
+    /* The state machine's environment: DATA_DIR/sm, or DATA_DIR itself in
+     * a directory made before the split (raft/io/storage.h). */
+    char dir[4096];
+    struct stat sb;
+    snprintf(dir, sizeof(dir), "%s/sm/data.mdb", argv[1]);
+    if (stat(dir, &sb) == 0)
+        snprintf(dir, sizeof(dir), "%s/sm", argv[1]);
+    else
+        snprintf(dir, sizeof(dir), "%s", argv[1]);
     MDB_env *env;
     MDB_txn *txn;
     MDB_dbi kv, meta;
     char name[64];
     int rc;
     if ((rc = mdb_env_create(&env)) || (rc = mdb_env_set_maxdbs(env, MAX_DBS)) ||
-        (rc = mdb_env_open(env, argv[1], 0, 0644)))
-        return fail(argv[1], rc);
+        (rc = mdb_env_open(env, dir, 0, 0644)))
+        return fail(dir, rc);
     if ((rc = mdb_txn_begin(env, NULL, 0, &txn)))
         return fail("a transaction", rc);
     snprintf(name, sizeof(name), "g%s.kv", argv[2]);

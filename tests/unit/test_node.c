@@ -4,11 +4,15 @@
  * three stop and start again from their data directories nothing
  * committed is lost and they go on. A commit that only applies lingers for
  * the next writes and is joined by them, or ended by raft_node_flush() or
- * a stop. Every wait has a timeout. */
+ * a stop. A restart finishes what a crash cut in two between the log's
+ * commit and the state machine's: an install, a group's drop. Every wait
+ * has a timeout. */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 #include "node.h"
+#include "storage.h"
 
+#include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -204,9 +208,10 @@ static bool wait_for(int *counter, int want, unsigned timeout_ms)
     return *counter >= want;
 }
 
-/* A linger of a minute: any wait below that ends only because writes
- * joined the lingering commit, or a flush or a stop ended it. */
-static void test_apply_commit_lingers_for_the_next_writes(void)
+/* A linger of a minute: any wait below that ends only because the next
+ * entries to apply joined the lingering commit, or a flush or a stop
+ * ended it. */
+static void test_apply_commit_lingers_for_the_next_entries(void)
 {
     CHECK_EQ(uv_loop_init(&loop), 0);
     linger_us = 60 * 1000 * 1000;
@@ -214,33 +219,250 @@ static void test_apply_commit_lingers_for_the_next_writes(void)
     start_all();
     CHECK(wait_leader(5000));
     int l = leader();
-    run_ms(100); /* the leader's no-op */
+    run_ms(100); /* the leader's no-op, applied and lingering: end that */
+    raft_node_flush(nodes[l]);
+    run_ms(50);
     struct raft_node_stats st0, st;
     raft_node_stats(nodes[l], &st0);
     CHECK_EQ(raft_node_propose(nodes[l], GROUP, "a", 1), RAFT_OK);
     /* Committed and staged: its result is out... */
     CHECK(wait_for(&early[l], 1, 5000));
     run_ms(50);
-    /* ...but the apply-only commit waits, transaction open. */
+    /* ...but its apply commit waits, transaction open. */
     CHECK_EQ(applied[l], 0);
-    /* The next write joins it: both commit with one sync. */
+    /* The next entry to apply joins it: both commit with one sync. */
     CHECK_EQ(raft_node_propose(nodes[l], GROUP, "b", 1), RAFT_OK);
-    CHECK(wait_for(&applied[l], 1, 5000));
+    CHECK(wait_for(&applied[l], 2, 5000));
+    CHECK_EQ(early[l], 2);
     raft_node_stats(nodes[l], &st);
     CHECK(st.joined > st0.joined);
-    /* "b" is staged and lingers in turn; a flush (a read waiting for it)
+    /* "c" is staged and lingers in turn; a flush (a read waiting for it)
      * ends the wait. */
-    CHECK(wait_for(&early[l], 2, 5000));
-    CHECK_EQ(applied[l], 1);
-    raft_node_flush(nodes[l]);
-    CHECK(wait_for(&applied[l], 2, 5000));
-    raft_node_stats(nodes[l], &st);
-    CHECK(st.apply_only > st0.apply_only);
-    /* A stop ends a linger too (stop_all's wait is bounded at 5 s; the
-     * loop closes only if every handle did). */
     CHECK_EQ(raft_node_propose(nodes[l], GROUP, "c", 1), RAFT_OK);
     CHECK(wait_for(&early[l], 3, 5000));
+    run_ms(50);
+    CHECK_EQ(applied[l], 2);
+    raft_node_flush(nodes[l]);
+    CHECK(wait_for(&applied[l], 3, 5000));
+    raft_node_stats(nodes[l], &st);
+    CHECK(st.apply_only > st0.apply_only);
+    /* The log's commits never waited for it: the entries were persisted
+     * by commits of their own. */
+    CHECK(st.commits > st0.commits);
+    /* A stop ends a linger too (stop_all's wait is bounded at 5 s; the
+     * loop closes only if every handle did). */
+    CHECK_EQ(raft_node_propose(nodes[l], GROUP, "d", 1), RAFT_OK);
+    CHECK(wait_for(&early[l], 4, 5000));
     stop_all();
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    remove_dirs();
+}
+
+/* A data directory made before the state machine had an environment of
+ * its own: the node database does not say "sm", and there is no sm/. */
+static void make_legacy(const char *dir)
+{
+    char err[256], cmd[512];
+    struct storage *st;
+    CHECK_EQ(storage_open(dir, 0x5eed, 1, 64 << 20, &st, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi node;
+    MDB_val k = {2, "sm"};
+    CHECK_EQ(mdb_env_create(&env), 0);
+    CHECK_EQ(mdb_env_set_maxdbs(env, 8), 0);
+    CHECK_EQ(mdb_env_open(env, dir, 0, 0644), 0);
+    CHECK_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    CHECK_EQ(mdb_dbi_open(txn, "node", 0, &node), 0);
+    CHECK_EQ(mdb_del(txn, node, &k, NULL), 0);
+    CHECK_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s/sm'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* The same cluster on such directories: log and state machine share one
+ * environment, the log thread and the apply thread take turns at its
+ * write lock, and nothing is lost across a restart. */
+static void test_cluster_on_data_dirs_from_before_the_split(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    linger_us = 1000; /* not used there: it would hold up the log's writes */
+    make_dirs(31000 + (int)(getpid() % 5000) * 3);
+    /* Node 1 on the old kind, nodes 2 and 3 on fresh directories made by
+     * this build: both kinds in one cluster. */
+    make_legacy(dirs[0]);
+    start_all();
+    CHECK(wait_leader(5000));
+    int l = leader();
+    for (int k = 0; k < 20; k++)
+        CHECK_EQ(raft_node_propose(nodes[l], GROUP, "v", 1), RAFT_OK);
+    CHECK(wait_applied(20, 5000));
+    stop_all();
+    char sm[300];
+    snprintf(sm, sizeof(sm), "%s/sm", dirs[0]);
+    CHECK(access(sm, F_OK) != 0); /* still one environment */
+    start_all();
+    CHECK(wait_leader(5000));
+    l = leader();
+    CHECK_EQ(raft_node_propose(nodes[l], GROUP, "after", 5), RAFT_OK);
+    CHECK(wait_applied(21, 5000)); /* replayed into the volatile state machine, then one more */
+    stop_all();
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    remove_dirs();
+}
+
+/* One node's start, for the restart tests: what its host was asked. */
+static struct {
+    raft_index applied; /* what open_group says the state machine holds */
+    int opens, restores, drops, dropped, installed;
+    raft_index restored_at;
+} host;
+
+static int rs_open_group(void *data, uint64_t group, void *env, raft_index *at, char *err,
+                         size_t errlen)
+{
+    (void)data, (void)group, (void)env, (void)err, (void)errlen;
+    host.opens++;
+    *at = host.applied;
+    return 0;
+}
+
+static int rs_restore(void *data, uint64_t group, void *txn, const struct raft_snapshot_meta *meta,
+                      char *err, size_t errlen)
+{
+    (void)data, (void)group, (void)txn, (void)err, (void)errlen;
+    host.restores++;
+    host.restored_at = meta->index;
+    return 0;
+}
+
+static void rs_installed(void *data, uint64_t group, raft_index index, bool committed)
+{
+    (void)data, (void)group, (void)index;
+    host.installed += committed;
+}
+
+static int rs_drop(void *data, uint64_t group, void *txn, char *err, size_t errlen)
+{
+    (void)data, (void)group, (void)txn, (void)err, (void)errlen;
+    host.drops++;
+    host.applied = 0; /* the databases are gone */
+    return 0;
+}
+
+static void rs_dropped(void *data, uint64_t group, bool ok)
+{
+    (void)data, (void)group;
+    host.dropped += ok;
+}
+
+static const struct raft_node_callbacks restart_callbacks = {.open_group = rs_open_group,
+                                                             .snapshot_restore = rs_restore,
+                                                             .snapshot_installed = rs_installed,
+                                                             .group_drop = rs_drop,
+                                                             .group_dropped = rs_dropped};
+
+/* Start node 1 alone on dirs[0] (its log prepared by the test). */
+static struct raft_node *start_one(const struct raft_node_group *g, char *err, size_t errlen)
+{
+    struct raft_node_config cfg = {.cluster_id = 0x5eed,
+                                   .id = 1,
+                                   .data_dir = dirs[0],
+                                   .map_size_bytes = 64 << 20,
+                                   .host = "127.0.0.1",
+                                   .port = peers[0].port,
+                                   .peers = peers,
+                                   .n_peers = 1,
+                                   .groups = g,
+                                   .n_groups = 1,
+                                   .tick_ms = 10};
+    raft_config_default(&cfg.raft);
+    struct raft_node *n = NULL;
+    return raft_node_start(&n, &loop, &cfg, &restart_callbacks, NULL, err, errlen) == 0 ? n : NULL;
+}
+
+static void stop_one(struct raft_node *n)
+{
+    raft_node_stop(n);
+    for (int k = 0; k < 5000 && uv_run(&loop, UV_RUN_NOWAIT); k++)
+        uv_sleep(1);
+}
+
+/* The log recorded a snapshot received from the leader (its meta, the log
+ * replaced), and the crash came before the state machine installed it:
+ * the restart installs it before the core starts, and the core starts
+ * with the snapshot applied. */
+static void test_restart_finishes_an_interrupted_install(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    make_dirs(36000 + (int)(getpid() % 5000) * 3);
+    char err[256];
+    struct storage *st;
+    CHECK_EQ(storage_open(dirs[0], 0x5eed, 1, 64 << 20, &st, err, sizeof(err)), STORAGE_OK);
+    CHECK(storage_sm_separate(st));
+    struct raft_member m = {1, true};
+    struct raft_snapshot_meta meta = {.index = 40, .term = 3, .members = &m, .n_members = 1};
+    struct raft_entry e = {.term = 2, .index = 1, .data = "x", .len = 1};
+    struct storage_group_write w = {
+        .group = GROUP, .hard_state = true, .term = 3, .vote = 2, .entries = &e, .n_entries = 1};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    struct storage_group_write inst = {.group = GROUP, .snapshot = &meta, .install = true};
+    CHECK_EQ(storage_commit(st, &inst, 1, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+
+    memset(&host, 0, sizeof(host));
+    host.applied = 1; /* the state machine holds entry 1 only */
+    const struct raft_node_group g = {.id = GROUP};
+    struct raft_node *n = start_one(&g, err, sizeof(err));
+    CHECK(n != NULL);
+    CHECK_EQ(host.restores, 1);
+    CHECK_EQ(host.restored_at, 40);
+    CHECK_EQ(host.installed, 1);
+    CHECK_EQ(raft_applied_index(raft_node_raft(n, GROUP)), 40);
+    stop_one(n);
+
+    /* A state machine that holds the snapshot is left alone. */
+    memset(&host, 0, sizeof(host));
+    host.applied = 40;
+    n = start_one(&g, err, sizeof(err));
+    CHECK(n != NULL);
+    CHECK_EQ(host.restores, 0);
+    stop_one(n);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+    remove_dirs();
+}
+
+/* The log of a group this node left was dropped, and the crash came
+ * before its state machine was: the restart drops that too, and opens it
+ * again empty. */
+static void test_restart_finishes_an_interrupted_drop(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    make_dirs(36000 + (int)(getpid() % 5000) * 3);
+    char err[256];
+    struct storage *st;
+    CHECK_EQ(storage_open(dirs[0], 0x5eed, 1, 64 << 20, &st, err, sizeof(err)), STORAGE_OK);
+    struct raft_entry e[2] = {{.term = 1, .index = 1, .data = "x", .len = 1},
+                              {.term = 1, .index = 2, .data = "y", .len = 1}};
+    struct storage_group_write w = {
+        .group = GROUP, .hard_state = true, .term = 1, .vote = 1, .entries = e, .n_entries = 2};
+    CHECK_EQ(storage_commit(st, &w, 1, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(storage_drop_group(st, GROUP, NULL, NULL, err, sizeof(err)), STORAGE_OK);
+    storage_close(st);
+
+    memset(&host, 0, sizeof(host));
+    host.applied = 2; /* left behind by the crash */
+    const struct raft_node_group g = {.id = GROUP, .join = true};
+    struct raft_node *n = start_one(&g, err, sizeof(err));
+    CHECK(n != NULL);
+    CHECK_EQ(host.drops, 1);
+    CHECK_EQ(host.dropped, 1);
+    CHECK_EQ(host.opens, 2);
+    CHECK_EQ(raft_applied_index(raft_node_raft(n, GROUP)), 0);
+    CHECK_EQ(raft_current_term(raft_node_raft(n, GROUP)), 1); /* term and vote kept */
+    stop_one(n);
     CHECK_EQ(uv_loop_close(&loop), 0);
     remove_dirs();
 }
@@ -249,7 +471,10 @@ int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_cluster_commits_and_survives_restart),
-        HARNESS_TEST(test_apply_commit_lingers_for_the_next_writes),
+        HARNESS_TEST(test_apply_commit_lingers_for_the_next_entries),
+        HARNESS_TEST(test_cluster_on_data_dirs_from_before_the_split),
+        HARNESS_TEST(test_restart_finishes_an_interrupted_install),
+        HARNESS_TEST(test_restart_finishes_an_interrupted_drop),
     };
     return harness_main(argc, argv, "node", tests, sizeof(tests) / sizeof(tests[0]));
 }
