@@ -16,6 +16,8 @@
 # Everything lives in a temporary directory on ports 26xxx (kvd) and 27xxx (etcd) and is
 # stopped (by PID) when the script exits, however it exits. BENCH_ETCD=0 skips etcd.
 set -euo pipefail
+# shellcheck source=scripts/kvd-cluster.sh
+. "$(dirname "$0")/kvd-cluster.sh"
 
 usage() {
     sed -n '2,12s/^# \{0,1\}//p' "$0"
@@ -78,25 +80,7 @@ run() {
 }
 
 # ---- kvd
-peers=""
-for i in $(seq 1 $N); do
-    peers+="${peers:+,}$i=127.0.0.1:$((26000 + i)):$((26100 + i)):$((26200 + i))"
-done
-for i in $(seq 1 $N); do
-    "$BIN/kvd" --id "$i" --data "$DIR/$i" --peers "$peers" >"$DIR/$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-leader=""
-for _ in $(seq 1 100); do
-    leader=$(redis-cli -p 26101 RAFT.LEADER 2>/dev/null | head -1 || true)
-    [ -n "$leader" ] && break
-    sleep 0.1
-done
-if [ -z "$leader" ]; then
-    echo "bench: no leader elected; logs:" >&2
-    tail -n 5 "$DIR"/*.log >&2
-    exit 1
-fi
+kvd_cluster bench "$BIN" "$DIR" 26000
 RSS_REST=$(rss_mib "${PIDS[@]}")
 echo "kvd: 3 nodes on 127.0.0.1, fsync on (LMDB), linearizable reads (ReadIndex); leader node $leader"
 echo "each line: $SECS s of closed-loop load on the leader, 100-byte values, 10,000 keys"

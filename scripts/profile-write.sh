@@ -13,6 +13,8 @@
 # Everything lives in a temporary directory on ports 28xxx and is stopped (by PID) when
 # the script exits.
 set -euo pipefail
+# shellcheck source=scripts/kvd-cluster.sh
+. "$(dirname "$0")/kvd-cluster.sh"
 
 BIN=${1:-}
 SECS=${2:-5}
@@ -33,25 +35,7 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 N=3
-peers=""
-for i in $(seq 1 $N); do
-    peers+="${peers:+,}$i=127.0.0.1:$((28000 + i)):$((28100 + i)):$((28200 + i))"
-done
-for i in $(seq 1 $N); do
-    "$BIN/kvd" --id "$i" --data "$DIR/$i" --peers "$peers" >"$DIR/$i.log" 2>&1 &
-    PIDS+=("$!")
-done
-leader=""
-for _ in $(seq 1 100); do
-    leader=$(redis-cli -p 28101 RAFT.LEADER 2>/dev/null | head -1 || true)
-    [ -n "$leader" ] && break
-    sleep 0.1
-done
-if [ -z "$leader" ]; then
-    echo "profile: no leader elected; logs:" >&2
-    tail -n 5 "$DIR"/*.log >&2
-    exit 1
-fi
+kvd_cluster profile "$BIN" "$DIR" 28000
 follower=$((leader % N + 1))
 LPID=${PIDS[$((leader - 1))]}
 FPID=${PIDS[$((follower - 1))]}

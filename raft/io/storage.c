@@ -954,6 +954,17 @@ static uint64_t thread_bytes_written(void)
     return (uint64_t)ru.ru_oublock * 512;
 }
 
+/* Commit txn, begun at t0, and say what that cost. */
+static int timed_commit(MDB_txn *txn, uint64_t t0, struct storage_cost *cost)
+{
+    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
+    int rc = mdb_txn_commit(txn);
+    cost->build_ns = t1 - t0;
+    cost->commit_ns = mono_ns() - t1;
+    cost->bytes = thread_bytes_written() - b1;
+    return rc;
+}
+
 void storage_last_cost(const struct storage *st, struct storage_cost *out)
 {
     *out = st->last;
@@ -982,12 +993,8 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
         st->n_groups = cached;
         return rc;
     }
-    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
     /* The commit is the fsync: durable when it returns (host contract 1). */
-    rc = mdb_txn_commit(txn);
-    st->last.build_ns = t1 - t0;
-    st->last.commit_ns = mono_ns() - t1;
-    st->last.bytes = thread_bytes_written() - b1;
+    rc = timed_commit(txn, t0, &st->last);
     if (rc) {
         st->n_groups = cached;
         return lmdb_error(err, errlen, rc, "committing");
@@ -1335,11 +1342,7 @@ int storage_commit_sm(struct storage *st, storage_hook hook, void *arg, char *er
         mdb_txn_abort(txn);
         return rc;
     }
-    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
-    rc = mdb_txn_commit(txn);
-    st->sm_last.build_ns = t1 - t0;
-    st->sm_last.commit_ns = mono_ns() - t1;
-    st->sm_last.bytes = thread_bytes_written() - b1;
+    rc = timed_commit(txn, t0, &st->sm_last);
     return rc ? lmdb_error(err, errlen, rc, "committing the state machine") : STORAGE_OK;
 }
 
