@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "storage.h"
 
+#include "iolog.h"
+
 #include <errno.h>
 #include <xxhash.h>
 #include <fcntl.h>
@@ -52,6 +54,9 @@ struct storage {
      * directory made before the split (storage.h). */
     MDB_env *sm_env;
     bool sm_separate;
+    bool sm_rebuilt;      /* thrown away at open: written unsynced in another boot */
+    char sm_marker[4200]; /* its "unsynced" file */
+    char sm_dir[4096];
     MDB_dbi node;
     struct group_dbis groups[GROUP_CACHE];
     size_t n_groups;
@@ -552,18 +557,88 @@ static int check_data_file(const char *path, char *err, size_t errlen)
     return STORAGE_OK;
 }
 
-/* The state machine's environment, <path>/sm. Its commits sync the data
- * pages but not the meta page (MDB_NOMETASYNC): the last one may be undone
- * by a power failure -- LMDB stays consistent -- and the log, which is
- * durable, replays it. Log compaction syncs it first (storage_sync_sm). */
+/* This boot of the machine: what a process crash keeps (the page cache)
+ * and a machine crash does not. RAFTKV_BOOT_ID stands in for it in tests
+ * (a machine restart, simulated). */
+static void boot_id(char *out, size_t len)
+{
+    const char *fake = getenv("RAFTKV_BOOT_ID");
+    if (fake && *fake) {
+        snprintf(out, len, "%s", fake);
+        return;
+    }
+    snprintf(out, len, "unknown");
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (!f)
+        return;
+    if (fgets(out, (int)len, f))
+        out[strcspn(out, "\n")] = '\0';
+    fclose(f);
+}
+
+static int sync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* The state machine's environment, <path>/sm, commits without syncing
+ * (MDB_NOSYNC): the log is what must survive a crash, and the state
+ * machine is what the log and the snapshot files rebuild. A process crash
+ * (kill -9) loses nothing of it -- its writes are in the page cache, and
+ * LMDB is consistent there. A machine crash may lose some, and may even
+ * tear it (pages written out of order), so the file "unsynced" says, while
+ * the environment is open, which boot of the machine wrote to it unsynced:
+ * opened again in another boot, with the file still there, it is thrown
+ * away and rebuilt -- every group's state machine starts empty and
+ * node.c's reconcile() installs its latest snapshot file (the log keeps
+ * every entry after it) or replays its whole log. A clean close syncs it
+ * and removes the file. Before the log forgets entries (compaction) it is
+ * synced too (storage_sync_sm), which keeps replays short. */
 static int open_sm_env(struct storage *st, const char *path, size_t map_size_bytes, char *err,
                        size_t errlen)
 {
-    char dir[4096];
+    char dir[4096], marker[4200], file[4200], boot[64], was[64] = "";
     snprintf(dir, sizeof(dir), "%s/sm", path);
+    snprintf(marker, sizeof(marker), "%s/unsynced", dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return fail(err, errlen, STORAGE_EIO, "storage: cannot create %s: %s", dir,
                     strerror(errno));
+    boot_id(boot, sizeof(boot));
+    FILE *f = fopen(marker, "r");
+    if (f) {
+        if (!fgets(was, sizeof(was), f))
+            was[0] = '\0';
+        was[strcspn(was, "\n")] = '\0';
+        fclose(f);
+    }
+    if (f && strcmp(was, boot) != 0) {
+        iolog("storage: %s was written unsynced before the machine restarted (boot %s, now %s): "
+              "rebuilding the state machines from the snapshots and the log\n",
+              dir, was, boot);
+        snprintf(file, sizeof(file), "%s/data.mdb", dir);
+        if (unlink(file) != 0 && errno != ENOENT)
+            return fail(err, errlen, STORAGE_EIO, "storage: cannot remove %s: %s", file,
+                        strerror(errno));
+        snprintf(file, sizeof(file), "%s/lock.mdb", dir);
+        unlink(file);
+        st->sm_rebuilt = true;
+    }
+    /* Said before the first unsynced write of this boot. */
+    if (!f || strcmp(was, boot) != 0) {
+        f = fopen(marker, "w");
+        bool ok = f && fprintf(f, "%s\n", boot) > 0;
+        ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+        if (f)
+            fclose(f);
+        if (!ok || sync_path(dir) != 0)
+            return fail(err, errlen, STORAGE_EIO, "storage: cannot write %s: %s", marker,
+                        strerror(errno));
+    }
     int rc = check_data_file(dir, err, errlen);
     if (rc != STORAGE_OK)
         return rc;
@@ -573,11 +648,13 @@ static int open_sm_env(struct storage *st, const char *path, size_t map_size_byt
     }
     if ((rc = mdb_env_set_maxdbs(st->sm_env, MAX_DBS)) ||
         (rc = mdb_env_set_mapsize(st->sm_env, map_size_bytes)) ||
-        (rc = mdb_env_open(st->sm_env, dir, MDB_NOMETASYNC, 0644))) {
+        (rc = mdb_env_open(st->sm_env, dir, MDB_NOSYNC, 0644))) {
         mdb_env_close(st->sm_env);
         st->sm_env = st->env;
         return lmdb_error(err, errlen, rc, "opening the state machine's environment");
     }
+    snprintf(st->sm_marker, sizeof(st->sm_marker), "%s", marker);
+    snprintf(st->sm_dir, sizeof(st->sm_dir), "%s", dir);
     return STORAGE_OK;
 }
 
@@ -637,9 +714,13 @@ void storage_close(struct storage *st)
     if (!st)
         return;
     /* The environments first: the next holder may open them the moment
-     * the lock is gone. */
-    if (st->sm_env && st->sm_env != st->env)
+     * the lock is gone. A state machine synced at close needs no rebuild
+     * after a machine restart. */
+    if (st->sm_env && st->sm_env != st->env) {
+        if (mdb_env_sync(st->sm_env, 1) == 0 && unlink(st->sm_marker) == 0)
+            sync_path(st->sm_dir);
         mdb_env_close(st->sm_env);
+    }
     mdb_env_close(st->env);
     close(st->lock_fd);
     free(st);
@@ -1357,6 +1438,11 @@ int storage_sync_sm(struct storage *st, char *err, size_t errlen)
         return STORAGE_OK; /* one environment: every commit synced it */
     int rc = mdb_env_sync(st->sm_env, 1);
     return rc ? lmdb_error(err, errlen, rc, "syncing the state machine") : STORAGE_OK;
+}
+
+bool storage_sm_rebuilt(const struct storage *st)
+{
+    return st->sm_rebuilt;
 }
 
 bool storage_sm_separate(const struct storage *st)

@@ -135,11 +135,13 @@ void *storage_env(struct storage *st);
  * log's (storage_sm_separate() says which). */
 void *storage_sm_env(struct storage *st);
 bool storage_sm_separate(const struct storage *st);
+bool storage_sm_rebuilt(const struct storage *st);
 
 /* A write transaction on the state machine's environment around hook
- * (txn is an MDB_txn *), committed: its data pages synced, its meta page
- * not (a power failure may undo this commit, never tear it: the log
- * replays it). A hook error aborts it. */
+ * (txn is an MDB_txn *), committed -- not synced: a process crash keeps
+ * it (the page cache), and after a machine crash the state machines are
+ * rebuilt from the snapshot files and the log (storage.c, open_sm_env;
+ * storage_sm_rebuilt() says it happened). A hook error aborts it. */
 int storage_commit_sm(struct storage *st, storage_hook hook, void *arg, char *err, size_t errlen);
 void storage_last_sm_cost(const struct storage *st, struct storage_cost *out);
 
