@@ -262,6 +262,9 @@ struct raft {
     size_t n_done_reads, done_reads_cap;
     struct raft_trace *trace;
     size_t n_trace, trace_cap;
+    raft_id *trace_ids;   /* the id lists of election lines (voters, then granted) */
+    size_t *trace_ids_at; /* per trace record: where its ids start in trace_ids */
+    size_t n_trace_ids, trace_ids_cap, trace_ids_at_cap;
     struct raft_entry *ents; /* scratch for update.entries, apply and messages */
     size_t ents_cap;
     int oom;           /* an allocation failed while building the update */
@@ -275,6 +278,15 @@ struct raft_message *update_message(struct raft *r, enum raft_message_type type,
 void update_message_entries(struct raft *r, struct raft_message *m, raft_index first, size_t n);
 void update_trace(struct raft *r, const char *rule, raft_id peer, raft_index index,
                   const char *value_name, uint64_t value);
+/* Election lines (docs/trace.md): the candidate's and our last entry on a
+ * vote request's lines; the voters and who granted on the candidate's. They
+ * complete the record update_trace() added last. */
+void update_trace_vote_request(struct raft *r, const struct raft_message *m);
+void update_trace_tally(struct raft *r);
+/* Record `which` shows the term and role as they are now. A line that
+ * names a change of role is emitted before the change (so it reads before
+ * "became follower"), and stamped with the state after it (docs/trace.md). */
+void update_trace_restamp(struct raft *r, size_t which);
 void update_read_done(struct raft *r, uint64_t id, raft_index index, int status);
 void update_persist_entries_from(struct raft *r, raft_index index);
 void update_hard_state(struct raft *r);

@@ -78,6 +78,7 @@ static void become_leader(struct raft *r)
     set_role(r, RAFT_LEADER, r->cfg.id);
     update_trace(r, "§5.2 won election: votes from a majority", 0, 0, "votes",
                  quorum_votes_granted(r));
+    update_trace_tally(r);
     for (unsigned i = 0; i < r->n_servers; i++)
         progress_reset(r, &r->servers[i]);
     r->self->match_index = log_last_index(&r->log);
@@ -127,6 +128,7 @@ void election_start(struct raft *r, bool leadership_transfer)
     reset_votes(r);
     election_reset_timer(r);
     update_trace(r, "§5.2 became candidate: starting election", 0, 0, "term", r->current_term);
+    update_trace_tally(r);
     if (quorum_votes_granted(r) >= quorum_size(r)) {
         become_leader(r);
         return;
@@ -141,6 +143,7 @@ static void start_pre_vote(struct raft *r)
     election_reset_timer(r);
     update_trace(r, "thesis §9.6 became pre-candidate: asking whether we could win", 0, 0, "term",
                  r->current_term + 1);
+    update_trace_tally(r);
     if (quorum_votes_granted(r) >= quorum_size(r)) {
         election_start(r, false);
         return;
@@ -212,10 +215,12 @@ static void receive_pre_vote(struct raft *r, const struct raft_message *m)
         why = "§5.4.1 pre-vote denied: candidate log not up-to-date";
     if (why) {
         update_trace(r, why, m->from, 0, "term", m->term);
+        update_trace_vote_request(r, m);
         reply_vote(r, m, false, r->current_term);
         return;
     }
     update_trace(r, "thesis §9.6 pre-vote granted", m->from, 0, "term", m->term);
+    update_trace_vote_request(r, m);
     /* A granted pre-vote carries the candidate's proposed term. */
     reply_vote(r, m, true, m->term);
 }
@@ -235,6 +240,7 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
         why = "§5.4.1 vote denied: candidate log not up-to-date";
     if (why) {
         update_trace(r, why, m->from, 0, "voted_for", r->voted_for);
+        update_trace_vote_request(r, m);
         reply_vote(r, m, false, r->current_term);
         return;
     }
@@ -245,6 +251,7 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
     /* Figure 2, rules for followers: granting a vote resets the timer. */
     election_reset_timer(r);
     update_trace(r, "§5.2 vote granted", m->from, 0, NULL, 0);
+    update_trace_vote_request(r, m);
     reply_vote(r, m, true, r->current_term);
 }
 
@@ -253,6 +260,7 @@ void election_reject_stale_vote(struct raft *r, const struct raft_message *m)
     /* Figure 2, RequestVote receiver 1: reply false if term < currentTerm;
      * our term in the reply ends the stale candidacy. */
     update_trace(r, "§5.1 vote request from a stale term denied", m->from, 0, "term", m->term);
+    update_trace_vote_request(r, m);
     reply_vote(r, m, false, r->current_term);
 }
 
@@ -272,8 +280,11 @@ void election_receive_request_vote_result(struct raft *r, const struct raft_mess
         else
             become_leader(r);
     } else if (quorum_votes_denied(r) >= quorum_size(r)) {
+        size_t why = r->n_trace;
         update_trace(r, "§5.2 election lost: a majority refused", 0, 0, "refusals",
                      quorum_votes_denied(r));
+        update_trace_tally(r);
         election_become_follower(r, r->current_term, 0);
+        update_trace_restamp(r, why); /* a follower again, same term */
     }
 }

@@ -355,9 +355,11 @@ void membership_progress(struct raft *r, struct raft_server *s)
 void membership_after_commit(struct raft *r)
 {
     if (r->role == RAFT_LEADER && !r->self->is_voter && r->commit_index >= r->conf_index) {
+        size_t why = r->n_trace;
         update_trace(r, "thesis §4.2.2 leader removed from the configuration: stepping down", 0,
                      r->conf_index, NULL, 0);
         election_become_follower(r, r->current_term, 0);
+        update_trace_restamp(r, why);
     }
 }
 

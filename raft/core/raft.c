@@ -172,6 +172,8 @@ void raft_close(struct raft *r)
     raft_free(r->msg_ents);
     raft_free(r->done_reads);
     raft_free(r->trace);
+    raft_free(r->trace_ids);
+    raft_free(r->trace_ids_at);
     raft_free(r->ents);
     raft_free(r);
 }
@@ -192,6 +194,7 @@ static bool check_term(struct raft *r, const struct raft_message *m)
                  * vote request must not depose it. */
                 update_trace(r, "thesis §4.2.3 vote request ignored: current leader is alive",
                              m->from, 0, "term", m->term);
+                update_trace_vote_request(r, m);
                 return false;
             }
             break;
@@ -202,11 +205,13 @@ static bool check_term(struct raft *r, const struct raft_message *m)
         default:
             break;
         }
+        size_t why = r->n_trace;
         update_trace(r, "§5.1 higher term seen: adopting it", m->from, 0, "term", m->term);
         raft_id leader = m->type == RAFT_MSG_APPEND_ENTRIES || m->type == RAFT_MSG_INSTALL_SNAPSHOT
                              ? m->from
                              : 0;
         election_become_follower(r, m->term, leader);
+        update_trace_restamp(r, why); /* the term adopted, as a follower */
         return true;
     }
     if (m->term < r->current_term) {

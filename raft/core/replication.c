@@ -96,11 +96,13 @@ void replication_tick(struct raft *r)
     }
     r->check_quorum_deadline_ms = r->now_ms + r->cfg.election_timeout_ms;
     if (active < quorum_size(r)) {
+        size_t why = r->n_trace;
         update_trace(r,
                      "thesis §6.2 check-quorum: no majority heard within an election timeout, "
                      "stepping down",
                      0, 0, "heard", active);
         election_become_follower(r, r->current_term, 0);
+        update_trace_restamp(r, why);
     }
 }
 

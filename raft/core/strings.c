@@ -69,6 +69,28 @@ const char *raft_message_type_name(enum raft_message_type type)
     return "?";
 }
 
+/* Append " name=1,2,3" ("name=-" for none) at buf + n; returns the new n as
+ * snprintf counts it, so a truncated line still reports its full length. */
+static int format_ids(char *buf, size_t size, int n, const char *name, const raft_id *ids,
+                      size_t n_ids)
+{
+    if (n < 0)
+        return n;
+    int w = snprintf((size_t)n < size ? buf + n : NULL, (size_t)n < size ? size - (size_t)n : 0,
+                     "%s%s", name, n_ids ? "" : "-");
+    if (w < 0)
+        return w;
+    n += w;
+    for (size_t i = 0; i < n_ids; i++) {
+        w = snprintf((size_t)n < size ? buf + n : NULL, (size_t)n < size ? size - (size_t)n : 0,
+                     "%s%llu", i ? "," : "", (unsigned long long)ids[i]);
+        if (w < 0)
+            return w;
+        n += w;
+    }
+    return n;
+}
+
 int raft_trace_format(const struct raft_trace *t, char *buf, size_t size)
 {
     int n = snprintf(buf, size, "%s", t->rule);
@@ -79,5 +101,16 @@ int raft_trace_format(const struct raft_trace *t, char *buf, size_t size)
     if (t->value_name && n >= 0 && (size_t)n < size)
         n += snprintf(buf + n, size - (size_t)n, " %s=%llu", t->value_name,
                       (unsigned long long)t->value);
+    if ((t->vote & RAFT_TRACE_CANDIDATE_LOG) && n >= 0 && (size_t)n < size)
+        n +=
+            snprintf(buf + n, size - (size_t)n, " cand_last=%llu/t%llu",
+                     (unsigned long long)t->cand_last_index, (unsigned long long)t->cand_last_term);
+    if ((t->vote & RAFT_TRACE_OUR_LOG) && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, " our_last=%llu/t%llu",
+                      (unsigned long long)t->our_last_index, (unsigned long long)t->our_last_term);
+    if (t->vote & RAFT_TRACE_VOTERS) {
+        n = format_ids(buf, size, n, " granted=", t->granted, t->n_granted);
+        n = format_ids(buf, size, n, " voters=", t->voters, t->n_voters);
+    }
     return n;
 }

@@ -73,7 +73,9 @@ void transfer_receive_timeout_now(struct raft *r, const struct raft_message *m)
 {
     if (r->role == RAFT_LEADER || !election_may_stand(r) || r->leader_id != m->from)
         return;
+    size_t why = r->n_trace;
     update_trace(r, "thesis §3.10 TimeoutNow from the leader: starting an election at once",
                  m->from, 0, NULL, 0);
     election_start(r, true);
+    update_trace_restamp(r, why); /* a candidate of the next term */
 }

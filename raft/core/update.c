@@ -39,6 +39,7 @@ void update_begin(struct raft *r, struct raft_update *out)
     r->n_msgs = 0;
     r->n_done_reads = 0;
     r->n_trace = 0;
+    r->n_trace_ids = 0;
     r->apply_from = r->applied_index;
     r->chunk = NULL;
     r->compact_index = 0;
@@ -83,6 +84,7 @@ void update_trace(struct raft *r, const char *rule, raft_id peer, raft_index ind
         return;
     }
     struct raft_trace *t = &r->trace[r->n_trace++];
+    memset(t, 0, sizeof(*t));
     t->rule = rule;
     t->term = r->current_term;
     t->role = r->role;
@@ -90,6 +92,61 @@ void update_trace(struct raft *r, const char *rule, raft_id peer, raft_index ind
     t->index = index;
     t->value_name = value_name;
     t->value = value;
+}
+
+/* The record update_trace() just added, or NULL if it could not. */
+static struct raft_trace *last_trace(struct raft *r)
+{
+    return r->oom || !r->n_trace ? NULL : &r->trace[r->n_trace - 1];
+}
+
+void update_trace_vote_request(struct raft *r, const struct raft_message *m)
+{
+    struct raft_trace *t = last_trace(r);
+    if (!t)
+        return;
+    t->vote |= RAFT_TRACE_CANDIDATE_LOG | RAFT_TRACE_OUR_LOG;
+    t->cand_last_index = m->request_vote.last_log_index;
+    t->cand_last_term = m->request_vote.last_log_term;
+    t->our_last_index = log_last_index(&r->log);
+    t->our_last_term = log_last_term(&r->log);
+}
+
+void update_trace_tally(struct raft *r)
+{
+    struct raft_trace *t = last_trace(r);
+    if (!t)
+        return;
+    size_t i = (size_t)(t - r->trace);
+    if (!reserve((void **)&r->trace_ids_at, &r->trace_ids_at_cap, i + 1,
+                 sizeof(*r->trace_ids_at)) ||
+        !reserve((void **)&r->trace_ids, &r->trace_ids_cap, r->n_trace_ids + 2 * r->n_servers,
+                 sizeof(*r->trace_ids))) {
+        r->oom = 1;
+        return;
+    }
+    /* A candidate's own last entry is what its RequestVotes carry. */
+    t->vote |= RAFT_TRACE_CANDIDATE_LOG | RAFT_TRACE_VOTERS;
+    t->cand_last_index = log_last_index(&r->log);
+    t->cand_last_term = log_last_term(&r->log);
+    /* Pointers are made in update_finish (the array may still grow); until
+     * then the record holds counts and trace_ids_at[i] the offset. */
+    r->trace_ids_at[i] = r->n_trace_ids;
+    for (unsigned k = 0; k < r->n_servers; k++)
+        if (r->servers[k].is_voter)
+            r->trace_ids[r->n_trace_ids + t->n_voters++] = r->servers[k].id;
+    for (unsigned k = 0; k < r->n_servers; k++)
+        if (r->servers[k].is_voter && r->servers[k].vote_granted)
+            r->trace_ids[r->n_trace_ids + t->n_voters + t->n_granted++] = r->servers[k].id;
+    r->n_trace_ids += t->n_voters + t->n_granted;
+}
+
+void update_trace_restamp(struct raft *r, size_t which)
+{
+    if (which >= r->n_trace)
+        return; /* the record was never added (no memory) */
+    r->trace[which].term = r->current_term;
+    r->trace[which].role = r->role;
 }
 
 void update_read_done(struct raft *r, uint64_t id, raft_index index, int status)
@@ -192,6 +249,13 @@ int update_finish(struct raft *r)
     out->role_changed = r->role_dirty;
     out->role = r->role;
     out->leader_id = r->leader_id;
+    for (size_t i = 0; i < r->n_trace; i++) {
+        struct raft_trace *t = &r->trace[i];
+        if (!(t->vote & RAFT_TRACE_VOTERS))
+            continue;
+        t->voters = r->trace_ids + r->trace_ids_at[i];
+        t->granted = t->voters + t->n_voters;
+    }
     out->trace = r->trace;
     out->n_trace = r->n_trace;
     return RAFT_OK;

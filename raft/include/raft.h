@@ -395,10 +395,31 @@ struct raft_trace {
     raft_index index;       /* the log index involved, 0 if none */
     const char *value_name; /* what value is ("votes", "term"), NULL if none */
     uint64_t value;
+    /* Election lines only (docs/trace.md, "Elections"); `vote` says which
+     * of the parts below are set, 0 on every other line. What a vote rests
+     * on is on the line itself: Raft §5.4.1 compares the candidate's last
+     * entry with the voter's, and §5.2 counts grants among the voters of
+     * the configuration in force. */
+    unsigned vote;              /* RAFT_TRACE_* bits */
+    raft_index cand_last_index; /* RAFT_TRACE_CANDIDATE_LOG: the candidate's */
+    raft_term cand_last_term;   /*   last entry, as its RequestVote carries it */
+    raft_index our_last_index;  /* RAFT_TRACE_OUR_LOG: the voter's last entry */
+    raft_term our_last_term;
+    const raft_id *voters;  /* RAFT_TRACE_VOTERS: the voters counted, */
+    size_t n_voters;        /*   in configuration order, */
+    const raft_id *granted; /*   and those of them that granted */
+    size_t n_granted;       /*   (valid until the next raft_step) */
 };
 
-/* Format a trace record as one line (no newline): "§5.2 ... peer=2 index=7 votes=2".
- * Returns what snprintf would. */
+enum {
+    RAFT_TRACE_CANDIDATE_LOG = 1, /* cand_last_index/term */
+    RAFT_TRACE_OUR_LOG = 2,       /* our_last_index/term */
+    RAFT_TRACE_VOTERS = 4,        /* voters and granted */
+};
+
+/* Format a trace record as one line (no newline): "§5.2 ... peer=2 index=7 votes=2",
+ * then "cand_last=7/t2 our_last=5/t1" and "granted=1,3 voters=1,2,3" on
+ * election lines. Returns what snprintf would. */
 int raft_trace_format(const struct raft_trace *t, char *buf, size_t size);
 
 struct raft_update {

@@ -229,7 +229,7 @@ static int defer_apply(struct raft_node *n, struct group *g, const struct raft_u
 
 static void log_trace(struct raft_node *n, struct group *g, const struct raft_update *u)
 {
-    char line[256];
+    char line[512]; /* election lines carry id lists */
     for (size_t i = 0; i < u->n_trace; i++) {
         raft_trace_format(&u->trace[i], line, sizeof(line));
         iolog("node %llu group %llu: %s\n", (unsigned long long)n->cfg.id,

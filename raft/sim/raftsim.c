@@ -611,12 +611,13 @@ static int cmd_mutants(struct common *c)
 static int cmd_run(struct common *c, int argc, char **argv, int i)
 {
     const char *env = getenv("REWRITE");
-    bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
     int failures = 0, files = 0;
     for (; i < argc; i++) {
         i = parse(argc, argv, i, c);
         if (i >= argc)
             break;
+        /* After parse: `raftsim run --rewrite FILE` names the option here. */
+        bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
         files++;
         int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose);
         printf("  %-5s %s\n", rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);

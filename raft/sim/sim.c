@@ -357,7 +357,7 @@ static void print_trace(struct sim *s, struct sim_node *n, const struct raft_upd
 {
     if (!s->o.out)
         return;
-    char line[256];
+    char line[512]; /* election lines carry id lists */
     for (size_t i = 0; i < u->n_trace; i++) {
         const struct raft_trace *t = &u->trace[i];
         raft_trace_format(t, line, sizeof(line));

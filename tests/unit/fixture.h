@@ -134,6 +134,15 @@ static inline bool fx_traced(const struct fx *f, const char *text)
     return false;
 }
 
+/* The first trace record of the last update whose rule contains text. */
+static inline const struct raft_trace *fx_trace(const struct fx *f, const char *text)
+{
+    for (size_t i = 0; i < f->u.n_trace; i++)
+        if (strstr(f->u.trace[i].rule, text))
+            return &f->u.trace[i];
+    return NULL;
+}
+
 /* Messages the test builds as if from other servers. */
 static inline struct raft_message fx_vote_result(raft_id from, raft_id to, raft_term term,
                                                  bool granted, bool pre_vote)

@@ -108,6 +108,34 @@ static void test_strings(void)
     char tiny[8];
     raft_trace_format(&t, tiny, sizeof(tiny)); /* truncates, never overflows */
     CHECK_EQ(strlen(tiny), 7);
+    /* Election lines carry what the vote rests on (docs/trace.md). */
+    raft_id voters[] = {1, 2, 3}, granted[] = {1, 3};
+    struct raft_trace v = {.rule = "§5.2 won election: votes from a majority",
+                           .value_name = "votes",
+                           .value = 2,
+                           .vote = RAFT_TRACE_CANDIDATE_LOG | RAFT_TRACE_VOTERS,
+                           .cand_last_index = 7,
+                           .cand_last_term = 2,
+                           .voters = voters,
+                           .n_voters = 3,
+                           .granted = granted,
+                           .n_granted = 2};
+    char line[256];
+    raft_trace_format(&v, line, sizeof(line));
+    CHECK_STR(line, "§5.2 won election: votes from a majority votes=2 cand_last=7/t2 granted=1,3 "
+                    "voters=1,2,3");
+    v.vote = RAFT_TRACE_CANDIDATE_LOG | RAFT_TRACE_OUR_LOG;
+    v.our_last_index = 9;
+    v.our_last_term = 3;
+    raft_trace_format(&v, line, sizeof(line));
+    CHECK_STR(line,
+              "§5.2 won election: votes from a majority votes=2 cand_last=7/t2 our_last=9/t3");
+    raft_trace_format(&v, tiny, sizeof(tiny));
+    CHECK_EQ(strlen(tiny), 7);
+    v.vote = RAFT_TRACE_VOTERS;
+    v.n_granted = 0;
+    raft_trace_format(&v, line, sizeof(line));
+    CHECK_STR(line, "§5.2 won election: votes from a majority votes=2 granted=- voters=1,2,3");
 }
 
 /* ------------------------------------------------------------------------

@@ -78,7 +78,12 @@ static void test_candidate_steps_down_when_majority_refuses(void)
     CHECK_EQ(raft_role_of(f.r), RAFT_CANDIDATE);
     fx_recv(&f, &d3);
     CHECK_EQ(raft_role_of(f.r), RAFT_FOLLOWER);
-    CHECK(fx_traced(&f, "election lost"));
+    /* docs/trace.md: the line shows the state after the decision, and the
+     * tally it rests on (only our own vote among voters 1, 2, 3). */
+    const struct raft_trace *t = fx_trace(&f, "election lost");
+    CHECK(t && t->role == RAFT_FOLLOWER && t->term == 1 && t->value == 2);
+    CHECK(t && (t->vote & RAFT_TRACE_VOTERS) && t->n_voters == 3 && t->n_granted == 1 &&
+          t->granted[0] == 1 && t->voters[2] == 3);
     raft_close(f.r);
 }
 
@@ -122,7 +127,11 @@ static void test_stale_log_candidate_denied(void)
     fx_recv(&f, &rv);
     const struct raft_message *res = fx_msg(&f, RAFT_MSG_REQUEST_VOTE_RESULT, 1);
     CHECK(res && !res->request_vote_result.vote_granted);
-    CHECK(fx_traced(&f, "§5.4.1 vote denied: candidate log not up-to-date"));
+    /* The line carries both last entries that §5.4.1 compared. */
+    const struct raft_trace *t = fx_trace(&f, "§5.4.1 vote denied: candidate log not up-to-date");
+    CHECK(t && t->vote == (RAFT_TRACE_CANDIDATE_LOG | RAFT_TRACE_OUR_LOG));
+    CHECK(t && t->cand_last_index == 5 && t->cand_last_term == 1 && t->our_last_index == 2 &&
+          t->our_last_term == 2);
     /* Same last term, shorter log: denied. */
     struct raft_message rv2 = fx_request_vote(2, 3, 3, 1, 2, false);
     fx_recv(&f, &rv2);
@@ -148,6 +157,9 @@ static void test_higher_term_makes_leader_follower(void)
     CHECK_EQ(raft_role_of(f.r), RAFT_FOLLOWER);
     CHECK_EQ(raft_current_term(f.r), 7);
     CHECK(f.u.hard_state_changed && f.u.current_term == 7 && f.u.voted_for == 0);
+    /* The trace line shows the term adopted and the role taken. */
+    const struct raft_trace *t = fx_trace(&f, "higher term seen");
+    CHECK(t && t->term == 7 && t->role == RAFT_FOLLOWER);
     raft_close(f.r);
 }
 
@@ -216,7 +228,8 @@ static void test_check_quorum_step_down(void)
     for (int i = 0; i < 12 && raft_role_of(f.r) == RAFT_LEADER; i++)
         fx_tick(&f, 10);
     CHECK_EQ(raft_role_of(f.r), RAFT_FOLLOWER);
-    CHECK(fx_traced(&f, "check-quorum"));
+    const struct raft_trace *t = fx_trace(&f, "check-quorum");
+    CHECK(t && t->role == RAFT_FOLLOWER); /* the state after stepping down */
     raft_close(f.r);
 }
 
