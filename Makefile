@@ -235,11 +235,16 @@ SOAK_CHECK_SECONDS ?= 1800
 soak-cluster: all
 	@KVD=$(OBJ)/kvd SOAK_CHECK_SECONDS=$(SOAK_CHECK_SECONDS) cluster-scripts/soak-check
 	@KVD=$(OBJ)/kvd SOAK_SECONDS=$(SOAK_SECONDS) cluster-scripts/soak-kill
-	@# The membership scenarios in both modes (make test runs disk-loss in loopback mode).
+	@# The membership scenarios in both modes (make test runs disk-loss in loopback mode),
+	@# and the process-fault scenarios in netns mode (make test runs them in loopback mode).
 	@for t in grow-shrink disk-loss; do for m in loopback netns; do \
 		KVD=$(OBJ)/kvd SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=$$m timeout 600 \
 			cluster-scripts/scenarios/$$t.sh || exit 1; \
 	done; done
+	@for t in kill-majority pause-leader rolling-restart sharded-kill; do \
+		KVD=$(OBJ)/kvd SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=netns timeout 300 \
+			cluster-scripts/scenarios/$$t.sh || exit 1; \
+	done
 
 BENCH_SECONDS ?= 5
 bench: deps-ensure

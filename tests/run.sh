@@ -17,10 +17,12 @@ failed_suites=()
 run_suite() {
     local name=$1
     shift
-    local out status=0
+    local out status=0 t0=$SECONDS
     echo "== $name"
     out=$("$@" 2>&1) || status=$?
     printf '%s\n' "$out" | sed 's/^/  /'
+    echo "  ($((SECONDS - t0)) s)"
+
     local last p f
     last=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1 || true)
     if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
@@ -135,9 +137,13 @@ for mode in "${modes[@]}"; do
         [ "$(basename "$t")" = lib.sh ] && continue
         # The membership scenarios run one to two and a half minutes each: disk-loss in
         # loopback mode only here, grow-shrink not at all (test_membership covers joins
-        # and removals); make soak-cluster runs both in both modes.
+        # and removals); make soak-cluster runs both in both modes. The scenarios whose
+        # faults are processes' (kill, pause, restart) are the same in both modes: loopback
+        # here, netns in make soak-cluster.
         case "$mode $(basename "$t")" in
         *" grow-shrink.sh" | "netns disk-loss.sh") continue ;;
+        "netns kill-majority.sh" | "netns pause-leader.sh" | "netns rolling-restart.sh" | \
+            "netns sharded-kill.sh") continue ;;
         esac
         run_suite "cluster scenario: $(basename "$t" .sh) ($mode mode)" \
             expect_ok "PASS" env KVD="$OBJ/kvd" SCENARIO_OWN=1 CLUSTER_PORTS=10000 \
