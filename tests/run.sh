@@ -22,7 +22,6 @@ run_suite() {
     out=$("$@" 2>&1) || status=$?
     printf '%s\n' "$out" | sed 's/^/  /'
     echo "  ($((SECONDS - t0)) s)"
-
     local last p f
     last=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1 || true)
     if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
