@@ -59,7 +59,11 @@ void election_become_follower(struct raft *r, raft_term term, raft_id leader)
         /* Figure 2, rules for all servers: a higher term makes us a follower. */
         r->current_term = term;
         r->voted_for = 0;
+        /* LAB 3 BEGIN: currentTerm and votedFor are persistent state (Figure
+         * 2): a server that forgot the term it saw could vote twice in it.
+         * Ask the host to persist them (update_hard_state). */
         update_hard_state(r);
+        /* LAB 3 END */
     }
     set_role(r, RAFT_FOLLOWER, leader);
     if (leader)
@@ -114,8 +118,13 @@ static void send_request_votes(struct raft *r, bool pre_vote, bool transfer)
         struct raft_message *m = update_message(r, RAFT_MSG_REQUEST_VOTE, s->id);
         /* thesis §9.6: a pre-vote asks about the term we would use. */
         m->term = pre_vote ? r->current_term + 1 : r->current_term;
+        /* LAB 3 BEGIN: may this vote request leave before our own vote for
+         * ourselves (this step's hard state) is durable? A pre-vote changes
+         * nothing on disk (thesis §9.6).
+         * STUB: m->after_persist = false; */
         /* Host contract 1: our vote for ourselves must be durable first. */
         m->after_persist = !pre_vote;
+        /* LAB 3 END */
         m->request_vote.last_log_index = log_last_index(&r->log);
         m->request_vote.last_log_term = log_last_term(&r->log);
         m->request_vote.pre_vote = pre_vote;
@@ -232,7 +241,12 @@ static void reply_vote(struct raft *r, const struct raft_message *m, bool grante
 {
     struct raft_message *res = update_message(r, RAFT_MSG_REQUEST_VOTE_RESULT, m->from);
     res->term = term;
+    /* LAB 3 BEGIN: a vote must not leave before votedFor is durable
+     * (Figure 2, persistent state), or a crash lets us vote twice in a term;
+     * a pre-vote answer promises nothing (thesis §9.6).
+     * STUB: res->after_persist = false; */
     res->after_persist = !m->request_vote.pre_vote;
+    /* LAB 3 END */
     res->request_vote_result.vote_granted = granted;
     res->request_vote_result.pre_vote = m->request_vote.pre_vote;
 }
