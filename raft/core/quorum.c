@@ -81,6 +81,11 @@ raft_index quorum_match_index(const struct raft *r)
  * now) had heard from us: the quorum-th largest acknowledged send time. */
 uint64_t quorum_lease_start(const struct raft *r)
 {
+    /* LAB 5 BEGIN: when the lease started (thesis §6.4.1). Each follower's
+     * s->acked_sent_ms is the newest send time of ours it acknowledged;
+     * ours is r->now_ms. Among the voters, the largest time T such that a
+     * majority (quorum_size) acknowledged T or later; 0 if none.
+     * STUB: (void)r; return 0; */
     unsigned need = quorum_size(r);
     uint64_t best = 0;
     for (unsigned i = 0; i < r->n_servers; i++) {
@@ -99,6 +104,7 @@ uint64_t quorum_lease_start(const struct raft *r)
             best = t;
     }
     return best;
+    /* LAB 5 END */
 }
 
 unsigned quorum_read_acks(const struct raft *r, uint64_t seq)
