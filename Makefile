@@ -4,6 +4,8 @@
 #   make test       install missing Debian packages, build, run every suite
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make lint       clang-format check, shellcheck, raft/core purity check
+#   make lab LAB=N  a student's copy of the tree with lab N cut out of raft/core
+#                   (labs/out/lab-N, or LABDIR=DIR); make grade LAB=N grades a tree
 #   make fmt        reformat the C sources in place
 #   make bench      benchmarks that print figures (never asserted)
 #   make soak       more random simulator seeds (make soak SEEDS=100000 MAX_SECONDS=600),
@@ -299,6 +301,22 @@ $(FUZZ_DIR)/fuzz_snapshot: tests/fuzz/fuzz_snapshot.c $(FUZZ_KVD_SRC) $(PROTO_H)
 fuzz: deps-ensure $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do echo "== $$f ($(FUZZ_SECONDS) s)"; \
 		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; done
+
+# ---------------------------------------------------------------------------
+# Labs (docs/labs.md): `make lab LAB=N` writes a student's copy of the tree with
+# lab N's regions of raft/core cut out (to labs/out/lab-N, or LABDIR=...);
+# `make grade LAB=N` grades a tree (a copy, or this one) with the simulator. In
+# a copy, LAB defaults to its own lab.
+
+LAB ?= $(shell cat labs/this-lab 2>/dev/null)
+.PHONY: lab grade
+lab:
+	@test -n "$(LAB)" || { echo "make lab LAB=N  (N: 1 to 5; docs/labs.md)"; exit 2; }
+	@labs/make-lab.sh $(LAB) $(LABDIR)
+
+grade: $(RAFTSIM)
+	@test -n "$(LAB)" || { echo "make grade LAB=N  (N: 1 to 5; docs/labs.md)"; exit 2; }
+	@RAFTSIM=$(RAFTSIM) labs/grade.sh $(LAB)
 
 # ---------------------------------------------------------------------------
 # Lint and format

@@ -95,6 +95,12 @@ run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \
 run_suite "simulator: every planted bug is caught (raftsim mutants)" \
     "$OBJ/raftsim" mutants --count 3000 --jobs 2 --max-seconds 30 --skip lease-no-drift-bound
 
+# The labs (docs/labs.md): the real code passes every lab's grade, and each
+# lab's generated copy, with its regions of raft/core cut out, compiles and
+# fails that grade (so the grader can tell).
+run_suite "labs: the real code passes every lab; each lab's stubbed copy fails it" \
+    env OBJ="$OBJ" tests/labs/test_labs.sh
+
 # And the guard against disk loss (Raft §5.4 assumes stable storage): with
 # unsafe_trust_wiped, a node that lost its disk is taken back at once, the voter
 # it was; some schedule of crashes, partitions and membership changes (the

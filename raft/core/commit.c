@@ -26,6 +26,14 @@ void commit_maybe_advance(struct raft *r)
 {
     if (r->role != RAFT_LEADER)
         return;
+    /* LAB 3 BEGIN: the commit rule (§5.3, §5.4.2; Figure 2, "Rules for
+     * Servers", Leaders, last rule). The highest index stored by a majority
+     * is quorum_match_index(r). It is committed only if its entry is of our
+     * current term (log_term_at): Figure 8 shows an older term's entry on a
+     * majority overwritten. Then commit_set(r, index), let the membership
+     * rules see the commit (membership_after_commit; it may end our
+     * leadership), and tell followers with nothing in flight at once
+     * (replication_send_append). */
     raft_index index = quorum_match_index(r);
     if (index <= r->commit_index)
         return;
@@ -47,6 +55,7 @@ void commit_maybe_advance(struct raft *r)
         if (s != r->self && s->state == PROGRESS_REPLICATE && s->inflight_count == 0)
             replication_send_append(r, s, true);
     }
+    /* LAB 3 END */
 }
 
 void commit_hand_out(struct raft *r)
@@ -57,9 +66,16 @@ void commit_hand_out(struct raft *r)
      * asynchronously would otherwise apply them after it. */
     if (r->staging.awaiting_install)
         return;
+    /* LAB 3 BEGIN: hand out what to apply (host contract 2 in raft.h).
+     * Entries up to min(commitIndex, persisted index) are applied: committed
+     * on a majority, and durable here too, so the host never applies an
+     * entry its own log could still lose. Move r->applied_index there (the
+     * update hands the entries to the host) and add their sizes
+     * (log_entry_len) to r->applied_bytes_since_snapshot. */
     raft_index upto = r->commit_index < r->persisted_index ? r->commit_index : r->persisted_index;
     for (raft_index i = r->applied_index + 1; i <= upto; i++)
         r->applied_bytes_since_snapshot += log_entry_len(&r->log, i);
     if (upto > r->applied_index)
         r->applied_index = upto;
+    /* LAB 3 END */
 }

@@ -14,9 +14,15 @@
 
 void election_reset_timer(struct raft *r)
 {
+    /* LAB 1 BEGIN: randomized election timeouts (§5.2). Set
+     * r->election_deadline_ms to r->now_ms plus a random time in [T, 2T), T
+     * being r->cfg.election_timeout_ms; raft_random(r) draws the numbers (the
+     * core has no other source of randomness: runs must replay).
+     * STUB: r->election_deadline_ms = r->now_ms + r->cfg.election_timeout_ms; */
     /* Raft §5.2: randomized timeouts in [T, 2T) make split votes rare. */
     uint64_t t = r->cfg.election_timeout_ms;
     r->election_deadline_ms = r->now_ms + t + raft_random(r) % t;
+    /* LAB 1 END */
 }
 
 bool election_in_leader_lease(const struct raft *r)
@@ -53,7 +59,11 @@ void election_become_follower(struct raft *r, raft_term term, raft_id leader)
         /* Figure 2, rules for all servers: a higher term makes us a follower. */
         r->current_term = term;
         r->voted_for = 0;
+        /* LAB 3 BEGIN: currentTerm and votedFor are persistent state (Figure
+         * 2): a server that forgot the term it saw could vote twice in it.
+         * Ask the host to persist them (update_hard_state). */
         update_hard_state(r);
+        /* LAB 3 END */
     }
     set_role(r, RAFT_FOLLOWER, leader);
     if (leader)
@@ -109,8 +119,13 @@ static void send_request_votes(struct raft *r, bool pre_vote, bool transfer)
         struct raft_message *m = update_message(r, RAFT_MSG_REQUEST_VOTE, s->id);
         /* thesis §9.6: a pre-vote asks about the term we would use. */
         m->term = pre_vote ? r->current_term + 1 : r->current_term;
+        /* LAB 3 BEGIN: may this vote request leave before our own vote for
+         * ourselves (this step's hard state) is durable? A pre-vote changes
+         * nothing on disk (thesis §9.6).
+         * STUB: m->after_persist = false; */
         /* Host contract 1: our vote for ourselves must be durable first. */
         m->after_persist = !pre_vote;
+        /* LAB 3 END */
         m->request_vote.last_log_index = log_last_index(&r->log);
         m->request_vote.last_log_term = log_last_term(&r->log);
         m->request_vote.pre_vote = pre_vote;
@@ -120,6 +135,15 @@ static void send_request_votes(struct raft *r, bool pre_vote, bool transfer)
 
 void election_start(struct raft *r, bool leadership_transfer)
 {
+    /* LAB 1 BEGIN: become a candidate (§5.2, Figure 2 "Rules for Servers",
+     * Candidates): increment currentTerm, vote for yourself (both are hard
+     * state: update_hard_state(r) asks the host to persist them), set the
+     * role (set_role), reset the votes (reset_votes) and the election timer,
+     * and ask every other voter with send_request_votes(r, false,
+     * leadership_transfer). A single-voter cluster wins at once: check the
+     * votes (quorum_votes_granted, quorum_size) and call become_leader.
+     * STUB: (void)r; (void)leadership_transfer; (void)send_request_votes;
+     * (void)become_leader; */
     /* Raft §5.2: increment currentTerm, vote for self, send RequestVote. */
     r->current_term++;
     r->voted_for = r->cfg.id;
@@ -134,10 +158,17 @@ void election_start(struct raft *r, bool leadership_transfer)
         return;
     }
     send_request_votes(r, false, leadership_transfer);
+    /* LAB 1 END */
 }
 
 static void start_pre_vote(struct raft *r)
 {
+    /* LAB 1 BEGIN: pre-vote (thesis §9.6). Become RAFT_PRE_CANDIDATE
+     * without touching currentTerm or votedFor, reset the votes and the
+     * timer, and ask the voters whether they would vote for you in term
+     * currentTerm + 1: send_request_votes(r, true, false). With a majority
+     * already (a single voter), start the real election (election_start).
+     * STUB: (void)r; (void)reset_votes; */
     set_role(r, RAFT_PRE_CANDIDATE, 0);
     reset_votes(r);
     election_reset_timer(r);
@@ -149,6 +180,7 @@ static void start_pre_vote(struct raft *r)
         return;
     }
     send_request_votes(r, true, false);
+    /* LAB 1 END */
 }
 
 /* Voters stand for election; learners never do. A server that its own
@@ -168,6 +200,12 @@ bool election_may_stand(const struct raft *r)
 
 void election_tick(struct raft *r)
 {
+    /* LAB 1 BEGIN: the election timeout (§5.2). A leader never times out.
+     * Once r->now_ms reaches r->election_deadline_ms, a server that may
+     * stand (election_may_stand; otherwise just reset the timer) starts a
+     * pre-vote (start_pre_vote), or a real election (election_start) when
+     * r->cfg.prevote_off is set.
+     * STUB: (void)r; (void)start_pre_vote; */
     if (r->role == RAFT_LEADER || r->now_ms < r->election_deadline_ms)
         return;
     if (!election_may_stand(r)) {
@@ -179,6 +217,7 @@ void election_tick(struct raft *r)
         election_start(r, false);
     else
         start_pre_vote(r);
+    /* LAB 1 END */
 }
 
 /* Raft §5.4.1: the candidate's log is at least as up-to-date as ours when
@@ -189,23 +228,41 @@ static bool log_up_to_date(const struct raft *r, const struct raft_request_vote 
      * lacks committed entries can win, and Leader Completeness (§5.4) fails. */
     if (r->cfg.unsafe_vote_any_log)
         return true;
+    /* LAB 1 BEGIN: the election restriction (§5.4.1). Compare the
+     * candidate's last log term and index (rv->last_log_term,
+     * rv->last_log_index) with ours (log_last_term, log_last_index): the
+     * later term wins; with equal terms, the longer log.
+     * STUB: (void)rv; return false; */
     raft_term our_term = log_last_term(&r->log);
     if (rv->last_log_term != our_term)
         return rv->last_log_term > our_term;
     return rv->last_log_index >= log_last_index(&r->log);
+    /* LAB 1 END */
 }
 
 static void reply_vote(struct raft *r, const struct raft_message *m, bool granted, raft_term term)
 {
     struct raft_message *res = update_message(r, RAFT_MSG_REQUEST_VOTE_RESULT, m->from);
     res->term = term;
+    /* LAB 3 BEGIN: a vote must not leave before votedFor is durable
+     * (Figure 2, persistent state), or a crash lets us vote twice in a term;
+     * a pre-vote answer promises nothing (thesis §9.6).
+     * STUB: res->after_persist = false; */
     res->after_persist = !m->request_vote.pre_vote;
+    /* LAB 3 END */
     res->request_vote_result.vote_granted = granted;
     res->request_vote_result.pre_vote = m->request_vote.pre_vote;
 }
 
 static void receive_pre_vote(struct raft *r, const struct raft_message *m)
 {
+    /* LAB 1 BEGIN: answer a pre-vote (thesis §9.6). Nothing changes here:
+     * no term, no vote. Refuse when the candidate's term (m->term) is not
+     * ahead of ours, when we heard from a leader within the election timeout
+     * (election_in_leader_lease), or when its log is not up-to-date
+     * (log_up_to_date); otherwise grant. Answer with reply_vote(): a refusal
+     * carries our term, a grant the candidate's m->term.
+     * STUB: reply_vote(r, m, false, r->current_term); */
     const char *why = NULL;
     if (m->term <= r->current_term)
         why = "thesis §9.6 pre-vote denied: candidate's term is not ahead of ours";
@@ -223,6 +280,7 @@ static void receive_pre_vote(struct raft *r, const struct raft_message *m)
     update_trace_vote_request(r, m);
     /* A granted pre-vote carries the candidate's proposed term. */
     reply_vote(r, m, true, m->term);
+    /* LAB 1 END */
 }
 
 void election_receive_request_vote(struct raft *r, const struct raft_message *m)
@@ -231,6 +289,14 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
         receive_pre_vote(r, m);
         return;
     }
+    /* LAB 1 BEGIN: grant or refuse a vote (Figure 2, RequestVote receiver
+     * 2; §5.2, §5.4.1). The term was checked already (raft.c, check_term).
+     * Grant if we have not voted in this term, or voted for this
+     * candidate (r->voted_for), and its log is at least as up-to-date as
+     * ours; a new vote is hard state (update_hard_state). Granting resets
+     * the election timer. Answer with reply_vote(r, m, granted,
+     * r->current_term).
+     * STUB: reply_vote(r, m, false, r->current_term); (void)log_up_to_date; */
     /* Figure 2, RequestVote receiver 2: one vote per term, first come first
      * served, and only for a log at least as up-to-date as ours. */
     const char *why = NULL;
@@ -253,6 +319,7 @@ void election_receive_request_vote(struct raft *r, const struct raft_message *m)
     update_trace(r, "§5.2 vote granted", m->from, 0, NULL, 0);
     update_trace_vote_request(r, m);
     reply_vote(r, m, true, r->current_term);
+    /* LAB 1 END */
 }
 
 void election_reject_stale_vote(struct raft *r, const struct raft_message *m)
@@ -266,6 +333,15 @@ void election_reject_stale_vote(struct raft *r, const struct raft_message *m)
 
 void election_receive_request_vote_result(struct raft *r, const struct raft_message *m)
 {
+    /* LAB 1 BEGIN: count the votes (§5.2; thesis §9.6 for pre-votes).
+     * Count an answer only if it is of the kind we are collecting (a
+     * pre-vote answer as RAFT_PRE_CANDIDATE, a vote as RAFT_CANDIDATE), from
+     * a voter (server_find, s->is_voter), once per server (vote_responded,
+     * vote_granted). A majority of grants (quorum_votes_granted >=
+     * quorum_size) moves a pre-candidate to election_start and makes a
+     * candidate become_leader; a majority of refusals
+     * (quorum_votes_denied) sends us back to follower.
+     * STUB: (void)r; (void)m; */
     const struct raft_request_vote_result *res = &m->request_vote_result;
     bool counting = (r->role == RAFT_PRE_CANDIDATE && res->pre_vote) ||
                     (r->role == RAFT_CANDIDATE && !res->pre_vote);
@@ -287,4 +363,5 @@ void election_receive_request_vote_result(struct raft *r, const struct raft_mess
         election_become_follower(r, r->current_term, 0);
         update_trace_restamp(r, why); /* a follower again, same term */
     }
+    /* LAB 1 END */
 }

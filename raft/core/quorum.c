@@ -47,6 +47,13 @@ static raft_index durable_match(const struct raft *r, const struct raft_server *
 
 raft_index quorum_match_index(const struct raft *r)
 {
+    /* LAB 3 BEGIN: the index a majority holds (§5.3). Among the voters
+     * (s->is_voter), the largest index N such that a majority (quorum_size)
+     * hold N or more. What counts is what is durable: a follower's
+     * match_index, and for ourselves only r->persisted_index
+     * (durable_match(); thesis §10.2.1: the leader writes in parallel and
+     * counts itself once its own write is done).
+     * STUB: (void)r; (void)durable_match; return 0; */
     /* The quorum-th largest match index is held by a majority. Configurations
      * are small (a handful of voters), so count instead of sorting. */
     unsigned need = quorum_size(r);
@@ -67,12 +74,18 @@ raft_index quorum_match_index(const struct raft *r)
             best = candidate;
     }
     return best;
+    /* LAB 3 END */
 }
 
 /* thesis §6.4.1: the newest time at which a majority (ourselves counted as
  * now) had heard from us: the quorum-th largest acknowledged send time. */
 uint64_t quorum_lease_start(const struct raft *r)
 {
+    /* LAB 5 BEGIN: when the lease started (thesis §6.4.1). Each follower's
+     * s->acked_sent_ms is the newest send time of ours it acknowledged;
+     * ours is r->now_ms. Among the voters, the largest time T such that a
+     * majority (quorum_size) acknowledged T or later; 0 if none.
+     * STUB: (void)r; return 0; */
     unsigned need = quorum_size(r);
     uint64_t best = 0;
     for (unsigned i = 0; i < r->n_servers; i++) {
@@ -91,6 +104,7 @@ uint64_t quorum_lease_start(const struct raft *r)
             best = t;
     }
     return best;
+    /* LAB 5 END */
 }
 
 unsigned quorum_read_acks(const struct raft *r, uint64_t seq)

@@ -166,6 +166,15 @@ int replication_propose(struct raft *r, const struct raft_event *ev)
  * the first index the follower holds of it. */
 static raft_index backtrack(const struct raft *r, const struct raft_append_entries_result *res)
 {
+    /* LAB 2 BEGIN: fast backtracking (§5.3, the paragraphs after Figure 7).
+     * The follower's rejection says where its log and ours may part:
+     * res->conflict_term (0 if its log is too short) and res->conflict_index
+     * (the first index it holds of that term, or its last index + 1). If our
+     * log has entries of conflict_term, resume right after our last one
+     * (log_last_index_with_term_le, log_term_at; entries at or below
+     * r->log.offset are in the snapshot); otherwise at conflict_index.
+     * Never return more than res->rejected_index: probing must move back.
+     * STUB: (void)r; (void)res; return 0; */
     raft_index next = res->conflict_index;
     if (res->conflict_term != 0) {
         raft_index i =
@@ -176,6 +185,7 @@ static raft_index backtrack(const struct raft *r, const struct raft_append_entri
     if (next > res->rejected_index)
         next = res->rejected_index; /* always move back, so probing ends */
     return next;
+    /* LAB 2 END */
 }
 
 /* A rejection below matchIndex is normally stale: the answer to a probe
@@ -254,6 +264,15 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
     /* A rejection of a message we no longer care about is stale. */
     if (s->state == PROGRESS_SNAPSHOT)
         return;
+    /* LAB 2 BEGIN: the leader backs nextIndex up after a rejection (§5.3,
+     * Figure 2 "Rules for Servers", Leaders: "If AppendEntries fails because
+     * of log inconsistency: decrement nextIndex and retry"). First drop a
+     * stale rejection: in PROGRESS_REPLICATE one of an index at or below
+     * s->match_index, in PROGRESS_PROBE one that does not answer the probe
+     * in flight (res->rejected_index + 1 != s->next_index). Then compute
+     * where to resume (backtrack(), never at or below s->match_index), go
+     * back to PROGRESS_PROBE there (progress_become_probe) and send
+     * (replication_send_append(r, s, false)). */
     if (s->state == PROGRESS_REPLICATE ? res->rejected_index <= s->match_index
                                        : res->rejected_index + 1 != s->next_index)
         return;
@@ -263,6 +282,7 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
     update_trace(r, "§5.3 AppendEntries rejected: backing up nextIndex", s->id, next, NULL, 0);
     progress_become_probe(s, next);
     replication_send_append(r, s, false);
+    /* LAB 2 END */
 }
 
 /* ------------------------------------------------------------------------
@@ -272,11 +292,18 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
 static struct raft_message *reply(struct raft *r, const struct raft_message *m)
 {
     struct raft_message *res = update_message(r, RAFT_MSG_APPEND_ENTRIES_RESULT, m->from);
+    /* LAB 3 BEGIN: when may this answer leave (Figure 2: "updated on stable
+     * storage before responding to RPCs")? A message with after_persist set
+     * leaves only once the host has made this step's writes durable (host
+     * contract 1 in raft.h). Decide for an AppendEntries answer, which the
+     * leader counts toward a majority.
+     * STUB: res->after_persist = false; */
     /* Host contract 1: what we acknowledge must be durable first (Figure 2:
      * "updated on stable storage before responding"). The planted bug
      * (raftsim mutants) answers at once, and a crash can then lose an entry
      * the leader counted toward a majority. */
     res->after_persist = !r->cfg.unsafe_ack_before_persist;
+    /* LAB 3 END */
     res->append_entries_result.read_seq = m->append_entries.read_seq;
     res->append_entries_result.echo_sent_ms = m->append_entries.sent_ms;
     return res;
@@ -384,6 +411,20 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
         prev += skip;
         prev_term = log_term_at(&r->log, prev);
     }
+    /* LAB 2 BEGIN: the AppendEntries receiver (Figure 2, receiver rules 2
+     * to 5; §5.3). prev, prev_term, entries and n are the message's, moved
+     * past what we know is committed. Reply false when our log has no entry
+     * at prev with term prev_term (reject(): it sends the conflict hint the
+     * leader's backtrack() uses). Otherwise walk the entries: skip one we
+     * hold with the same term; an entry that conflicts (same index, other
+     * term) is deleted with all that follow it (log_truncate; record the
+     * truncation in r->truncate_from and lower r->persisted_index; never
+     * below r->commit_index: refuse_overwrite()); append the new ones
+     * (log_append, update_persist_entries_from, and
+     * membership_apply_entry for RAFT_ENTRY_CONF). Then commitIndex =
+     * min(leaderCommit, index of the last new entry) (commit_set), and
+     * answer success with match_index = prev + n (reply()).
+     * STUB: (void)prev_term; (void)entries; (void)n; (void)reject; */
     /* Figure 2, AppendEntries receiver 2: reply false if the log has no
      * entry at prevLogIndex whose term matches prevLogTerm. */
     if (prev > log_last_index(&r->log)) {
@@ -442,4 +483,5 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
     res->append_entries_result.success = true;
     res->append_entries_result.match_index = match;
     res->append_entries_result.last_log_index = log_last_index(&r->log);
+    /* LAB 2 END */
 }

@@ -57,6 +57,13 @@ void snapshot_maybe_ask(struct raft *r)
 {
     if (r->snapshot_asked || r->applied_index <= r->snap.index)
         return;
+    /* LAB 4 BEGIN: when to snapshot (§7). Once the entries applied since
+     * the last snapshot reach r->cfg.snapshot_threshold_entries, or their
+     * bytes (r->applied_bytes_since_snapshot) reach
+     * r->cfg.snapshot_threshold_bytes (a threshold of 0 is off), ask the
+     * host for a snapshot at the applied index: r->out->snapshot_wanted and
+     * r->out->snapshot_index, and remember that you asked
+     * (r->snapshot_asked) until it is taken. */
     raft_index since = r->applied_index - r->snap.index;
     bool by_entries =
         r->cfg.snapshot_threshold_entries && since >= r->cfg.snapshot_threshold_entries;
@@ -69,6 +76,7 @@ void snapshot_maybe_ask(struct raft *r)
     r->out->snapshot_index = r->applied_index;
     update_trace(r, "§7 log is long: asking the host for a snapshot", 0, r->applied_index,
                  "entries", since);
+    /* LAB 4 END */
 }
 
 /* Planted bug (raftsim mutants): the log keeps the index of the snapshot's
@@ -95,6 +103,20 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
         r->snapshot_asked = false;
         return RAFT_EINVAL;
     }
+    /* LAB 4 BEGIN: the host's snapshot at `index` is durable
+     * (RAFT_SNAPSHOT_TAKEN): record it and compact the log (§7, Figure 12).
+     * The snapshot's meta is its last included index and term
+     * (log_term_at), size, checksum and the configuration in force at index
+     * (membership_config_at); snapshot_set() stores it in r->snap. Clear
+     * r->snapshot_asked; r->applied_bytes_since_snapshot counts only what
+     * was applied after index. Then drop the log up to index less
+     * r->cfg.snapshot_trailing_entries (a tail spares a slow follower the
+     * whole snapshot), if that is past r->log.offset: the configuration at
+     * the new offset becomes the base (membership_set_base_members; and
+     * r->base_conf_index = r->conf_index if that is at or below it),
+     * log_compact(), and tell the host (r->compact_index, r->compact_term =
+     * r->log.offset_term).
+     * STUB: (void)size; (void)checksum; (void)snapshot_maybe_drop_term; return RAFT_OK; */
     struct raft_member members[RAFT_MAX_MEMBERS];
     size_t n;
     int rv = membership_config_at(r, index, members, &n);
@@ -128,6 +150,7 @@ int snapshot_taken(struct raft *r, raft_index index, uint64_t size, uint64_t che
     snapshot_maybe_drop_term(r);
     update_trace(r, "§7 log compacted up to the trailing tail", 0, to, NULL, 0);
     return RAFT_OK;
+    /* LAB 4 END */
 }
 
 /* ------------------------------------------------------------------------
@@ -284,6 +307,22 @@ void snapshot_receive(struct raft *r, const struct raft_message *m)
     r->leader_contact_ms = r->now_ms;
     election_reset_timer(r);
 
+    /* LAB 4 BEGIN: the InstallSnapshot receiver, a chunk at a time
+     * (Figure 13, receiver rules 2 to 5; §7). A snapshot that ends at or
+     * below our commitIndex is stale: answer done (we hold those entries).
+     * While the host installs another one (r->staging.awaiting_install),
+     * answer next_offset 0. A snapshot other than the one staged (index or
+     * term differ) starts staging afresh (staging_start). A chunk that fits
+     * (it starts at r->staging.next_offset, total sizes agree, it ends
+     * within the snapshot, and `done` marks exactly the last one) is handed
+     * to the host to write (r->chunk_out = *is; r->chunk = &r->chunk_out)
+     * and next_offset moves past it; anything else (a duplicate, a gap) is
+     * answered with the offset we want next. After the last chunk, set
+     * r->staging.awaiting_install and answer nothing: the host checks and
+     * installs it, then reports RAFT_SNAPSHOT_INSTALLED
+     * (snapshot_installed()). Answers: reply(r, m->from, is->last_index,
+     * is->last_term) and set its install_snapshot_result fields.
+     * STUB: (void)is; (void)staging_start; */
     if (is->last_index <= r->commit_index) {
         /* §7: we hold every entry it covers already. */
         update_trace(r, "§7 snapshot refused as stale: its entries are committed here", m->from,
@@ -326,6 +365,7 @@ void snapshot_receive(struct raft *r, const struct raft_message *m)
     }
     reply(r, m->from, is->last_index, is->last_term)->install_snapshot_result.next_offset =
         st->next_offset;
+    /* LAB 4 END */
 }
 
 int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok)
@@ -357,6 +397,17 @@ int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok
     *st = (struct staging){0};
     if (rv != RAFT_OK)
         return rv;
+    /* LAB 4 BEGIN: switch to the installed snapshot (Figure 13, receiver
+     * rules 6 to 8). If our log holds the snapshot's last entry with its
+     * term, keep what follows it (log_compact); otherwise discard the whole
+     * log (log_reset; the host must drop its log too: r->truncate_from =
+     * index + 1, r->persist_from = 0). Tell the host what was dropped
+     * (r->compact_index, r->compact_term). The state machine is the
+     * snapshot now: persisted, commit and applied indices move up to index
+     * (r->apply_from = index; r->applied_bytes_since_snapshot = 0), and
+     * the configuration is recomputed (membership_recompute). Then answer
+     * the leader: done, next_offset = the snapshot's size.
+     * STUB: (void)leader; return rv; */
     /* Figure 13, receiver 6 and 7: keep the entries after the snapshot if
      * the log agrees with it there; otherwise discard the whole log. */
     if (index <= log_last_index(&r->log) && log_term_at(&r->log, index) == term) {
@@ -386,4 +437,5 @@ int snapshot_installed(struct raft *r, raft_index index, raft_term term, bool ok
     res->install_snapshot_result.done = true;
     res->install_snapshot_result.next_offset = meta.size;
     return rv;
+    /* LAB 4 END */
 }

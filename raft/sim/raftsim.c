@@ -29,9 +29,11 @@ static void usage(FILE *f)
           "      reorder,membership (default all; none for a calm network); with crash\n"
           "      and membership, some crashes lose the disk and the node is replaced\n"
           "      (--unsafe-trust-wiped: taken back at once). Same options, same output.\n"
-          "  raftsim run [--rewrite] [-v] FILE...\n"
+          "  raftsim run [--rewrite] [--expect-only] [-v] FILE...\n"
           "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
-          "      regenerates the expected trace below the ---- line.\n"
+          "      regenerates the expected trace below the ---- line; --expect-only\n"
+          "      judges only by the until/expect commands and the checker, not the\n"
+          "      trace (the labs' grader, docs/labs.md).\n"
           "  raftsim seeds [--from S] [--count N] [--nodes 3,5] [--jobs J] [--max-seconds T]\n"
           "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
           "      Many random schedules without traces; prints the replay command of each\n"
@@ -78,7 +80,7 @@ struct common {
     unsigned jobs;
     const char *expect;
     const char *skip; /* mutants: a comma list of bugs left out */
-    bool quiet, messages, rewrite, verbose;
+    bool quiet, messages, rewrite, verbose, expect_only;
 };
 
 /* Parse the options shared by the subcommands; returns the first non-option. */
@@ -130,6 +132,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->verbose = true;
         else if (strcmp(a, "--messages") == 0)
             c->messages = true;
+        else if (strcmp(a, "--expect-only") == 0)
+            c->expect_only = true;
         else if (strcmp(a, "--rewrite") == 0)
             c->rewrite = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
@@ -189,6 +193,38 @@ static unsigned involved_nodes(const char *violation)
 
 enum { REPORT_LINES = 20 };
 
+/* Print the last REPORT_LINES lines of buf..end, leaving out the message
+ * lines of nodes outside the set `nodes`, after a header line that says
+ * how many (header: "== the %zu ..."). */
+static void print_tail(const char *buf, const char *end, unsigned nodes, const char *header)
+{
+    const char *kept[REPORT_LINES];
+    size_t kept_len[REPORT_LINES], n_kept = 0, first = 0;
+    const char *line = buf;
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t l = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        unsigned from, to;
+        bool keep = !message_line(line, &from, &to) ||
+                    (from <= SIM_MAX_NODES && (nodes >> from & 1)) ||
+                    (to <= SIM_MAX_NODES && (nodes >> to & 1));
+        if (keep) {
+            kept[(first + n_kept) % REPORT_LINES] = line;
+            kept_len[(first + n_kept) % REPORT_LINES] = l;
+            if (n_kept < REPORT_LINES)
+                n_kept++;
+            else
+                first = (first + 1) % REPORT_LINES;
+        }
+        line += l + 1;
+    }
+    printf(header, n_kept);
+    for (size_t k = 0; k < n_kept; k++) {
+        size_t j = (first + k) % REPORT_LINES;
+        printf("%.*s\n", (int)kept_len[j], kept[j]);
+    }
+}
+
 /* A failure that teaches: run the seed again with every message traced,
  * and print the property, the REPORT_LINES lines of the trace before the
  * violation (messages only of the nodes it involves), every node's log as
@@ -207,44 +243,25 @@ static void report_failure(const struct sim_random_options *given)
     int rv = sim_random_run(&o, verdict, sizeof(verdict), NULL);
     fclose(o.out);
     const char *violation = strstr(buf, "ms  VIOLATION ");
-    const char *kept[REPORT_LINES];
-    size_t kept_len[REPORT_LINES], n_kept = 0, first = 0;
     if (rv == 1 && violation) {
         unsigned nodes = involved_nodes(violation);
         const char *end = violation;
         while (end > buf && end[-1] != '\n')
             end--;
-        const char *line = buf;
-        while (line < end) {
-            const char *nl = memchr(line, '\n', (size_t)(end - line));
-            size_t l = nl ? (size_t)(nl - line) : (size_t)(end - line);
-            unsigned from, to;
-            bool keep = !message_line(line, &from, &to) ||
-                        (from <= SIM_MAX_NODES && (nodes >> from & 1)) ||
-                        (to <= SIM_MAX_NODES && (nodes >> to & 1));
-            if (keep) {
-                kept[(first + n_kept) % REPORT_LINES] = line;
-                kept_len[(first + n_kept) % REPORT_LINES] = l;
-                if (n_kept < REPORT_LINES)
-                    n_kept++;
-                else
-                    first = (first + 1) % REPORT_LINES;
-            }
-            line += l + 1;
-        }
         const char *vend = strchr(violation, '\n');
         const char *what = violation + strlen("ms  VIOLATION ");
         printf("== violated: %.*s\n", (int)(vend ? vend - what : (ptrdiff_t)strlen(what)), what);
-        printf("== the %zu trace lines before it (messages of the nodes it names only):\n", n_kept);
-        for (size_t k = 0; k < n_kept; k++) {
-            size_t j = (first + k) % REPORT_LINES;
-            printf("%.*s\n", (int)kept_len[j], kept[j]);
-        }
+        print_tail(buf, end, nodes,
+                   "== the %zu trace lines before it (messages of the nodes it names only):\n");
         printf("%.*s\n", (int)(vend ? vend - end : 0), end);
         printf("== every log at that moment (a cell is the entry's term; C: commitIndex):\n%s",
                grid);
     } else {
         printf("%s\n", verdict);
+        if (rv == 1 && buf) {
+            /* A liveness failure: the run ends with every node's state. */
+            print_tail(buf, buf + len, 0, "== the last %zu trace lines (no messages):\n");
+        }
     }
     replay_command(replay, sizeof(replay), &o);
     printf("== replay (the whole trace): %s\n", replay);
@@ -619,7 +636,7 @@ static int cmd_run(struct common *c, int argc, char **argv, int i)
         /* After parse: `raftsim run --rewrite FILE` names the option here. */
         bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
         files++;
-        int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose);
+        int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose, c->expect_only);
         printf("  %-5s %s\n", rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
         failures += rv != 0;
     }

@@ -14,7 +14,10 @@
  * caused them, the simulator's narration) must equal what is below it.
  * REWRITE=1 (or --rewrite) writes the new output instead. `expect` commands
  * fail the scenario on their own, so a rewritten file still cannot hide a
- * broken behaviour. The commands are listed in docs/simulator.md.
+ * broken behaviour. With --expect-only (the labs' grader) the trace is not
+ * compared: a core written another way decides at other moments, and only
+ * the `until` and `expect` commands and the checker judge it. The commands
+ * are listed in docs/simulator.md.
  */
 #include "sim_internal.h"
 
@@ -408,6 +411,25 @@ static void cmd_expect(struct scenario *sc, int argc, char **argv)
         if (got > v)
             fail(sc, "expect %s %llu: it is %llu", argv[1], (unsigned long long)v,
                  (unsigned long long)got);
+    } else if (argc == 3 &&
+               (strcmp(argv[1], "reads-served") == 0 || strcmp(argv[1], "reads-failed") == 0) &&
+               parse_u64(argv[2], &v)) {
+        struct sim_stats st;
+        sim_get_stats(s, &st);
+        uint64_t got = argv[1][6] == 's' ? st.reads_ok : st.reads_failed;
+        if (got != v)
+            fail(sc, "expect %s %llu: it is %llu", argv[1], (unsigned long long)v,
+                 (unsigned long long)got);
+    } else if (argc == 4 && strcmp(argv[1], "snapshot") == 0) {
+        raft_id id = node_arg(sc, argc, argv, 2);
+        struct raft_snapshot_meta meta;
+        if (id && parse_u64(argv[3], &v) &&
+            (!sim_raft(s, id) || !raft_snapshot(sim_raft(s, id), &meta) || meta.index < v))
+            fail(sc, "expect snapshot n%llu %llu: its snapshot ends at %llu",
+                 (unsigned long long)id, (unsigned long long)v,
+                 sim_raft(s, id) && raft_snapshot(sim_raft(s, id), &meta)
+                     ? (unsigned long long)meta.index
+                     : 0ULL);
     } else if (argc >= 2 && strcmp(argv[1], "safe") == 0) {
         if (sim_violation(s))
             fail(sc, "expect safe: %s", sim_violation(s));
@@ -415,7 +437,8 @@ static void cmd_expect(struct scenario *sc, int argc, char **argv)
         fail(
             sc,
             "expect: leader [N] | no-leader | not-leader N | term N T | commit N I | role N ROLE | "
-            "messages-at-most N | bytes-at-most N | violation PROPERTY | safe");
+            "messages-at-most N | bytes-at-most N | reads-served N | reads-failed N | "
+            "snapshot N I | violation PROPERTY | safe");
     }
 }
 
@@ -630,7 +653,7 @@ static void report_mismatch(const char *path, const char *want, const char *got)
     fprintf(stderr, "  (REWRITE=1 regenerates the expected trace; review the diff)\n");
 }
 
-int sim_run_scenario_file(const char *path, bool rewrite, bool verbose)
+int sim_run_scenario_file(const char *path, bool rewrite, bool verbose, bool expect_only)
 {
     size_t len;
     char *text = read_file(path, &len);
@@ -684,7 +707,7 @@ int sim_run_scenario_file(const char *path, bool rewrite, bool verbose)
         }
         if (f)
             fclose(f);
-    } else if (strcmp(expected, got) != 0) {
+    } else if (!expect_only && strcmp(expected, got) != 0) {
         report_mismatch(path, expected, got);
         rv = 1;
     }
