@@ -31,6 +31,10 @@ static void observe(struct histogram *h, double seconds)
 
 static void request_unlink(struct kv_server *s, struct request *q)
 {
+    struct request **p = &s->by_id[q->id % REQ_BUCKETS];
+    while (*p != q)
+        p = &(*p)->chain;
+    *p = q->chain;
     if (q->prev)
         q->prev->next = q->next;
     else
@@ -67,7 +71,7 @@ void request_finish(struct kv_server *s, struct request *q, enum kv_code code, c
 
 struct request *find_request(struct kv_server *s, uint64_t id)
 {
-    for (struct request *q = s->requests; q; q = q->next)
+    for (struct request *q = s->by_id[id % REQ_BUCKETS]; q; q = q->chain)
         if (q->id == id)
             return q;
     return NULL;
@@ -316,6 +320,8 @@ void request_start(struct kv_server *s, struct shard *sh, const Kvpb__Command *c
     if (s->requests)
         s->requests->prev = q;
     s->requests = q;
+    q->chain = s->by_id[q->id % REQ_BUCKETS];
+    s->by_id[q->id % REQ_BUCKETS] = q;
     attempt(s, q);
 }
 

@@ -34,6 +34,7 @@ enum {
     NO_LEADER_RETRY_MS = 50,
     BUSY_RETRY_MS = 20,
     EXEC_BUCKETS = 4096, /* writes at the leader, by session */
+    REQ_BUCKETS = 4096,  /* this node's requests, by id (ids are sequential) */
 };
 
 /* Request latency buckets, in seconds (Prometheus histogram). */
@@ -97,6 +98,7 @@ struct fanout;
 /* A command a client gave this node, until it is answered. */
 struct request {
     struct request *prev, *next;
+    struct request *chain; /* kv_server.by_id bucket */
     uint64_t id;
     struct shard *sh;           /* where its key(s) live */
     struct kv_session *session; /* whose slot renews (KV_SUBMIT_RENEW), or NULL */
@@ -162,6 +164,9 @@ struct kv_server {
     uint64_t prng;
     uint64_t next_request_id, next_read_id;
     struct request *requests;
+    /* The same requests by id: an answer finds its request without a walk
+     * of every one outstanding. */
+    struct request *by_id[REQ_BUCKETS];
     uint64_t balance_at_ms; /* route.c: when leader balance looks next */
     uint64_t transfers_balance;
     /* Metrics. */

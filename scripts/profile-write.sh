@@ -4,7 +4,8 @@
 # prints, for the leader and a follower and for each storage thread (the log's, whose
 # commits acknowledgements wait for, and the apply thread's): transactions per second,
 # entries and bytes written per transaction, and the time spent building one (log
-# writes; applying) and in LMDB's commit (writing pages, syncing) -- from /metrics. Then, with strace, the system calls per request on the leader and a follower
+# writes; applying) and in LMDB's commit (writing pages, syncing) -- from /metrics --
+# and the CPU time the leader and the follower spent per request (/proc). Then, with strace, the system calls per request on the leader and a follower
 # at 1 connection, and the thread hand-offs among them (futex wake-ups and libuv's
 # eventfd writes). Figures are printed, never asserted.
 #
@@ -69,8 +70,14 @@ report() {
     }'
 }
 
+# cpu_ticks PID: the process's user and system time, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
 for c in 1 64; do
     declare -A before=()
+    lc0=$(cpu_ticks "$LPID")
+    fc0=$(cpu_ticks "$FPID")
     for who in leader follower; do
         node=$leader
         [ $who = follower ] && node=$follower
@@ -81,6 +88,12 @@ for c in 1 64; do
     line=$("$BIN/kvbench" --node "127.0.0.1:$((28100 + leader))" --op set --connections "$c" \
         --seconds "$SECS")
     echo "  $line"
+    awk -v rps="$(awk '{print $4}' <<<"$line")" -v s="$SECS" -v hz="$HZ" \
+        -v l="$(($(cpu_ticks "$LPID") - lc0))" -v f="$(($(cpu_ticks "$FPID") - fc0))" 'BEGIN {
+        n = rps * s
+        if (n > 0)
+            printf "    CPU per request: leader %.0f us, follower %.0f us\n", 1e6 * l / hz / n, 1e6 * f / hz / n
+    }'
     for who in leader follower; do
         node=$leader
         [ $who = follower ] && node=$follower
