@@ -88,6 +88,9 @@ BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(KVCHECK) $(NFQ_DELAY) 
 # A test-only tool: rewrites a stored value as no read notices (test_corruption.sh).
 KVREWRITE := $(OBJ)/kvrewrite
 BINS += $(KVREWRITE)
+# The trace schema's checker (docs/trace.schema.json): a test-only tool.
+TRACECHECK := $(OBJ)/tracecheck
+BINS += $(TRACECHECK)
 # The linearizability checker (docs/lincheck.md): a library and its command line.
 LINCHECK_SRC := $(filter-out tests/lincheck/lincheck.c,$(wildcard tests/lincheck/*.c))
 LIBLINCHECK := $(OBJ)/liblincheck.a
@@ -184,6 +187,10 @@ $(KVREWRITE): tests/integration/kvrewrite.c
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs lmdb libxxhash) -o $@
+
+$(TRACECHECK): $(OBJ)/tests/trace/tracecheck.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs jansson) -o $@
 
 $(LIBLINCHECK): $(LINCHECK_SRC:%.c=$(OBJ)/%.o)
 	$(call say,AR,$@)

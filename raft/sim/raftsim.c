@@ -5,6 +5,7 @@
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "sim.h"
+#include "tracejson.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -19,15 +20,18 @@ static void usage(FILE *f)
     fputs("usage:\n"
           "  raftsim [--seed S] [--nodes N] [--faults LIST] [--time MS] [-q] [--messages]\n"
           "          [--prevote off] [--check-quorum off] [--unsafe-commit-old-term]\n"
-          "          [--unsafe-trust-wiped]\n"
+          "          [--unsafe-trust-wiped] [--json]\n"
           "      One random fault schedule: prints the trace (unless -q) and a verdict.\n"
+          "      --json: the trace as JSON lines on stdout instead (docs/trace.md), the\n"
+          "      verdict last as a record of kind verdict.\n"
           "      LIST is a comma list of partition,oneway,crash,pause,drop,dup,delay,\n"
           "      reorder,membership (default all; none for a calm network); with crash\n"
           "      and membership, some crashes lose the disk and the node is replaced\n"
           "      (--unsafe-trust-wiped: taken back at once). Same options, same output.\n"
-          "  raftsim run [--rewrite] [-v] FILE...\n"
+          "  raftsim run [--rewrite] [-v] [--json] FILE...\n"
           "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
-          "      regenerates the expected trace below the ---- line.\n"
+          "      regenerates the expected trace below the ---- line. --json: each run as\n"
+          "      JSON lines on stdout, its verdict last; the summary goes to stderr.\n"
           "  raftsim seeds [--from S] [--count N] [--nodes 3,5] [--jobs J] [--max-seconds T]\n"
           "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
           "      Many random schedules without traces; prints the replay command of each\n"
@@ -65,7 +69,7 @@ struct common {
     double max_seconds;
     unsigned jobs;
     const char *expect;
-    bool quiet, messages, rewrite, verbose;
+    bool quiet, messages, rewrite, verbose, json;
 };
 
 /* Parse the options shared by the subcommands; returns the first non-option. */
@@ -103,6 +107,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->verbose = true;
         else if (strcmp(a, "--messages") == 0)
             c->messages = true;
+        else if (strcmp(a, "--json") == 0)
+            c->json = true;
         else if (strcmp(a, "--rewrite") == 0)
             c->rewrite = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
@@ -131,19 +137,37 @@ static void replay_command(char *buf, size_t size, const struct sim_random_optio
              o->check_quorum_off ? " --check-quorum off" : "");
 }
 
+/* The last record of a run: what the checker concluded. */
+static void json_verdict(FILE *f, bool ok, const char *text, const char *source)
+{
+    char buf[2048];
+    struct tj j;
+    tj_begin(&j, buf, sizeof(buf), 0, "verdict", 0, 0);
+    tj_bool(&j, "ok", ok);
+    tj_str(&j, "text", text);
+    tj_str(&j, "source", source);
+    size_t len = tj_end(&j);
+    if (len)
+        fwrite(buf, 1, len, f);
+}
+
 static int cmd_single(struct common *c)
 {
     if (c->ro.nodes == 0)
         c->ro.nodes = 5;
-    c->ro.out = c->quiet ? NULL : stdout;
+    c->ro.out = c->quiet || c->json ? NULL : stdout;
+    c->ro.json = c->json ? stdout : NULL;
     c->ro.trace_messages = c->messages;
     char verdict[768], replay[256];
     int rv = sim_random_run(&c->ro, verdict, sizeof(verdict), NULL);
-    printf("%s\n", verdict);
-    if (rv == 1) {
-        replay_command(replay, sizeof(replay), &c->ro);
-        printf("replay: %s\n", replay);
+    replay_command(replay, sizeof(replay), &c->ro);
+    if (c->json) {
+        json_verdict(stdout, rv == 0, verdict, replay);
+        return rv;
     }
+    printf("%s\n", verdict);
+    if (rv == 1)
+        printf("replay: %s\n", replay);
     return rv;
 }
 
@@ -304,15 +328,22 @@ static int cmd_run(struct common *c, int argc, char **argv, int i)
         if (i >= argc)
             break;
         files++;
-        int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose);
-        printf("  %-5s %s\n", rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
+        int rv = sim_run_scenario_file_json(argv[i], rewrite, c->verbose, c->json ? stdout : NULL);
+        if (c->json)
+            json_verdict(stdout, rv == 0,
+                         rv == 0 ? "the run matched its expected trace and expectations"
+                                 : "the run did not match its expected trace or expectations",
+                         argv[i]);
+        fprintf(c->json ? stderr : stdout, "  %-5s %s\n",
+                rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
         failures += rv != 0;
     }
     if (files == 0) {
         fprintf(stderr, "raftsim run: no scenario files given\n");
         return 2;
     }
-    printf("scenarios: %d passed, %d failed\n", files - failures, failures);
+    fprintf(c->json ? stderr : stdout, "scenarios: %d passed, %d failed\n", files - failures,
+            failures);
     return failures ? 1 : 0;
 }
 
