@@ -65,7 +65,11 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(OBJ)/%.o)
 IO_OBJ := $(IO_SRC:%.c=$(OBJ)/%.o)
-KV_OBJ := $(KV_SRC:%.c=$(OBJ)/%.o)
+# The dashboard's files (ui/), compiled into kvd and raftsim (kv/ui.h).
+UI_FILES := $(sort $(wildcard ui/*.html ui/*.js ui/*.css))
+UI_C := $(GEN)/ui_files.c
+UI_OBJ := $(OBJ)/gen/ui_files.o
+KV_OBJ := $(KV_SRC:%.c=$(OBJ)/%.o) $(UI_OBJ)
 SIM_OBJ := $(SIM_SRC:%.c=$(OBJ)/%.o)
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(OBJ)/gen/%.o)
 HARNESS_OBJ := $(OBJ)/tests/harness.o
@@ -121,6 +125,16 @@ $(OBJ)/gen/%.o: $(GEN)/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $$(pkg-config --cflags $(PKGS_PROTO)) -I$(GEN) -c $< -o $@
 
+$(UI_C): $(UI_FILES) scripts/embed-ui.sh
+	$(call say,EMBED,ui/)
+	@mkdir -p $(GEN)
+	$(Q)scripts/embed-ui.sh $@ $(UI_FILES)
+
+$(UI_OBJ): $(UI_C) kv/ui.h
+	$(call say,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_ALL) -Ikv -c $< -o $@
+
 # raft/core sees only its own headers and libc.
 $(OBJ)/raft/core/%.o: raft/core/%.c
 	$(call say,CC,$<)
@@ -157,7 +171,8 @@ $(LIBPROTO): $(PROTO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
+# The simulator writes JSON records with the runtime's writer (libc only).
+$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(OBJ)/raft/io/tracejson.o $(UI_OBJ) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
@@ -277,7 +292,7 @@ $(FUZZ_DIR)/fuzz_codec: tests/fuzz/fuzz_codec.c raft/io/codec.c $(PROTO_C) $(PRO
 
 # The front doors' targets include their door's file whole (its static parser is what
 # they drive) and link the rest of kvd.
-FUZZ_KVD_SRC := $(KV_SRC) $(IO_SRC) $(CORE_SRC) $(PROTO_C)
+FUZZ_KVD_SRC := $(KV_SRC) $(IO_SRC) $(CORE_SRC) $(PROTO_C) $(UI_C)
 FUZZ_KVD_LIBS = $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV)
 $(FUZZ_DIR)/fuzz_resp: tests/fuzz/fuzz_resp.c $(FUZZ_KVD_SRC) $(PROTO_H)
 	$(call say,FUZZ,$@)

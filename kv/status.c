@@ -246,6 +246,11 @@ enum metric_id {
     M_PEER_LAG,
     M_CORRUPT,
     M_HASH_CHECKS,
+    M_TRACE_RECORDS,
+    M_TRACE_DROPPED,
+    M_TRACE_DROPPED_BYTES,
+    M_TRACE_STREAMS,
+    M_TRACE_QUEUED_MAX,
     M_COUNT
 };
 
@@ -332,6 +337,17 @@ static const struct metric_def {
     [M_HASH_CHECKS] = {"raftkv_hash_checks_total", "counter",
                        "Content hashes this node compared with another replica's at the same "
                        "applied index, by result."},
+    [M_TRACE_RECORDS] = {"raftkv_trace_records_total", "counter",
+                         "JSON trace records made (--trace-file, GET /v1/events)."},
+    [M_TRACE_DROPPED] = {"raftkv_trace_stream_dropped_total", "counter",
+                         "Trace records not sent to a /v1/events reader that was too slow (it is "
+                         "told how many)."},
+    [M_TRACE_DROPPED_BYTES] = {"raftkv_trace_stream_dropped_bytes_total", "counter",
+                               "Bytes of those records: what the node did not buffer."},
+    [M_TRACE_STREAMS] = {"raftkv_trace_streams", "gauge", "Open /v1/events streams."},
+    [M_TRACE_QUEUED_MAX] = {"raftkv_trace_stream_queued_bytes_max", "gauge",
+                            "The most bytes any /v1/events stream has had waiting unsent (each "
+                            "is bounded)."},
 };
 
 struct out {
@@ -627,4 +643,10 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
     client_metrics(&o, s);
     transport_metrics(&o, s);
     lag_metrics(&o, s);
+    const struct kv_trace *t = &s->trace;
+    single(&o, M_TRACE_RECORDS, t->records);
+    single(&o, M_TRACE_DROPPED, t->sub_dropped);
+    single(&o, M_TRACE_DROPPED_BYTES, t->sub_dropped_bytes);
+    single(&o, M_TRACE_STREAMS, t->n_subs);
+    single(&o, M_TRACE_QUEUED_MAX, t->queued_max);
 }

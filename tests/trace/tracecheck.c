@@ -10,6 +10,9 @@
  *   - --rules FILE: every rule is listed (in backquotes) in that file;
  *   - --pairs: every recv and drop matches an earlier send of the same
  *     group, sender and id, with the same type, receiver and term;
+ *   - --pairs-unordered: the same, the send anywhere in the input (the
+ *     merged files of several kvd nodes, whose clocks order records only
+ *     to the millisecond);
  *   - --expect-kinds LIST: each kind in the comma list occurs.
  * Exits 0 when every record is valid, 1 otherwise (the first errors are
  * printed), 2 on bad usage.
@@ -245,6 +248,29 @@ static long long iget(const json_t *o, const char *k)
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
+/* Receipts checked at the end (--pairs-unordered). */
+struct later {
+    json_t *rec;
+    char where[128];
+};
+static struct later *laters;
+static size_t n_laters, cap_laters;
+
+static void check_pairs(const json_t *rec, const char *kind);
+
+static void check_later(void)
+{
+    for (size_t i = 0; i < n_laters; i++) {
+        const char *colon = strrchr(laters[i].where, ':');
+        path = laters[i].where;
+        lineno = colon ? strtoul(colon + 1, NULL, 10) : 0;
+        if (colon)
+            laters[i].where[colon - laters[i].where] = '\0';
+        check_pairs(laters[i].rec, json_string_value(json_object_get(laters[i].rec, "kind")));
+        json_decref(laters[i].rec);
+    }
+}
+
 static void check_pairs(const json_t *rec, const char *kind)
 {
     long long group = iget(rec, "group"), from = iget(rec, "from"), id = iget(rec, "id");
@@ -262,6 +288,8 @@ static void check_pairs(const json_t *rec, const char *kind)
         snprintf(s->type, sizeof(s->type), "%s", type ? type : "");
         return;
     }
+    if (id == 0)
+        return; /* its sender did not trace */
     const struct sent *s = find_send(group, from, id);
     if (!s)
         err("", kind, "has no earlier send with its id");
@@ -273,7 +301,7 @@ static void check_pairs(const json_t *rec, const char *kind)
 int main(int argc, char **argv)
 {
     const char *schema_path = "docs/trace.schema.json", *rules_path = NULL, *expect = NULL;
-    bool pairs = false;
+    bool pairs = false, unordered = false;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1]; i++) {
         if (strcmp(argv[i], "--schema") == 0 && i + 1 < argc)
@@ -284,8 +312,11 @@ int main(int argc, char **argv)
             expect = argv[++i];
         else if (strcmp(argv[i], "--pairs") == 0)
             pairs = true;
+        else if (strcmp(argv[i], "--pairs-unordered") == 0)
+            pairs = unordered = true;
         else {
             fprintf(stderr, "usage: tracecheck [--schema FILE] [--rules FILE] [--pairs] "
+                            "[--pairs-unordered] "
                             "[--expect-kinds LIST] [FILE...]\n");
             return 2;
         }
@@ -347,15 +378,28 @@ int main(int argc, char **argv)
                 if (rules_text && !rule_listed(rule))
                     err(".rule", "is not listed in the vocabulary:", rule);
             }
-            if (pairs && (strcmp(kind, "send") == 0 || strcmp(kind, "recv") == 0 ||
-                          strcmp(kind, "drop") == 0))
+            if (pairs && unordered && strcmp(kind, "send") != 0 &&
+                (strcmp(kind, "recv") == 0 || strcmp(kind, "drop") == 0)) {
+                if (n_laters == cap_laters) {
+                    cap_laters = cap_laters ? cap_laters * 2 : 1024;
+                    laters = realloc(laters, cap_laters * sizeof(*laters));
+                    if (!laters)
+                        abort();
+                }
+                laters[n_laters].rec = json_incref(rec);
+                snprintf(laters[n_laters].where, sizeof(laters[0].where), "%s:%lu", path, lineno);
+                n_laters++;
+            } else if (pairs && (strcmp(kind, "send") == 0 || strcmp(kind, "recv") == 0 ||
+                                 strcmp(kind, "drop") == 0)) {
                 check_pairs(rec, kind);
+            }
             json_decref(rec);
         }
         free(line);
         if (f != stdin)
             fclose(f);
     }
+    check_later();
     if (expect) {
         char *list = strdup(expect), *save = NULL;
         for (char *kd = strtok_r(list, ",", &save); kd; kd = strtok_r(NULL, ",", &save))

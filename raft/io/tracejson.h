@@ -3,7 +3,8 @@
  * The core hands out struct raft_trace and struct raft_message; this file
  * renders them, and the host's own records (sends, receipts, client
  * requests, state), as one JSON object per line, outside the core. It uses
- * libc only, so that the simulator and kvd share one writer and one schema.
+ * libc only (no libuv, no protobuf), so that the simulator links it too:
+ * one writer and one schema for raftsim and kvd.
  *
  * A record is built in a caller's buffer: tj_begin(), fields, tj_end().
  * A record that does not fit is dropped whole (tj_end() returns 0) rather
