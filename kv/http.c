@@ -884,21 +884,29 @@ static void dispatch(struct conn *c)
         respond(c, 200, "text/plain; version=0.0.4", b.p ? b.p : "", b.len);
         buf_free(&b);
     } else if (!strcmp(url, "/v1/transfer")) {
-        uint64_t to = 0;
-        if (query && !strncmp(query, "to=", 3)) {
-            char *end;
+        uint64_t to = 0, shard = 0;
+        bool one = false;
+        /* ?to=N, ?shard=S, or both: "shard=S&to=N" (either order). */
+        for (char *save = NULL, *p = query ? strtok_r(query, "&", &save) : NULL; p;
+             p = strtok_r(NULL, "&", &save)) {
+            bool is_to = !strncmp(p, "to=", 3), is_shard = !strncmp(p, "shard=", 6);
+            char *v = p + (is_to ? 3 : 6), *end;
             errno = 0;
-            to = strtoull(query + 3, &end, 10);
-            if (errno || *end) {
-                respond_error(c, 400, "to= must be a node id");
+            uint64_t n = (is_to || is_shard) && *v ? strtoull(v, &end, 10) : 0;
+            if ((!is_to && !is_shard) || !*v || errno || *end || (is_shard && n > INT32_MAX)) {
+                respond_error(c, 400, "use POST /v1/transfer[?to=N][&shard=S] (numbers)");
                 return;
             }
+            if (is_to)
+                to = n;
+            else
+                shard = n, one = true;
         }
         if (method != HTTP_POST) {
-            respond_error(c, 405, "use POST /v1/transfer[?to=N]");
+            respond_error(c, 405, "use POST /v1/transfer[?to=N][&shard=S]");
             return;
         }
-        int rv = kv_server_transfer(kv, -1, to);
+        int rv = kv_server_transfer(kv, one ? (int)shard : -1, to);
         if (rv == RAFT_OK)
             respond_json(c, 200, json_pack("{s:b}", "ok", 1));
         else

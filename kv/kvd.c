@@ -79,7 +79,8 @@ static const char usage_text[] =
     "  --trace               log every Raft decision with its rule (docs/trace.md)\n"
     "  --trace-file FILE     append every trace record as a JSON line to FILE (docs/trace.md,\n"
     "                        JSON lines): rules, messages, requests, states; FILE is moved\n"
-    "                        to FILE.1 when it reaches --trace-file-max-mb (default 64)\n"
+    "                        to FILE.1 when it reaches --trace-file-max-mb (default 64);\n"
+    "                        %n in FILE is the node's id (one option for every node)\n"
     "  --trace-file-max-mb N so the two files hold at most 2N MB\n"
     "\n"
     "Security (docs/kvd.md, Security and limits):\n"
@@ -589,6 +590,15 @@ int main(int argc, char **argv)
         }
         iolog("kvd %" PRIu64 ": joined: %zu members; starting empty, shards move here\n", cfg.id,
               cfg.n_peers);
+    }
+
+    /* --trace-file run/%n.jsonl: one option for every node of a cluster. */
+    char trace_path[4096];
+    if (cfg.trace_file && strstr(cfg.trace_file, "%n")) {
+        const char *at = strstr(cfg.trace_file, "%n");
+        snprintf(trace_path, sizeof(trace_path), "%.*s%" PRIu64 "%s", (int)(at - cfg.trace_file),
+                 cfg.trace_file, cfg.id, at + 2);
+        cfg.trace_file = trace_path;
     }
 
     struct kvd d;

@@ -56,6 +56,17 @@ void group_raft_fields(struct kv_server *s, struct shard *sh, json_t *o)
     json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(sh->sm)));
     json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(r)));
     json_object_set_new(o, "snapshot_index", json_integer((json_int_t)sh->snap_index));
+    /* What the dashboard draws besides: the vote, and the election timer as
+     * a bar that fills (none on a leader). */
+    json_object_set_new(o, "vote", json_integer((json_int_t)raft_voted_for(r)));
+    struct raft_election_timer et;
+    raft_election_timer(r, &et);
+    if (et.deadline_ms) {
+        json_object_set_new(o, "election_elapsed_ms",
+                            json_integer((json_int_t)(uv_now(s->loop) - et.started_ms)));
+        json_object_set_new(o, "election_timeout_ms",
+                            json_integer((json_int_t)(et.deadline_ms - et.started_ms)));
+    }
 }
 
 /* A hosted group's state: role, term, indexes, content. */

@@ -23,6 +23,8 @@ PACKAGES=(
     clang clang-format shellcheck libclang-rt-14-dev
     redis-tools curl jq
     nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
+    # The dashboard's browser tests (tests/browser/dashboard.py): headless Chromium.
+    chromium chromium-driver python3-selenium
 )
 
 # Peers for the side-by-side benchmark (Debian's etcd-server is etcd 3.4, with the v3 JSON
@@ -32,9 +34,9 @@ PEERS=(etcd-server)
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue libsodium)
-COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
-# Headers without a pkg-config module.
-HEADERS=(/usr/include/http_parser.h)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables chromium chromedriver)
+# Headers without a pkg-config module, and a Python module (python3-selenium).
+HEADERS=(/usr/include/http_parser.h /usr/lib/python3/dist-packages/selenium/__init__.py)
 
 usage() {
     sed -n '2,16s/^# \{0,1\}//p' "$0"

@@ -6,6 +6,7 @@
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "sim.h"
 #include "tracejson.h"
+#include "ui.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,6 +33,11 @@ static void usage(FILE *f)
           "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
           "      regenerates the expected trace below the ---- line. --json: each run as\n"
           "      JSON lines on stdout, its verdict last; the summary goes to stderr.\n"
+          "  raftsim run --html OUT.html FILE\n"
+          "      Run one scenario and write the dashboard's replay of it as one page\n"
+          "      with the trace inside: it opens from file://, offline (docs/dashboard.md).\n"
+          "  raftsim html OUT.html TRACE.jsonl\n"
+          "      The same page for a recorded trace (raftsim --json, kvd --trace-file).\n"
           "  raftsim seeds [--from S] [--count N] [--nodes 3,5] [--jobs J] [--max-seconds T]\n"
           "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
           "      Many random schedules without traces; prints the replay command of each\n"
@@ -70,6 +76,7 @@ struct common {
     unsigned jobs;
     const char *expect;
     bool quiet, messages, rewrite, verbose, json;
+    const char *html; /* run --html OUT.html */
 };
 
 /* Parse the options shared by the subcommands; returns the first non-option. */
@@ -109,6 +116,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->messages = true;
         else if (strcmp(a, "--json") == 0)
             c->json = true;
+        else if (strcmp(a, "--html") == 0)
+            c->html = v, i++;
         else if (strcmp(a, "--rewrite") == 0)
             c->rewrite = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
@@ -318,8 +327,157 @@ static int cmd_seeds(struct common *c, uint64_t default_count)
     return failed ? 1 : 0;
 }
 
+/* Write text with every "</" as "<\/": inside a <script> element nothing
+ * may close it early, and in JSON strings "\/" is "/". */
+static void put_script_safe(FILE *f, const char *text, size_t len)
+{
+    for (size_t k = 0; k < len; k++) {
+        if (text[k] == '<' && k + 1 < len && text[k + 1] == '/')
+            fputs("<\\", f);
+        else
+            fputc(text[k], f);
+    }
+}
+
+/* Text between the start of the page and a marker, then the rest after it. */
+static const char *split_at(const char *page, const char *marker, size_t *before)
+{
+    const char *at = strstr(page, marker);
+    if (!at)
+        return NULL;
+    *before = (size_t)(at - page);
+    return at + strlen(marker);
+}
+
+/* The dashboard (ui/, built in) as one page: its style and script inline,
+ * the trace (JSON lines) as a JSON array before the script. */
+static int write_html(const char *out, const char *source, const char *trace, size_t trace_len)
+{
+    const struct ui_file *page = ui_file_find("index.html"), *css = ui_file_find("style.css"),
+                         *js = ui_file_find("app.js");
+    static const char link[] = "<link rel=\"stylesheet\" href=\"style.css\">";
+    static const char script[] = "<script src=\"app.js\"></script>";
+    char *html = page ? strndup((const char *)page->data, page->len) : NULL;
+    size_t css_at, js_at;
+    const char *after_css = html ? split_at(html, link, &css_at) : NULL;
+    const char *after_js = after_css ? split_at(after_css, script, &js_at) : NULL;
+    if (!css || !js || !after_js) {
+        fprintf(stderr, "raftsim: the built-in dashboard lacks its page, style or script\n");
+        free(html);
+        return 2;
+    }
+    FILE *f = fopen(out, "wb");
+    if (!f) {
+        fprintf(stderr, "raftsim: %s: %s\n", out, strerror(errno));
+        free(html);
+        return 2;
+    }
+    fwrite(html, 1, css_at, f);
+    fputs("<style>\n", f);
+    put_script_safe(f, (const char *)css->data, css->len);
+    fputs("</style>", f);
+    fwrite(after_css, 1, js_at, f);
+    fputs("<script type=\"application/json\" id=\"embedded-trace\" data-source=\"", f);
+    for (const char *p = source; *p; p++) /* an attribute value */
+        if (*p == '"' || *p == '&' || *p == '<' || *p == '>')
+            fprintf(f, "&#%d;", *p);
+        else
+            fputc(*p, f);
+    fputs("\">\n[", f);
+    bool first = true;
+    for (size_t at = 0; at < trace_len;) {
+        const char *nl = memchr(trace + at, '\n', trace_len - at);
+        size_t len = nl ? (size_t)(nl - (trace + at)) : trace_len - at;
+        if (len) {
+            fputs(first ? "" : ",\n", f);
+            put_script_safe(f, trace + at, len);
+            first = false;
+        }
+        at += len + 1;
+    }
+    fputs("]\n</script>\n<script>\n", f);
+    put_script_safe(f, (const char *)js->data, js->len);
+    fputs("</script>", f);
+    fputs(after_js, f);
+    free(html);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "raftsim: %s: %s\n", out, strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_html(struct common *c, const char *file)
+{
+    char *trace = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&trace, &len);
+    if (!mem) {
+        perror("raftsim: open_memstream");
+        return 2;
+    }
+    int rv = sim_run_scenario_file_json(file, false, c->verbose, mem);
+    json_verdict(mem, rv == 0,
+                 rv == 0 ? "the run matched its expected trace and expectations"
+                         : "the run did not match its expected trace or expectations",
+                 file);
+    fclose(mem);
+    int wrote = write_html(c->html, file, trace, len);
+    free(trace);
+    if (wrote == 0)
+        printf("  %-5s %s -> %s\n", rv == 0 ? "ok" : "FAIL", file, c->html);
+    return wrote ? wrote : rv ? 1 : 0;
+}
+
+static int cmd_html_trace(int argc, char **argv, int i)
+{
+    if (argc - i != 2) {
+        fprintf(stderr, "raftsim html: expected OUT.html TRACE.jsonl\n");
+        return 2;
+    }
+    FILE *f = fopen(argv[i + 1], "rb");
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len = f ? getdelim(&text, &cap, '\0', f) : -1;
+    if (f)
+        fclose(f);
+    if (len <= 0) {
+        fprintf(stderr, "raftsim html: %s: %s\n", argv[i + 1], f ? "empty" : strerror(errno));
+        free(text);
+        return 2;
+    }
+    /* A trace is JSON objects, one a line: refuse anything else before it is
+     * put inside a page. */
+    unsigned long lineno = 0;
+    for (const char *p = text; p < text + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(text + len - p);
+        lineno++;
+        if (n && (p[0] != '{' || p[n - 1] != '}')) {
+            fprintf(stderr, "raftsim html: %s:%lu: not a JSON trace record (docs/trace.md)\n",
+                    argv[i + 1], lineno);
+            free(text);
+            return 2;
+        }
+        p += n + 1;
+    }
+    int rv = write_html(argv[i], argv[i + 1], text, (size_t)len);
+    free(text);
+    if (rv == 0)
+        printf("  wrote %s (%lu records of %s)\n", argv[i], lineno, argv[i + 1]);
+    return rv;
+}
+
 static int cmd_run(struct common *c, int argc, char **argv, int i)
 {
+    if (c->html || (i < argc && strcmp(argv[i], "--html") == 0)) {
+        int k = parse(argc, argv, i, c);
+        if (!c->html || !*c->html || k != argc - 1) {
+            fprintf(stderr, "raftsim run --html: expected --html OUT.html and one scenario file\n");
+            return 2;
+        }
+        return cmd_html(c, argv[k]);
+    }
     const char *env = getenv("REWRITE");
     bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
     int failures = 0, files = 0;
@@ -358,6 +516,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&c, argc, argv, i);
+    if (strcmp(cmd, "html") == 0)
+        return cmd_html_trace(argc, argv, i);
     if (strcmp(cmd, "seeds") == 0 || strcmp(cmd, "soak") == 0) {
         if (parse(argc, argv, i, &c) < argc) {
             fprintf(stderr, "raftsim %s: unexpected argument\n", cmd);
