@@ -827,9 +827,12 @@ static unsigned route_flags(const char *path, int method)
         return kv_commands[method == HTTP_GET ? KV_ID_RAFT_NODES : KV_ID_RAFT_NODE].flags;
     if (!strcmp(path, "/v1/rebalance"))
         return kv_commands[KV_ID_RAFT_REBALANCE].flags;
+    /* The dashboard's files hold nothing of the cluster's: the page asks for what it
+     * shows with the password, if the node wants one. */
+    if (!strcmp(path, "/ui") || !strncmp(path, "/ui/", 4))
+        return KV_CMD_NO_AUTH;
     if (!strcmp(path, "/v1/status") || !strcmp(path, "/v1/ring") ||
-        !strncmp(path, "/v1/locate/", 11) || !strcmp(path, "/v1/events") || !strcmp(path, "/ui") ||
-        !strncmp(path, "/ui/", 4))
+        !strncmp(path, "/v1/locate/", 11) || !strcmp(path, "/v1/events"))
         return kv_commands[KV_ID_RAFT_STATUS].flags; /* what the cluster looks like */
     /* The fault filter, which RESP has no command for. */
     if (!strcmp(path, "/v1/admin/faults"))

@@ -461,10 +461,11 @@ function followSteps(req) {
       text = describe(r);
     } else if (r.kind === "recv" && sends.has(r.from + ":" + r.id)) text = describe(r);
     else if (index && r.kind === "commit" && r.from <= index && index <= r.index) text = describe(r);
-    if (text) steps.push({ kind: r.kind, text: `+${String(r.t - t0).padStart(5)} ms ${text.trim()}` });
+    if (text) steps.push({ t: r.t, kind: r.kind, text: `+${String(r.t - t0).padStart(5)} ms ${text.trim()}` });
     if (steps.length > 40) break;
   }
-  return steps;
+  // The nodes' streams interleave as they arrive: put the steps in the order they happened.
+  return steps.sort((a, b) => a.t - b.t);
 }
 
 function followedMessageIds() {
@@ -521,29 +522,54 @@ function liveRecord(r) {
   apply(r, true);
 }
 
+// A node's server-sent events, read with fetch rather than EventSource, which cannot send
+// the password a node may want. A stream that ends (the node died) is marked broken, and
+// opened again once the node answers /v1/status.
 function connect(id, base) {
   if (live.streams.has(id)) return;
-  const es = new EventSource(base + "/v1/events");
-  // A node that died and came back: its status answers again before the browser's own
-  // retry of the stream, which pollStatus() then hurries.
-  es.onerror = () => { live.broken.add(id); };
-  es.onmessage = (ev) => {
-    let r;
-    try { r = JSON.parse(ev.data); } catch (e) { return; }
-    liveRecord(r);
-  };
-  live.streams.set(id, es);
+  const ctl = new AbortController();
+  live.streams.set(id, ctl);
+  fetch(base + "/v1/events", { headers: authHeaders(), signal: ctl.signal, cache: "no-store" })
+    .then(async (res) => {
+      if (!res.ok) throw new Error(`events: ${res.status}`);
+      const reader = res.body.getReader();
+      const text = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += text.decode(value, { stream: true });
+        let end;
+        while ((end = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          for (const line of ev.split("\n")) {
+            if (!line.startsWith("data: ")) continue;
+            let r;
+            try { r = JSON.parse(line.slice(6)); } catch (e) { continue; }
+            liveRecord(r);
+          }
+        }
+      }
+      throw new Error("the stream ended");
+    })
+    .catch(() => {
+      if (live.streams.get(id) === ctl) live.broken.add(id);
+    });
 }
 
 async function pollStatus(id, base) {
   try {
-    const res = await fetch(base + "/v1/status", { cache: "no-store" });
+    const res = await fetch(base + "/v1/status", { cache: "no-store", headers: authHeaders() });
+    if (res.status === 401) {
+      say("the nodes want a password: type it in the token box", true);
+      return;
+    }
     const st = await res.json();
     if (live.paused) return;
     const n = node(id);
     n.up = true;
     if (live.broken.delete(id)) {
-      live.streams.get(id).close();
       live.streams.delete(id);
       connect(id, base);
     }
@@ -570,12 +596,19 @@ async function startLive() {
   let table;
   try {
     const res = await fetch("/v1/nodes", { cache: "no-store", headers: authHeaders() });
+    if (res.status === 401) {
+      live.needToken = true;
+      say("this node wants a password: type it (or the admin token) in the token box", true);
+      return;
+    }
     if (!res.ok) throw new Error(`GET /v1/nodes: ${res.status}`);
     table = await res.json();
   } catch (e) {
     say("cannot read the members table from this node: " + e.message, true);
     return;
   }
+  live.needToken = false;
+  say("");
   $("source").textContent = `cluster ${table.cluster_id}, ${table.nodes.length} nodes, ${table.shards} shards`;
   for (const m of table.nodes) {
     const base = `http://${m.client_host || m.host}:${m.http_port}`;
@@ -665,7 +698,16 @@ function setupLiveControls() {
   });
   $("heal").addEventListener("click", heal);
   $("transfer").addEventListener("click", transfer);
-  $("token").addEventListener("change", checkControls);
+  $("token").addEventListener("change", () => {
+    if (live.needToken) {
+      startLive();
+      return;
+    }
+    for (const ctl of live.streams.values()) ctl.abort(); // again, with the token
+    live.streams.clear();
+    for (const [id, base] of live.members) connect(id, base);
+    checkControls();
+  });
   $("pause").addEventListener("click", () => {
     live.paused = !live.paused;
     $("pause").textContent = live.paused ? "Resume" : "Pause";
@@ -708,7 +750,7 @@ function parseTrace(text) {
 }
 
 function startReplay(records, source) {
-  for (const es of live.streams.values()) es.close();
+  for (const ctl of live.streams.values()) ctl.abort();
   live.streams.clear();
   $("live-controls").hidden = true;
   $("actions").hidden = true;

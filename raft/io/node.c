@@ -221,6 +221,11 @@ uint64_t raft_node_wall_ms(void)
 
 void raft_node_set_trace_json(struct raft_node *n, bool on)
 {
+    /* A restarted node must not reuse the ids of its previous life, or a
+     * receipt could match a send of it: start from the clock, in 2^20 steps
+     * of milliseconds, below 2^53 (a JavaScript number stays exact). */
+    if (!n->next_trace_id)
+        n->next_trace_id = (raft_node_wall_ms() % (1ULL << 31)) << 20;
     n->json = on && n->cb.trace_json;
     for (size_t i = 0; i < n->n_groups; i++)
         n->groups[i]->json_sig = 0; /* the first record of each is a state */
