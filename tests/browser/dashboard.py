@@ -187,6 +187,18 @@ def live(d):
     d.find_element(By.ID, "heal").click()
     healed = wait_for("no cut", lambda: count(d, "#stage line.cut") == 0, 10)
     check("Heal removes the cut", healed)
+
+    # Leadership transfer from the page: a follower of the shard on view gets it.
+    click(d, f"#stage g.node[data-node='{iso}']")  # unselect
+    cur = wait_for("one leader after the heal", lambda: len(leaders(d)) == 1 and leaders(d), 15)
+    if check("one leader after the heal", cur, str(leaders(d))):
+        target = min(i for i in nodes if i != cur[0][0])
+        click(d, f"#stage g.node[data-node='{target}']")
+        d.find_element(By.ID, "transfer").click()
+        moved = wait_for("the transfer", lambda: [(i, t) for i, t in leaders(d)
+                                                  if i == target and t > cur[0][1]], 10)
+        check(f"Transfer hands the shard to n{target}", moved,
+              f"{leaders(d)}; {d.find_element(By.ID, 'status-line').text}")
     errs = uncaught(d)
     check("no JavaScript error through all of it", not errs, "; ".join(errs))
 
