@@ -23,9 +23,12 @@ PACKAGES=(
     clang clang-format shellcheck libclang-rt-14-dev
     redis-tools curl jq
     nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
-    # The dashboard's browser tests (tests/browser/dashboard.py): headless Chromium.
-    chromium chromium-driver python3-selenium
 )
+
+# The dashboard's browser tests (tests/browser/dashboard.py): headless Chromium. `install`
+# installs them with the rest; `ensure` installs them when it can, and where it cannot (not
+# root, no sudo) goes on without them: those tests then skip and say why.
+BROWSER=(chromium chromium-driver python3-selenium)
 
 # Peers for the side-by-side benchmark (Debian's etcd-server is etcd 3.4, with the v3 JSON
 # gateway). Installing it does not start a system etcd where there is no init system; where
@@ -34,9 +37,11 @@ PEERS=(etcd-server)
 
 # What `check` looks at: pkg-config modules and commands that stand for the packages above.
 PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_queue libsodium)
-COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables chromium chromedriver)
-# Headers without a pkg-config module, and a Python module (python3-selenium).
-HEADERS=(/usr/include/http_parser.h /usr/lib/python3/dist-packages/selenium/__init__.py)
+COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
+# Headers without a pkg-config module.
+HEADERS=(/usr/include/http_parser.h)
+# What stands for BROWSER.
+BROWSER_FILES=(/usr/bin/chromium /usr/bin/chromedriver /usr/lib/python3/dist-packages/selenium/__init__.py)
 
 usage() {
     sed -n '2,16s/^# \{0,1\}//p' "$0"
@@ -81,12 +86,30 @@ install() {
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${pkgs[@]}" </dev/null
 }
 
+browser_missing() {
+    local f
+    for f in "${BROWSER_FILES[@]}"; do
+        [ -e "$f" ] || return 0
+    done
+    return 1
+}
+
+# The browser packages when missing, if they can be installed here; never an error.
+ensure_browser() {
+    browser_missing || return 0
+    if [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+        install "${BROWSER[@]}" || echo "deps: could not install ${BROWSER[*]}: the browser tests will fail" >&2
+    else
+        echo "deps: ${BROWSER[*]} missing and not installable here (not root, no sudo): the browser tests skip" >&2
+    fi
+}
+
 case "${1:-}" in
     check) check ;;
-    install) install "${PACKAGES[@]}" ;;
-    ensure) check 2>/dev/null || { install "${PACKAGES[@]}" && check; } ;;
+    install) install "${PACKAGES[@]}" "${BROWSER[@]}" ;;
+    ensure) { check 2>/dev/null || { install "${PACKAGES[@]}" && check; }; } && ensure_browser ;;
     peers) install "${PEERS[@]}" ;;
-    list) echo "${PACKAGES[*]}" ;;
+    list) echo "${PACKAGES[*]} ${BROWSER[*]}" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

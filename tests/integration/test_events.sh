@@ -44,6 +44,10 @@ check "?group= keeps one group's records" \
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 check "/v1/events?group=x is refused (400)" eq "$(code "$(http 1)/v1/events?group=x")" 400
 check "POST /v1/events is refused (405)" eq "$(code -XPOST "$(http 1)/v1/events")" 405
+check "/v1/transfer?shard=x is refused (400)" eq "$(code -XPOST "$(http 1)/v1/transfer?shard=x")" 400
+check "/v1/transfer?shard=7 of a 1-shard cluster is refused (400)" \
+    eq "$(code -XPOST "$(http 1)/v1/transfer?shard=7")" 400
+check "/v1/transfer?color=red is refused (400)" eq "$(code -XPOST "$(http 1)/v1/transfer?color=red")" 400
 out=$("$KVD" --id 9 --data "$T/9" --peers "9=127.0.0.1:$((BASE + 35)):$((BASE + 36)):$((BASE + 37))" \
     --trace-file "$T/no/such/dir/t.jsonl" 2>&1 || true)
 check "kvd refuses a trace file it cannot open, and says why" \
