@@ -72,7 +72,7 @@ struct http_server {
 static void conn_release(struct tcp_conn *base)
 {
     struct conn *c = (struct conn *)base;
-    if (c->streaming)
+    if (c->streaming && !c->sub.detached) /* detached: the server may be gone */
         kv_server_trace_unsubscribe(c->hs->kv, &c->sub);
     buf_free(&c->in);
     buf_free(&c->url);
@@ -104,7 +104,8 @@ static void on_written(uv_stream_t *s)
     if (c->base.closing)
         return;
     if (c->streaming) { /* no requests any more: only the stream's bound matters */
-        kv_server_trace_drained(c->hs->kv, &c->sub);
+        if (!c->sub.detached)
+            kv_server_trace_drained(c->hs->kv, &c->sub);
         return;
     }
     tcp_conn_stalled(&c->base, false); /* it reads: the clock starts again... */

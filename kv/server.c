@@ -137,7 +137,7 @@ static void trace_tracing(struct kv_server *s)
 
 bool kv_server_trace_subscribe(struct kv_server *s, struct kv_trace_sub *sub)
 {
-    if (!kv_trace_subscribe(&s->trace, sub))
+    if (s->stopping || !kv_trace_subscribe(&s->trace, sub))
         return false;
     /* A new viewer needs the picture now: every group says its state at
      * its next step, and the network its cuts. */
@@ -148,6 +148,8 @@ bool kv_server_trace_subscribe(struct kv_server *s, struct kv_trace_sub *sub)
 
 void kv_server_trace_unsubscribe(struct kv_server *s, struct kv_trace_sub *sub)
 {
+    if (sub->detached)
+        return; /* the server stopped: s may be gone */
     kv_trace_unsubscribe(&s->trace, sub);
     trace_tracing(s);
 }
@@ -563,6 +565,8 @@ static void cb_stopped(void *data)
 void kv_server_stop(struct kv_server *s)
 {
     s->stopping = true;
+    kv_trace_detach_all(&s->trace);
+    raft_node_set_trace_json(s->node, kv_trace_on(&s->trace));
     while (s->requests)
         request_finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
     fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");

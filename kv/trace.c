@@ -135,6 +135,15 @@ void kv_trace_unsubscribe(struct kv_trace *t, struct kv_trace_sub *sub)
     t->n_subs--;
 }
 
+void kv_trace_detach_all(struct kv_trace *t)
+{
+    while (t->subs) {
+        struct kv_trace_sub *sub = t->subs;
+        kv_trace_unsubscribe(t, sub);
+        sub->detached = true;
+    }
+}
+
 void kv_trace_drained(struct kv_trace *t, struct kv_trace_sub *sub)
 {
     if (sub->lost && sub->queued(sub) < KV_TRACE_SUB_QUEUE / 2)

@@ -28,6 +28,9 @@ struct kv_trace_sub {
     uint64_t group; /* only this group's records (and the node-wide ones) */
     bool all_groups;
     uint64_t lost; /* dropped since the subscriber was last told */
+    /* The server stopped and let go of it (kv_trace_detach_all): the trace
+     * is not to be touched again, it may be freed already. */
+    bool detached;
 };
 
 struct kv_trace {
@@ -54,6 +57,9 @@ void kv_trace_emit(struct kv_trace *t, uint64_t group, const char *line, size_t 
 /* Add a subscriber; false when there are KV_TRACE_MAX_SUBS already. */
 bool kv_trace_subscribe(struct kv_trace *t, struct kv_trace_sub *sub);
 void kv_trace_unsubscribe(struct kv_trace *t, struct kv_trace_sub *sub);
+/* The server is stopping: forget every subscriber, marking each detached,
+ * since the connections close after the server may be gone. */
+void kv_trace_detach_all(struct kv_trace *t);
 /* The subscriber's stream drained some: tell it what it lost, if it did. */
 void kv_trace_drained(struct kv_trace *t, struct kv_trace_sub *sub);
 

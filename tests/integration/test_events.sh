@@ -130,7 +130,12 @@ check "the slow subscriber is told how many records it lost" \
 check "node 3's file rotated at 1 MiB (FILE and FILE.1, each within the bound)" \
     bash -c "[ -s '$T/trace3.jsonl.1' ] && [ \$(stat -c %s '$T/trace3.jsonl.1') -le 1048576 ] &&
         [ \$(stat -c %s '$T/trace3.jsonl') -le 1048576 ]"
-stop_node 1
+# A node stops cleanly with a stream open (the stream's connection closes after the
+# server has let go of it).
+timeout 10 curl -sN "$(http 1)/v1/events" >/dev/null &
+check "the stream is open" wait_until 5 \
+    bash -c "[ \"\$(curl -s $(http 1)/metrics | awk '/^raftkv_trace_streams /{print \$2}')\" = 1 ]"
+check "node 1 stops cleanly with a stream open" stop_node 1
 stop_node 3
 check "the trace files validate against docs/trace.schema.json" \
     "$TRACECHECK" --rules docs/trace.md \

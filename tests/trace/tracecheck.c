@@ -414,6 +414,11 @@ int main(int argc, char **argv)
         path = "(all)";
         err("", "no records", NULL);
     }
+    json_decref(seen);
+    json_decref(root_schema);
+    free(rules_text);
+    free(sends);
+    free(laters);
     if (errors) {
         fprintf(stderr, "tracecheck: %u error(s) in %lu records\n", errors, records);
         return 1;
