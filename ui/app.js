@@ -106,7 +106,9 @@ function msgBrief(r) {
 }
 
 function addEvent(r) {
-  model.events.push({ text: fmtTime(r.t) + " " + describe(r), kind: r.kind });
+  // A verdict closes a run; its time says nothing.
+  const when = r.kind === "verdict" ? "      end" : fmtTime(r.t);
+  model.events.push({ text: when + " " + describe(r), kind: r.kind });
   if (model.events.length > MAX_EVENTS) model.events.shift();
 }
 
