@@ -67,7 +67,11 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 
 CORE_OBJ := $(CORE_SRC:%.c=$(OBJ)/%.o)
 IO_OBJ := $(IO_SRC:%.c=$(OBJ)/%.o)
-KV_OBJ := $(KV_SRC:%.c=$(OBJ)/%.o)
+# The dashboard's files (ui/), compiled into kvd and raftsim (kv/ui.h).
+UI_FILES := $(sort $(wildcard ui/*.html ui/*.js ui/*.css))
+UI_C := $(GEN)/ui_files.c
+UI_OBJ := $(OBJ)/gen/ui_files.o
+KV_OBJ := $(KV_SRC:%.c=$(OBJ)/%.o) $(UI_OBJ)
 SIM_OBJ := $(SIM_SRC:%.c=$(OBJ)/%.o)
 PROTO_OBJ := $(PROTO_C:$(GEN)/%.c=$(OBJ)/gen/%.o)
 HARNESS_OBJ := $(OBJ)/tests/harness.o
@@ -90,6 +94,9 @@ BINS := $(RAFTSIM) $(KVD) $(KVCTL) $(KVRING) $(KVBENCH) $(KVCHECK) $(NFQ_DELAY) 
 # A test-only tool: rewrites a stored value as no read notices (test_corruption.sh).
 KVREWRITE := $(OBJ)/kvrewrite
 BINS += $(KVREWRITE)
+# The trace schema's checker (docs/trace.schema.json): a test-only tool.
+TRACECHECK := $(OBJ)/tracecheck
+BINS += $(TRACECHECK)
 # The linearizability checker (docs/lincheck.md): a library and its command line.
 LINCHECK_SRC := $(filter-out tests/lincheck/lincheck.c,$(wildcard tests/lincheck/*.c))
 LIBLINCHECK := $(OBJ)/liblincheck.a
@@ -119,6 +126,16 @@ $(OBJ)/gen/%.o: $(GEN)/%.c $(PROTO_H)
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $$(pkg-config --cflags $(PKGS_PROTO)) -I$(GEN) -c $< -o $@
+
+$(UI_C): $(UI_FILES) scripts/embed-ui.sh
+	$(call say,EMBED,ui/)
+	@mkdir -p $(GEN)
+	$(Q)scripts/embed-ui.sh $@ $(UI_FILES)
+
+$(UI_OBJ): $(UI_C) kv/ui.h
+	$(call say,CC,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_ALL) -Ikv -c $< -o $@
 
 # raft/core sees only its own headers and libc.
 $(OBJ)/raft/core/%.o: raft/core/%.c
@@ -156,7 +173,8 @@ $(LIBPROTO): $(PROTO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBRAFT)
+# The simulator writes JSON records with the runtime's writer (libc only).
+$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(OBJ)/raft/io/tracejson.o $(UI_OBJ) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
@@ -186,6 +204,10 @@ $(KVREWRITE): tests/integration/kvrewrite.c
 	$(call say,CC,$<)
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs lmdb libxxhash) -o $@
+
+$(TRACECHECK): $(OBJ)/tests/trace/tracecheck.o
+	$(call say,LD,$@)
+	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs jansson) -o $@
 
 $(LIBLINCHECK): $(LINCHECK_SRC:%.c=$(OBJ)/%.o)
 	$(call say,AR,$@)
@@ -283,7 +305,7 @@ $(FUZZ_DIR)/fuzz_codec: tests/fuzz/fuzz_codec.c raft/io/codec.c $(PROTO_C) $(PRO
 
 # The front doors' targets include their door's file whole (its static parser is what
 # they drive) and link the rest of kvd.
-FUZZ_KVD_SRC := $(KV_SRC) $(IO_SRC) $(CORE_SRC) $(PROTO_C)
+FUZZ_KVD_SRC := $(KV_SRC) $(IO_SRC) $(CORE_SRC) $(PROTO_C) $(UI_C)
 FUZZ_KVD_LIBS = $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV)
 $(FUZZ_DIR)/fuzz_resp: tests/fuzz/fuzz_resp.c $(FUZZ_KVD_SRC) $(PROTO_H)
 	$(call say,FUZZ,$@)

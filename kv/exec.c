@@ -94,6 +94,16 @@ void exec_answer(struct kv_server *s, struct exec *x, struct exec **list, Kvpb__
     struct shard *sh = x->sh;
     raft_id origin = x->origin;
     uint64_t req_id = x->req_id;
+    char buf[512];
+    struct tj j;
+    if (x->client_id && trace_begin(s, &j, buf, sizeof(buf), "answer", sh->group)) {
+        trace_req(&j, x->client_id, x->seq);
+        tj_str(&j, "status",
+               code == KVPB__REPLY_CODE__REPLY_OK ? "ok"
+               : message                          ? message
+                                                  : "error");
+        trace_end(s, &j, sh->group);
+    }
     exec_free(x);
     reply_to(s, sh, origin, req_id, code, message, result);
 }
@@ -176,6 +186,14 @@ void exec_start(struct kv_server *s, struct shard *sh, raft_id origin, uint64_t 
         kvpb__command__free_unpacked(cmd, NULL);
         exec_link(x, &sh->writes);
         rv = propose_stamped(s, sh, data, len);
+        char buf[512];
+        struct tj j;
+        if (trace_begin(s, &j, buf, sizeof(buf), "propose", sh->group)) {
+            trace_req(&j, x->client_id, x->seq);
+            tj_u64(&j, "term", raft_current_term(core(s, sh)));
+            tj_str(&j, "status", rv == RAFT_OK ? "ok" : raft_strerror(rv));
+            trace_end(s, &j, sh->group);
+        }
         if (rv == RAFT_OK)
             return;
         exec_unlink(x, &sh->writes);

@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <inttypes.h>
@@ -12,6 +13,7 @@
 
 #include "commands.h"
 #include "tcp.h"
+#include "ui.h"
 
 enum {
     MAX_URL = 8 << 10,
@@ -49,6 +51,12 @@ struct conn {
     struct kv_session session; /* the connection's own (server.h) */
     bool in_message;           /* a request has begun and is not complete (the partial timeout) */
     enum kv_access access;     /* this request's: what its Authorization header opens */
+    char origin[128];          /* this request's Origin header, "" if none */
+    const char *cors;          /* header lines this answer adds for a browser (CORS), or "" */
+    char cors_buf[384];
+    /* GET /v1/events: the connection is a stream of trace records (trace.h). */
+    bool streaming;
+    struct kv_trace_sub sub;
 };
 
 struct http_server {
@@ -64,6 +72,8 @@ struct http_server {
 static void conn_release(struct tcp_conn *base)
 {
     struct conn *c = (struct conn *)base;
+    if (c->streaming && !c->sub.detached) /* detached: the server may be gone */
+        kv_server_trace_unsubscribe(c->hs->kv, &c->sub);
     buf_free(&c->in);
     buf_free(&c->url);
     buf_free(&c->body);
@@ -93,6 +103,11 @@ static void on_written(uv_stream_t *s)
     struct conn *c = s->data;
     if (c->base.closing)
         return;
+    if (c->streaming) { /* no requests any more: only the stream's bound matters */
+        if (!c->sub.detached)
+            kv_server_trace_drained(c->hs->kv, &c->sub);
+        return;
+    }
     tcp_conn_stalled(&c->base, false); /* it reads: the clock starts again... */
     if (!c->base.busy)
         drive(c);
@@ -121,6 +136,10 @@ static const char *status_text(int code)
     switch (code) {
     case 200:
         return "OK";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
     case 400:
         return "Bad Request";
     case 401:
@@ -150,8 +169,8 @@ static const char *status_text(int code)
 static void respond_with(struct conn *c, int code, const char *type, const char *extra,
                          const char *body, size_t len)
 {
-    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n",
-               code, status_text(code), type, len, extra ? extra : "",
+    buf_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+               code, status_text(code), type, len, extra ? extra : "", c->cors ? c->cors : "",
                c->keep_alive ? "" : "Connection: close\r\n");
     buf_append(&c->out, body, len);
     if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written)) {
@@ -676,6 +695,123 @@ static void handle_faults(struct conn *c, int method)
     respond_json(c, 200, faults_json(kv));
 }
 
+/* ------------------------------------------------------------------------
+ * The dashboard (docs/dashboard.md): its files, its stream, its browser
+ * ------------------------------------------------------------------------ */
+
+/* Browsers let a page read another origin's answers only when that origin
+ * says so. The dashboard served by one node reads every node: what is
+ * read-only (status, events, members) is open to any page, as curl is;
+ * what changes something (the fault filter, transfers) is open only to
+ * pages served by a member, and still needs its token. */
+static void cors(struct conn *c, const char *url, int method)
+{
+    if (!c->origin[0])
+        return;
+    bool read_only =
+        (method == HTTP_GET || method == HTTP_OPTIONS) &&
+        (!strcmp(url, "/v1/status") || !strcmp(url, "/v1/events") || !strcmp(url, "/v1/nodes") ||
+         !strcmp(url, "/v1/ring") || !strcmp(url, "/metrics"));
+    bool member = kv_server_member_origin(c->hs->kv, c->origin);
+    if (!read_only && !member)
+        return;
+    snprintf(c->cors_buf, sizeof(c->cors_buf),
+             "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n%s", member ? c->origin : "*",
+             method == HTTP_OPTIONS
+                 ? "Access-Control-Allow-Methods: GET, PUT, POST, DELETE\r\n"
+                   "Access-Control-Allow-Headers: Authorization, Content-Type\r\n"
+                   "Access-Control-Max-Age: 600\r\n"
+                 : "");
+    c->cors = c->cors_buf;
+}
+
+/* One record as a server-sent event. */
+static int sse_write(struct kv_trace_sub *sub, const char *line, size_t len)
+{
+    struct conn *c = (struct conn *)((char *)sub - offsetof(struct conn, sub));
+    if (c->base.closing)
+        return -1;
+    buf_puts(&c->out, "data: ");
+    buf_append(&c->out, line, len && line[len - 1] == '\n' ? len - 1 : len);
+    buf_puts(&c->out, "\n\n");
+    if (c->out.oom || tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written)) {
+        buf_free(&c->out);
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+static size_t sse_queued(struct kv_trace_sub *sub)
+{
+    struct conn *c = (struct conn *)((char *)sub - offsetof(struct conn, sub));
+    return unsent(c);
+}
+
+/* GET /v1/events[?group=N]: the node's trace records as they happen, as
+ * server-sent events (one JSON record each, docs/trace.md), until the
+ * client goes. A client that reads too slowly loses records and is told
+ * how many (trace.h). */
+static void handle_events(struct conn *c, int method, const char *query)
+{
+    if (method != HTTP_GET) {
+        respond_error(c, 405, "use GET /v1/events[?group=N]");
+        return;
+    }
+    memset(&c->sub, 0, sizeof(c->sub));
+    c->sub.all_groups = true;
+    if (query && *query) {
+        char *end;
+        errno = 0;
+        if (strncmp(query, "group=", 6) != 0 || !query[6] ||
+            (c->sub.group = strtoull(query + 6, &end, 10), errno || *end)) {
+            respond_error(c, 400, "use GET /v1/events or /v1/events?group=N (a Raft group)");
+            return;
+        }
+        c->sub.all_groups = false;
+    }
+    c->sub.write = sse_write;
+    c->sub.queued = sse_queued;
+    /* The header goes first: subscribing writes the first records at once. */
+    buf_printf(&c->out,
+               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+               "%s\r\n: trace records of this node, one JSON object per event (docs/trace.md)\n\n",
+               c->cors ? c->cors : "");
+    c->streaming = true;
+    if (!kv_server_trace_subscribe(c->hs->kv, &c->sub)) {
+        c->streaming = false;
+        c->out.len = 0;
+        respond_error(c, 503, "too many event streams open on this node (at most 16)");
+        return;
+    }
+    stop_parsing(c); /* the connection is the stream's from now on */
+    if (c->out.len && !c->base.closing &&
+        tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written))
+        conn_close(c);
+}
+
+/* GET /ui/...: the dashboard's files, built into kvd (ui.h). */
+static void handle_ui(struct conn *c, int method, const char *url)
+{
+    if (method != HTTP_GET) {
+        respond_error(c, 405, "use GET /ui/");
+        return;
+    }
+    if (!strcmp(url, "/ui")) {
+        respond_with(c, 301, "text/plain", "Location: /ui/\r\n", "", 0);
+        return;
+    }
+    const char *name = url + 4;
+    if (!*name)
+        name = "index.html";
+    const struct ui_file *f = ui_file_find(name);
+    if (!f) {
+        respond_error(c, 404, "no such file of the dashboard; open /ui/");
+        return;
+    }
+    respond_with(c, 200, f->type, "Cache-Control: no-cache\r\n", (const char *)f->data, f->len);
+}
+
 static void emit_metrics(void *arg, const char *text)
 {
     buf_puts(arg, text);
@@ -692,8 +828,12 @@ static unsigned route_flags(const char *path, int method)
         return kv_commands[method == HTTP_GET ? KV_ID_RAFT_NODES : KV_ID_RAFT_NODE].flags;
     if (!strcmp(path, "/v1/rebalance"))
         return kv_commands[KV_ID_RAFT_REBALANCE].flags;
+    /* The dashboard's files hold nothing of the cluster's: the page asks for what it
+     * shows with the password, if the node wants one. */
+    if (!strcmp(path, "/ui") || !strncmp(path, "/ui/", 4))
+        return KV_CMD_NO_AUTH;
     if (!strcmp(path, "/v1/status") || !strcmp(path, "/v1/ring") ||
-        !strncmp(path, "/v1/locate/", 11))
+        !strncmp(path, "/v1/locate/", 11) || !strcmp(path, "/v1/events"))
         return kv_commands[KV_ID_RAFT_STATUS].flags; /* what the cluster looks like */
     /* The fault filter, which RESP has no command for. */
     if (!strcmp(path, "/v1/admin/faults"))
@@ -716,9 +856,18 @@ static void dispatch(struct conn *c)
     if (query)
         *query++ = '\0';
     size_t len = strlen(url);
+    cors(c, url, method);
+    if (method == HTTP_OPTIONS) { /* a browser's preflight: cors() said what it may do */
+        respond(c, 204, "text/plain", "", 0);
+        return;
+    }
     if (!allowed(c, kv_command_access(route_flags(url, method))))
         return;
-    if (!strncmp(url, "/v1/kv/", 7)) {
+    if (!strcmp(url, "/v1/events")) {
+        handle_events(c, method, query);
+    } else if (!strcmp(url, "/ui") || !strncmp(url, "/ui/", 4)) {
+        handle_ui(c, method, url);
+    } else if (!strncmp(url, "/v1/kv/", 7)) {
         handle_kv(c, method, url + 7, len - 7, query);
     } else if (!strncmp(url, "/v1/cas/", 8)) {
         handle_cas(c, method, url + 8, len - 8);
@@ -739,21 +888,29 @@ static void dispatch(struct conn *c)
         respond(c, 200, "text/plain; version=0.0.4", b.p ? b.p : "", b.len);
         buf_free(&b);
     } else if (!strcmp(url, "/v1/transfer")) {
-        uint64_t to = 0;
-        if (query && !strncmp(query, "to=", 3)) {
-            char *end;
+        uint64_t to = 0, shard = 0;
+        bool one = false;
+        /* ?to=N, ?shard=S, or both: "shard=S&to=N" (either order). */
+        for (char *save = NULL, *p = query ? strtok_r(query, "&", &save) : NULL; p;
+             p = strtok_r(NULL, "&", &save)) {
+            bool is_to = !strncmp(p, "to=", 3), is_shard = !strncmp(p, "shard=", 6);
+            char *v = p + (is_to ? 3 : 6), *end;
             errno = 0;
-            to = strtoull(query + 3, &end, 10);
-            if (errno || *end) {
-                respond_error(c, 400, "to= must be a node id");
+            uint64_t n = (is_to || is_shard) && *v ? strtoull(v, &end, 10) : 0;
+            if ((!is_to && !is_shard) || !*v || errno || *end || (is_shard && n > INT32_MAX)) {
+                respond_error(c, 400, "use POST /v1/transfer[?to=N][&shard=S] (numbers)");
                 return;
             }
+            if (is_to)
+                to = n;
+            else
+                shard = n, one = true;
         }
         if (method != HTTP_POST) {
-            respond_error(c, 405, "use POST /v1/transfer[?to=N]");
+            respond_error(c, 405, "use POST /v1/transfer[?to=N][&shard=S]");
             return;
         }
-        int rv = kv_server_transfer(kv, -1, to);
+        int rv = kv_server_transfer(kv, one ? (int)shard : -1, to);
         if (rv == RAFT_OK)
             respond_json(c, 200, json_pack("{s:b}", "ok", 1));
         else
@@ -775,7 +932,7 @@ static void dispatch(struct conn *c)
         respond_error(c, 404,
                       "no such path; try /v1/kv/KEY, /v1/cas/KEY, /v1/status, /v1/ring, "
                       "/v1/locate/KEY, /v1/nodes, /v1/rebalance, /metrics, /v1/transfer, "
-                      "/v1/admin/faults");
+                      "/v1/admin/faults, /v1/events, /ui/");
     }
 }
 
@@ -792,6 +949,8 @@ static int on_message_begin(http_parser *p)
     c->value_done = false;
     c->refused = 0;
     c->in_message = true;
+    c->origin[0] = '\0';
+    c->cors = "";
     c->access = kv_auth_default(kv_server_auth(c->hs->kv));
     return 0;
 }
@@ -828,6 +987,8 @@ static void header_done(struct conn *c)
         slot = &c->hdr_seq;
     if (slot)
         *slot = strtoull(c->value.p, NULL, 10);
+    if (c->field.len == 6 && !strncasecmp(c->field.p, "Origin", 6))
+        snprintf(c->origin, sizeof(c->origin), "%s", c->value.p);
     if (c->field.len == 13 && !strncasecmp(c->field.p, "Authorization", 13) &&
         !strncasecmp(c->value.p, "Bearer ", 7)) {
         enum kv_access a =

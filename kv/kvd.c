@@ -77,6 +77,11 @@ static const char usage_text[] =
     "                        0: never); a follower further behind gets the snapshot (§7)\n"
     "  --snapshot-trailing N entries kept behind a snapshot for slow followers (default 1024)\n"
     "  --trace               log every Raft decision with its rule (docs/trace.md)\n"
+    "  --trace-file FILE     append every trace record as a JSON line to FILE (docs/trace.md,\n"
+    "                        JSON lines): rules, messages, requests, states; FILE is moved\n"
+    "                        to FILE.1 when it reaches --trace-file-max-mb (default 64);\n"
+    "                        %n in FILE is the node's id (one option for every node)\n"
+    "  --trace-file-max-mb N so the two files hold at most 2N MB\n"
     "\n"
     "Security (docs/kvd.md, Security and limits):\n"
     "  --cluster-secret FILE a secret every node of the cluster shares (at least 16\n"
@@ -432,6 +437,18 @@ int main(int argc, char **argv)
                 (uint32_t)parse_num(v, 1u << 30, "--snapshot-trailing: expected a count, got '%s'");
         } else if (!strcmp(a, "--trace")) {
             cfg.trace = true;
+        } else if (!strcmp(a, "--trace-file")) {
+            NEED_VALUE();
+            if (!*v)
+                usage_error("--trace-file: expected a file name%s", "");
+            cfg.trace_file = v;
+        } else if (!strcmp(a, "--trace-file-max-mb")) {
+            NEED_VALUE();
+            cfg.trace_file_max_bytes =
+                (uint64_t)parse_num(v, 1 << 20, "--trace-file-max-mb: expected megabytes, got '%s'")
+                << 20;
+            if (!cfg.trace_file_max_bytes)
+                usage_error("--trace-file-max-mb: at least 1, not '%s'", v);
         } else if (!strcmp(a, "--no-prevote")) {
             cfg.raft.prevote_off = knobs = true;
         } else if (!strcmp(a, "--no-check-quorum")) {
@@ -573,6 +590,15 @@ int main(int argc, char **argv)
         }
         iolog("kvd %" PRIu64 ": joined: %zu members; starting empty, shards move here\n", cfg.id,
               cfg.n_peers);
+    }
+
+    /* --trace-file run/%n.jsonl: one option for every node of a cluster. */
+    char trace_path[4096];
+    if (cfg.trace_file && strstr(cfg.trace_file, "%n")) {
+        const char *at = strstr(cfg.trace_file, "%n");
+        snprintf(trace_path, sizeof(trace_path), "%.*s%" PRIu64 "%s", (int)(at - cfg.trace_file),
+                 cfg.trace_file, cfg.id, at + 2);
+        cfg.trace_file = trace_path;
     }
 
     struct kvd d;

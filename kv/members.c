@@ -903,6 +903,23 @@ static json_t *table_json(struct kv_server *s, const Kvpb__NodeTable *t, bool st
     return o;
 }
 
+bool kv_server_member_origin(struct kv_server *s, const char *origin)
+{
+    const Kvpb__NodeTable *t = s->table;
+    for (size_t i = 0; t && i < t->n_nodes; i++) {
+        const Kvpb__NodeInfo *n = t->nodes[i];
+        const char *hosts[] = {n->client_host && *n->client_host ? n->client_host : n->host,
+                               n->host, "127.0.0.1", "localhost"};
+        for (size_t k = 0; k < sizeof(hosts) / sizeof(hosts[0]); k++) {
+            char want[128];
+            snprintf(want, sizeof(want), "http://%s:%u", hosts[k], (unsigned)n->http_port);
+            if (!strcmp(origin, want))
+                return true;
+        }
+    }
+    return false;
+}
+
 json_t *kv_server_members(struct kv_server *s)
 {
     return table_json(s, s->table, s->table_stored);

@@ -71,16 +71,121 @@ static int cb_apply(void *data, uint64_t group, void *txn, const struct raft_ent
     return STORAGE_OK;
 }
 
+/* ------------------------------------------------------------------------
+ * JSON trace records (docs/trace.md)
+ * ------------------------------------------------------------------------ */
+
+/* The links this node's fault filter cuts (every message dropped, either
+ * way), as the simulator's "net" record draws them. */
+static void trace_net(struct kv_server *s)
+{
+    char buf[2048];
+    struct tj j;
+    if (!trace_begin(s, &j, buf, sizeof(buf), "net", 0))
+        return;
+    tj_open(&j, "cut", '[');
+    for (size_t i = 0; i < s->n_faults; i++) {
+        const struct transport_fault *f = &s->faults[i];
+        if (f->drop_pct != 100 || f->message_type != 0 || !f->peer)
+            continue;
+        for (int dir = TRANSPORT_OUT; dir <= TRANSPORT_IN; dir <<= 1) {
+            if (!(f->directions & dir))
+                continue;
+            tj_open(&j, NULL, '[');
+            tj_elem_u64(&j, dir == TRANSPORT_OUT ? s->cfg.id : f->peer);
+            tj_elem_u64(&j, dir == TRANSPORT_OUT ? f->peer : s->cfg.id);
+            tj_close(&j, ']');
+        }
+    }
+    tj_close(&j, ']');
+    trace_end(s, &j, 0);
+}
+
+static void cb_trace_json(void *data, uint64_t group, const char *line, size_t len)
+{
+    struct kv_server *s = data;
+    kv_trace_emit(&s->trace, group, line, len);
+}
+
+bool trace_begin(struct kv_server *s, struct tj *j, char *buf, size_t size, const char *kind,
+                 uint64_t group)
+{
+    if (!kv_trace_on(&s->trace))
+        return false;
+    tj_begin(j, buf, size, raft_node_wall_ms(), kind, s->cfg.id, group);
+    return true;
+}
+
+void trace_end(struct kv_server *s, struct tj *j, uint64_t group)
+{
+    size_t len = tj_end(j);
+    if (len)
+        kv_trace_emit(&s->trace, group, j->buf, len);
+}
+
+void trace_req(struct tj *j, uint64_t client_id, uint64_t seq)
+{
+    char req[48];
+    snprintf(req, sizeof(req), "%016" PRIx64 ":%" PRIu64, client_id, seq);
+    tj_str(j, "req", req);
+}
+
+static void trace_tracing(struct kv_server *s)
+{
+    raft_node_set_trace_json(s->node, kv_trace_on(&s->trace));
+}
+
+bool kv_server_trace_subscribe(struct kv_server *s, struct kv_trace_sub *sub)
+{
+    if (s->stopping || !kv_trace_subscribe(&s->trace, sub))
+        return false;
+    /* A new viewer needs the picture now: every group says its state at
+     * its next step, and the network its cuts. */
+    trace_tracing(s);
+    trace_net(s);
+    return true;
+}
+
+void kv_server_trace_unsubscribe(struct kv_server *s, struct kv_trace_sub *sub)
+{
+    if (sub->detached)
+        return; /* the server stopped: s may be gone */
+    kv_trace_unsubscribe(&s->trace, sub);
+    trace_tracing(s);
+}
+
+void kv_server_trace_drained(struct kv_server *s, struct kv_trace_sub *sub)
+{
+    kv_trace_drained(&s->trace, sub);
+}
+
+const struct kv_trace *kv_server_trace(struct kv_server *s)
+{
+    return &s->trace;
+}
+
 /* Answer the writes executed here, as soon as their results exist. */
 static void cb_results(void *data, uint64_t group, const struct raft_entry *e, size_t n,
                        void *result)
 {
     struct kv_server *s = data;
     struct shard *sh = shard_of_group(s, group);
-    (void)e;
     const struct kv_result *results = result;
     for (size_t i = 0; i < n; i++) {
         const struct kv_result *r = &results[i];
+        char buf[512];
+        struct tj j;
+        if (trace_begin(s, &j, buf, sizeof(buf), "apply", group)) {
+            tj_u64(&j, "index", e[i].index);
+            tj_u64(&j, "term", e[i].term);
+            tj_str(&j, "entry",
+                   e[i].type == RAFT_ENTRY_NOOP   ? "noop"
+                   : e[i].type == RAFT_ENTRY_CONF ? "conf"
+                                                  : "normal");
+            if (r->client_id)
+                trace_req(&j, r->client_id, r->seq);
+            trace_end(s, &j, group);
+        }
         if (!r->client_id)
             continue;
         struct exec **p = &sh->by_session[exec_bucket(r->client_id, r->seq)];
@@ -232,6 +337,7 @@ static void server_free(struct kv_server *s)
     if (s->table)
         kvpb__node_table__free_unpacked(s->table, NULL);
     free(s->table_raw);
+    kv_trace_close(&s->trace);
     free(s);
 }
 
@@ -263,6 +369,14 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
         return -1;
     }
     if (placement_settle(&s->cfg, err, errlen) || alloc_shards(s, err, errlen)) {
+        server_free(s);
+        return -1;
+    }
+    s->trace.node = cfg->id;
+    if (cfg->trace_file &&
+        kv_trace_open(&s->trace, cfg->trace_file,
+                      cfg->trace_file_max_bytes ? cfg->trace_file_max_bytes : 64 << 20, err,
+                      errlen)) {
         server_free(s);
         return -1;
     }
@@ -312,12 +426,14 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                                          .group_unknown = cb_group_unknown,
                                                          .group_drop = cb_group_drop,
                                                          .group_dropped = cb_group_dropped,
-                                                         .stopped = cb_stopped};
+                                                         .stopped = cb_stopped,
+                                                         .trace_json = cb_trace_json};
     int rc = raft_node_start(&s->node, loop, &nc, &callbacks, s, err, errlen);
     if (rc) {
         server_free(s);
         return rc;
     }
+    raft_node_set_trace_json(s->node, kv_trace_on(&s->trace));
     if (members_start(s, err, errlen) || raft_node_error(s->node)) {
         if (raft_node_error(s->node))
             snprintf(err, errlen, "%s", raft_node_error(s->node));
@@ -421,6 +537,7 @@ int kv_server_set_faults(struct kv_server *s, const struct transport_fault *rule
             memcpy(s->faults, rules, n * sizeof(*rules));
         s->n_faults = n;
         iolog("kvd %" PRIu64 ": fault filter: %zu rule%s\n", s->cfg.id, n, n == 1 ? "" : "s");
+        trace_net(s);
     }
     return rc;
 }
@@ -451,6 +568,8 @@ static void cb_stopped(void *data)
 void kv_server_stop(struct kv_server *s)
 {
     s->stopping = true;
+    kv_trace_detach_all(&s->trace);
+    raft_node_set_trace_json(s->node, kv_trace_on(&s->trace));
     while (s->requests)
         request_finish(s, s->requests, KV_UNAVAILABLE, "the node is shutting down", NULL);
     fail_all_execs(s, KVPB__REPLY_CODE__REPLY_UNAVAILABLE, "the node is shutting down");

@@ -37,6 +37,7 @@
 #include "kv.pb-c.h"
 #include "node.h"
 #include "sm.h"
+#include "trace.h"
 
 enum kv_read_mode { KV_READ_INDEX, KV_READ_LEASE, KV_READ_LOCAL };
 
@@ -70,6 +71,10 @@ struct kv_server_config {
     struct raft_config raft;
     uint32_t tick_ms;
     bool trace;
+    /* JSON trace records (docs/trace.md) to this file, rotated to FILE.1 at
+     * trace_file_max_bytes (0: 64 MiB); NULL: none. */
+    const char *trace_file;
+    uint64_t trace_file_max_bytes;
     const uint8_t *cluster_secret; /* raft_node_config.cluster_secret */
     /* Placement (ring.h): G shards of R replicas, V points per shard and
      * per node on the rings. Fixed when the data dir is created (recorded in
@@ -106,6 +111,14 @@ struct kv_session {
     struct kv_session_slot *slot;
 };
 int kv_session_init(struct kv_server *s, struct kv_session *sess);
+
+/* Live trace records (GET /v1/events; trace.h). Subscribing turns the
+ * node's JSON tracing on; the last one to leave (with no --trace-file)
+ * turns it off. False: too many subscribers. */
+bool kv_server_trace_subscribe(struct kv_server *s, struct kv_trace_sub *sub);
+void kv_server_trace_unsubscribe(struct kv_server *s, struct kv_trace_sub *sub);
+void kv_server_trace_drained(struct kv_server *s, struct kv_trace_sub *sub);
+const struct kv_trace *kv_server_trace(struct kv_server *s);
 void kv_session_release(struct kv_session *sess);
 
 /* Why a command was refused with STATUS_SESSION_EXPIRED, for the doors. */
@@ -174,6 +187,10 @@ void kv_server_members_change(struct kv_server *s, bool add, const struct kv_pee
                               kv_members_cb cb, void *ctx);
 /* The members table in force here, and the placement's G, R and V. */
 json_t *kv_server_members(struct kv_server *s);
+/* Whether a browser's Origin is a member's HTTP door (http://HOST:PORT,
+ * with its client host, its host, 127.0.0.1 or localhost): the dashboard
+ * served by one node may control the others (CORS, http.c). */
+bool kv_server_member_origin(struct kv_server *s, const char *origin);
 /* The groups this node leads: their voters, learners and target replica
  * sets, and whether each is done, moving or planned. */
 json_t *kv_server_rebalance(struct kv_server *s);

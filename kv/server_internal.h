@@ -28,6 +28,7 @@
 
 #include "ring.h"
 #include "server.h"
+#include "tracejson.h"
 
 enum {
     SWEEP_MS = 10, /* how often deadlines and retries are looked at */
@@ -179,7 +180,16 @@ struct kv_server {
     uint64_t fanouts; /* commands split over shards */
     struct transport_fault faults[TRANSPORT_MAX_FAULTS];
     size_t n_faults;
+    struct kv_trace trace; /* JSON trace records: --trace-file, GET /v1/events */
 };
+
+/* A JSON record of kvd's own (propose, apply, answer, net) to the trace,
+ * when it has somewhere to go: begin it, add members, end it. */
+bool trace_begin(struct kv_server *s, struct tj *j, char *buf, size_t size, const char *kind,
+                 uint64_t group);
+void trace_end(struct kv_server *s, struct tj *j, uint64_t group);
+/* A request's id in trace records: its session and sequence number. */
+void trace_req(struct tj *j, uint64_t client_id, uint64_t seq);
 
 static inline uint64_t now_ms(struct kv_server *s)
 {

@@ -56,6 +56,17 @@ void group_raft_fields(struct kv_server *s, struct shard *sh, json_t *o)
     json_object_set_new(o, "applied", json_integer((json_int_t)kv_sm_applied(sh->sm)));
     json_object_set_new(o, "last_index", json_integer((json_int_t)raft_last_index(r)));
     json_object_set_new(o, "snapshot_index", json_integer((json_int_t)sh->snap_index));
+    /* What the dashboard draws besides: the vote, and the election timer as
+     * a bar that fills (none on a leader). */
+    json_object_set_new(o, "vote", json_integer((json_int_t)raft_voted_for(r)));
+    struct raft_election_timer et;
+    raft_election_timer(r, &et);
+    if (et.deadline_ms) {
+        json_object_set_new(o, "election_elapsed_ms",
+                            json_integer((json_int_t)(uv_now(s->loop) - et.started_ms)));
+        json_object_set_new(o, "election_timeout_ms",
+                            json_integer((json_int_t)(et.deadline_ms - et.started_ms)));
+    }
 }
 
 /* A hosted group's state: role, term, indexes, content. */
@@ -250,6 +261,11 @@ enum metric_id {
     M_PEER_LAG,
     M_CORRUPT,
     M_HASH_CHECKS,
+    M_TRACE_RECORDS,
+    M_TRACE_DROPPED,
+    M_TRACE_DROPPED_BYTES,
+    M_TRACE_STREAMS,
+    M_TRACE_QUEUED_MAX,
     M_COUNT
 };
 
@@ -348,6 +364,17 @@ static const struct metric_def {
     [M_HASH_CHECKS] = {"raftkv_hash_checks_total", "counter",
                        "Content hashes this node compared with another replica's at the same "
                        "applied index, by result."},
+    [M_TRACE_RECORDS] = {"raftkv_trace_records_total", "counter",
+                         "JSON trace records made (--trace-file, GET /v1/events)."},
+    [M_TRACE_DROPPED] = {"raftkv_trace_stream_dropped_total", "counter",
+                         "Trace records not sent to a /v1/events reader that was too slow (it is "
+                         "told how many)."},
+    [M_TRACE_DROPPED_BYTES] = {"raftkv_trace_stream_dropped_bytes_total", "counter",
+                               "Bytes of those records: what the node did not buffer."},
+    [M_TRACE_STREAMS] = {"raftkv_trace_streams", "gauge", "Open /v1/events streams."},
+    [M_TRACE_QUEUED_MAX] = {"raftkv_trace_stream_queued_bytes_max", "gauge",
+                            "The most bytes any /v1/events stream has had waiting unsent (each "
+                            "is bounded)."},
 };
 
 struct out {
@@ -666,4 +693,10 @@ void kv_server_metrics(struct kv_server *s, void (*emit)(void *arg, const char *
     client_metrics(&o, s);
     transport_metrics(&o, s);
     lag_metrics(&o, s);
+    const struct kv_trace *t = &s->trace;
+    single(&o, M_TRACE_RECORDS, t->records);
+    single(&o, M_TRACE_DROPPED, t->sub_dropped);
+    single(&o, M_TRACE_DROPPED_BYTES, t->sub_dropped_bytes);
+    single(&o, M_TRACE_STREAMS, t->n_subs);
+    single(&o, M_TRACE_QUEUED_MAX, t->queued_max);
 }

@@ -25,6 +25,11 @@ PACKAGES=(
     nftables socat iproute2 util-linux iptables libnetfilter-queue-dev
 )
 
+# The dashboard's browser tests (tests/browser/dashboard.py): headless Chromium. `install`
+# installs them with the rest; `ensure` installs them when it can, and where it cannot (not
+# root, no sudo) goes on without them: those tests then skip and say why.
+BROWSER=(chromium chromium-driver python3-selenium)
+
 # Peers for the side-by-side benchmark (Debian's etcd-server is etcd 3.4, with the v3 JSON
 # gateway; redis-server for the single fsyncing server line). Installing it does not start a system etcd where there is no init system; where
 # there is one, Debian enables etcd.service on 127.0.0.1:2379, which the bench does not use.
@@ -35,6 +40,8 @@ PKG_MODULES=(libuv libprotobuf-c lmdb hiredis libxxhash jansson libnetfilter_que
 COMMANDS=(cc make pkg-config protoc-c clang clang-format shellcheck redis-cli redis-benchmark curl jq nft socat ip unshare nsenter iptables)
 # Headers without a pkg-config module.
 HEADERS=(/usr/include/http_parser.h)
+# What stands for BROWSER.
+BROWSER_FILES=(/usr/bin/chromium /usr/bin/chromedriver /usr/lib/python3/dist-packages/selenium/__init__.py)
 
 usage() {
     sed -n '2,16s/^# \{0,1\}//p' "$0"
@@ -79,12 +86,30 @@ install() {
     DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q "${pkgs[@]}" </dev/null
 }
 
+browser_missing() {
+    local f
+    for f in "${BROWSER_FILES[@]}"; do
+        [ -e "$f" ] || return 0
+    done
+    return 1
+}
+
+# The browser packages when missing, if they can be installed here; never an error.
+ensure_browser() {
+    browser_missing || return 0
+    if [ "$(id -u)" -eq 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; then
+        install "${BROWSER[@]}" || echo "deps: could not install ${BROWSER[*]}: the browser tests will fail" >&2
+    else
+        echo "deps: ${BROWSER[*]} missing and not installable here (not root, no sudo): the browser tests skip" >&2
+    fi
+}
+
 case "${1:-}" in
     check) check ;;
-    install) install "${PACKAGES[@]}" ;;
-    ensure) check 2>/dev/null || { install "${PACKAGES[@]}" && check; } ;;
+    install) install "${PACKAGES[@]}" "${BROWSER[@]}" ;;
+    ensure) { check 2>/dev/null || { install "${PACKAGES[@]}" && check; }; } && ensure_browser ;;
     peers) install "${PEERS[@]}" ;;
-    list) echo "${PACKAGES[*]}" ;;
+    list) echo "${PACKAGES[*]} ${BROWSER[*]}" ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -103,8 +103,9 @@ new_logs() {
 }
 
 for i in $(seq 1 "$N"); do
+    # Fault injection on: the dashboard's controls partition and heal through it (loopback only).
     "$KVD" --id "$i" --data "run/$i" --nodes "$N" --cluster-secret run/secret --shards "$SHARDS" \
-        >>"run/$i.log" 2>&1 &
+        --enable-fault-injection >>"run/$i.log" 2>&1 &
     PIDS+=("$!")
 done
 
@@ -158,6 +159,8 @@ fi
 for i in $(seq 1 "$N"); do
     printf '    %-6s %-16s %-24s %s\n' "$i" "-p $((6380 + i))" "127.0.0.1:$((8380 + i))" "127.0.0.1:$((9380 + i))"
 done
+echo
+echo "  dashboard: http://127.0.0.1:8381/ui/   (any node's /ui/ shows the whole cluster; docs/dashboard.md)"
 if [ "$SHARDS" -gt 1 ]; then
     echo
     echo "  Try, in another terminal:"

@@ -66,6 +66,10 @@ run_suite "lincheck: command line" env OBJ="$OBJ" tests/lincheck/test_cli.sh
 
 run_suite "scenarios: tests/scenario" "$OBJ/raftsim" run tests/scenario/*.txt
 
+# The trace as JSON lines: every record validates against docs/trace.schema.json.
+run_suite "trace: JSON records of every scenario and some random schedules validate" \
+    env OBJ="$OBJ" tests/trace/test_trace_json.sh
+
 run_suite "simulator: $SEEDS random schedules (3 and 5 nodes, all faults)" \
     "$OBJ/raftsim" seeds --count "$SEEDS" --nodes 3,5
 

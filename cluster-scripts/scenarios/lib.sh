@@ -8,7 +8,10 @@
 # KVD_OPTS adds kvd options to a cluster it starts (e.g. "--no-check-quorum
 # --allow-unsafe --read-mode unsafe_local" to watch a weakened server get caught).
 # Every client operation goes to ops.log in the cluster directory: time, node,
-# operation, key, value, outcome.
+# operation, key, value, outcome. SCENARIO_TRACE=1 (on a cluster the scenario starts)
+# also records every node's trace (kvd --trace-file) and writes, beside ops.log, all of
+# it in one file (trace.jsonl) and the dashboard's replay of it (replay.html,
+# docs/dashboard.md); the directory is then kept.
 #
 # The checks: no acknowledged write lost; replicas identical after the heal (same
 # applied index and content hash everywhere); at most one leader per term (from the
@@ -89,9 +92,11 @@ need_cluster() {
         else
             note "starting a $n-node cluster in $CLUSTER_DIR"
         fi
+        local trace=()
+        [ "${SCENARIO_TRACE:-0}" = 1 ] && trace=(--trace-file "$CLUSTER_DIR/trace-%n.jsonl")
         # shellcheck disable=SC2086 # KVD_OPTS is a list of options
         cluster up -n "$n" --quiet ${placement[@]+"${placement[@]}"} -- --election-timeout "$ELECTION_MS" \
-            --heartbeat 50 --request-timeout 2000 ${KVD_OPTS:-} >/dev/null
+            --heartbeat 50 --request-timeout 2000 ${trace[@]+"${trace[@]}"} ${KVD_OPTS:-} >/dev/null
     fi
     CDIR=${CLUSTER_DIR:-$PWD/cluster-run}
     OPS=$CDIR/ops.log
@@ -155,14 +160,30 @@ cluster_shard_leaders() {
 # shard_leaders_line: the last LEADERS on one line (0:n1 1:n3 ...).
 shard_leaders_line() { awk '{ printf "%s%s:%s", sep, $1, ($2 == 0 ? "none" : "n" $2); sep = " " }' <<<"$LEADERS"; }
 
+# write_replay: with SCENARIO_TRACE=1, the nodes' traces merged in time order (stable:
+# within a millisecond each node's own order holds) and the replay page, beside ops.log.
+write_replay() {
+    local files=("$CDIR"/trace-*.jsonl) raftsim
+    [ "${SCENARIO_TRACE:-0}" = 1 ] && [ -e "${files[0]}" ] || return 0
+    raftsim=${RAFTSIM:-$(dirname "${KVD:-$SCEN_HERE/../../build/cc/kvd}")/raftsim}
+    cat "${files[@]}" | sort -s -t, -k1.6,1n >"$CDIR/trace.jsonl"
+    if "$raftsim" html "$CDIR/replay.html" "$CDIR/trace.jsonl" >/dev/null; then
+        echo "   trace: $CDIR/trace.jsonl; its replay: $CDIR/replay.html (docs/dashboard.md)"
+    else
+        echo "   (no replay page: $raftsim html failed)"
+    fi
+}
+
 finish_cluster() {
     [ -z "$WRITER_PID" ] || kill "$WRITER_PID" 2>/dev/null || true
     CDIR=${CDIR:-${CLUSTER_DIR:-}}
     if $OWN; then
         cluster down >/dev/null 2>&1 || true
+        write_replay
         # Kept for reading after a failure, unless told (SCENARIO_CLEAN: a control
         # expected to fail) or asked to keep it anyway (KEEP).
-        if { [ "$FAILS" -eq 0 ] || [ -n "${SCENARIO_CLEAN:-}" ]; } && [ -z "${KEEP:-}" ]; then
+        if { [ "$FAILS" -eq 0 ] || [ -n "${SCENARIO_CLEAN:-}" ]; } && [ -z "${KEEP:-}" ] &&
+            [ "${SCENARIO_TRACE:-0}" != 1 ]; then
             rm -rf "$CDIR"
         else
             echo "   (the cluster's logs and ops.log stay in $CDIR)"

@@ -210,6 +210,7 @@ struct raft {
     /* Time (host contract 3). */
     uint64_t now_ms;
     uint64_t election_deadline_ms;     /* follower/candidate: start an election then */
+    uint64_t election_started_ms;      /* when that timer was last reset (for viewers) */
     uint64_t heartbeat_deadline_ms;    /* leader: next heartbeat round */
     uint64_t check_quorum_deadline_ms; /* leader: next check-quorum (thesis §6.2) */
     uint64_t leader_contact_ms;        /* last time a current leader spoke to us */

@@ -23,6 +23,15 @@ void election_reset_timer(struct raft *r)
     uint64_t t = r->cfg.election_timeout_ms;
     r->election_deadline_ms = r->now_ms + t + raft_random(r) % t;
     /* LAB 1 END */
+    r->election_started_ms = r->now_ms; /* for raft_election_timer() */
+}
+
+void raft_election_timer(const struct raft *r, struct raft_election_timer *out)
+{
+    out->now_ms = r->now_ms;
+    bool running = r->role != RAFT_LEADER && r->election_deadline_ms != 0;
+    out->started_ms = running ? r->election_started_ms : 0;
+    out->deadline_ms = running ? r->election_deadline_ms : 0;
 }
 
 bool election_in_leader_lease(const struct raft *r)

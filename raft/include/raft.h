@@ -191,6 +191,11 @@ struct raft_message {
     raft_id from;
     raft_id to;
     raft_term term;
+    /* The host's number for this message, so that a trace can match its
+     * receipt to its send (docs/trace.md, JSON lines). The core sets 0 in
+     * what it sends and ignores it in what it receives; hosts that trace
+     * number their sends and carry the number on the wire. */
+    uint64_t trace_id;
     /* Host contract 1: send only once this update's persist is durable. */
     bool after_persist;
     union {
@@ -517,6 +522,16 @@ bool raft_entry_at(const struct raft *r, raft_index index, struct raft_entry *e)
 /* The latest snapshot's meta (members valid until the next raft_step);
  * false if there is none. */
 bool raft_snapshot(const struct raft *r, struct raft_snapshot_meta *out);
+
+/* The election timer (Raft §5.2), on the clock of the events (host contract
+ * 3): when it was last reset and when it fires. Both 0 for a leader, which
+ * has none, and before the first event. For viewers: a bar that fills. */
+struct raft_election_timer {
+    uint64_t now_ms; /* the clock of the last event */
+    uint64_t started_ms;
+    uint64_t deadline_ms;
+};
+void raft_election_timer(const struct raft *r, struct raft_election_timer *out);
 
 /* Whether a lease read would be served now without a round (thesis §6.4.1). */
 bool raft_lease_valid(const struct raft *r);

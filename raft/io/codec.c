@@ -170,6 +170,7 @@ int codec_encode(const struct raft_message *m, uint64_t cluster_id, uint64_t gro
     env.from_node = m->from;
     env.to_node = m->to;
     env.group_id = group;
+    env.trace_id = m->trace_id;
     Raftpb__RequestVote rv = RAFTPB__REQUEST_VOTE__INIT;
     Raftpb__RequestVoteResult rvr = RAFTPB__REQUEST_VOTE_RESULT__INIT;
     Raftpb__AppendEntries ae = RAFTPB__APPEND_ENTRIES__INIT;
@@ -404,6 +405,7 @@ int codec_decode(const uint8_t *body, size_t len, struct codec_decoded *out)
     out->group = env->group_id;
     out->msg.from = env->from_node;
     out->msg.to = env->to_node;
+    out->msg.trace_id = env->trace_id;
     int rv = decode_payload(env, out);
     if (rv != CODEC_OK)
         codec_decoded_free(out);

@@ -8,6 +8,7 @@
 #include "iolog.h"
 #include "node_testing.h"
 #include "storage.h"
+#include "tracejson.h"
 
 const double RAFT_NODE_COMMIT_BOUNDS[RAFT_NODE_COMMIT_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0};
@@ -25,7 +26,8 @@ struct group {
     uint64_t id;
     struct raft *r;
     struct proposals props;
-    bool removing; /* raft_node_remove_group: stepped no more, dropped when idle */
+    bool removing;     /* raft_node_remove_group: stepped no more, dropped when idle */
+    uint64_t json_sig; /* what its last JSON "state" record said (a hash) */
 };
 
 /* Entries copied out of a core's update (its pointers live only until the
@@ -114,6 +116,8 @@ struct raft_node {
     bool flush_now;
     struct raft_node_stats stats;
     int closing_handles;
+    bool json;              /* JSON trace records on (raft_node_set_trace_json) */
+    uint64_t next_trace_id; /* numbers the messages sent while they are */
 };
 
 static struct group *find_group(struct raft_node *n, uint64_t id)
@@ -237,10 +241,144 @@ static void log_trace(struct raft_node *n, struct group *g, const struct raft_up
     }
 }
 
+/* ------------------------------------------------------------------------
+ * JSON trace records (docs/trace.md), written by raft/sim/tracejson.c
+ * ------------------------------------------------------------------------ */
+
+enum { JSON_LINE = 4096 };
+
+uint64_t raft_node_wall_ms(void)
+{
+    uv_timeval64_t tv;
+    return uv_gettimeofday(&tv) == 0 ? (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000 : 0;
+}
+
+void raft_node_set_trace_json(struct raft_node *n, bool on)
+{
+    /* A restarted node must not reuse the ids of its previous life, or a
+     * receipt could match a send of it: start from the clock, in 2^20 steps
+     * of milliseconds, below 2^53 (a JavaScript number stays exact). */
+    if (!n->next_trace_id)
+        n->next_trace_id = (raft_node_wall_ms() % (1ULL << 31)) << 20;
+    n->json = on && n->cb.trace_json;
+    for (size_t i = 0; i < n->n_groups; i++)
+        n->groups[i]->json_sig = 0; /* the first record of each is a state */
+}
+
+static void json_emit(struct raft_node *n, uint64_t group, struct tj *j)
+{
+    size_t len = tj_end(j);
+    if (len)
+        n->cb.trace_json(n->data, group, j->buf, len);
+}
+
+static void json_message(struct raft_node *n, struct group *g, const char *kind,
+                         const struct raft_message *m)
+{
+    char buf[JSON_LINE];
+    struct tj j;
+    tj_begin(&j, buf, sizeof(buf), raft_node_wall_ms(), kind, n->cfg.id, g->id);
+    tj_message(&j, m->trace_id, m);
+    json_emit(n, g->id, &j);
+}
+
+/* A group's state when it changed: what a viewer draws. The log is a
+ * window of its newest entries, as runs of one term. */
+static void json_state(struct raft_node *n, struct group *g)
+{
+    struct raft *r = g->r;
+    raft_index last = raft_last_index(r), commit = raft_commit_index(r);
+    struct raft_snapshot_meta snap;
+    raft_index snap_index = raft_snapshot(r, &snap) ? snap.index : 0;
+    struct raft_election_timer et;
+    raft_election_timer(r, &et);
+    uint64_t parts[] = {raft_current_term(r),
+                        raft_role_of(r),
+                        raft_voted_for(r),
+                        raft_leader(r),
+                        commit,
+                        raft_applied_index(r),
+                        last,
+                        raft_term_at(r, last),
+                        snap_index};
+    uint64_t sig = 0x9e3779b97f4a7c15ULL;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        sig = (sig ^ parts[i]) * 0x100000001b3ULL;
+    sig |= 1; /* 0 means "never said" */
+    if (sig == g->json_sig)
+        return;
+    g->json_sig = sig;
+    char buf[JSON_LINE];
+    struct tj j;
+    tj_begin(&j, buf, sizeof(buf), raft_node_wall_ms(), "state", n->cfg.id, g->id);
+    tj_bool(&j, "up", true);
+    tj_bool(&j, "paused", false);
+    tj_u64(&j, "term", raft_current_term(r));
+    tj_str(&j, "role", raft_role_name(raft_role_of(r)));
+    tj_u64(&j, "vote", raft_voted_for(r));
+    tj_u64(&j, "leader", raft_leader(r));
+    tj_u64(&j, "commit", commit);
+    tj_u64(&j, "applied", raft_applied_index(r));
+    tj_u64(&j, "last", last);
+    tj_u64(&j, "snapshot", snap_index);
+    if (et.deadline_ms) {
+        tj_u64(&j, "election_elapsed_ms", et.now_ms - et.started_ms);
+        tj_u64(&j, "election_timeout_ms", et.deadline_ms - et.started_ms);
+    }
+    enum { WINDOW = 64 };
+    raft_index from = last > WINDOW ? last - WINDOW + 1 : 1;
+    if (from <= snap_index)
+        from = snap_index + 1;
+    tj_u64(&j, "log_from", from);
+    tj_open(&j, "log", '[');
+    for (raft_index i = from; i <= last;) {
+        raft_term t = raft_term_at(r, i);
+        raft_index k = i;
+        while (k < last && raft_term_at(r, k + 1) == t)
+            k++;
+        tj_open(&j, NULL, '[');
+        tj_elem_u64(&j, i);
+        tj_elem_u64(&j, k);
+        tj_elem_u64(&j, t);
+        tj_close(&j, ']');
+        i = k + 1;
+    }
+    tj_close(&j, ']');
+    json_emit(n, g->id, &j);
+}
+
+/* After a step: its rules, a commit the leader made, and the new state. */
+static void json_step(struct raft_node *n, struct group *g, const struct raft_update *u,
+                      raft_index commit_before)
+{
+    char buf[JSON_LINE];
+    struct tj j;
+    for (size_t i = 0; i < u->n_trace; i++) {
+        tj_begin(&j, buf, sizeof(buf), raft_node_wall_ms(), "rule", n->cfg.id, g->id);
+        tj_rule(&j, &u->trace[i]);
+        json_emit(n, g->id, &j);
+    }
+    if (u->role == RAFT_LEADER && u->commit_index > commit_before) {
+        tj_begin(&j, buf, sizeof(buf), raft_node_wall_ms(), "commit", n->cfg.id, g->id);
+        tj_u64(&j, "term", raft_current_term(g->r));
+        tj_u64(&j, "index", u->commit_index);
+        tj_u64(&j, "from", commit_before + 1);
+        json_emit(n, g->id, &j);
+    }
+    json_state(n, g);
+}
+
 /* Send m; an InstallSnapshot chunk comes from the core without its data,
  * which the host reads from its snapshot now (raft.h). */
 static void send_message(struct raft_node *n, struct group *g, const struct raft_message *m)
 {
+    struct raft_message numbered;
+    if (n->json) {
+        numbered = *m;
+        numbered.trace_id = ++n->next_trace_id;
+        m = &numbered;
+        json_message(n, g, "send", m);
+    }
     const struct raft_install_snapshot *is = &m->install_snapshot;
     if (m->type != RAFT_MSG_INSTALL_SNAPSHOT || is->data || !is->len) {
         transport_send(n->tr, g->id, m);
@@ -754,7 +892,10 @@ static int step(struct raft_node *n, struct group *g, struct raft_event *ev)
         return RAFT_EINVAL;
     struct raft_update u;
     ev->now_ms = uv_now(n->loop);
+    raft_index commit_before = raft_commit_index(g->r);
     int rv = raft_step(g->r, ev, &u);
+    if (n->json)
+        json_step(n, g, &u, commit_before);
     if (rv == RAFT_ENOMEM || rv == RAFT_ECORRUPT) {
         if (n->cfg.trace)
             log_trace(n, g, &u);
@@ -789,6 +930,8 @@ static void on_recv(void *data, uint64_t group, const struct raft_message *m)
             n->cb.group_unknown(n->data, group, m->from);
         return;
     }
+    if (n->json)
+        json_message(n, g, "recv", m);
     struct raft_event ev = {.type = RAFT_RECEIVE};
     ev.receive = m;
     step(n, g, &ev);

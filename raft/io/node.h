@@ -149,6 +149,11 @@ struct raft_node_callbacks {
     /* After raft_node_stop(): everything is closed and freed; no callback
      * comes after this one. */
     void (*stopped)(void *data);
+    /* JSON tracing on (raft_node_set_trace_json): one record, a whole line
+     * ending in a newline (docs/trace.md, JSON lines): the cores' rules,
+     * messages sent and received, commits, and each group's state when it
+     * changed. On the loop thread; line is valid during the call. */
+    void (*trace_json)(void *data, uint64_t group, const char *line, size_t len);
 };
 
 struct raft_node;
@@ -180,6 +185,11 @@ int raft_node_change_conf(struct raft_node *n, uint64_t group, enum raft_conf_op
 /* Leadership transfer (thesis §3.10) to `to` (0: the most up-to-date). */
 int raft_node_transfer(struct raft_node *n, uint64_t group, raft_id to);
 struct raft *raft_node_raft(struct raft_node *n, uint64_t group);
+/* Start or stop JSON trace records (callbacks.trace_json). Off, tracing
+ * costs one test per event; on, sends carry a trace id on the wire. */
+void raft_node_set_trace_json(struct raft_node *n, bool on);
+/* Wall-clock milliseconds, the time of JSON trace records. */
+uint64_t raft_node_wall_ms(void);
 /* Host another group from now on (membership: this node was added to it).
  * Started at once, or, while a commit is in flight, when it is done --
  * opening its databases is a write transaction of the loop thread -- with

@@ -47,7 +47,8 @@ void check_violation(struct sim *s, const char *property, const char *fmt, ...)
     }
     if (!sim_violated(s, property) && s->n_violated < 8)
         snprintf(s->violated[s->n_violated++], sizeof(s->violated[0]), "%s", property);
-    sim_say(s, "VIOLATION %s: %s", property, detail);
+    sim_json_violation(s, property, detail);
+    sim_say_text(s, "VIOLATION %s: %s", property, detail);
     /* Keep running after a Leader Completeness violation: what it leads to
      * (two different committed entries) is the lesson. */
     if (strcmp(property, "Leader Completeness") != 0)

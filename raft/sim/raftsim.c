@@ -5,6 +5,8 @@
  */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "sim.h"
+#include "tracejson.h"
+#include "ui.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -21,19 +23,27 @@ static void usage(FILE *f)
     fputs("usage:\n"
           "  raftsim [--seed S] [--nodes N] [--faults LIST] [--time MS] [-q] [--messages]\n"
           "          [--prevote off] [--check-quorum off] [--unsafe-commit-old-term]\n"
-          "          [--unsafe-trust-wiped] [--bug NAME] [--schedule 1|2]\n"
+          "          [--unsafe-trust-wiped] [--bug NAME] [--schedule 1|2] [--json]\n"
           "      One random fault schedule: prints the trace (unless -q) and a verdict;\n"
           "      a failure also prints its property, the trace lines before it (messages\n"
           "      of the nodes involved included), every log as a grid, and a replay line.\n"
+          "      --json: the trace as JSON lines on stdout instead (docs/trace.md), the\n"
+          "      verdict last as a record of kind verdict.\n"
           "      LIST is a comma list of partition,oneway,crash,pause,drop,dup,delay,\n"
           "      reorder,membership (default all; none for a calm network); with crash\n"
           "      and membership, some crashes lose the disk and the node is replaced\n"
           "      (--unsafe-trust-wiped: taken back at once). Same options, same output.\n"
-          "  raftsim run [--rewrite] [--expect-only] [-v] FILE...\n"
+          "  raftsim run [--rewrite] [--expect-only] [-v] [--json] FILE...\n"
           "      Run scenario files (tests/scenario/*.txt); --rewrite (or REWRITE=1)\n"
           "      regenerates the expected trace below the ---- line; --expect-only\n"
           "      judges only by the until/expect commands and the checker, not the\n"
-          "      trace (the labs' grader, docs/labs.md).\n"
+          "      trace (the labs' grader, docs/labs.md). --json: each run as JSON lines\n"
+          "      on stdout, its verdict last; the summary goes to stderr.\n"
+          "  raftsim run --html OUT.html FILE\n"
+          "      Run one scenario and write the dashboard's replay of it as one page\n"
+          "      with the trace inside: it opens from file://, offline (docs/dashboard.md).\n"
+          "  raftsim html OUT.html TRACE.jsonl\n"
+          "      The same page for a recorded trace (raftsim --json, kvd --trace-file).\n"
           "  raftsim seeds [--from S] [--count N] [--nodes 3,5] [--jobs J] [--max-seconds T]\n"
           "          [--faults LIST] [--expect-violation PROPERTY] [unsafe options as above]\n"
           "      Many random schedules without traces; prints the replay command of each\n"
@@ -80,7 +90,8 @@ struct common {
     unsigned jobs;
     const char *expect;
     const char *skip; /* mutants: a comma list of bugs left out */
-    bool quiet, messages, rewrite, verbose, expect_only;
+    bool quiet, messages, rewrite, verbose, expect_only, json;
+    const char *html; /* run --html OUT.html */
 };
 
 /* Parse the options shared by the subcommands; returns the first non-option. */
@@ -134,6 +145,10 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->messages = true;
         else if (strcmp(a, "--expect-only") == 0)
             c->expect_only = true;
+        else if (strcmp(a, "--json") == 0)
+            c->json = true;
+        else if (strcmp(a, "--html") == 0)
+            c->html = v, i++;
         else if (strcmp(a, "--rewrite") == 0)
             c->rewrite = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
@@ -268,14 +283,35 @@ static void report_failure(const struct sim_random_options *given)
     free(buf);
 }
 
+/* The last record of a run: what the checker concluded. */
+static void json_verdict(FILE *f, bool ok, const char *text, const char *source)
+{
+    char buf[2048];
+    struct tj j;
+    tj_begin(&j, buf, sizeof(buf), 0, "verdict", 0, 0);
+    tj_bool(&j, "ok", ok);
+    tj_str(&j, "text", text);
+    tj_str(&j, "source", source);
+    size_t len = tj_end(&j);
+    if (len)
+        fwrite(buf, 1, len, f);
+}
+
 static int cmd_single(struct common *c)
 {
     if (c->ro.nodes == 0)
         c->ro.nodes = 5;
-    c->ro.out = c->quiet ? NULL : stdout;
+    c->ro.out = c->quiet || c->json ? NULL : stdout;
+    c->ro.json = c->json ? stdout : NULL;
     c->ro.trace_messages = c->messages;
     char verdict[768];
     int rv = sim_random_run(&c->ro, verdict, sizeof(verdict), NULL);
+    if (c->json) {
+        char replay[512];
+        replay_command(replay, sizeof(replay), &c->ro);
+        json_verdict(stdout, rv == 0, verdict, replay);
+        return rv;
+    }
     printf("%s\n", verdict);
     if (rv == 1)
         report_failure(&c->ro);
@@ -625,8 +661,157 @@ static int cmd_mutants(struct common *c)
     return escaped ? 1 : 0;
 }
 
+/* Write text with every "</" as "<\/": inside a <script> element nothing
+ * may close it early, and in JSON strings "\/" is "/". */
+static void put_script_safe(FILE *f, const char *text, size_t len)
+{
+    for (size_t k = 0; k < len; k++) {
+        if (text[k] == '<' && k + 1 < len && text[k + 1] == '/')
+            fputs("<\\", f);
+        else
+            fputc(text[k], f);
+    }
+}
+
+/* Text between the start of the page and a marker, then the rest after it. */
+static const char *split_at(const char *page, const char *marker, size_t *before)
+{
+    const char *at = strstr(page, marker);
+    if (!at)
+        return NULL;
+    *before = (size_t)(at - page);
+    return at + strlen(marker);
+}
+
+/* The dashboard (ui/, built in) as one page: its style and script inline,
+ * the trace (JSON lines) as a JSON array before the script. */
+static int write_html(const char *out, const char *source, const char *trace, size_t trace_len)
+{
+    const struct ui_file *page = ui_file_find("index.html"), *css = ui_file_find("style.css"),
+                         *js = ui_file_find("app.js");
+    static const char link[] = "<link rel=\"stylesheet\" href=\"style.css\">";
+    static const char script[] = "<script src=\"app.js\"></script>";
+    char *html = page ? strndup((const char *)page->data, page->len) : NULL;
+    size_t css_at, js_at;
+    const char *after_css = html ? split_at(html, link, &css_at) : NULL;
+    const char *after_js = after_css ? split_at(after_css, script, &js_at) : NULL;
+    if (!css || !js || !after_js) {
+        fprintf(stderr, "raftsim: the built-in dashboard lacks its page, style or script\n");
+        free(html);
+        return 2;
+    }
+    FILE *f = fopen(out, "wb");
+    if (!f) {
+        fprintf(stderr, "raftsim: %s: %s\n", out, strerror(errno));
+        free(html);
+        return 2;
+    }
+    fwrite(html, 1, css_at, f);
+    fputs("<style>\n", f);
+    put_script_safe(f, (const char *)css->data, css->len);
+    fputs("</style>", f);
+    fwrite(after_css, 1, js_at, f);
+    fputs("<script type=\"application/json\" id=\"embedded-trace\" data-source=\"", f);
+    for (const char *p = source; *p; p++) /* an attribute value */
+        if (*p == '"' || *p == '&' || *p == '<' || *p == '>')
+            fprintf(f, "&#%d;", *p);
+        else
+            fputc(*p, f);
+    fputs("\">\n[", f);
+    bool first = true;
+    for (size_t at = 0; at < trace_len;) {
+        const char *nl = memchr(trace + at, '\n', trace_len - at);
+        size_t len = nl ? (size_t)(nl - (trace + at)) : trace_len - at;
+        if (len) {
+            fputs(first ? "" : ",\n", f);
+            put_script_safe(f, trace + at, len);
+            first = false;
+        }
+        at += len + 1;
+    }
+    fputs("]\n</script>\n<script>\n", f);
+    put_script_safe(f, (const char *)js->data, js->len);
+    fputs("</script>", f);
+    fputs(after_js, f);
+    free(html);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "raftsim: %s: %s\n", out, strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+static int cmd_html(struct common *c, const char *file)
+{
+    char *trace = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&trace, &len);
+    if (!mem) {
+        perror("raftsim: open_memstream");
+        return 2;
+    }
+    int rv = sim_run_scenario_file_json(file, false, c->verbose, false, mem);
+    json_verdict(mem, rv == 0,
+                 rv == 0 ? "the run matched its expected trace and expectations"
+                         : "the run did not match its expected trace or expectations",
+                 file);
+    fclose(mem);
+    int wrote = write_html(c->html, file, trace, len);
+    free(trace);
+    if (wrote == 0)
+        printf("  %-5s %s -> %s\n", rv == 0 ? "ok" : "FAIL", file, c->html);
+    return wrote ? wrote : rv ? 1 : 0;
+}
+
+static int cmd_html_trace(int argc, char **argv, int i)
+{
+    if (argc - i != 2) {
+        fprintf(stderr, "raftsim html: expected OUT.html TRACE.jsonl\n");
+        return 2;
+    }
+    FILE *f = fopen(argv[i + 1], "rb");
+    char *text = NULL;
+    size_t cap = 0;
+    ssize_t len = f ? getdelim(&text, &cap, '\0', f) : -1;
+    if (f)
+        fclose(f);
+    if (len <= 0) {
+        fprintf(stderr, "raftsim html: %s: %s\n", argv[i + 1], f ? "empty" : strerror(errno));
+        free(text);
+        return 2;
+    }
+    /* A trace is JSON objects, one a line: refuse anything else before it is
+     * put inside a page. */
+    unsigned long lineno = 0;
+    for (const char *p = text; p < text + len;) {
+        const char *nl = memchr(p, '\n', (size_t)(text + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(text + len - p);
+        lineno++;
+        if (n && (p[0] != '{' || p[n - 1] != '}')) {
+            fprintf(stderr, "raftsim html: %s:%lu: not a JSON trace record (docs/trace.md)\n",
+                    argv[i + 1], lineno);
+            free(text);
+            return 2;
+        }
+        p += n + 1;
+    }
+    int rv = write_html(argv[i], argv[i + 1], text, (size_t)len);
+    free(text);
+    if (rv == 0)
+        printf("  wrote %s (%lu records of %s)\n", argv[i], lineno, argv[i + 1]);
+    return rv;
+}
+
 static int cmd_run(struct common *c, int argc, char **argv, int i)
 {
+    if (c->html || (i < argc && strcmp(argv[i], "--html") == 0)) {
+        int k = parse(argc, argv, i, c);
+        if (!c->html || !*c->html || k != argc - 1) {
+            fprintf(stderr, "raftsim run --html: expected --html OUT.html and one scenario file\n");
+            return 2;
+        }
+        return cmd_html(c, argv[k]);
+    }
     const char *env = getenv("REWRITE");
     int failures = 0, files = 0;
     for (; i < argc; i++) {
@@ -636,15 +821,23 @@ static int cmd_run(struct common *c, int argc, char **argv, int i)
         /* After parse: `raftsim run --rewrite FILE` names the option here. */
         bool rewrite = c->rewrite || (env && strcmp(env, "1") == 0);
         files++;
-        int rv = sim_run_scenario_file(argv[i], rewrite, c->verbose, c->expect_only);
-        printf("  %-5s %s\n", rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
+        int rv = sim_run_scenario_file_json(argv[i], rewrite, c->verbose, c->expect_only,
+                                            c->json ? stdout : NULL);
+        if (c->json)
+            json_verdict(stdout, rv == 0,
+                         rv == 0 ? "the run matched its expected trace and expectations"
+                                 : "the run did not match its expected trace or expectations",
+                         argv[i]);
+        fprintf(c->json ? stderr : stdout, "  %-5s %s\n",
+                rv == 0 ? (rewrite ? "wrote" : "ok") : "FAIL", argv[i]);
         failures += rv != 0;
     }
     if (files == 0) {
         fprintf(stderr, "raftsim run: no scenario files given\n");
         return 2;
     }
-    printf("scenarios: %d passed, %d failed\n", files - failures, failures);
+    fprintf(c->json ? stderr : stdout, "scenarios: %d passed, %d failed\n", files - failures,
+            failures);
     return failures ? 1 : 0;
 }
 
@@ -661,6 +854,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     if (strcmp(cmd, "run") == 0)
         return cmd_run(&c, argc, argv, i);
+    if (strcmp(cmd, "html") == 0)
+        return cmd_html_trace(argc, argv, i);
     if (strcmp(cmd, "seeds") == 0 || strcmp(cmd, "soak") == 0) {
         if (parse(argc, argv, i, &c) < argc) {
             fprintf(stderr, "raftsim %s: unexpected argument\n", cmd);

@@ -621,6 +621,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     sim_options_default(&so, o->nodes, o->seed);
     so.out = o->out;
     so.trace_messages = o->trace_messages;
+    so.json = o->json;
     so.raft.unsafe_commit_old_term = o->unsafe_commit_old_term;
     so.raft.prevote_off = o->prevote_off;
     so.raft.check_quorum_off = o->check_quorum_off;

@@ -20,6 +20,7 @@
  * are listed in docs/simulator.md.
  */
 #include "sim_internal.h"
+#include "tracejson.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -32,6 +33,7 @@ struct scenario {
     const char *path;
     unsigned lineno;
     FILE *out;
+    FILE *json; /* sim_options.json, or NULL */
     struct sim *s;
     unsigned failures;
     bool violation_expected;
@@ -143,6 +145,7 @@ static void cmd_nodes(struct scenario *sc, int argc, char **argv)
     struct sim_options o;
     sim_options_default(&o, (unsigned)n, parse_u64(opt(argc, argv, "seed"), &v) ? v : 1);
     o.out = sc->out;
+    o.json = sc->json;
     o.trace_messages = flag(argc, argv, "messages");
     o.raft.prevote_off = flag(argc, argv, "prevote=off");
     o.raft.check_quorum_off = flag(argc, argv, "checkquorum=off");
@@ -653,7 +656,30 @@ static void report_mismatch(const char *path, const char *want, const char *got)
     fprintf(stderr, "  (REWRITE=1 regenerates the expected trace; review the diff)\n");
 }
 
+/* A line of the scenario file as a "script" record: the story a viewer
+ * tells beside the picture. */
+static void json_script(struct scenario *sc, const char *line, bool comment)
+{
+    if (!sc->json)
+        return;
+    char buf[1024];
+    struct tj j;
+    tj_begin(&j, buf, sizeof(buf), sc->s ? sim_now(sc->s) : 0, "script", 0, 0);
+    tj_u64(&j, "line", sc->lineno);
+    tj_bool(&j, "comment", comment);
+    tj_str(&j, "text", comment ? line + strspn(line, "# ") : line);
+    size_t len = tj_end(&j);
+    if (len)
+        fwrite(buf, 1, len, sc->json);
+}
+
 int sim_run_scenario_file(const char *path, bool rewrite, bool verbose, bool expect_only)
+{
+    return sim_run_scenario_file_json(path, rewrite, verbose, expect_only, NULL);
+}
+
+int sim_run_scenario_file_json(const char *path, bool rewrite, bool verbose, bool expect_only,
+                               FILE *json)
 {
     size_t len;
     char *text = read_file(path, &len);
@@ -667,7 +693,7 @@ int sim_run_scenario_file(const char *path, bool rewrite, bool verbose, bool exp
 
     char *got = NULL;
     size_t got_len = 0;
-    struct scenario sc = {.path = path, .out = open_memstream(&got, &got_len)};
+    struct scenario sc = {.path = path, .out = open_memstream(&got, &got_len), .json = json};
     if (!sc.out) {
         free(text);
         return 2;
@@ -681,9 +707,12 @@ int sim_run_scenario_file(const char *path, bool rewrite, bool verbose, bool exp
         sc.lineno++;
         if (line[0] == '#' || line[0] == '\0') {
             fprintf(sc.out, "%s\n", line);
+            if (line[0] == '#')
+                json_script(&sc, line, true);
             continue;
         }
         fprintf(sc.out, "> %s\n", line);
+        json_script(&sc, line, false);
         char *argv[MAX_ARGS], *save = NULL;
         int argc = 0;
         for (char *t = strtok_r(line, " \t", &save); t && argc < MAX_ARGS;

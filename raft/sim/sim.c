@@ -6,6 +6,7 @@
  * so a run is a pure function of its options and commands.
  */
 #include "sim_internal.h"
+#include "tracejson.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ struct sim_msg {
     uint8_t *data;               /* InstallSnapshot: the chunk */
     struct raft_member *members; /* InstallSnapshot: the configuration */
     uint64_t data_dir;           /* the sender's incarnation when it sent it */
+    uint64_t id;                 /* JSON: the number of its send */
 };
 
 /* A write in flight: what one update asked to persist, and the messages
@@ -174,6 +176,7 @@ static struct sim_msg *msg_copy(const struct raft_message *m)
     c->data = NULL;
     c->members = NULL;
     c->data_dir = 0;
+    c->id = 0;
     if (m->type == RAFT_MSG_INSTALL_SNAPSHOT) {
         const struct raft_install_snapshot *is = &m->install_snapshot;
         c->data = xmalloc(is->len);
@@ -341,29 +344,253 @@ static void sim_log_copy(struct sim_log *dst, const struct sim_log *src)
  * Output
  * ------------------------------------------------------------------------ */
 
-void sim_say(struct sim *s, const char *fmt, ...)
+static void say_text(struct sim *s, const char *fmt, va_list ap)
+{
+    fprintf(s->o.out, "%6llums  ", (unsigned long long)s->now_ms);
+    vfprintf(s->o.out, fmt, ap);
+    fputc('\n', s->o.out);
+}
+
+void sim_say_text(struct sim *s, const char *fmt, ...)
 {
     if (!s->o.out)
         return;
     va_list ap;
-    fprintf(s->o.out, "%6llums  ", (unsigned long long)s->now_ms);
     va_start(ap, fmt);
-    vfprintf(s->o.out, fmt, ap);
+    say_text(s, fmt, ap);
     va_end(ap);
-    fputc('\n', s->o.out);
+}
+
+/* JSON records. The writer is tracejson.c, shared with kvd; a record that
+ * does not fit its buffer is dropped whole (only a "state" of a very long,
+ * very fragmented log could be that big, and its log is cut first). */
+enum { JSON_LINE = 8192 };
+
+static void json_net(struct sim *s);
+
+static void json_write(struct sim *s, struct tj *j)
+{
+    size_t len = tj_end(j);
+    if (len)
+        fwrite(j->buf, 1, len, s->o.json);
+}
+
+/* Start a record; false when JSON is off. A pending "net" record goes
+ * first, so that a reader sees cuts before what they cause. */
+static bool json_begin(struct sim *s, struct tj *j, char *buf, const char *kind, raft_id node)
+{
+    if (!s->o.json)
+        return false;
+    if (s->net_changed)
+        json_net(s);
+    tj_begin(j, buf, JSON_LINE, s->now_ms, kind, node, 0);
+    return true;
+}
+
+/* The directed links that are cut, as [from, to] pairs. */
+static void json_net(struct sim *s)
+{
+    s->net_changed = false;
+    char buf[JSON_LINE];
+    struct tj j;
+    if (!json_begin(s, &j, buf, "net", 0))
+        return;
+    tj_open(&j, "cut", '[');
+    for (unsigned a = 1; a <= s->o.nodes; a++)
+        for (unsigned b = 1; b <= s->o.nodes; b++)
+            if (a != b && s->links[a - 1][b - 1].blocked) {
+                tj_open(&j, NULL, '[');
+                tj_elem_u64(&j, a);
+                tj_elem_u64(&j, b);
+                tj_close(&j, ']');
+            }
+    tj_close(&j, ']');
+    json_write(s, &j);
+}
+
+void sim_say(struct sim *s, const char *fmt, ...)
+{
+    va_list ap;
+    if (s->o.out) {
+        va_start(ap, fmt);
+        say_text(s, fmt, ap);
+        va_end(ap);
+    }
+    char buf[JSON_LINE], text[1024];
+    struct tj j;
+    if (!json_begin(s, &j, buf, "note", 0))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    tj_str(&j, "text", text);
+    json_write(s, &j);
+}
+
+void sim_json_violation(struct sim *s, const char *property, const char *detail)
+{
+    char buf[JSON_LINE];
+    struct tj j;
+    if (!json_begin(s, &j, buf, "violation", 0))
+        return;
+    tj_str(&j, "property", property);
+    tj_str(&j, "text", detail);
+    json_write(s, &j);
 }
 
 static void print_trace(struct sim *s, struct sim_node *n, const struct raft_update *u)
 {
-    if (!s->o.out)
-        return;
-    char line[512]; /* election lines carry id lists */
+    char line[512], buf[JSON_LINE]; /* election lines carry id lists */
     for (size_t i = 0; i < u->n_trace; i++) {
         const struct raft_trace *t = &u->trace[i];
-        raft_trace_format(t, line, sizeof(line));
-        sim_say(s, "n%llu t%-3llu %-13s %s", (unsigned long long)n->id, (unsigned long long)t->term,
-                raft_role_name(t->role), line);
+        if (s->o.out) {
+            raft_trace_format(t, line, sizeof(line));
+            sim_say_text(s, "n%llu t%-3llu %-13s %s", (unsigned long long)n->id,
+                         (unsigned long long)t->term, raft_role_name(t->role), line);
+        }
+        struct tj j;
+        if (json_begin(s, &j, buf, "rule", n->id)) {
+            tj_rule(&j, t);
+            json_write(s, &j);
+        }
     }
+}
+
+/* A message record: "send", "recv" or "drop" (with the reason). */
+static void json_message(struct sim *s, const char *kind, raft_id node, uint64_t id,
+                         const struct raft_message *m, const char *reason)
+{
+    char buf[JSON_LINE];
+    struct tj j;
+    if (!json_begin(s, &j, buf, kind, node))
+        return;
+    tj_message(&j, id, m);
+    if (reason)
+        tj_str(&j, "reason", reason);
+    json_write(s, &j);
+}
+
+/* The simulator's clients name each command by its payload ("cmd12"). */
+static size_t request_id(const struct raft_entry *e, const char **req)
+{
+    const char *p = e->data;
+    if (e->type != RAFT_ENTRY_NORMAL || e->len < 4 || memcmp(p, "cmd", 3) != 0)
+        return 0;
+    size_t n = 3;
+    while (n < e->len && p[n] >= '0' && p[n] <= '9')
+        n++;
+    *req = p;
+    return n;
+}
+
+/* A node's state, whenever it changed: what a viewer draws. The log is
+ * given as runs of one term ([first, last, term]); a log of more runs than
+ * fit keeps its newest ones ("log_from" says where they start). */
+static void json_state(struct sim *s, struct sim_node *n)
+{
+    if (!s->o.json)
+        return;
+    const struct sim_log *l = &n->mem;
+    raft_index last = sim_log_last(l);
+    uint64_t sig = 0x9e3779b97f4a7c15ULL;
+    uint64_t chain = 0;
+    sim_log_chain(l, last, &chain);
+    uint64_t parts[] = {n->r != NULL,
+                        n->paused,
+                        n->term,
+                        n->role,
+                        n->r ? raft_voted_for(n->r) : 0,
+                        n->r ? raft_leader(n->r) : 0,
+                        n->commit,
+                        n->applied,
+                        last,
+                        l->offset,
+                        chain};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++)
+        sig = (sig ^ parts[i]) * 0x100000001b3ULL;
+    if (n->json_said && sig == n->json_sig)
+        return;
+    n->json_said = true;
+    n->json_sig = sig;
+    char buf[JSON_LINE];
+    struct tj j;
+    json_begin(s, &j, buf, "state", n->id);
+    tj_bool(&j, "up", n->r != NULL);
+    tj_bool(&j, "paused", n->paused);
+    tj_u64(&j, "term", n->r ? raft_current_term(n->r) : n->disk_term);
+    tj_str(&j, "role", raft_role_name(n->r ? raft_role_of(n->r) : RAFT_FOLLOWER));
+    tj_u64(&j, "vote", n->r ? raft_voted_for(n->r) : n->disk_vote);
+    tj_u64(&j, "leader", n->r ? raft_leader(n->r) : 0);
+    tj_u64(&j, "commit", n->commit);
+    tj_u64(&j, "applied", n->applied);
+    tj_u64(&j, "last", last);
+    tj_u64(&j, "snapshot", l->offset);
+    enum { MAX_RUNS = 200 };
+    size_t runs = 0;
+    raft_index from = last;
+    while (from > l->offset && runs < MAX_RUNS) {
+        raft_term t = l->e[from - l->offset - 1].term;
+        while (from > l->offset && l->e[from - l->offset - 1].term == t)
+            from--;
+        runs++;
+    }
+    tj_u64(&j, "log_from", from + 1);
+    tj_open(&j, "log", '[');
+    for (raft_index i = from + 1; i <= last;) {
+        raft_term t = l->e[i - l->offset - 1].term;
+        raft_index k = i;
+        while (k + 1 <= last && l->e[k + 1 - l->offset - 1].term == t)
+            k++;
+        tj_open(&j, NULL, '[');
+        tj_elem_u64(&j, i);
+        tj_elem_u64(&j, k);
+        tj_elem_u64(&j, t);
+        tj_close(&j, ']');
+        i = k + 1;
+    }
+    tj_close(&j, ']');
+    json_write(s, &j);
+}
+
+/* After a step: commits a leader made, entries applied (a leader's apply
+ * is when its host answers the client), and the node's state. */
+static void json_after_step(struct sim *s, struct sim_node *n, const struct raft_update *u,
+                            raft_index commit_before)
+{
+    if (!s->o.json)
+        return;
+    char buf[JSON_LINE];
+    struct tj j;
+    if (u->role == RAFT_LEADER && u->commit_index > commit_before) {
+        json_begin(s, &j, buf, "commit", n->id);
+        tj_u64(&j, "term", raft_current_term(n->r));
+        tj_u64(&j, "index", u->commit_index);
+        tj_u64(&j, "from", commit_before + 1);
+        json_write(s, &j);
+    }
+    for (size_t i = 0; i < u->n_apply; i++) {
+        const struct raft_entry *e = &u->apply[i];
+        const char *req = NULL;
+        size_t req_len = request_id(e, &req);
+        json_begin(s, &j, buf, "apply", n->id);
+        tj_u64(&j, "index", e->index);
+        tj_u64(&j, "term", e->term);
+        tj_str(&j, "entry",
+               e->type == RAFT_ENTRY_NOOP   ? "noop"
+               : e->type == RAFT_ENTRY_CONF ? "conf"
+                                            : "normal");
+        if (req_len)
+            tj_strn(&j, "req", req, req_len);
+        json_write(s, &j);
+        if (req_len && u->role == RAFT_LEADER) {
+            json_begin(s, &j, buf, "answer", n->id);
+            tj_strn(&j, "req", req, req_len);
+            tj_str(&j, "status", "ok");
+            tj_u64(&j, "index", e->index);
+            json_write(s, &j);
+        }
+    }
+    json_state(s, n);
 }
 
 static void describe_message(char *buf, size_t size, const struct raft_message *m)
@@ -448,12 +675,17 @@ static void send_message(struct sim *s, const struct raft_message *m)
         filled.install_snapshot.data = sn->data + is->offset;
         m = &filled;
     }
+    const char *reason = NULL;
     if (!to)
-        fate = "dropped (no such node)";
+        fate = "dropped (no such node)", reason = "no such node";
     else if (link->blocked)
-        fate = "dropped (link cut)";
+        fate = "dropped (link cut)", reason = "link cut";
     else if (s->drop_pct && sim_random(s) % 100 < s->drop_pct)
-        fate = "dropped (loss)";
+        fate = "dropped (loss)", reason = "loss";
+    uint64_t id = ++s->next_msg_id;
+    json_message(s, "send", m->from, id, m, NULL);
+    if (reason)
+        json_message(s, "drop", m->from, id, m, reason);
     if (s->o.trace_messages && s->o.out) {
         char d[160];
         describe_message(d, sizeof(d), m);
@@ -474,6 +706,7 @@ static void send_message(struct sim *s, const struct raft_message *m)
         struct sim_event *ev = event_new(s, SIM_EV_DELIVER, at, m->to);
         ev->msg = msg_copy(m);
         ev->msg->data_dir = s->nodes[m->from - 1].data_dir;
+        ev->msg->id = id;
         heap_push(s, ev);
     }
 }
@@ -581,6 +814,7 @@ static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, r
     struct raft_update u;
     ev->now_ms = node_clock(s, n);
     s->stats.events++;
+    raft_index commit_before = raft_commit_index(n->r);
     int rv = raft_step(n->r, ev, &u);
     if (rv == RAFT_ENOMEM) {
         fprintf(stderr, "raftsim: out of memory in raft_step\n");
@@ -594,6 +828,7 @@ static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, r
                         (unsigned long long)n->id, why ? why : "?");
     }
     check_update(s, n, &u);
+    json_after_step(s, n, &u, commit_before);
     for (size_t i = 0; i < u.n_messages; i++)
         if (!u.messages[i].after_persist)
             send_message(s, &u.messages[i]);
@@ -811,9 +1046,13 @@ static void process_event(struct sim *s, struct sim_event *ev)
         struct sim_link *link = &s->links[ev->msg->m.from - 1][ev->msg->m.to - 1];
         if (link->blocked) { /* the link was cut while the message was in flight */
             s->stats.messages_dropped++;
+            json_message(s, "drop", ev->msg->m.to, ev->msg->id, &ev->msg->m, "link cut");
         } else if (!disk_loss_accepts(s, n, ev->msg->m.from, ev->msg->data_dir)) {
             s->stats.messages_dropped++; /* its data dir was replaced */
+            json_message(s, "drop", ev->msg->m.to, ev->msg->id, &ev->msg->m,
+                         "sender's data dir was replaced");
         } else {
+            json_message(s, "recv", ev->msg->m.to, ev->msg->id, &ev->msg->m, NULL);
             struct raft_event rev = {.type = RAFT_RECEIVE};
             rev.receive = &ev->msg->m;
             node_step(s, n, &rev, NULL);
@@ -957,6 +1196,7 @@ void sim_crash(struct sim *s, raft_id id)
     n->paused = false;
     drop_deferred(n);
     sim_say(s, "n%llu CRASH (unsynced writes lost: %u)", (unsigned long long)id, n->writes_pending);
+    json_state(s, n);
 }
 
 void sim_restart(struct sim *s, raft_id id)
@@ -973,6 +1213,7 @@ void sim_restart(struct sim *s, raft_id id)
     sim_say(s, "n%llu RESTART term=%llu vote=%llu log=%llu", (unsigned long long)id,
             (unsigned long long)n->disk_term, (unsigned long long)n->disk_vote,
             (unsigned long long)sim_log_last(&n->disk));
+    json_state(s, n);
 }
 
 void sim_pause(struct sim *s, raft_id id)
@@ -982,6 +1223,7 @@ void sim_pause(struct sim *s, raft_id id)
         return;
     n->paused = true;
     sim_say(s, "n%llu PAUSE", (unsigned long long)id);
+    json_state(s, n);
 }
 
 void sim_resume(struct sim *s, raft_id id)
@@ -991,6 +1233,7 @@ void sim_resume(struct sim *s, raft_id id)
         return;
     n->paused = false;
     sim_say(s, "n%llu RESUME (%zu events waiting)", (unsigned long long)id, n->n_deferred);
+    json_state(s, n);
     /* Handle what queued up while stopped, in arrival order. */
     struct sim_event **evs = n->deferred;
     size_t count = n->n_deferred;
@@ -1011,15 +1254,19 @@ void sim_resume(struct sim *s, raft_id id)
 
 void sim_block(struct sim *s, raft_id from, raft_id to, bool blocked)
 {
-    if (node_of(s, from) && node_of(s, to))
+    if (node_of(s, from) && node_of(s, to) && s->links[from - 1][to - 1].blocked != blocked) {
         s->links[from - 1][to - 1].blocked = blocked;
+        s->net_changed = true;
+    }
 }
 
 void sim_heal(struct sim *s)
 {
     for (unsigned i = 0; i < SIM_MAX_NODES; i++)
-        for (unsigned j = 0; j < SIM_MAX_NODES; j++)
+        for (unsigned j = 0; j < SIM_MAX_NODES; j++) {
+            s->net_changed |= s->links[i][j].blocked;
             s->links[i][j].blocked = false;
+        }
 }
 
 void sim_set_drop(struct sim *s, unsigned pct)
@@ -1113,6 +1360,32 @@ int sim_propose(struct sim *s, raft_id at, unsigned n_entries, raft_index *first
     return sim_propose_sized(s, at, n_entries, 0, first, last);
 }
 
+/* A client's request reaching a node: the index it got, or why not. */
+static void json_propose(struct sim *s, struct sim_node *n, const struct raft_entry *entries,
+                         size_t count, raft_index first, int rv)
+{
+    char buf[JSON_LINE];
+    struct tj j;
+    for (size_t i = 0; i < count; i++) {
+        const char *req = NULL;
+        size_t len = request_id(&entries[i], &req);
+        if (!len || !json_begin(s, &j, buf, "propose", n->id))
+            return;
+        tj_strn(&j, "req", req, len);
+        tj_u64(&j, "term", raft_current_term(n->r));
+        if (rv == RAFT_OK)
+            tj_u64(&j, "index", first + i);
+        tj_str(&j, "status", rv == RAFT_OK ? "ok" : raft_strerror(rv));
+        json_write(s, &j);
+        if (rv != RAFT_OK) { /* the client hears the refusal at once */
+            json_begin(s, &j, buf, "answer", n->id);
+            tj_strn(&j, "req", req, len);
+            tj_str(&j, "status", raft_strerror(rv));
+            json_write(s, &j);
+        }
+    }
+}
+
 int sim_propose_sized(struct sim *s, raft_id at, unsigned n_entries, size_t size, raft_index *first,
                       raft_index *last)
 {
@@ -1140,6 +1413,7 @@ int sim_propose_sized(struct sim *s, raft_id at, unsigned n_entries, size_t size
     ev.propose.n_entries = n_entries;
     raft_index proposed[2] = {0, 0};
     int rv = node_step(s, n, &ev, proposed);
+    json_propose(s, n, entries, n_entries, proposed[0], rv);
     if (rv == RAFT_OK) {
         s->stats.proposals += n_entries;
         if (first)
@@ -1250,6 +1524,8 @@ struct sim *sim_new(const struct sim_options *o)
         }
     }
     heap_push(s, event_new(s, SIM_EV_TICK, o->tick_ms, 1));
+    for (unsigned i = 0; i < o->nodes; i++)
+        json_state(s, &s->nodes[i]);
     return s;
 }
 

@@ -36,6 +36,11 @@ struct sim_options {
     uint32_t fsync_max_ms;
     FILE *out;           /* trace and narration; NULL for silence */
     bool trace_messages; /* also print every message sent and dropped */
+    /* Every record as a JSON line (docs/trace.md, "JSON lines"): the core's
+     * rules, every message sent, received and dropped with an id matching a
+     * receipt to its send, client requests, node states, the network's cuts
+     * and the checker's violations. NULL for none. */
+    FILE *json;
     /* Teaching knob of the host, refused like the core's (RAFT_EUNSAFE)
      * unless raft.allow_unsafe is set: peers take a node that lost its disk
      * back at once, the voter it was, with an empty log and no vote record,
@@ -161,6 +166,10 @@ const char *sim_violation_grid(const struct sim *s);
  * may decide at other moments); the `until` and `expect` commands and the
  * checker still judge the run. */
 int sim_run_scenario_file(const char *path, bool rewrite, bool verbose, bool expect_only);
+/* The same, also writing the run as JSON lines to json (sim_options.json),
+ * the scenario's commands and comments included. */
+int sim_run_scenario_file_json(const char *path, bool rewrite, bool verbose, bool expect_only,
+                               FILE *json);
 
 /* bugs.c: the catalogue of planted bugs (raftsim mutants). */
 enum sim_reads {
@@ -203,6 +212,7 @@ struct sim_random_options {
     bool trace_messages;
     char *grid; /* when set, receives every log as a grid at the first violation */
     size_t grid_size;
+    FILE *json; /* sim_options.json */
 };
 void sim_random_options_default(struct sim_random_options *o, uint64_t seed, unsigned nodes);
 /* Returns 0 on PASS; 1 on FAIL with the verdict in `verdict`. */

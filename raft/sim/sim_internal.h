@@ -85,6 +85,11 @@ struct sim_node {
     uint64_t clock_anchor_local, clock_anchor_virtual;
     unsigned clock_pct;
 
+    /* What the last JSON "state" record said (sim.c), to write one only
+     * when something changed. */
+    uint64_t json_sig;
+    bool json_said;
+
     /* Events that arrived while paused, in order. */
     struct sim_event **deferred;
     size_t n_deferred, cap_deferred;
@@ -136,6 +141,8 @@ struct sim {
     size_t n_reads, cap_reads;
     struct sim_stats stats;
     struct sim_replacement replace;
+    uint64_t next_msg_id; /* JSON: sends are numbered, receipts carry the number */
+    bool net_changed;     /* JSON: a "net" record is due */
 
     /* Checker state (check.c). */
     raft_id *leader_of_term; /* Election Safety: who led each term */
@@ -180,6 +187,11 @@ uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
 bool disk_loss_accepts(struct sim *s, struct sim_node *to, raft_id from, uint64_t data_dir);
 /* The operator's next look at a replacement, after every tick. */
 void disk_loss_operator_tick(struct sim *s);
+
+/* sim.c: JSON records (sim_options.json). */
+void sim_json_violation(struct sim *s, const char *property, const char *detail);
+/* Narration in text only (the caller writes its own JSON record). */
+void sim_say_text(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* check.c */
 void check_free(struct sim *s);

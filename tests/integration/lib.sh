@@ -11,8 +11,9 @@ set -euo pipefail
 KVD=${KVD:-build/cc/kvd}
 NODES=${NODES:-3}
 T=$(mktemp -d /tmp/kvd-it.XXXXXX)
-# Below the ephemeral range (32768-60999), so no client socket holds our ports.
-BASE=$((20000 + ($$ % 300) * 40))
+# Below the ephemeral range (32768-60999), so no client socket holds our ports (IT_BASE
+# chooses them instead: node i gets IT_BASE+i, +10+i and +20+i).
+BASE=${IT_BASE:-$((20000 + ($$ % 300) * 40))}
 PASS=0
 FAIL=0
 declare -a PID=()
