@@ -85,6 +85,11 @@ struct sim_node {
     uint64_t clock_anchor_local, clock_anchor_virtual;
     unsigned clock_pct;
 
+    /* AppendEntries results this node handled (any life): the swarm
+     * schedule isolates a leader right after a heartbeat round came back,
+     * when its lease was just renewed (random.c, lease_strike). */
+    uint64_t acks_heard;
+
     /* Events that arrived while paused, in order. */
     struct sim_event **deferred;
     size_t n_deferred, cap_deferred;
