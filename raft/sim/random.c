@@ -329,6 +329,15 @@ struct swarm {
     raft_term leader_term;
     uint64_t strike_at; /* a new leader is struck then (0: no) */
     raft_id strike_target;
+    bool strike_propose; /* that strike first gives it entries of its own */
+    /* Strike chains: after a strike, each of the next chain_len leaders is
+     * struck too, and the node struck before it comes back at that moment.
+     * Figure 8 is such a chain: S1 struck after partial replication, S5
+     * after appending in a later term, S1 back and elected, struck after
+     * it replicated its old entry, S5 back. */
+    unsigned chain_len, chain_left;
+    raft_id victim;      /* the node the chain struck last, while it is out */
+    uint64_t hold_until; /* the next fault not before then */
 };
 
 static void swarm_draw(struct swarm *w, uint64_t seed, int faults, struct sim_options *so)
@@ -360,35 +369,81 @@ static void swarm_draw(struct swarm *w, uint64_t seed, int faults, struct sim_op
     static const uint64_t clients[] = {40, 40, 150};
     w->client_hi = clients[rnd(&st) % 3];
     /* Election timeouts and heartbeats: the default, short, and long. */
-    static const uint32_t timeouts[][2] = {{150, 30}, {150, 30}, {60, 12}, {300, 50}, {600, 80}};
-    unsigned t = (unsigned)(rnd(&st) % 5);
+    static const uint32_t timeouts[][2] = {{150, 30}, {150, 30}, {60, 12},
+                                           {300, 50}, {600, 80}, {1000, 100}};
+    unsigned t = (unsigned)(rnd(&st) % 6);
     so->raft.election_timeout_ms = timeouts[t][0];
     so->raft.heartbeat_interval_ms = timeouts[t][1];
-    /* (A fast network, 0-2 ms, is not drawn yet: with reordering and
-     * duplication the core's pipelined AppendEntries answer rejections with
-     * resends that multiply, until the livelock guard stops the run; seed
-     * 29356 of schedule 2 with it showed that.) */
+    /* Strike chains (struct swarm) for three seeds in four; a chain starts
+     * at a strike, so those seeds strike. */
+    static const unsigned chains[] = {0, 4, 8, 16};
+    w->chain_len = chains[rnd(&st) % 4];
+    if (w->chain_len && !w->strike_pct)
+        w->strike_pct = 20;
+    /* A fast network (0-2 ms) for a third of the seeds: elections and
+     * commits then fit in narrow timing windows (a lease's). Not with
+     * reordering: the core's pipelined AppendEntries answer out-of-order
+     * rejections with resends that multiply, until the livelock guard stops
+     * the run (seed 29356 of schedule 2 with it showed that). */
+    if (!(w->faults & FAULT_REORDER) && rnd(&st) % 3 == 0) {
+        so->delay_min_ms = 0;
+        so->delay_max_ms = 2;
+    }
+}
+
+/* The leader cut off alone right after a heartbeat round came back (its
+ * lease just renewed, thesis §6.4.1): the others elect a new leader as soon
+ * as their promise to the old one ends, while the old one, cut off with its
+ * clients, may still believe its lease. Back after one to three election
+ * timeouts. */
+static void lease_strike(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
+{
+    struct sim_node *n = &s->nodes[l - 1];
+    uint64_t acks = n->acks_heard, t = s->o.raft.election_timeout_ms;
+    uint64_t wait_until = sim_now(s) + s->o.raft.heartbeat_interval_ms + 2 * s->o.delay_max_ms;
+    /* A majority of the voters answered (the leader counts itself). */
+    while (n->acks_heard < acks + sim_nodes(s) / 2 && sim_now(s) < wait_until && !s->stop)
+        sim_run_for(s, 1);
+    if (s->stop || sim_leader(s) != l || n->acks_heard < acks + sim_nodes(s) / 2)
+        return;
+    /* The worst skew the bound allows, as clock_push's: the leader's lease
+     * lasts longest, the others' promise ends soonest. */
+    for (raft_id id = 1; id <= sim_nodes(s); id++)
+        sim_set_clock_rate(s, id, id == l ? 95 : 105);
+    sim_heal(s);
+    for (raft_id id = 1; id <= sim_nodes(s); id++)
+        if (id != l) {
+            sim_block(s, l, id, true);
+            sim_block(s, id, l, true);
+        }
+    sim_say(s, "FAULT partition the leader n%llu from the others right after its lease renewed",
+            (unsigned long long)l);
+    w->heal_at = sim_now(s) + between(st, t, 3 * t);
+    /* No other fault until then: the story is the two leaders'. */
+    w->hold_until = w->heal_at;
 }
 
 /* A clock push: a node's clock runs as slow or as fast as the drift bound
- * allows both ways at once (96% and 104%: one is 8% ahead of the other,
- * inside the 10% default bound), or right again. Lease reads are safe only
- * inside the bound (thesis §6.4.1); a lease without one is caught here. */
+ * allows both ways at once (95% and 105%: one is 10.5% ahead of the other,
+ * inside the 10% default bound's 1/0.9), or right again. Lease reads are
+ * safe only inside the bound (thesis §6.4.1); a lease without one is
+ * caught here. */
 static void clock_push(struct sim *s, uint64_t *st)
 {
     raft_id l = sim_leader(s);
     if (l && rnd(st) % 2) {
         /* The worst the bound allows for a lease: the leader's clock slow
          * (its lease lasts longer), every other one fast (their promise not
-         * to vote ends sooner). */
+         * to vote ends sooner). 105/95 is 1.105, inside the 1/0.9 that a
+         * lease of 90% of the election timeout tolerates. */
         for (raft_id id = 1; id <= sim_nodes(s); id++)
-            sim_set_clock_rate(s, id, id == l ? 96 : 104);
-        sim_say(s, "FAULT clocks: the leader n%llu's runs at 96%%, the others' at 104%%",
+            sim_set_clock_rate(s, id, id == l ? 95 : 105);
+        sim_say(s, "FAULT clocks: the leader n%llu's runs at 95%%, the others' at 105%%",
                 (unsigned long long)l);
         return;
     }
     raft_id id = 1 + rnd(st) % sim_nodes(s);
-    static const unsigned rates[] = {96, 104, 100};
+    static const unsigned rates[] = {95, 105, 100};
     unsigned pct = rates[rnd(st) % 3];
     sim_set_clock_rate(s, id, pct);
     sim_say(s, "FAULT clock of n%llu runs at %u%%", (unsigned long long)id, pct);
@@ -413,6 +468,29 @@ static void strike(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
      * after a few (the others elected a leader meanwhile). */
     uint64_t t = s->o.raft.election_timeout_ms;
     uint64_t back = sim_now(s) + (rnd(st) % 2 ? between(st, 10, t) : between(st, t, 3 * t));
+    if (w->chain_len) {
+        /* A chain: the node struck before this one comes back now, to
+         * compete with what the others did meanwhile; this one stays out
+         * until the next link (or a few election timeouts, if no leader
+         * comes). */
+        if (w->chain_left == 0)
+            w->chain_left = w->chain_len;
+        else
+            w->chain_left--;
+        raft_id v = w->victim;
+        if (v && v != l) {
+            if (w->restart_at[v]) {
+                w->restart_at[v] = 0;
+                sim_restart(s, v);
+            } else if (w->paused == v) {
+                w->resume_at = 0;
+                w->paused = 0;
+                sim_resume(s, v);
+            }
+        }
+        w->victim = l;
+        back = sim_now(s) + between(st, 3 * t, 5 * t);
+    }
     if (kind == FAULT_CRASH) {
         sim_crash(s, l);
         w->restart_at[l] = back;
@@ -435,15 +513,26 @@ static void strike(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
     }
 }
 
-static void leader_strike(struct sim *s, uint64_t *st, struct swarm *w)
+/* Give leader l 1-3 new entries, let 0-6 ms pass (some followers have
+ * them, some not), and strike it. */
+static void strike_after_append(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
 {
-    raft_id l = sim_leader(s);
-    if (!l || !(w->faults & (FAULT_CRASH | FAULT_PARTITION | FAULT_PAUSE)))
-        return;
-    sim_say(s, "FAULT strike the leader n%llu after partial replication", (unsigned long long)l);
     sim_propose(s, l, (unsigned)between(st, 1, 3), NULL, NULL);
     sim_run_for(s, between(st, 0, 6));
     strike(s, st, w, l);
+}
+
+static void leader_strike(struct sim *s, uint64_t *st, struct swarm *w)
+{
+    raft_id l = sim_leader(s);
+    if (l && (w->faults & FAULT_CLOCK) && rnd(st) % 2) {
+        lease_strike(s, st, w, l);
+        return;
+    }
+    if (!l || !(w->faults & (FAULT_CRASH | FAULT_PARTITION | FAULT_PAUSE)))
+        return;
+    sim_say(s, "FAULT strike the leader n%llu after partial replication", (unsigned long long)l);
+    strike_after_append(s, st, w, l);
 }
 
 /* A leader just elected sends what it inherited at once; striking it a
@@ -456,16 +545,24 @@ static void swarm_watch_leader(struct sim *s, uint64_t *st, struct swarm *w)
     if (l && (l != w->leader || t != w->leader_term)) {
         w->leader = l;
         w->leader_term = t;
-        if (!w->strike_at && rnd(st) % 100 < w->strike_pct) {
+        /* Within a chain every new leader is struck: half of them right
+         * after their election, half after entries of their own term. */
+        bool chained = w->chain_left > 0;
+        if (!w->strike_at && (chained || rnd(st) % 100 < w->strike_pct)) {
             w->strike_at = sim_now(s) + between(st, 0, 20);
             w->strike_target = l;
+            w->strike_propose = chained && rnd(st) % 2;
         }
     }
     if (w->strike_at && sim_now(s) >= w->strike_at) {
         w->strike_at = 0;
         if (sim_leader(s) == w->strike_target) {
-            sim_say(s, "FAULT strike the new leader n%llu", (unsigned long long)w->strike_target);
-            strike(s, st, w, w->strike_target);
+            sim_say(s, "FAULT strike the new leader n%llu%s", (unsigned long long)w->strike_target,
+                    w->strike_propose ? " after partial replication" : "");
+            if (w->strike_propose)
+                strike_after_append(s, st, w, w->strike_target);
+            else
+                strike(s, st, w, w->strike_target);
         }
     }
 }
@@ -667,11 +764,11 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
         sim_set_clock_rate(s, id, 97 + (unsigned)(rnd(&st) % 7));
     if (w.on)
         sim_say(s,
-                "SWARM faults=%#x gap=%llu-%llums strike=%u%% reads=%u/64 election=%ums "
-                "heartbeat=%ums",
+                "SWARM faults=%#x gap=%llu-%llums strike=%u%% chain=%u reads=%u/64 "
+                "election=%ums heartbeat=%ums delay=%u-%ums",
                 (unsigned)w.faults, (unsigned long long)w.gap_lo, (unsigned long long)w.gap_hi,
-                w.strike_pct, w.read_share, so.raft.election_timeout_ms,
-                so.raft.heartbeat_interval_ms);
+                w.strike_pct, w.chain_len, w.read_share, so.raft.election_timeout_ms,
+                so.raft.heartbeat_interval_ms, so.delay_min_ms, so.delay_max_ms);
     int active = w.on ? w.faults : faults;
     unsigned read_share = w.on ? w.read_share : 11;
     sim_say(s,
@@ -738,6 +835,8 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
             else if (active & ~FAULT_CLOCK)
                 random_fault(s, &st, &disk_st, active & ~FAULT_CLOCK);
             next_fault = sim_now(s) + between(&st, w.gap_lo, w.gap_hi);
+            if (next_fault < w.hold_until)
+                next_fault = w.hold_until;
         } else if (sim_now(s) >= next_fault) {
             if (faults)
                 random_fault(s, &st, &disk_st, faults & ~FAULT_CLOCK);

@@ -1055,6 +1055,7 @@ static void process_event(struct sim *s, struct sim_event *ev)
             json_message(s, "recv", ev->msg->m.to, ev->msg->id, &ev->msg->m, NULL);
             struct raft_event rev = {.type = RAFT_RECEIVE};
             rev.receive = &ev->msg->m;
+            n->acks_heard += ev->msg->m.type == RAFT_MSG_APPEND_ENTRIES_RESULT;
             node_step(s, n, &rev, NULL);
         }
     } else if (ev->kind == SIM_EV_WRITE_DONE) {

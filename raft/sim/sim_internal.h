@@ -89,6 +89,10 @@ struct sim_node {
      * when something changed. */
     uint64_t json_sig;
     bool json_said;
+    /* AppendEntries results this node handled (any life): the swarm
+     * schedule isolates a leader right after a heartbeat round came back,
+     * when its lease was just renewed (random.c, lease_strike). */
+    uint64_t acks_heard;
 
     /* Events that arrived while paused, in order. */
     struct sim_event **deferred;
