@@ -284,6 +284,11 @@ static void json_message(struct raft_node *n, struct group *g, const char *kind,
 
 /* A group's state when it changed: what a viewer draws. The log is a
  * window of its newest entries, as runs of one term. */
+static uint64_t term_at(const void *r, uint64_t i)
+{
+    return raft_term_at(r, i);
+}
+
 static void json_state(struct raft_node *n, struct group *g)
 {
     struct raft *r = g->r;
@@ -329,21 +334,7 @@ static void json_state(struct raft_node *n, struct group *g)
     raft_index from = last > WINDOW ? last - WINDOW + 1 : 1;
     if (from <= snap_index)
         from = snap_index + 1;
-    tj_u64(&j, "log_from", from);
-    tj_open(&j, "log", '[');
-    for (raft_index i = from; i <= last;) {
-        raft_term t = raft_term_at(r, i);
-        raft_index k = i;
-        while (k < last && raft_term_at(r, k + 1) == t)
-            k++;
-        tj_open(&j, NULL, '[');
-        tj_elem_u64(&j, i);
-        tj_elem_u64(&j, k);
-        tj_elem_u64(&j, t);
-        tj_close(&j, ']');
-        i = k + 1;
-    }
-    tj_close(&j, ']');
+    tj_log_runs(&j, from, last, term_at, r);
     json_emit(n, g->id, &j);
 }
 

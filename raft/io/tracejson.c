@@ -227,6 +227,25 @@ void tj_message(struct tj *j, uint64_t id, const struct raft_message *m)
     tj_close(j, '}');
 }
 
+void tj_log_runs(struct tj *j, uint64_t from, uint64_t last,
+                 uint64_t (*term_at)(const void *ctx, uint64_t i), const void *ctx)
+{
+    tj_u64(j, "log_from", from);
+    tj_open(j, "log", '[');
+    for (uint64_t i = from; i <= last;) {
+        uint64_t t = term_at(ctx, i), k = i;
+        while (k < last && term_at(ctx, k + 1) == t)
+            k++;
+        tj_open(j, NULL, '[');
+        tj_elem_u64(j, i);
+        tj_elem_u64(j, k);
+        tj_elem_u64(j, t);
+        tj_close(j, ']');
+        i = k + 1;
+    }
+    tj_close(j, ']');
+}
+
 size_t tj_end(struct tj *j)
 {
     put(j, "}\n", 2);

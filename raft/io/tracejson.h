@@ -43,6 +43,11 @@ void tj_close(struct tj *j, char brace);
 /* An array element. */
 void tj_elem_u64(struct tj *j, uint64_t v);
 
+/* A "state" record's log from..last as "log_from" and "log": runs of one
+ * term, [first, last, term] each; term_at(ctx, i) gives index i's term. */
+void tj_log_runs(struct tj *j, uint64_t from, uint64_t last,
+                 uint64_t (*term_at)(const void *ctx, uint64_t i), const void *ctx);
+
 /* Kind "rule": term, role, rule, cite, text, peer, index, fields. */
 void tj_rule(struct tj *j, const struct raft_trace *t);
 /* Kinds "send", "recv", "drop": id, from, to, type, term, and "msg" with the

@@ -483,6 +483,12 @@ static size_t request_id(const struct raft_entry *e, const char **req)
     return n;
 }
 
+static uint64_t log_term_at(const void *log, uint64_t i)
+{
+    const struct sim_log *l = log;
+    return l->e[i - l->offset - 1].term;
+}
+
 /* A node's state, whenever it changed: what a viewer draws. The log is
  * given as runs of one term ([first, last, term]); a log of more runs than
  * fit keeps its newest ones ("log_from" says where they start). */
@@ -534,21 +540,7 @@ static void json_state(struct sim *s, struct sim_node *n)
             from--;
         runs++;
     }
-    tj_u64(&j, "log_from", from + 1);
-    tj_open(&j, "log", '[');
-    for (raft_index i = from + 1; i <= last;) {
-        raft_term t = l->e[i - l->offset - 1].term;
-        raft_index k = i;
-        while (k + 1 <= last && l->e[k + 1 - l->offset - 1].term == t)
-            k++;
-        tj_open(&j, NULL, '[');
-        tj_elem_u64(&j, i);
-        tj_elem_u64(&j, k);
-        tj_elem_u64(&j, t);
-        tj_close(&j, ']');
-        i = k + 1;
-    }
-    tj_close(&j, ']');
+    tj_log_runs(&j, from + 1, last, log_term_at, l);
     json_write(s, &j);
 }
 

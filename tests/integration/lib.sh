@@ -146,6 +146,16 @@ leader() {
 
 has_leader() { leader >/dev/null; }
 
+# Every node reports the same content hash (the same data: kvd.md 6a).
+same_hash() {
+    local h1 h i
+    h1=$(info 1 content_hash)
+    for i in $(seq 2 "$NODES"); do
+        h=$(info "$i" content_hash)
+        [ -n "$h" ] && [ "$h" = "$h1" ] || return 1
+    done
+}
+
 # check DESCRIPTION CMD...: one assertion.
 check() {
     local what=$1
