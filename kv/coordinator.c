@@ -209,7 +209,7 @@ static raft_id target_of(struct kv_server *s, struct request *q)
  * unknown, and the error says so; one that never left was not applied. */
 static void give_up(struct kv_server *s, struct request *q)
 {
-    char msg[400];
+    char msg[640]; /* where, the last error and the outcome: up to about 450 bytes */
     struct shard *sh = q->sh;
     raft_id leader = sh->hosted ? raft_leader(core(s, sh)) : sh->leader_hint;
     char where[48] = "", name[40];
