@@ -14,6 +14,13 @@ start_node 1 --trace-file "$T/trace1.jsonl"
 start_node 2
 start_node 3 --trace-file "$T/trace3.jsonl" --trace-file-max-mb 1
 check "a leader is elected" wait_until 10 has_leader
+# The client's side of a request (propose, answer) is traced by the shard's leader: make
+# it a node with a trace file.
+if [ "$(leader)" = 2 ]; then
+    r 2 RAFT.TRANSFER 1 >/dev/null
+    led_by_1() { [ "$(leader)" = 1 ]; }
+    wait_until 10 led_by_1 || true
+fi
 L=$(leader)
 
 check "SET through node 1" eq "$(r 1 SET k1 v1)" OK
