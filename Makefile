@@ -269,6 +269,11 @@ soak-cluster: all
 		KVD=$(OBJ)/kvd SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=netns timeout 300 \
 			cluster-scripts/scenarios/$$t.sh || exit 1; \
 	done
+	@# And the long network-fault stories in loopback mode (make test runs them in netns mode).
+	@for t in flapping bridge oneway-loss; do \
+		KVD=$(OBJ)/kvd SCENARIO_OWN=1 CLUSTER_PORTS=10000 CLUSTER_NET=loopback timeout 300 \
+			cluster-scripts/scenarios/$$t.sh || exit 1; \
+	done
 
 BENCH_SECONDS ?= 5
 bench: deps-ensure
