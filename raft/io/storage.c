@@ -9,6 +9,7 @@
 #include "storage.h"
 
 #include "iolog.h"
+#include "wal.h"
 
 #include <errno.h>
 #include <xxhash.h>
@@ -63,6 +64,12 @@ struct storage {
     size_t hook_writes;          /* groups written by storage_write_more in this commit */
     struct storage_cost last;    /* of the last storage_commit_with (storage.h) */
     struct storage_cost sm_last; /* of the last storage_commit_sm */
+    /* The Raft log of every group, when it is an append-only file
+     * (<data>/log, wal.h): a data directory made by this build, unless
+     * RAFTKV_LOG_STORE=lmdb. NULL: the log is in env (the databases
+     * g<g>.log and g<g>.meta), as every directory made before. */
+    struct wal *wal;
+    bool log_wal; /* the node database says so (check_identity) */
 };
 
 const char *storage_strerror(int code)
@@ -268,12 +275,20 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
         mdb_txn_abort(txn);
         return lmdb_error(err, errlen, rc, "opening the node database");
     }
-    uint64_t have_cluster, have_node, have_version, sm = 0;
+    uint64_t have_cluster, have_node, have_version, sm = 0, log = 0;
     get_u64(txn, st->node, "sm", &sm);
+    get_u64(txn, st->node, "log", &log);
     get_u64(txn, st->node, "cluster", &have_cluster);
     get_u64(txn, st->node, "node", &have_node);
     get_u64(txn, st->node, "version", &have_version);
     if (have_version == 0) { /* a fresh directory: record who owns it */
+        /* Its log is an append-only file (wal.h) unless a test asks for
+         * the LMDB log of older directories, which this build still runs. */
+        const char *store = getenv("RAFTKV_LOG_STORE");
+        bool lmdb_log = store && strcmp(store, "lmdb") == 0;
+        if ((rc = put_u64(txn, st->node, "log", lmdb_log ? 0 : 1)))
+            return mdb_txn_abort(txn), lmdb_error(err, errlen, rc, "recording the log's format");
+        st->log_wal = !lmdb_log;
         if ((rc = put_u64(txn, st->node, "cluster", cluster_id)) ||
             (rc = put_u64(txn, st->node, "node", node_id)) ||
             (rc = put_u64(txn, st->node, "version", STORAGE_FORMAT_VERSION)) ||
@@ -307,6 +322,7 @@ static int check_identity(struct storage *st, uint64_t cluster_id, uint64_t node
                     path, (unsigned long long)have_version, STORAGE_FORMAT_VERSION);
     st->header = have_version == 1 ? 9 : 17;
     st->sm_separate = sm == 1;
+    st->log_wal = log == 1;
     if (have_cluster != cluster_id || have_node != node_id)
         return fail(err, errlen, STORAGE_EMISMATCH,
                     "data dir %s belongs to cluster %016llx node %llu, not cluster %016llx node "
@@ -698,6 +714,15 @@ int storage_open(const char *path, uint64_t cluster_id, uint64_t node_id, size_t
     st->sm_env = st->env;
     if (st->sm_separate && (rc = open_sm_env(st, path, map_size_bytes, err, errlen)) != STORAGE_OK)
         goto err_after_env;
+    if (st->log_wal) {
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s/log", path);
+        if ((rc = wal_open(dir, 0, &st->wal, err, errlen)) != STORAGE_OK) {
+            if (st->sm_env != st->env)
+                mdb_env_close(st->sm_env);
+            goto err_after_env;
+        }
+    }
     *out = st;
     return STORAGE_OK;
 
@@ -721,6 +746,7 @@ void storage_close(struct storage *st)
             sync_path(st->sm_dir);
         mdb_env_close(st->sm_env);
     }
+    wal_close(st->wal);
     mdb_env_close(st->env);
     close(st->lock_fd);
     free(st);
@@ -1054,6 +1080,17 @@ void storage_last_cost(const struct storage *st, struct storage_cost *out)
 int storage_commit_with(struct storage *st, const struct storage_group_write *writes, size_t n,
                         storage_hook hook, void *arg, char *err, size_t errlen)
 {
+    if (st->wal) {
+        /* A hook applies in the log's transaction: only a directory whose
+         * state machine shares the log's environment does that, and such
+         * a directory predates the append-only log. */
+        if (hook)
+            return fail(err, errlen, STORAGE_EIO,
+                        "storage: a commit hook needs the LMDB log (a bug: no caller does this)");
+        int rc = wal_commit(st->wal, writes, n, err, errlen);
+        wal_last_cost(st->wal, &st->last);
+        return rc;
+    }
     MDB_txn *txn;
     size_t cached = st->n_groups;
     st->hook_writes = 0;
@@ -1114,6 +1151,8 @@ static int load_base(MDB_txn *txn, MDB_dbi meta, struct storage_loaded *out)
 int storage_set_base(struct storage *st, uint64_t group, const raft_id *voters, size_t n, char *err,
                      size_t errlen)
 {
+    if (st->wal)
+        return wal_set_base(st->wal, group, voters, n, err, errlen);
     if (n > BASE_MAX)
         return fail(err, errlen, STORAGE_EIO, "storage: group %llu: %zu voters (at most %d)",
                     (unsigned long long)group, n, BASE_MAX);
@@ -1140,6 +1179,12 @@ int storage_set_base(struct storage *st, uint64_t group, const raft_id *voters, 
 int storage_drop_group(struct storage *st, uint64_t group, storage_hook hook, void *arg, char *err,
                        size_t errlen)
 {
+    if (st->wal) {
+        if (hook)
+            return fail(err, errlen, STORAGE_EIO,
+                        "storage: a drop hook needs the LMDB log (a bug: no caller does this)");
+        return wal_drop_group(st->wal, group, err, errlen);
+    }
     MDB_txn *txn;
     struct group_dbis *g;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -1335,6 +1380,8 @@ static int load_entries(const struct storage *st, MDB_txn *txn, MDB_dbi log, uin
 int storage_load(struct storage *st, uint64_t group, struct storage_loaded *out, char *err,
                  size_t errlen)
 {
+    if (st->wal)
+        return wal_load(st->wal, group, out, err, errlen);
     memset(out, 0, sizeof(*out));
     /* Open (or create, empty) the group's databases in a write
      * transaction, so that their handles outlive it. */

@@ -1,5 +1,10 @@
-/* storage.h — a node's stable storage on LMDB: the Raft log, hard state and
- * snapshot meta of every group, in one environment, written by group commit.
+/* storage.h — a node's stable storage: the Raft log, hard state and
+ * snapshot meta of every group, written by group commit.
+ *
+ * In a data directory made by this build they are an append-only file,
+ * <data>/log (wal.h): one write and one fdatasync per commit, and LMDB
+ * keeps only the node database below. A directory made before (or with
+ * RAFTKV_LOG_STORE=lmdb, for tests of that format) keeps them in LMDB:
  *
  * Layout (docs/architecture.md): one LMDB environment per node (the data directory);
  * a "node" database holding the cluster id, node id and format version; and

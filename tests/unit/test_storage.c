@@ -26,6 +26,7 @@ static char err[512];
 static void fresh_dir(void)
 {
     char cmd[300];
+    unsetenv("RAFTKV_LOG_STORE");
     snprintf(dir, sizeof(dir), "/tmp/raftkv-test-storage-%d", (int)getpid());
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
@@ -36,6 +37,15 @@ static void remove_dir(void)
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
+}
+
+/* A fresh directory whose log is in LMDB, as every directory made before
+ * the append-only log (wal.h; tests/unit/test_wal.c tests that one): the
+ * tests of LMDB's own failure modes need it. */
+static void fresh_lmdb_dir(void)
+{
+    fresh_dir();
+    setenv("RAFTKV_LOG_STORE", "lmdb", 1);
 }
 
 static struct storage *open_ok(uint64_t cluster, uint64_t node, size_t map)
@@ -274,7 +284,7 @@ static void test_group_commit_many_groups(void)
  * map the node goes on where it stopped. */
 static void test_map_full_then_recover(void)
 {
-    fresh_dir();
+    fresh_lmdb_dir();
     struct storage *st = open_ok(1, 1, 1 << 20); /* 1 MiB */
     static char big[64 * 1024];
     memset(big, 'b', sizeof(big));
@@ -496,7 +506,7 @@ static void test_compact_and_install_many_pages(void)
  * and the error says what broke (the check after every write). */
 static void test_write_breaking_the_log_is_refused(void)
 {
-    fresh_dir();
+    fresh_lmdb_dir();
     struct storage *st = open_ok(1, 1, MAP);
     append_range(st, 1, 1, 10, 1);
     struct raft_entry gap[] = {{.term = 2, .index = 12, .data = "g", .len = 1}};
@@ -550,7 +560,7 @@ static void test_fixture_log_hole_named(void)
  * would trust. Format 1 directories (the fixtures) are still read. */
 static void test_flipped_byte_in_log_named(void)
 {
-    fresh_dir();
+    fresh_lmdb_dir();
     struct storage *st = open_ok(1, 1, MAP);
     append_range(st, 1, 1, 10, 1);
     storage_close(st);
@@ -767,7 +777,7 @@ static void test_lock_dies_with_its_process(void)
  * its size and the size its meta pages need, and says what to do. */
 static void test_truncated_data_file_named(void)
 {
-    fresh_dir();
+    fresh_lmdb_dir();
     memset(payload, 't', sizeof(payload));
     struct storage *st = open_ok(1, 1, MAP);
     append_range(st, 1, 1, 3000, 1);
@@ -853,7 +863,7 @@ static void test_garbage_meta_page_named(void)
  * "Input/output error". */
 static void test_commit_cut_short_says_what_to_do(void)
 {
-    fresh_dir();
+    fresh_lmdb_dir();
     storage_close(open_ok(1, 1, MAP));
     char file[300];
     snprintf(file, sizeof(file), "%s/data.mdb", dir);

@@ -1,0 +1,525 @@
+/* The append-only log: raft/io/wal.c. The claim that matters: after a
+ * power loss at any moment -- any subset of the bytes written since the
+ * last sync reached the disk, in any order, sector by sector -- the log
+ * reopens to exactly what was acknowledged (or, if the commit in flight
+ * landed whole, that too), never anything else, and goes on. */
+#define _DEFAULT_SOURCE
+#include "harness.h"
+#include "wal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+enum { GROUPS = 3, MAX_LOG = 4096, SEG = 64 << 10 };
+
+static char err[1024];
+
+/* ------------------------------------------------------------------------
+ * The model: what each group's log must be
+ * ------------------------------------------------------------------------ */
+
+struct m_entry {
+    raft_term term;
+    uint32_t len;
+    uint8_t seed; /* data[i] = seed + i */
+};
+
+struct m_group {
+    raft_term term;
+    raft_id vote;
+    raft_index first;
+    raft_term prev_term;
+    struct m_entry log[MAX_LOG]; /* log[i]: index first + i */
+    size_t n;
+    bool has_snap;
+    raft_index snap_index;
+    raft_term snap_term;
+    bool has_base;
+    size_t n_base;
+    raft_id base[4];
+};
+
+struct model {
+    struct m_group g[GROUPS];
+};
+
+static void model_init(struct model *m)
+{
+    memset(m, 0, sizeof(*m));
+    for (int i = 0; i < GROUPS; i++)
+        m->g[i].first = 1;
+}
+
+static raft_index m_last(const struct m_group *g)
+{
+    return g->first + g->n - 1;
+}
+
+static uint64_t rnd_state;
+static uint64_t rnd(void)
+{
+    rnd_state ^= rnd_state << 13;
+    rnd_state ^= rnd_state >> 7;
+    rnd_state ^= rnd_state << 17;
+    return rnd_state;
+}
+
+static uint64_t below(uint64_t n)
+{
+    return n ? rnd() % n : 0;
+}
+
+/* One random write for group gi, applied to the model, described in *w
+ * (entries in ents/data). Returns false if nothing was chosen. */
+static uint8_t databuf[8][3000];
+static struct raft_entry ents[8];
+static struct raft_member members[3] = {{1, true}, {2, true}, {3, false}};
+static struct raft_snapshot_meta snapmeta;
+
+static void fill_entry(struct raft_entry *e, raft_index index, raft_term term, int slot,
+                       struct m_entry *me)
+{
+    uint32_t len = (uint32_t)(below(4) == 0 ? 0 : below(sizeof(databuf[0])));
+    uint8_t seed = (uint8_t)rnd();
+    for (uint32_t i = 0; i < len; i++)
+        databuf[slot][i] = (uint8_t)(seed + i);
+    *e = (struct raft_entry){
+        .term = term, .index = index, .type = RAFT_ENTRY_NORMAL, .data = databuf[slot], .len = len};
+    *me = (struct m_entry){term, len, seed};
+}
+
+static void random_write(struct model *m, int gi, struct storage_group_write *w)
+{
+    struct m_group *g = &m->g[gi];
+    *w = (struct storage_group_write){.group = 10 + (uint64_t)gi};
+    raft_term top = g->n ? g->log[g->n - 1].term : g->prev_term;
+    if (top < g->term)
+        top = g->term;
+    switch (below(10)) {
+    case 0: /* a new term and vote */
+        w->hard_state = true;
+        w->term = g->term = g->term + 1 + below(2);
+        w->vote = g->vote = below(4);
+        break;
+    case 1: /* truncate a suffix, then append in a newer term */
+        if (g->n) {
+            raft_index from = g->first + below(g->n);
+            w->truncate_from = from;
+            g->n = (size_t)(from - g->first);
+            top++;
+        }
+        /* fall through */
+    case 2:
+    case 3:
+    case 4:
+    case 5: { /* append */
+        size_t k = 1 + below(4);
+        if (g->n + k >= MAX_LOG)
+            break;
+        for (size_t i = 0; i < k; i++) {
+            raft_index index = m_last(g) + 1;
+            fill_entry(&ents[i], index, top, (int)i, &g->log[g->n]);
+            g->n++;
+        }
+        w->entries = ents;
+        w->n_entries = k;
+        break;
+    }
+    case 6: /* a snapshot, and compaction up to it */
+        if (g->n) {
+            raft_index at = g->first + below(g->n);
+            snapmeta =
+                (struct raft_snapshot_meta){at, g->log[at - g->first].term, 100, 7, members, 3};
+            w->snapshot = &snapmeta;
+            g->has_snap = true;
+            g->snap_index = at;
+            g->snap_term = snapmeta.term;
+            w->compact_index = at;
+            w->compact_term = snapmeta.term;
+            size_t drop = (size_t)(at + 1 - g->first);
+            memmove(g->log, g->log + drop, (g->n - drop) * sizeof(g->log[0]));
+            g->n -= drop;
+            g->first = at + 1;
+            g->prev_term = snapmeta.term;
+        }
+        break;
+    case 7: { /* a snapshot from the leader (Figure 13, 6 and 7) */
+        bool agree = g->n && below(2);
+        raft_index at = agree ? g->first + below(g->n) : m_last(g) + 1 + below(5);
+        raft_term t = agree ? g->log[at - g->first].term : top + 1;
+        snapmeta = (struct raft_snapshot_meta){at, t, 100, 9, members, 2};
+        w->snapshot = &snapmeta;
+        w->install = true;
+        if (agree) {
+            size_t drop = (size_t)(at + 1 - g->first);
+            memmove(g->log, g->log + drop, (g->n - drop) * sizeof(g->log[0]));
+            g->n -= drop;
+        } else {
+            g->n = 0;
+        }
+        g->first = at + 1;
+        g->prev_term = t;
+        g->has_snap = true;
+        g->snap_index = at;
+        g->snap_term = t;
+        break;
+    }
+    default:
+        break; /* nothing for this group */
+    }
+}
+
+/* Where the stored group differs from the model, or NULL. */
+static const char *group_diff(struct wal *w, const struct model *m, int gi, char *why, size_t len)
+{
+    const struct m_group *g = &m->g[gi];
+    struct storage_loaded l;
+    int rc = wal_load(w, 10 + (uint64_t)gi, &l, err, sizeof(err));
+    if (rc) {
+        snprintf(why, len, "wal_load: %s", err);
+        return why;
+    }
+    const char *d = NULL;
+    if (l.persisted.current_term != g->term || l.persisted.voted_for != g->vote)
+        d = "term or vote";
+    else if (l.persisted.first_index != g->first || l.persisted.prev_term != g->prev_term)
+        d = "first index or prev_term";
+    else if (l.persisted.n_entries != g->n)
+        d = "entry count";
+    else if ((l.persisted.snapshot != NULL) != g->has_snap ||
+             (g->has_snap &&
+              (l.snapshot.index != g->snap_index || l.snapshot.term != g->snap_term)))
+        d = "snapshot";
+    else if (l.has_base != g->has_base || l.n_base != g->n_base ||
+             (g->n_base && memcmp(l.base, g->base, g->n_base * sizeof(raft_id)) != 0))
+        d = "base";
+    for (size_t i = 0; i < g->n && !d; i++) {
+        const struct raft_entry *e = &l.persisted.entries[i];
+        if (e->index != g->first + i || e->term != g->log[i].term || e->len != g->log[i].len)
+            d = "an entry's index, term or length";
+        for (uint32_t j = 0; j < e->len && !d; j++)
+            if (((const uint8_t *)e->data)[j] != (uint8_t)(g->log[i].seed + j))
+                d = "an entry's bytes";
+    }
+    storage_loaded_free(&l);
+    if (!d)
+        return NULL;
+    snprintf(why, len, "group %d: %s", gi, d);
+    return why;
+}
+
+static bool model_matches(struct wal *w, const struct model *m, char *why, size_t len)
+{
+    for (int i = 0; i < GROUPS; i++)
+        if (group_diff(w, m, i, why, len))
+            return false;
+    return true;
+}
+
+static void check_model_at(struct wal *w, const struct model *m, int line)
+{
+    char why[1200];
+    if (!model_matches(w, m, why, sizeof(why)))
+        harness_fail(__FILE__, line, "the log differs from the model: %s", why);
+}
+#define check_model(w, m) check_model_at(w, m, __LINE__)
+
+/* One commit of random writes (and sometimes a base or a drop). */
+static int random_commit(struct wal *w, struct model *m)
+{
+    uint64_t what = below(40);
+    if (what == 0) {
+        int gi = (int)below(GROUPS);
+        raft_id v[3] = {1 + below(9), 2, 3};
+        struct m_group *g = &m->g[gi];
+        g->has_base = true;
+        g->n_base = 3;
+        memcpy(g->base, v, sizeof(v));
+        return wal_set_base(w, 10 + (uint64_t)gi, v, 3, err, sizeof(err));
+    }
+    if (what == 1) {
+        int gi = (int)below(GROUPS);
+        struct m_group *g = &m->g[gi];
+        raft_term t = g->term;
+        raft_id v = g->vote;
+        memset(g, 0, sizeof(*g));
+        g->term = t;
+        g->vote = v;
+        g->first = 1;
+        g->has_base = true;
+        return wal_drop_group(w, 10 + (uint64_t)gi, err, sizeof(err));
+    }
+    /* One group per commit: the model's entry buffers are shared. */
+    struct storage_group_write x;
+    random_write(m, (int)below(GROUPS), &x);
+    return wal_commit(w, &x, 1, err, sizeof(err));
+}
+
+/* ------------------------------------------------------------------------
+ * Directories: copy, compare, and lose what was not synced
+ * ------------------------------------------------------------------------ */
+
+static void sh(const char *fmt, const char *a, const char *b)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof(cmd), fmt, a, b);
+    if (system(cmd) != 0)
+        harness_fail(__FILE__, __LINE__, "failed: %s", cmd);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+/* `crashed` holds the directory as it was at the last sync; `after` as it
+ * was when the commit in flight returned. Write into `crashed` a random
+ * subset of the 512-byte sectors that differ: a power loss in the middle
+ * of that commit. Returns whether every differing sector was written. */
+static bool lose_unsynced(const char *crashed, const char *after)
+{
+    DIR *d = opendir(after);
+    CHECK(d);
+    struct dirent *de;
+    bool all = below(4) == 0; /* sometimes the whole commit lands */
+    bool complete = true;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char pa[600], pc[600];
+        snprintf(pa, sizeof(pa), "%s/%s", after, de->d_name);
+        snprintf(pc, sizeof(pc), "%s/%s", crashed, de->d_name);
+        size_t la, lc = 0;
+        char *a = slurp(pa, &la);
+        CHECK(a);
+        char *c = slurp(pc, &lc);
+        if (!c && !all && below(2)) {
+            free(a);
+            complete = false; /* the new file's directory entry never landed */
+            continue;
+        }
+        int fd = open(pc, O_WRONLY | O_CREAT, 0600);
+        CHECK(fd >= 0);
+        for (size_t off = 0; off < la; off += 512) {
+            size_t n = la - off < 512 ? la - off : 512;
+            bool same = c && off + n <= lc && memcmp(a + off, c + off, n) == 0;
+            if (same)
+                continue;
+            if (all || below(2)) {
+                CHECK(pwrite(fd, a + off, n, (off_t)off) == (ssize_t)n);
+            } else {
+                complete = false;
+            }
+        }
+        if (!c || lc < la)
+            CHECK(ftruncate(fd, (off_t)la) == 0);
+        close(fd);
+        free(a);
+        free(c);
+    }
+    closedir(d);
+    /* Segments the commit deleted: it deletes only after its sync, so
+     * their deletion may land only if the commit did. */
+    if (all) {
+        d = opendir(crashed);
+        CHECK(d);
+        while ((de = readdir(d))) {
+            char pa[600], pc[600];
+            snprintf(pa, sizeof(pa), "%s/%s", after, de->d_name);
+            snprintf(pc, sizeof(pc), "%s/%s", crashed, de->d_name);
+            if (de->d_name[0] != '.' && access(pa, F_OK) != 0)
+                CHECK(unlink(pc) == 0);
+        }
+        closedir(d);
+    }
+    return complete;
+}
+
+static void base_dir(char *out, size_t len, const char *what)
+{
+    snprintf(out, len, "/tmp/raftkv-test-wal-%d-%s", (int)getpid(), what);
+    sh("rm -rf '%s' %s", out, "");
+}
+
+static struct wal *open_ok(const char *dir)
+{
+    struct wal *w;
+    int rc = wal_open(dir, SEG, &w, err, sizeof(err));
+    if (rc)
+        harness_fail(__FILE__, __LINE__, "wal_open %s: %s", dir, err);
+    return w;
+}
+
+/* ------------------------------------------------------------------------
+ * Tests
+ * ------------------------------------------------------------------------ */
+
+/* Random commits, reopened now and then: the log is the model's, across
+ * many segments (small ones) and their deletion after compaction. */
+static void test_round_trip_many_segments(void)
+{
+    rnd_state = harness_seed(0x5eed1) | 1;
+    char dir[300];
+    base_dir(dir, sizeof(dir), "rt");
+    struct model m;
+    model_init(&m);
+    struct wal *w = open_ok(dir);
+    size_t max_segments = 0;
+    for (int i = 0; i < 3000; i++) {
+        if (random_commit(w, &m))
+            harness_fail(__FILE__, __LINE__, "commit %d: %s", i, err);
+        struct wal_stats s;
+        wal_stats(w, &s);
+        if (s.segments > max_segments)
+            max_segments = s.segments;
+        if (i % 500 == 499) {
+            check_model(w, &m);
+            wal_close(w);
+            w = open_ok(dir);
+            check_model(w, &m);
+        }
+    }
+    struct wal_stats s;
+    wal_stats(w, &s);
+    wal_close(w);
+    /* Segments rotated (64 KiB each) and dead ones were deleted. */
+    CHECK(max_segments >= 2);
+    CHECK(s.segments < 40);
+    sh("rm -rf '%s' %s", dir, "");
+}
+
+/* The power-loss claim, at many random moments. */
+static void test_power_loss_keeps_what_was_acknowledged(void)
+{
+    rnd_state = harness_seed(0xb0b) | 1;
+    char live[300], crashed[300];
+    base_dir(live, sizeof(live), "live");
+    base_dir(crashed, sizeof(crashed), "crashed");
+    struct model m, before;
+    model_init(&m);
+    struct wal *w = open_ok(live);
+    int torn = 0, whole = 0;
+    for (int round = 0; round < 120; round++) {
+        int k = 1 + (int)below(30);
+        for (int i = 0; i < k; i++)
+            if (random_commit(w, &m))
+                harness_fail(__FILE__, __LINE__, "round %d: %s", round, err);
+        /* Everything so far is synced: copy it, then commit once more and
+         * lose a random part of that commit's bytes in the copy. */
+        char cmd[1000];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", crashed, live, crashed);
+        CHECK(system(cmd) == 0);
+        before = m;
+        if (random_commit(w, &m))
+            harness_fail(__FILE__, __LINE__, "round %d: %s", round, err);
+        bool complete = lose_unsynced(crashed, live);
+        struct wal *c;
+        int rc = wal_open(crashed, SEG, &c, err, sizeof(err));
+        if (rc)
+            harness_fail(__FILE__, __LINE__, "round %d: reopening after a power loss: %s", round,
+                         err);
+        /* Either the commit in flight is there whole, or not at all. */
+        char why[1200];
+        bool has_new = model_matches(c, &m, why, sizeof(why));
+        if (complete)
+            CHECK(has_new);
+        if (!has_new)
+            check_model(c, &before);
+        torn += !has_new;
+        whole += has_new;
+        /* The crashed copy goes on: new commits land and reopen. */
+        struct model cm = has_new ? m : before;
+        for (int i = 0; i < 5; i++)
+            if (random_commit(c, &cm))
+                harness_fail(__FILE__, __LINE__, "after the crash: %s", err);
+        wal_close(c);
+        c = open_ok(crashed);
+        check_model(c, &cm);
+        wal_close(c);
+    }
+    wal_close(w);
+    /* Both outcomes happened: the test exercised torn commits. */
+    CHECK(torn > 10);
+    CHECK(whole > 10);
+    sh("rm -rf '%s' %s", live, "");
+    sh("rm -rf '%s' %s", crashed, "");
+}
+
+/* A flipped byte in a synced frame with good frames after it is damage:
+ * refused, naming the segment and the offset. */
+static void test_damage_in_the_middle_refused(void)
+{
+    rnd_state = 77;
+    char dir[300];
+    base_dir(dir, sizeof(dir), "damage");
+    struct model m;
+    model_init(&m);
+    struct wal *w = open_ok(dir);
+    for (int i = 0; i < 40; i++)
+        CHECK_EQ(random_commit(w, &m), STORAGE_OK);
+    wal_close(w);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/0000000000000000.seg", dir);
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    uint8_t b;
+    CHECK(pread(fd, &b, 1, 200) == 1);
+    b ^= 0x10;
+    CHECK(pwrite(fd, &b, 1, 200) == 1);
+    close(fd);
+    struct wal *bad;
+    CHECK_EQ(wal_open(dir, SEG, &bad, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "0000000000000000.seg") && strstr(err, "damaged"));
+    CHECK(strstr(err, "must not rejoin"));
+    sh("rm -rf '%s' %s", dir, "");
+}
+
+/* A write that would leave a hole is refused before anything is written. */
+static void test_hole_refused_nothing_written(void)
+{
+    char dir[300];
+    base_dir(dir, sizeof(dir), "hole");
+    struct wal *w = open_ok(dir);
+    struct raft_entry e[2] = {{1, 1, RAFT_ENTRY_NORMAL, "a", 1}, {1, 3, RAFT_ENTRY_NORMAL, "b", 1}};
+    struct storage_group_write x = {.group = 1, .entries = e, .n_entries = 1};
+    CHECK_EQ(wal_commit(w, &x, 1, err, sizeof(err)), STORAGE_OK);
+    x.entries = &e[1];
+    CHECK_EQ(wal_commit(w, &x, 1, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK(strstr(err, "entry 3 would follow a log that ends at 1"));
+    wal_close(w);
+    w = open_ok(dir);
+    struct storage_loaded l;
+    CHECK_EQ(wal_load(w, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, 1);
+    storage_loaded_free(&l);
+    wal_close(w);
+    sh("rm -rf '%s' %s", dir, "");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct harness_test tests[] = {
+        HARNESS_TEST(test_round_trip_many_segments),
+        HARNESS_TEST(test_power_loss_keeps_what_was_acknowledged),
+        HARNESS_TEST(test_damage_in_the_middle_refused),
+        HARNESS_TEST(test_hole_refused_nothing_written),
+    };
+    return harness_main(argc, argv, "wal", tests, sizeof(tests) / sizeof(tests[0]));
+}
