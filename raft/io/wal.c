@@ -60,6 +60,7 @@ enum {
     R_COMPACT,     /* delete entries <= index, remember its term */
     R_BASE,        /* the group's base configuration */
     R_DROP,        /* the node left the group: forget all but term and vote */
+    R_REWRITE,     /* a live entry copied out of an old segment (same bytes) */
 };
 
 #define SEG_NONE UINT32_MAX
@@ -91,8 +92,9 @@ struct group {
 struct segment {
     uint32_t number;
     int fd;
-    uint64_t live; /* slots naming it */
-    uint64_t end;  /* bytes of valid frames */
+    uint64_t live;       /* slots naming it */
+    uint64_t live_bytes; /* their data */
+    uint64_t end;        /* bytes of valid frames */
 };
 
 struct wal {
@@ -109,6 +111,8 @@ struct wal {
     uint8_t *cbuf; /* a checkpoint frame, when a commit starts a segment */
     size_t clen, ccap;
     bool failed;
+    uint8_t *rbuf; /* rewrite records (add_rewrites) */
+    size_t rlen, rcap;
     struct storage_cost last;
     uint64_t frames_recovered;
     bool torn;
@@ -290,8 +294,10 @@ static void slot_kill(struct wal *w, struct slot *s)
     if (s->seg == SEG_NONE)
         return;
     struct segment *seg = segment_of(w, s->seg);
-    if (seg && seg->live)
+    if (seg && seg->live) {
         seg->live--;
+        seg->live_bytes -= s->len;
+    }
     s->seg = SEG_NONE;
 }
 
@@ -503,8 +509,33 @@ static bool apply_payload(struct wal *w, const uint8_t *p, size_t len, uint32_t 
                                              .len = n,
                                              .term = term,
                                              .type = etype};
-            if (sg)
+            if (sg) {
                 sg->live++;
+                sg->live_bytes += n;
+            }
+            break;
+        }
+        case R_REWRITE: {
+            raft_index index = in64(&in);
+            raft_term term = in64(&in);
+            uint8_t etype = in8(&in);
+            uint32_t n = in32(&in);
+            const uint8_t *data = take(&in, n);
+            /* The entry at index when it was copied: in range then, so in
+             * range now (replay rebuilds ranges exactly). */
+            if (in.bad || index < g->first || index > last_index(g))
+                break;
+            struct slot *sl = &g->slots[index - g->first];
+            slot_kill(w, sl);
+            *sl = (struct slot){.off = base + (uint64_t)(data - p),
+                                .seg = seg,
+                                .len = n,
+                                .term = term,
+                                .type = etype};
+            if (sg) {
+                sg->live++;
+                sg->live_bytes += n;
+            }
             break;
         }
         case R_INSTALL: {
@@ -1151,6 +1182,7 @@ void wal_close(struct wal *w)
     free(w->groups);
     free(w->buf);
     free(w->cbuf);
+    free(w->rbuf);
     free(w);
 }
 
@@ -1158,12 +1190,17 @@ void wal_close(struct wal *w)
  * Commit
  * ------------------------------------------------------------------------ */
 
+static int add_rewrites(struct wal *w, char *err, size_t errlen);
+
 /* Write the frame in buf (payload built), starting a segment first if it
  * does not fit, then apply it in memory. */
 static int append_frame(struct wal *w, char *err, size_t errlen)
 {
-    struct out o = {&w->buf, &w->len, &w->cap, false};
     uint64_t t0 = mono_ns();
+    int rrc = add_rewrites(w, err, errlen);
+    if (rrc)
+        return rrc; /* nothing written */
+    struct out o = {&w->buf, &w->len, &w->cap, false};
     struct segment *s = &w->segs[w->n_segs - 1];
     size_t frame = round8(w->len);
     /* A frame larger than a segment gets a segment to itself (the file
@@ -1203,6 +1240,58 @@ static int append_frame(struct wal *w, char *err, size_t errlen)
         return fail(err, errlen, STORAGE_ECORRUPT, "storage: after a commit: %s", why);
     }
     collect(w);
+    return STORAGE_OK;
+}
+
+/* A segment stays while any live entry is in it, and every group's
+ * entries share the stream: a group that writes rarely and never compacts
+ * (group 0, the members table) would keep every segment it ever wrote to.
+ * So once there are more than a few segments, the live entries of the
+ * oldest -- if they are few -- are copied to the end (same index, term and
+ * bytes) and the segment dies: what raft-engine calls a rewrite. A segment
+ * still mostly live (a group far from its next snapshot) is left alone. */
+enum { REWRITE_AFTER_SEGMENTS = 4 };
+
+/* Put the rewrite records in front of the payload in buf (before the
+ * commit's own records: they copy the entries as they are before it, and
+ * a truncation in the commit must still apply after them). One frame per
+ * commit still, so a crash tears at most that one. */
+static int add_rewrites(struct wal *w, char *err, size_t errlen)
+{
+    if (w->n_segs <= REWRITE_AFTER_SEGMENTS)
+        return STORAGE_OK;
+    struct segment *old = &w->segs[0];
+    if (old->live == 0 || old->live_bytes > w->seg_bytes / 4)
+        return STORAGE_OK;
+    uint32_t number = old->number;
+    int fd = old->fd;
+    w->rlen = 0;
+    struct out o = {&w->rbuf, &w->rlen, &w->rcap, false};
+    for (size_t i = 0; i < w->n_groups && !o.oom; i++) {
+        const struct group *g = &w->groups[i];
+        for (size_t j = 0; j < g->n && !o.oom; j++) {
+            const struct slot *sl = &g->slots[j];
+            if (sl->seg != number)
+                continue;
+            out_head(&o, R_REWRITE, g->id);
+            out64(&o, g->first + j);
+            out64(&o, sl->term);
+            out8(&o, sl->type);
+            out32(&o, sl->len);
+            uint8_t *data = room(&o, sl->len);
+            if (data && sl->len && pread(fd, data, sl->len, (off_t)sl->off) != (ssize_t)sl->len) {
+                char path[4200];
+                segment_path(w, number, path, sizeof(path));
+                return sys_error(err, errlen, "reading", path);
+            }
+        }
+    }
+    struct out b = {&w->buf, &w->len, &w->cap, false};
+    size_t had = w->len;
+    if (o.oom || !room(&b, w->rlen))
+        return fail(err, errlen, STORAGE_ENOMEM, "storage: out of memory");
+    memmove(w->buf + FRAME_HEADER + w->rlen, w->buf + FRAME_HEADER, had - FRAME_HEADER);
+    memcpy(w->buf + FRAME_HEADER, w->rbuf, w->rlen);
     return STORAGE_OK;
 }
 
