@@ -75,10 +75,16 @@ static uint64_t below(uint64_t n)
 
 /* One random write for group gi, applied to the model, described in *w
  * (entries in ents/data). Returns false if nothing was chosen. */
-static uint8_t databuf[8][3000];
-static struct raft_entry ents[8];
+enum { WRITES = 3 }; /* at most, in one commit */
+static uint8_t databufs[WRITES][4][3000];
+static struct raft_entry entss[WRITES][4];
+static struct raft_snapshot_meta snapmetas[WRITES];
+/* The buffers of the write being made. */
+static uint8_t (*databuf)[3000];
+static struct raft_entry *ents;
 static struct raft_member members[3] = {{1, true}, {2, true}, {3, false}};
-static struct raft_snapshot_meta snapmeta;
+#define snapmeta (snapmetas[cur])
+static int cur;
 
 static void fill_entry(struct raft_entry *e, raft_index index, raft_term term, int slot,
                        struct m_entry *me)
@@ -253,10 +259,16 @@ static int random_commit(struct wal *w, struct model *m)
         g->has_base = true;
         return wal_drop_group(w, 10 + (uint64_t)gi, err, sizeof(err));
     }
-    /* One group per commit: the model's entry buffers are shared. */
-    struct storage_group_write x;
-    random_write(m, (int)below(GROUPS), &x);
-    return wal_commit(w, &x, 1, err, sizeof(err));
+    /* One to three writes, of the same group or not: a node's batch holds
+     * every update of the loop turn, several of one group among them. */
+    struct storage_group_write x[WRITES];
+    int n = 1 + (int)below(WRITES);
+    for (cur = 0; cur < n; cur++) {
+        databuf = databufs[cur];
+        ents = entss[cur];
+        random_write(m, (int)below(GROUPS), &x[cur]);
+    }
+    return wal_commit(w, x, (size_t)n, err, sizeof(err));
 }
 
 /* ------------------------------------------------------------------------
@@ -528,7 +540,8 @@ static void test_damage_in_the_middle_refused(void)
     base_dir(dir, sizeof(dir), "damage");
     struct model m;
     model_init(&m);
-    struct wal *w = open_ok(dir);
+    struct wal *w; /* one segment big enough for every frame */
+    CHECK_EQ(wal_open(dir, 8 << 20, &w, err, sizeof(err)), STORAGE_OK);
     for (int i = 0; i < 40; i++)
         CHECK_EQ(random_commit(w, &m), STORAGE_OK);
     wal_close(w);
@@ -542,7 +555,7 @@ static void test_damage_in_the_middle_refused(void)
     CHECK(pwrite(fd, &b, 1, 200) == 1);
     close(fd);
     struct wal *bad;
-    CHECK_EQ(wal_open(dir, SEG, &bad, err, sizeof(err)), STORAGE_ECORRUPT);
+    CHECK_EQ(wal_open(dir, 8 << 20, &bad, err, sizeof(err)), STORAGE_ECORRUPT);
     CHECK(strstr(err, "0000000000000000.seg") && strstr(err, "damaged"));
     CHECK(strstr(err, "must not rejoin"));
     sh("rm -rf '%s' %s", dir, "");
