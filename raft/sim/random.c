@@ -517,7 +517,7 @@ static void strike(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
  * them, some not), and strike it. */
 static void strike_after_append(struct sim *s, uint64_t *st, struct swarm *w, raft_id l)
 {
-    sim_propose(s, l, (unsigned)between(st, 1, 3), NULL, NULL);
+    sim_client_write(s, l, (unsigned)between(st, 1, 3));
     sim_run_for(s, between(st, 0, 6));
     strike(s, st, w, l);
 }
@@ -723,6 +723,7 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
     so.raft.prevote_off = o->prevote_off;
     so.raft.check_quorum_off = o->check_quorum_off;
     so.unsafe_trust_wiped = o->unsafe_trust_wiped;
+    so.test_history_only = o->history_only;
     so.raft.allow_unsafe =
         o->unsafe_commit_old_term || o->prevote_off || o->check_quorum_off || o->unsafe_trust_wiped;
     /* The cluster's own tuning, drawn from the seed. */
@@ -821,9 +822,9 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
                         raft_role_of(sim_raft(s, id)) == RAFT_LEADER)
                         leaders[n_leaders++] = id;
                 if (n_leaders)
-                    sim_read(s, leaders[rnd(&st) % n_leaders]);
+                    sim_client_read(s, leaders[rnd(&st) % n_leaders]);
             } else if (!backlog)
-                sim_propose(s, 0, (unsigned)between(&st, 1, 3), NULL, NULL);
+                sim_client_write(s, 0, (unsigned)between(&st, 1, 3));
             next_client = sim_now(s) + between(&st, 5, w.on ? w.client_hi : 40);
         }
         if (sim_now(s) >= next_fault && w.on) {
@@ -857,6 +858,9 @@ int sim_random_run(const struct sim_random_options *o, char *verdict, size_t siz
         if (liveness)
             describe_nodes(s);
     }
+    /* What the clients saw (thesis §6.3), unless the run already failed. */
+    if (!sim_violation(s))
+        sim_check_history(s);
     struct sim_stats local;
     sim_get_stats(s, stats ? stats : &local);
     const struct sim_stats *ss = stats ? stats : &local;
