@@ -30,10 +30,12 @@
 
 enum {
     /* A client gives up on an operation after this many election timeouts
-     * with no answer (its outcome is then unknown): long enough for a new
-     * leader to be elected and commit, short enough that clients stuck on
-     * a dead server come back within a run. */
-    CLIENT_TIMEOUT_ELECTIONS = 4,
+     * with no answer, and never before the minimum (its outcome is then
+     * unknown): long enough for a new leader to be elected and commit,
+     * short enough that clients stuck on a dead server come back within a
+     * run. */
+    CLIENT_TIMEOUT_ELECTIONS = 2,
+    CLIENT_TIMEOUT_MIN_MS = 1000,
     CAS_ONE_IN = 4,       /* writes that are cas rather than set */
     WINDOW_NARRATED = 12, /* ops of a failing window narrated in the trace */
     SEEN_NARRATED = 3,    /* writes a stale read could have seen, named */
@@ -125,10 +127,10 @@ void client_node_down(struct sim *s, struct sim_node *n)
     }
 }
 
-/* A free client, or -1. */
-static int free_client(struct sim *s)
+/* A free reader (clients 0 .. SIM_READERS - 1) or writer, or -1. */
+static int free_client(struct sim *s, bool reader)
 {
-    for (unsigned c = 0; c < SIM_CLIENTS; c++)
+    for (unsigned c = reader ? 0 : SIM_READERS; c < (reader ? SIM_READERS : SIM_CLIENTS); c++)
         if (s->clients[c].op == UINT32_MAX)
             return (int)c;
     return -1;
@@ -146,6 +148,8 @@ static uint32_t new_op(struct sim *s, int client, raft_id node, enum sim_op_kind
     }
     uint32_t op = (uint32_t)s->n_ops++;
     uint64_t timeout_ms = (uint64_t)CLIENT_TIMEOUT_ELECTIONS * s->o.raft.election_timeout_ms;
+    if (timeout_ms < CLIENT_TIMEOUT_MIN_MS)
+        timeout_ms = CLIENT_TIMEOUT_MIN_MS;
     s->ops[op] = (struct sim_client_op){.process = s->clients[client].process,
                                         .node = node,
                                         .kind = kind,
@@ -263,7 +267,7 @@ int sim_client_write(struct sim *s, raft_id at, unsigned n_writes)
     uint32_t ops[MAX_WRITES];
     unsigned count = 0;
     for (; count < n_writes && count < MAX_WRITES; count++) {
-        int c = free_client(s);
+        int c = free_client(s, false);
         if (c < 0)
             break;
         unsigned key = (unsigned)(client_rnd(s) % SIM_KEYS);
@@ -302,15 +306,30 @@ int sim_client_write(struct sim *s, raft_id at, unsigned n_writes)
     return rv;
 }
 
+static int read_as(struct sim *s, int c, raft_id at);
+
 int sim_client_read(struct sim *s, raft_id at)
 {
     clients_start(s);
     expire(s);
-    if (at == 0)
-        at = sim_leader(s);
-    int c = free_client(s);
+    int c = free_client(s, true);
     if (c < 0)
         return RAFT_EBUSY;
+    return read_as(s, c, at);
+}
+
+static int read_as(struct sim *s, int c, raft_id at)
+{
+    /* A client keeps reading where it read last while that server still
+     * believes it leads (clients cache the leader): a deposed leader that
+     * does not know it yet keeps its readers (thesis §6.4). */
+    raft_id last = s->clients[c].server;
+    struct raft *r = sim_raft(s, last);
+    if (r && !sim_is_paused(s, last) && raft_role_of(r) == RAFT_LEADER)
+        at = last;
+    if (at == 0)
+        at = sim_leader(s);
+    s->clients[c].server = at;
     unsigned key = (unsigned)(client_rnd(s) % SIM_KEYS);
     uint32_t op = new_op(s, c, at, SIM_OP_GET, key);
     /* The core may release the read within this call (a lease read). */

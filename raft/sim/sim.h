@@ -26,8 +26,10 @@ enum { SIM_MAX_NODES = 9 };
 
 /* The clients of random schedules (client.c): a few keys, so that reads
  * and writes collide, and a fixed set of clients, each with one operation
- * outstanding. */
-enum { SIM_KEYS = 3, SIM_CLIENTS = 16 };
+ * outstanding: SIM_READERS that read, the others write. Apart, so that
+ * writes stuck at a leader cut off from the others (until they time out)
+ * do not keep its readers away from it. */
+enum { SIM_KEYS = 3, SIM_CLIENTS = 24, SIM_READERS = 8 };
 
 struct sim_options {
     unsigned nodes;
@@ -96,8 +98,8 @@ int sim_propose_sized(struct sim *s, raft_id at, unsigned n, size_t size, raft_i
 int sim_read(struct sim *s, raft_id at);
 
 /* The clients of the key-value store (client.c), as random schedules run
- * them. Each operation is taken by a free client of SIM_CLIENTS (one
- * operation outstanding each) and recorded, invoke and completion, in the
+ * them. Each operation is taken by a free client (one operation
+ * outstanding each; readers read, the others write) and recorded, invoke and completion, in the
  * client history; sim_check_history() checks it for linearizability.
  * A write is a set, or now and then a cas, of a random key, with a value
  * no other write uses; it is answered when the node it was proposed at

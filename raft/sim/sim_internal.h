@@ -135,6 +135,7 @@ struct sim_client_op {
 struct sim_client {
     int64_t process; /* a new one after an unknown outcome (Jepsen's rule) */
     uint32_t op;     /* its outstanding op (index in sim.ops), UINT32_MAX: none */
+    raft_id server;  /* the server it last talked to, which it tries first */
 };
 
 /* The operator's replacement of a node that lost its disk (disk_loss.c). */
