@@ -173,8 +173,10 @@ $(LIBPROTO): $(PROTO_OBJ)
 	$(call say,AR,$@)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-# The simulator writes JSON records with the runtime's writer (libc only).
-$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(OBJ)/raft/io/tracejson.o $(UI_OBJ) $(LIBRAFT)
+# The simulator writes JSON records with the runtime's writer (libc only), and
+# checks its clients' history with lincheck's checker (check.c: libc only; the
+# archive's JSON parts, which need jansson, are not linked in).
+$(RAFTSIM): $(OBJ)/raft/sim/raftsim.o $(LIBSIM) $(LIBLINCHECK) $(OBJ)/raft/io/tracejson.o $(UI_OBJ) $(LIBRAFT)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ -o $@
 
@@ -226,7 +228,7 @@ $(NFQ_DELAY): cluster-scripts/nfq-delay.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS_ALL) $< $(LDFLAGS_ALL) $$(pkg-config --libs libnetfilter_queue) -o $@
 
-$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
+$(OBJ)/tests/%: $(OBJ)/tests/unit/%.o $(HARNESS_OBJ) $(LIBSIM) $(LIBLINCHECK) $(LIBKV) $(LIBIO) $(LIBRAFT) $(LIBPROTO)
 	$(call say,LD,$@)
 	$(Q)$(CC) $(LDFLAGS_ALL) $^ $$(pkg-config --libs $(PKGS_PROTO) $(PKGS_IO) $(PKGS_KV)) $(LIBS_KV) -o $@
 

@@ -57,7 +57,9 @@ static void usage(FILE *f)
           "      fault mix: a table of the first seed that catches each, the seeds\n"
           "      tried and the time; fails if a bug escapes N seeds (default 200).\n"
           "      --bug NAME plants one in any command; --schedule 1 replays seeds found\n"
-          "      with the first random schedule.\n"
+          "      with the first random schedule. --history-only (a test knob, in any\n"
+          "      command) turns the checker's index-level read check off, so that only\n"
+          "      the clients' history can catch a stale read.\n"
           "  raftsim bench [--entries N] [--batch B] [--size BYTES]\n"
           "      Throughput of the core alone (3 nodes, no I/O) and its allocations.\n",
           f);
@@ -125,6 +127,8 @@ static int parse(int argc, char **argv, int i, struct common *c)
             c->ro.unsafe_commit_old_term = true;
         else if (strcmp(a, "--unsafe-trust-wiped") == 0)
             c->ro.unsafe_trust_wiped = true;
+        else if (strcmp(a, "--history-only") == 0)
+            c->ro.history_only = true;
         else if (strcmp(a, "--bug") == 0) {
             c->ro.bug = v ? sim_bug_find(v) : NULL;
             if (!c->ro.bug) {
@@ -176,13 +180,13 @@ static void replay_command(char *buf, size_t size, const struct sim_random_optio
     char schedule[32] = "";
     if (o->schedule && o->schedule != SIM_SCHEDULE_SWARM)
         snprintf(schedule, sizeof(schedule), " --schedule %u", o->schedule);
-    snprintf(buf, size, "%s --seed %llu --nodes %u --faults %s%s%s%s%s%s%s%s", self,
+    snprintf(buf, size, "%s --seed %llu --nodes %u --faults %s%s%s%s%s%s%s%s%s", self,
              (unsigned long long)o->seed, o->nodes, o->faults ? o->faults : "all",
              o->unsafe_commit_old_term ? " --unsafe-commit-old-term" : "",
              o->unsafe_trust_wiped ? " --unsafe-trust-wiped" : "",
              o->prevote_off ? " --prevote off" : "",
              o->check_quorum_off ? " --check-quorum off" : "", o->bug ? " --bug " : "",
-             o->bug ? o->bug->name : "", schedule);
+             o->bug ? o->bug->name : "", schedule, o->history_only ? " --history-only" : "");
 }
 
 /* Whether a line of the trace is a message line ("n1 -> n2 ...") and of
@@ -240,6 +244,41 @@ static void print_tail(const char *buf, const char *end, unsigned nodes, const c
     }
 }
 
+/* A client history violation (client.c) is found at the end of the run;
+ * the HISTORY lines before it narrate the failing window. Returns where
+ * they start in buf (before `end`, the violation's line), or NULL. */
+static const char *client_history_lines(const char *buf, const char *end, const char *what)
+{
+    if (!strstr(what, "client history not linearizable"))
+        return NULL;
+    const char *first = NULL;
+    for (const char *p = buf; (p = strstr(p, "ms  HISTORY key ")) != NULL && p < end; p++)
+        first = p;
+    while (first && first > buf && first[-1] != '\n')
+        first--;
+    return first;
+}
+
+/* The end of the trace lines at or before the time the violation's op
+ * completed ("... (A-B ms) ..."; "(A ms-?)" for an op that never did). */
+static const char *trace_until(const char *buf, const char *limit, const char *what)
+{
+    unsigned long long from, to;
+    const char *span = strchr(what, '(');
+    if (!span)
+        return limit;
+    if (sscanf(span, "(%llu-%llu ms)", &from, &to) != 2 && sscanf(span, "(%llu ms-?)", &to) != 1)
+        return limit;
+    for (const char *line = buf; line < limit;) {
+        unsigned long long t;
+        if (sscanf(line, "%llums", &t) == 1 && t > to)
+            return line;
+        const char *nl = memchr(line, '\n', (size_t)(limit - line));
+        line = nl ? nl + 1 : limit;
+    }
+    return limit;
+}
+
 /* A failure that teaches: run the seed again with every message traced,
  * and print the property, the REPORT_LINES lines of the trace before the
  * violation (messages only of the nodes it involves), every node's log as
@@ -266,8 +305,19 @@ static void report_failure(const struct sim_random_options *given)
         const char *vend = strchr(violation, '\n');
         const char *what = violation + strlen("ms  VIOLATION ");
         printf("== violated: %.*s\n", (int)(vend ? vend - what : (ptrdiff_t)strlen(what)), what);
-        print_tail(buf, end, nodes,
-                   "== the %zu trace lines before it (messages of the nodes it names only):\n");
+        const char *history = client_history_lines(buf, end, what);
+        if (history) {
+            /* Found at the end of the run: the trace that matters is the
+             * one up to the op that closes the failing window. */
+            print_tail(buf, trace_until(buf, history, what), nodes,
+                       "== the %zu trace lines up to the op that closes the failing window "
+                       "(messages of the nodes it names only):\n");
+            printf("== the client history's failing window:\n");
+            end = history;
+        } else {
+            print_tail(buf, end, nodes,
+                       "== the %zu trace lines before it (messages of the nodes it names only):\n");
+        }
         printf("%.*s\n", (int)(vend ? vend - end : 0), end);
         printf("== every log at that moment (a cell is the entry's term; C: commitIndex):\n%s",
                grid);

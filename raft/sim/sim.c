@@ -722,15 +722,17 @@ static void handle_reads(struct sim *s, const struct raft_update *u)
         struct sim_read *rd = find_read(s, rr->id);
         if (!rd)
             continue;
+        char note[96];
+        client_read_done(s, &s->nodes[rd->node - 1], rd->id, rr->status, note, sizeof(note));
         if (rr->status == RAFT_OK) {
             s->stats.reads_ok++;
-            sim_say(s, "n%llu read %llu served at index %llu", (unsigned long long)rd->node,
-                    (unsigned long long)rd->id, (unsigned long long)rr->index);
+            sim_say(s, "n%llu read %llu served at index %llu%s", (unsigned long long)rd->node,
+                    (unsigned long long)rd->id, (unsigned long long)rr->index, note);
             check_read_served(s, rd, rr);
         } else {
             s->stats.reads_failed++;
-            sim_say(s, "n%llu read %llu failed: %s", (unsigned long long)rd->node,
-                    (unsigned long long)rd->id, raft_strerror(rr->status));
+            sim_say(s, "n%llu read %llu failed: %s%s", (unsigned long long)rd->node,
+                    (unsigned long long)rd->id, raft_strerror(rr->status), note);
         }
         *rd = s->reads[--s->n_reads];
     }
@@ -820,6 +822,10 @@ static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, r
                         (unsigned long long)n->id, why ? why : "?");
     }
     check_update(s, n, &u);
+    /* Host contract 2: apply in order (what the checker accepted), then
+     * answer the clients (reads below see the entries applied). */
+    for (size_t i = 0; i < u.n_apply && u.apply[i].index <= n->applied; i++)
+        client_apply(s, n, &u.apply[i]);
     json_after_step(s, n, &u, commit_before);
     for (size_t i = 0; i < u.n_messages; i++)
         if (!u.messages[i].after_persist)
@@ -917,6 +923,7 @@ static void stage_chunk(struct sim *s, struct sim_node *n, const struct raft_ins
             memcpy(sn->members, is->members, sn->n_members * sizeof(*sn->members));
         n->applied = index;
         n->applied_chain = chain;
+        client_kv_decode(n, n->staging + 16, n->staging_len - 16);
         log_after_snapshot(&n->disk, index, is->last_term, chain);
         log_after_snapshot(&n->mem, index, is->last_term, chain);
         if (n->commit < index)
@@ -943,12 +950,19 @@ static void take_snapshot(struct sim *s, struct sim_node *n, raft_index index)
     sn->index = index;
     const struct sim_entry *e = sim_log_at(&n->mem, index);
     sn->term = e ? e->term : n->mem.offset_term;
-    sn->size = 16 + (size_t)(index * 37 % 300); /* padding: several chunks */
+    /* The applied index and chain, the key-value store, and padding, so
+     * that snapshots travel in several chunks. */
+    uint8_t kv[16 + 16 * SIM_KEYS];
+    size_t kv_len = client_kv_encode(n, kv, sizeof(kv));
+    sn->size = 16 + (size_t)(index * 37 % 300);
+    if (sn->size < 16 + kv_len)
+        sn->size = 16 + kv_len;
     sn->data = xmalloc(sn->size);
     put_u64(sn->data, index);
     put_u64(sn->data + 8, n->applied_chain);
     for (size_t i = 16; i < sn->size; i++)
         sn->data[i] = (uint8_t)(index + i);
+    memcpy(sn->data + 16, kv, kv_len);
     sn->checksum = fnv(sn->data, sn->size);
     struct sim_event *ev =
         event_new(s, SIM_EV_SNAPSHOT,
@@ -1163,6 +1177,8 @@ static int node_start(struct sim *s, struct sim_node *n)
     n->role = RAFT_FOLLOWER;
     n->applied = n->snap.index;
     n->applied_chain = n->snap.index ? get_u64(n->snap.data + 8) : 0;
+    client_kv_decode(n, n->snap.index ? n->snap.data + 16 : NULL,
+                     n->snap.index ? n->snap.size - 16 : 0);
     n->commit = n->snap.index;
     n->staging_len = 0;
     n->write_done_ms = s->now_ms;
@@ -1188,6 +1204,7 @@ void sim_crash(struct sim *s, raft_id id)
     n->incarnation++;
     n->paused = false;
     drop_deferred(n);
+    client_node_down(s, n);
     sim_say(s, "n%llu CRASH (unsynced writes lost: %u)", (unsigned long long)id, n->writes_pending);
     json_state(s, n);
 }
@@ -1353,6 +1370,24 @@ int sim_propose(struct sim *s, raft_id at, unsigned n_entries, raft_index *first
     return sim_propose_sized(s, at, n_entries, 0, first, last);
 }
 
+/* A client's key-value operation, when the entry carries one. */
+static void json_kv(struct tj *j, const struct raft_entry *e)
+{
+    struct kv_cmd c;
+    if (!kv_cmd_parse(e, &c))
+        return;
+    char key[8], value[24];
+    snprintf(key, sizeof(key), "k%u", c.key + 1);
+    tj_str(j, "op", c.kind == SIM_OP_CAS ? "cas" : "set");
+    tj_str(j, "key", key);
+    if (c.kind == SIM_OP_CAS && c.expected) {
+        snprintf(value, sizeof(value), "%llu", (unsigned long long)c.expected);
+        tj_str(j, "expected", value);
+    }
+    snprintf(value, sizeof(value), "%llu", (unsigned long long)c.number);
+    tj_str(j, "value", value);
+}
+
 /* A client's request reaching a node: the index it got, or why not. */
 static void json_propose(struct sim *s, struct sim_node *n, const struct raft_entry *entries,
                          size_t count, raft_index first, int rv)
@@ -1365,6 +1400,7 @@ static void json_propose(struct sim *s, struct sim_node *n, const struct raft_en
         if (!len || !json_begin(s, &j, buf, "propose", n->id))
             return;
         tj_strn(&j, "req", req, len);
+        json_kv(&j, &entries[i]);
         tj_u64(&j, "term", raft_current_term(n->r));
         if (rv == RAFT_OK)
             tj_u64(&j, "index", first + i);
@@ -1401,14 +1437,20 @@ int sim_propose_sized(struct sim *s, raft_id at, unsigned n_entries, size_t size
         entries[i] =
             (struct raft_entry){.data = payload[i], .len = (size_t)len > size ? (size_t)len : size};
     }
+    return sim_propose_entries(s, n, entries, n_entries, first, last);
+}
+
+int sim_propose_entries(struct sim *s, struct sim_node *n, const struct raft_entry *entries,
+                        unsigned count, raft_index *first, raft_index *last)
+{
     struct raft_event ev = {.type = RAFT_PROPOSE};
     ev.propose.entries = entries;
-    ev.propose.n_entries = n_entries;
+    ev.propose.n_entries = count;
     raft_index proposed[2] = {0, 0};
     int rv = node_step(s, n, &ev, proposed);
-    json_propose(s, n, entries, n_entries, proposed[0], rv);
+    json_propose(s, n, entries, count, proposed[0], rv);
     if (rv == RAFT_OK) {
-        s->stats.proposals += n_entries;
+        s->stats.proposals += count;
         if (first)
             *first = proposed[0];
         if (last)
@@ -1541,6 +1583,7 @@ void sim_free(struct sim *s)
         free(n->staging);
     }
     free(s->reads);
+    client_free(s);
     check_free(s);
     free(s);
 }

@@ -24,6 +24,13 @@
 
 enum { SIM_MAX_NODES = 9 };
 
+/* The clients of random schedules (client.c): a few keys, so that reads
+ * and writes collide, and a fixed set of clients, each with one operation
+ * outstanding: SIM_READERS that read, the others write. Apart, so that
+ * writes stuck at a leader cut off from the others (until they time out)
+ * do not keep its readers away from it. */
+enum { SIM_KEYS = 3, SIM_CLIENTS = 24, SIM_READERS = 8 };
+
 struct sim_options {
     unsigned nodes;
     unsigned voters; /* nodes 1..voters bootstrap the cluster; the rest may join later */
@@ -47,6 +54,10 @@ struct sim_options {
      * instead of refusing its new incarnation until it is replaced. Raft
      * §5.4 assumes stable storage; see docs/simulator.md, "Disk loss". */
     bool unsafe_trust_wiped;
+    /* Test knob: the checker's index-level read check (a read must reflect
+     * every index committed before it began) is off, so that only the
+     * client history can catch a stale read; proves that check can fail. */
+    bool test_history_only;
 };
 
 /* Defaults for simulation: 150 ms election timeout, 30 ms heartbeats,
@@ -85,6 +96,26 @@ int sim_propose(struct sim *s, raft_id at, unsigned n, raft_index *first, raft_i
 int sim_propose_sized(struct sim *s, raft_id at, unsigned n, size_t size, raft_index *first,
                       raft_index *last);
 int sim_read(struct sim *s, raft_id at);
+
+/* The clients of the key-value store (client.c), as random schedules run
+ * them. Each operation is taken by a free client (one operation
+ * outstanding each; readers read, the others write) and recorded, invoke and completion, in the
+ * client history; sim_check_history() checks it for linearizability.
+ * A write is a set, or now and then a cas, of a random key, with a value
+ * no other write uses; it is answered when the node it was proposed at
+ * applies it. A read is a get, answered with the value in the serving
+ * node's store when the core releases it. An outcome the client cannot
+ * know (the node crashed, the entry was overwritten, no answer in time)
+ * is "info", and the client goes on under a new process id. */
+/* n writes by free clients, proposed together at node at (0: the leader).
+ * Returns the core's answer, or RAFT_EBUSY when no client is free. */
+int sim_client_write(struct sim *s, raft_id at, unsigned n);
+/* A get of a random key at node at (0: the leader), by a free client. */
+int sim_client_read(struct sim *s, raft_id at);
+/* Check the history (tests/lincheck); a violation is reported as property
+ * "Linearizability", with the failing window narrated in the trace.
+ * Returns false on a violation. */
+bool sim_check_history(struct sim *s);
 /* Ask the leader to change the configuration (thesis §4). */
 int sim_change_conf(struct sim *s, enum raft_conf_op op, raft_id id);
 /* Ask the leader to hand leadership to `to` (0: the most up-to-date voter). */
@@ -204,6 +235,7 @@ struct sim_random_options {
                          * crash now and then loses the disk and the node is replaced */
     bool unsafe_commit_old_term;
     bool unsafe_trust_wiped; /* sim_options.unsafe_trust_wiped: no replacement either */
+    bool history_only;       /* sim_options.test_history_only */
     bool prevote_off;
     bool check_quorum_off;
     const struct sim_bug *bug; /* a planted bug, or NULL */

@@ -75,6 +75,9 @@ struct sim_node {
     raft_index applied;
     uint64_t applied_chain;
     raft_index commit;
+    /* The clients' key-value store (client.c): the value of each key, the
+     * number of the command that wrote it, 0 while absent. In snapshots. */
+    uint64_t kv[SIM_KEYS];
 
     /* Writes in flight complete in order; this is when the last one does. */
     uint64_t write_done_ms;
@@ -106,6 +109,34 @@ struct sim_link {
 };
 
 struct sim_event; /* sim.c */
+
+/* One client operation of the history (client.c): an invoke and, unless
+ * still pending, its completion. */
+enum sim_op_kind { SIM_OP_GET, SIM_OP_SET, SIM_OP_CAS };
+enum sim_op_state { SIM_OP_PENDING, SIM_OP_OK, SIM_OP_FAIL, SIM_OP_INFO };
+struct sim_client_op {
+    int64_t process; /* the logical client (Jepsen's process) */
+    raft_id node;    /* the server the request went to */
+    enum sim_op_kind kind;
+    enum sim_op_state state;
+    unsigned key;         /* 0 .. SIM_KEYS - 1 */
+    uint64_t value;       /* set/cas: the value written; get ok: the value read (0: absent) */
+    uint64_t expected;    /* cas: the value expected (0: the key absent) */
+    bool mismatch;        /* cas fail: the key did not hold `expected` (observed) */
+    const char *error;    /* fail/info: why (static) */
+    int64_t invoke_ns;    /* virtual time, strictly increasing across the history */
+    int64_t complete_ns;  /* ok/fail: when the client heard; info: when it gave up */
+    uint64_t deadline_ms; /* the client gives up then (info) */
+    raft_index index;     /* set/cas: the index its entry got */
+    uint64_t read_id;     /* get: the simulator's read id */
+};
+
+/* A client: one operation outstanding at most (lincheck.h's rule). */
+struct sim_client {
+    int64_t process; /* a new one after an unknown outcome (Jepsen's rule) */
+    uint32_t op;     /* its outstanding op (index in sim.ops), UINT32_MAX: none */
+    raft_id server;  /* the server it last talked to, which it tries first */
+};
 
 /* The operator's replacement of a node that lost its disk (disk_loss.c). */
 enum sim_replace_step {
@@ -168,6 +199,15 @@ struct sim {
      * runs a few thousand. */
     uint64_t events_this_ms;
     bool livelock;
+
+    /* Client history (client.c): every operation of the clients, checked
+     * for linearizability at the end of a random run. */
+    struct sim_client clients[SIM_CLIENTS];
+    struct sim_client_op *ops;
+    size_t n_ops, cap_ops;
+    uint64_t client_prng; /* the clients' own choices (keys, kinds) */
+    int64_t history_last_ns;
+    bool clients_on; /* sim_client_*() was called: the clients exist */
 };
 
 /* sim.c helpers used by check.c */
@@ -185,12 +225,41 @@ void sim_log_reset(struct sim_log *l, raft_index index, raft_term term, uint64_t
 int sim_log_append(struct sim_log *l, const struct raft_entry *e);
 uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
 
+/* client.c: the host's side of the clients' key-value store. */
+/* Node n applied entry e (after check_update): update its store and answer
+ * the client waiting for that index at n, if any. */
+void client_apply(struct sim *s, struct sim_node *n, const struct raft_entry *e);
+/* A read of id `read_id` was released (status RAFT_OK) or failed at n;
+ * for a client's read, `note` receives its op in words (else ""). */
+void client_read_done(struct sim *s, struct sim_node *n, uint64_t read_id, int status, char *note,
+                      size_t note_size);
+/* A command's key-value operation, parsed from its payload. */
+struct kv_cmd {
+    uint64_t number; /* "cmdN": the value it writes */
+    enum sim_op_kind kind;
+    unsigned key;
+    uint64_t expected; /* cas */
+};
+bool kv_cmd_parse(const struct raft_entry *e, struct kv_cmd *c);
+/* Node n crashed: its clients' connections drop (outcome unknown). */
+void client_node_down(struct sim *s, struct sim_node *n);
+/* The store in a snapshot: encode after the 16-byte header (at most
+ * size - 16 bytes; returns the bytes needed), decode it back. */
+size_t client_kv_encode(const struct sim_node *n, uint8_t *p, size_t room);
+void client_kv_decode(struct sim_node *n, const uint8_t *p, size_t len);
+void client_free(struct sim *s);
+
 /* disk_loss.c */
 /* Whether node `to` takes a message that `from` sent from the data dir of
  * incarnation `data_dir`. */
 bool disk_loss_accepts(struct sim *s, struct sim_node *to, raft_id from, uint64_t data_dir);
 /* The operator's next look at a replacement, after every tick. */
 void disk_loss_operator_tick(struct sim *s);
+
+/* sim.c: propose entries at node n (a client's request reaching it);
+ * *first receives the index of the first one. */
+int sim_propose_entries(struct sim *s, struct sim_node *n, const struct raft_entry *entries,
+                        unsigned count, raft_index *first, raft_index *last);
 
 /* sim.c: JSON records (sim_options.json). */
 void sim_json_violation(struct sim *s, const char *property, const char *detail);

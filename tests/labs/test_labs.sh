@@ -73,7 +73,7 @@ for lab in $LABS; do
         objs+=("$tmp/obj-$lab/raft/core/$name.o")
     done
     if ! $built || ! ${CC:-cc} "${ldflags[@]}" "$OBJ/raft/sim/raftsim.o" "$OBJ/libraftsim.a" \
-        "$OBJ/raft/io/tracejson.o" "$OBJ/gen/ui_files.o" "${objs[@]}" -o "$tmp/raftsim-$lab" \
+        "$OBJ/liblincheck.a" "$OBJ/raft/io/tracejson.o" "$OBJ/gen/ui_files.o" "${objs[@]}" -o "$tmp/raftsim-$lab" \
         2>"$tmp/ld.log"; then
         cat "$tmp/ld.log" 2>/dev/null || true
         bad "lab $lab: the stubbed copy does not build"

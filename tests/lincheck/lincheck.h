@@ -57,10 +57,14 @@
  *   canonical decimal int64 ("-12", "0", "7"; not "+7", "07" or " 7"), like
  *   Redis' INCR.
  *
- * Ownership: a struct lc_history owns every string it points to (in an
- * arena, freed by lc_history_free()). Results own their arrays (freed by
- * lc_result_free()). Nothing is global; calls on different histories may run
- * in different threads.
+ * Ownership: a struct lc_history from lc_history_parse()/load() owns every
+ * string it points to (in an arena, freed by lc_history_free()). A program
+ * may also fill one itself (the simulator does, raft/sim/client.c: arena
+ * NULL, ops in invoke order, strings its own) and pass it to lc_check() and
+ * lc_could_have_seen(), which only read it; it then frees it itself. check.c
+ * needs libc alone, so such a program links without jansson. Results own
+ * their arrays (freed by lc_result_free()). Nothing is global; calls on
+ * different histories may run in different threads.
  */
 #ifndef LINCHECK_H
 #define LINCHECK_H
