@@ -224,7 +224,7 @@ while read -r kind name rest; do
                     at=$(grep -n -m 1 -E '^  FAIL  |^TIMEOUT' "$log" | cut -d: -f1 || true)
                     at=${at:-$(wc -l <"$log")}
                     sed -n "$((at > 12 ? at - 12 : 1)),${at}p" "$log"
-                    sed -n '/^--- /,$p' "$log" | grep -v ' passed, ' | head -n 40
+                    sed -n '/^--- /,$p' "$log" | grep -v ' passed, ' | head -n 20
                     head -n 5 "$errs"
                     echo "== replay (and read the nodes' logs): $replay"
                 else
