@@ -4,7 +4,7 @@
 #   make test       install missing Debian packages, build, run every suite
 #   make asan       the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make lint       clang-format check, shellcheck, raft/core purity check
-#   make lab LAB=N  a student's copy of the tree with lab N cut out of raft/core
+#   make lab LAB=N  a student's copy of the tree with lab N cut out of raft/core or kv/
 #                   (labs/out/lab-N, or LABDIR=DIR); make grade LAB=N grades a tree
 #   make fmt        reformat the C sources in place
 #   make bench      benchmarks that print figures (never asserted)
@@ -333,19 +333,23 @@ fuzz: deps-ensure $(FUZZ_BIN)
 
 # ---------------------------------------------------------------------------
 # Labs (docs/labs.md): `make lab LAB=N` writes a student's copy of the tree with
-# lab N's regions of raft/core cut out (to labs/out/lab-N, or LABDIR=...);
-# `make grade LAB=N` grades a tree (a copy, or this one) with the simulator. In
-# a copy, LAB defaults to its own lab.
+# lab N's regions cut out (of raft/core for labs 1-5, of kv/ for labs 6-7; to
+# labs/out/lab-N, or LABDIR=...); `make grade LAB=N` grades a tree (a copy, or
+# this one): labs 1-5 with the simulator, labs 6-7 with unit tests and real kvd
+# processes. In a copy, LAB defaults to its own lab.
 
 LAB ?= $(shell cat labs/this-lab 2>/dev/null)
+# What each lab's grade runs.
+GRADE_NEEDS := $(if $(filter 6 7,$(LAB)),$(KVD) $(KVCTL) $(OBJ)/tests/test_ring \
+	$(OBJ)/tests/test_rebalance,$(RAFTSIM))
 .PHONY: lab grade
 lab:
-	@test -n "$(LAB)" || { echo "make lab LAB=N  (N: 1 to 5; docs/labs.md)"; exit 2; }
+	@test -n "$(LAB)" || { echo "make lab LAB=N  (N: 1 to 7; docs/labs.md)"; exit 2; }
 	@labs/make-lab.sh $(LAB) $(LABDIR)
 
-grade: $(RAFTSIM)
-	@test -n "$(LAB)" || { echo "make grade LAB=N  (N: 1 to 5; docs/labs.md)"; exit 2; }
-	@RAFTSIM=$(RAFTSIM) labs/grade.sh $(LAB)
+grade: $(GRADE_NEEDS)
+	@test -n "$(LAB)" || { echo "make grade LAB=N  (N: 1 to 7; docs/labs.md)"; exit 2; }
+	@RAFTSIM=$(RAFTSIM) GRADE_BIN=$(OBJ) labs/grade.sh $(LAB)
 
 # ---------------------------------------------------------------------------
 # Lint and format

@@ -182,6 +182,18 @@ static void serve_local_read(struct kv_server *s, struct request *q)
  * the leader answers with the leader it knows). 0: wait for an election. */
 static raft_id target_of(struct kv_server *s, struct request *q)
 {
+    /* LAB 6 BEGIN: a request to its shard's leader (docs/sharding.md,
+     * "Serving"; docs/kvd.md). In order: the hint of the node the request
+     * last went to (q->leader_hint, newest news: consume it, set it to 0);
+     * else, when this node hosts the shard (sh->hosted), the leader its own
+     * core knows (raft_leader(core(s, sh))), or else the last leader heard
+     * of (sh->leader_hint). When none is known and this node does not host
+     * the shard, ask its replicas in turn (shard_targets(); advance
+     * sh->next_replica each time, and skip those the transport is not
+     * connected to, transport_peer_connected(raft_node_transport(s->node),
+     * id), while others are): one that is not the leader answers with the
+     * leader it knows. 0: nobody to ask; attempt() waits for an election.
+     * STUB: (void)s; (void)q; return 0; */
     struct shard *sh = q->sh;
     /* The hint of the node it last went to (a "not leader" answer) is the
      * newest news: a replica here may be one the group left behind
@@ -200,6 +212,7 @@ static raft_id target_of(struct kv_server *s, struct request *q)
             leader = reps[sh->next_replica++ % n];
     }
     return leader;
+    /* LAB 6 END */
 }
 
 /* The deadline passed. What the client may conclude depends on whether the

@@ -25,9 +25,10 @@
  * is no longer wanted -- handing leadership over first when that is the
  * leader itself (§3.10; a leader may also remove itself, §4.2.2, but its
  * successor would then be chosen by timeouts). The group keeps at least R
- * voters throughout. The plan is recomputed from the group's log every
- * time, so a move interrupted by a crash, a partition or a change of
- * leader is resumed by whoever leads next. Group 0 follows the table
+ * voters throughout. The plan (rebalance.c, a pure function) is
+ * recomputed from the group's log every time, so a move interrupted by a
+ * crash, a partition or a change of leader is resumed by whoever leads
+ * next. Group 0 follows the table
  * itself: every member is a voter of it.
  */
 #include "server_internal.h"
@@ -39,6 +40,7 @@
 #include <unistd.h>
 
 #include "iolog.h"
+#include "rebalance.h"
 #include "storage.h"
 
 enum {
@@ -614,38 +616,51 @@ const char *shard_name(struct kv_server *s, const struct shard *sh, char *buf, s
     return buf;
 }
 
+/* What sh's leader knows of the move (rebalance.h): its configuration, each
+ * member's progress, the target. m holds MAX_MEMBERS. */
+static struct rebalance_group move_view(struct kv_server *s, struct shard *sh,
+                                        struct rebalance_member *m)
+{
+    struct raft *r = core(s, sh);
+    struct raft_member conf[MAX_MEMBERS];
+    size_t n = raft_configuration(r, conf, MAX_MEMBERS);
+    for (size_t k = 0; k < n; k++) {
+        struct raft_peer_status ps;
+        bool known = conf[k].id != s->cfg.id && raft_peer_status(r, conf[k].id, &ps);
+        m[k] = (struct rebalance_member){
+            .id = conf[k].id,
+            .is_voter = conf[k].is_voter,
+            .caught_up = conf[k].is_voter || (known && ps.caught_up),
+            .has_log = conf[k].id == s->cfg.id || (known && ps.match_index == raft_last_index(r)),
+        };
+    }
+    struct rebalance_group g = {
+        .self = s->cfg.id,
+        .preferred_leader = sh == s->meta ? 0 : sh->preferred_leader,
+        .config_committed = raft_configuration_index(r) <= raft_commit_index(r),
+        .members = m,
+        .n_members = n,
+    };
+    g.n_want = shard_targets(s, sh, &g.want);
+    return g;
+}
+
 /* One step of sh toward its wanted members, as its leader; true if the
  * group is not there yet. */
 static bool move_step(struct kv_server *s, struct shard *sh, bool may_start, uint64_t now)
 {
-    struct raft *r = core(s, sh);
-    const raft_id *want;
-    size_t n_want = shard_targets(s, sh, &want);
-    struct raft_member m[MAX_MEMBERS];
-    size_t n = raft_configuration(r, m, MAX_MEMBERS);
-    raft_id add = 0, promote = 0, remove = 0;
-    for (size_t i = 0; i < n_want && !add; i++) {
-        bool in = false;
-        for (size_t k = 0; k < n; k++)
-            if (m[k].id == want[i]) {
-                in = true;
-                if (!m[k].is_voter && !promote)
-                    promote = want[i];
-            }
-        if (!in)
-            add = want[i];
-    }
-    for (size_t k = 0; k < n && !remove; k++)
-        if (!listed(want, n_want, m[k].id))
-            remove = m[k].id;
-    if (!add && !promote && !remove) {
+    struct rebalance_member m[MAX_MEMBERS];
+    struct rebalance_group g = move_view(s, sh, m);
+    struct rebalance_step next = rebalance_next(&g);
+    char name[48];
+    shard_name(s, sh, name, sizeof(name));
+    if (next.action == REBALANCE_DONE) {
         if (sh->moving) {
             sh->moving = false;
             s->moves_done++;
-            char name[48];
             iolog("kvd %" PRIu64 ": %s: move done in %" PRIu64 " ms (%" PRIu64
                   " snapshot bytes sent)\n",
-                  s->cfg.id, shard_name(s, sh, name, sizeof(name)), now - sh->move_started_ms,
+                  s->cfg.id, name, now - sh->move_started_ms,
                   sh->snap_bytes_sent - sh->move_snap_bytes);
         }
         return false;
@@ -658,48 +673,42 @@ static bool move_step(struct kv_server *s, struct shard *sh, bool may_start, uin
         sh->move_snap_bytes = sh->snap_bytes_sent;
         s->moves_started++;
     }
-    if (now < sh->move_next_ms || raft_configuration_index(r) > raft_commit_index(r))
-        return true; /* one change at a time (§4.1): the last must commit first */
+    if (next.action == REBALANCE_WAIT || now < sh->move_next_ms)
+        return true;
     sh->move_next_ms = now + STEP_RETRY_MS;
-    char name[48];
-    shard_name(s, sh, name, sizeof(name));
-    int rc;
-    if (add) {
-        rc = raft_node_change_conf(s->node, sh->group, RAFT_ADD_LEARNER, add);
+    int rc = RAFT_OK;
+    switch (next.action) {
+    case REBALANCE_ADD_LEARNER:
+        rc = raft_node_change_conf(s->node, sh->group, RAFT_ADD_LEARNER, next.node);
         if (rc == RAFT_OK)
             iolog("kvd %" PRIu64 ": %s: adding node %" PRIu64 " as a learner (§4.2.1: it "
                   "catches up before it counts in any quorum)\n",
-                  s->cfg.id, name, add);
-    } else if (promote) {
-        rc = raft_node_change_conf(s->node, sh->group, RAFT_PROMOTE, promote);
+                  s->cfg.id, name, next.node);
+        break;
+    case REBALANCE_PROMOTE:
+        rc = raft_node_change_conf(s->node, sh->group, RAFT_PROMOTE, next.node);
         if (rc == RAFT_OK)
             iolog("kvd %" PRIu64 ": %s: node %" PRIu64 " caught up: promoting it to voter\n",
-                  s->cfg.id, name, promote);
-    } else if (remove == s->cfg.id) {
-        /* Hand leadership to a wanted voter that has everything first: the
-         * shard's preferred leader if it can take it (else the leader
-         * balance would move it a second time, route.c), any other else. */
-        raft_id to = 0;
-        for (int pass = 0; pass < 2 && !to; pass++)
-            for (size_t k = 0; k < n && !to; k++) {
-                struct raft_peer_status ps;
-                if (m[k].id != s->cfg.id && m[k].is_voter && listed(want, n_want, m[k].id) &&
-                    (pass == 1 || m[k].id == sh->preferred_leader) &&
-                    raft_peer_status(r, m[k].id, &ps) && ps.match_index == raft_last_index(r))
-                    to = m[k].id;
-            }
-        rc = to ? raft_node_transfer(s->node, sh->group, to) : RAFT_ECATCHUP;
+                  s->cfg.id, name, next.node);
+        break;
+    case REBALANCE_TRANSFER:
+        rc = raft_node_transfer(s->node, sh->group, next.node);
         if (rc == RAFT_OK)
             iolog("kvd %" PRIu64 ": %s: this node leaves the group: handing leadership to node "
                   "%" PRIu64 " first (§3.10)\n",
-                  s->cfg.id, name, to);
-    } else {
-        rc = raft_node_change_conf(s->node, sh->group, RAFT_REMOVE, remove);
+                  s->cfg.id, name, next.node);
+        break;
+    case REBALANCE_REMOVE:
+        rc = raft_node_change_conf(s->node, sh->group, RAFT_REMOVE, next.node);
         if (rc == RAFT_OK)
             iolog("kvd %" PRIu64 ": %s: removing node %" PRIu64 " (the others hold the log)\n",
-                  s->cfg.id, name, remove);
+                  s->cfg.id, name, next.node);
+        break;
+    case REBALANCE_DONE:
+    case REBALANCE_WAIT:
+        break;
     }
-    (void)rc; /* refusals (catching up, a change pending) are tried again */
+    (void)rc; /* refusals (a change pending, a leadership change) are tried again */
     return true;
 }
 

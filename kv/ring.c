@@ -143,6 +143,14 @@ static int u64_cmp(const void *a, const void *b)
  * comes first, so it is the one found. */
 static size_t successor(const struct point *pts, size_t n, uint64_t pos)
 {
+    /* LAB 6 BEGIN: the lookup on a consistent-hashing ring (docs/sharding.md,
+     * "Two rings"; Karger and others, STOC 1997, §4). pts holds n >= 1
+     * points sorted by (pos, owner); return the index of the first point
+     * whose pos is at or after pos, and 0 when pos is past the last one (the
+     * ring wraps around). Among points of equal pos the first in the array
+     * is the answer. Every key's shard (ring_shard_of_hash) and every
+     * shard's first replica go through here: a binary search, O(log n).
+     * STUB: (void)pts; (void)n; (void)pos; return 0; */
     size_t lo = 0, hi = n; /* the answer is in [lo, hi] */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -152,6 +160,7 @@ static size_t successor(const struct point *pts, size_t n, uint64_t pos)
             hi = mid;
     }
     return lo == n ? 0 : lo;
+    /* LAB 6 END */
 }
 
 /* ------------------------------------------------------------------------
@@ -278,6 +287,16 @@ static void build_node_ring(struct ring *r)
     for (uint32_t s = 0; s < m->shards; s++) {
         r->tokens[s] = shard_token(s);
         uint64_t *reps = &r->replicas[(size_t)s * m->replicas];
+        /* LAB 6 BEGIN: a shard's replicas, its preference list (Dynamo
+         * §4.3; docs/sharding.md, "Two rings"). Walk the node ring
+         * (r->node_points, n points) clockwise from the first point at or
+         * after the shard's token r->tokens[s] (successor()), wrapping
+         * around, and write to reps the owners of the points met, skipping
+         * a node already chosen, until there are m->replicas of them. The
+         * order met is the order kept: the first is the shard's preferred
+         * leader. One lap always finds them (R <= N, each node has V >= 1
+         * points).
+         * STUB: for (uint32_t k = 0; k < m->replicas; k++) reps[k] = m->nodes[k]; */
         uint32_t found = 0;
         size_t i = successor(r->node_points, n, r->tokens[s]);
         for (size_t step = 0; step < n && found < m->replicas; step++, i = (i + 1) % n) {
@@ -288,6 +307,7 @@ static void build_node_ring(struct ring *r)
             if (!seen)
                 reps[found++] = id;
         }
+        /* LAB 6 END */
     }
 }
 
@@ -382,6 +402,18 @@ int ring_placement_join(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *
     uint32_t load[RING_MAX_NODES];
     if (n == 0 || n >= RING_MAX_NODES)
         return -1;
+    /* LAB 6 BEGIN: a joiner's share of a stored placement, by the fewest
+     * moves (ring.h; docs/sharding.md, "Once the members change, the
+     * placement is stored"). The joiner takes want = floor(G*R/(n+1))
+     * slots, one at a time: each time from the most loaded node (load[],
+     * slot_loads(); the lowest id among equals) that holds a slot of a
+     * shard the joiner is not in (shard_has()), in the lowest such shard,
+     * changed in place (sr[k] = joiner: the other replicas keep their
+     * order). Stop early when no node can give or the most loaded one
+     * holds no more than the joiner already got (taking more would only
+     * move the imbalance). Return the slots moved.
+     * STUB: (void)G; (void)R; (void)reps; (void)nodes; (void)joiner; (void)load;
+     * (void)slot_loads; (void)shard_has; return 0; */
     slot_loads(G, R, reps, nodes, n, load);
     uint32_t want = (uint32_t)(((size_t)G * R) / (n + 1)), got = 0;
     while (got < want) {
@@ -416,6 +448,7 @@ int ring_placement_join(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *
         }
     }
     return (int)got;
+    /* LAB 6 END */
 }
 
 int ring_placement_leave(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t *nodes, size_t n,
@@ -424,6 +457,14 @@ int ring_placement_leave(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t 
     uint32_t load[RING_MAX_NODES];
     if (n < R || n > RING_MAX_NODES)
         return -1;
+    /* LAB 6 BEGIN: a leaver's slots, by the fewest moves (ring.h). Shard
+     * by shard, in order, each slot of the leaver goes, in place, to the
+     * least loaded of nodes[] (load[], slot_loads(); the lowest id among
+     * equals) that is not already in that shard (shard_has()); its load
+     * grows by one at once. Nothing else moves. Return the slots moved
+     * (-1 if some shard has no node to take its slot).
+     * STUB: (void)G; (void)R; (void)reps; (void)nodes; (void)leaver; (void)load;
+     * (void)slot_loads; (void)shard_has; return 0; */
     slot_loads(G, R, reps, nodes, n, load);
     int moved = 0;
     for (uint32_t s = 0; s < G; s++) {
@@ -447,6 +488,7 @@ int ring_placement_leave(uint32_t G, uint32_t R, uint64_t *reps, const uint64_t 
         }
     }
     return moved;
+    /* LAB 6 END */
 }
 
 void ring_free(struct ring *r)

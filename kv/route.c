@@ -218,10 +218,17 @@ void kv_server_submit(struct kv_server *s, const Kvpb__Command *cmd, struct kv_s
     }
     uint32_t shard_of[KV_MAX_KEYS];
     bool several = false;
+    /* LAB 6 BEGIN: keys to shards (docs/sharding.md, "Serving"). Put the
+     * shard of each of the command's keys (cmd->keys[i].data and .len,
+     * i < cmd->n_keys) on this node's key ring (s->ring, ring.h) in
+     * shard_of[i], and set several when they are not all on one shard:
+     * such a command is split into one part per shard and gathered.
+     * STUB: for (size_t i = 0; i < cmd->n_keys; i++) shard_of[i] = 0; */
     for (size_t i = 0; i < cmd->n_keys; i++) {
         shard_of[i] = ring_shard_of(s->ring, cmd->keys[i].data, cmd->keys[i].len);
         several |= shard_of[i] != shard_of[0];
     }
+    /* LAB 6 END */
     if (several) {
         split(s, cmd, shard_of, session, flags, deadline, cb, ctx);
         return;

@@ -5,8 +5,9 @@
 #
 # The copy is the whole tree (the files git tracks, or, in a tree that is not
 # a git checkout, every file but build folders) with the regions of lab N cut
-# out of raft/core: each region marked `/* LAB N BEGIN: ... */` ...
-# `/* LAB N END */` in the real source becomes a TODO(lab N) comment and a
+# out of raft/core (labs 1-5: the Raft core) and kv/ (labs 6-7: placement,
+# routing and rebalancing in kvd): each region marked `/* LAB N BEGIN: ... */`
+# ... `/* LAB N END */` in the real source becomes a TODO(lab N) comment and a
 # stub that compiles (labs/stub.awk). The regions of the other labs stay as
 # they are, so each lab stands alone. The copy gets LAB.md (the lab's
 # README, from labs/labN.md, with the list of TODOs) and labs/this-lab (so
@@ -52,10 +53,11 @@ else
         --exclude=./labs/out --exclude=./run -cf - .) | tar -xf - -C "$dir"
 fi
 
-# Cut the lab's regions out of the core.
+# Cut the lab's regions out of the sources that carry labs.
+src_dirs=(raft/core kv)
 total=0
 changed=()
-for f in "$dir"/raft/core/*.c "$dir"/raft/core/*.h; do
+for f in "$dir"/raft/core/*.c "$dir"/raft/core/*.h "$dir"/kv/*.c "$dir"/kv/*.h; do
     [ -f "$f" ] || continue
     tmp=$f.lab
     if ! awk -v lab="$lab" -f "$root/labs/stub.awk" "$f" >"$tmp" 2>"$tmp.err"; then
@@ -74,7 +76,7 @@ for f in "$dir"/raft/core/*.c "$dir"/raft/core/*.h; do
     fi
 done
 if [ "$total" -eq 0 ]; then
-    echo "make-lab: no region of lab $lab is marked in raft/core" >&2
+    echo "make-lab: no region of lab $lab is marked in ${src_dirs[*]}" >&2
     exit 1
 fi
 if command -v clang-format >/dev/null; then
@@ -87,7 +89,7 @@ echo "$lab" >"$dir/labs/this-lab"
     echo
     echo "## Your TODOs"
     echo
-    echo "Generated with this copy (\`grep -n 'TODO(lab $lab)' raft/core/*.c\` finds them again):"
+    echo "Generated with this copy (\`grep -n 'TODO(lab $lab)' raft/core/*.c kv/*.c\` finds them again):"
     echo
     # A line per TODO: where, in which function, and its first sentence.
     (cd "$dir" && awk -v tag="TODO(lab $lab):" '
@@ -98,9 +100,9 @@ echo "$lab" >"$dir/labs/this-lab"
             p = index(d, ". ")
             d = p ? substr(d, 1, p) : (d ~ /\.$/ ? d : d " ...")
             printf "- `%s:%d` in `%s()`: %s\n", FILENAME, FNR, fn, d
-        }' raft/core/*.c)
+        }' raft/core/*.c kv/*.c)
 } >"$dir/LAB.md"
 
-echo "lab $lab: $total regions cut out of ${#changed[@]} files of raft/core"
+echo "lab $lab: $total regions cut out of ${#changed[@]} files (${changed[*]#"$dir"/})"
 echo "the copy: $dir"
 echo "next: cd $dir && less LAB.md && make grade   (it fails until you write the TODOs)"

@@ -108,6 +108,7 @@ struct raft_server {
     raft_index match_index;
     enum progress_state state;
     bool probe_sent;         /* PROBE: an AppendEntries is unanswered; wait */
+    raft_index probe_last;   /* PROBE: the last index the probe carries (its answer's match) */
     bool recent_active;      /* heard from it since the last check-quorum (thesis §6.2) */
     uint64_t read_seq_acked; /* highest ReadIndex round it confirmed */
     uint64_t acked_sent_ms;  /* our clock when we sent the newest message it acknowledged */
@@ -136,6 +137,7 @@ void progress_sent(struct raft *r, struct raft_server *s, raft_index last_sent);
 void progress_acked(const struct raft *r, struct raft_server *s, raft_index index);
 void progress_become_probe(struct raft_server *s, raft_index next_index);
 void progress_become_replicate(struct raft_server *s);
+bool progress_answers_probe(const struct raft_server *s, raft_index match_index);
 
 unsigned quorum_size(const struct raft *r); /* majority of the voters */
 /* The largest index that a majority of voters hold: the median of the match

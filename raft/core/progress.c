@@ -8,8 +8,12 @@
  * logs agree and falls back to PROBE: one message at a time until a success
  * tells it. Every new leader starts all followers in PROBE.
  *
- *            success                     rejection (not stale)
- *   PROBE  ------------>  REPLICATE  ------------------------->  PROBE
+ *      success covering the probe          rejection (not stale)
+ *   PROBE  -------------------------->  REPLICATE  -------------------->  PROBE
+ *
+ * Stale and duplicated answers are common on a network that duplicates and
+ * reorders: none may move nextIndex or matchIndex back, and none but the
+ * answer to the probe in flight may start a window (progress_answers_probe).
  */
 #include "core.h"
 
@@ -19,6 +23,7 @@ void progress_reset(struct raft *r, struct raft_server *s)
     s->match_index = 0;
     s->state = PROGRESS_PROBE;
     s->probe_sent = false;
+    s->probe_last = s->next_index - 1;
     s->recent_active = false;
     s->read_seq_acked = 0;
     s->acked_sent_ms = 0;
@@ -36,6 +41,7 @@ void progress_sent(struct raft *r, struct raft_server *s, raft_index last_sent)
 {
     if (s->state == PROGRESS_PROBE) {
         s->probe_sent = true;
+        s->probe_last = last_sent;
         return;
     }
     uint32_t slot = (s->inflight_head + s->inflight_count) % r->cfg.max_inflight;
@@ -58,6 +64,7 @@ void progress_become_probe(struct raft_server *s, raft_index next_index)
     s->state = PROGRESS_PROBE;
     s->next_index = next_index;
     s->probe_sent = false;
+    s->probe_last = next_index - 1;
     s->inflight_head = 0;
     s->inflight_count = 0;
 }
@@ -69,4 +76,22 @@ void progress_become_replicate(struct raft_server *s)
     s->probe_sent = false;
     s->inflight_head = 0;
     s->inflight_count = 0;
+}
+
+/* Does a success acknowledging match_index answer the probe in flight? Only
+ * then may the leader start a window (thesis §10.2.1: pipelining resumes once
+ * the logs are known to agree where it starts). Under duplication and
+ * reordering, answers to older messages keep arriving in PROBE: an old window
+ * whose messages reached the follower out of order, or a second copy of the
+ * success that ended the last probe. They may raise matchIndex (the follower
+ * does not lose in our term what it acknowledged), but if each one started a
+ * full window, the windows would multiply while the older ones are still in
+ * flight, their out-of-order arrivals would be rejected, and each rejection
+ * would send the leader back to PROBE: the leader would back up nextIndex
+ * forever and the follower never catch up. The probe's own answer covers
+ * everything the probe carried (its matchIndex is prevLogIndex plus its
+ * entries), so an answer that covers less is not it. */
+bool progress_answers_probe(const struct raft_server *s, raft_index match_index)
+{
+    return s->state == PROGRESS_PROBE && match_index >= s->probe_last;
 }

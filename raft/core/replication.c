@@ -228,13 +228,16 @@ void replication_receive_append_result(struct raft *r, const struct raft_message
             s->match_sent_ms = res->echo_sent_ms;
         /* Whatever moved matchIndex, messages it covers are no longer in flight. */
         progress_acked(r, s, s->match_index);
-        if (res->match_index > s->match_index || s->state == PROGRESS_PROBE) {
+        /* A stale or duplicated success may raise matchIndex, never lower it;
+         * only the probe's own answer starts a window (progress.c). */
+        bool answers_probe = progress_answers_probe(s, res->match_index);
+        if (res->match_index > s->match_index || answers_probe) {
             if (res->match_index > s->match_index)
                 s->match_index = res->match_index;
             if (s->next_index <= s->match_index)
                 s->next_index = s->match_index + 1;
             progress_acked(r, s, s->match_index);
-            if (s->state == PROGRESS_PROBE)
+            if (answers_probe)
                 progress_become_replicate(s);
             if (s->state == PROGRESS_SNAPSHOT && s->match_index >= s->snapshot_index) {
                 /* The snapshot's answer was lost, but the follower's log

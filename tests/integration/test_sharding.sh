@@ -48,6 +48,18 @@ check "each node hosts exactly the shards the ring places on it" eq "$hosted_ok"
 groups_per_node=$(for i in $(seq 1 "$NODES"); do status "$i" | jq '.groups | length'; done | paste -sd+ | bc)
 check "8 shards x 3 replicas = 24 groups over the nodes" eq "$groups_per_node" 24
 
+# A write through each node, which sends it to the leader of its key's shard.
+write_each() {
+    local i
+    for i in $(seq 1 "$NODES"); do
+        [ "$(r "$i" SET "first$i" "v$i")" = OK ] || {
+            echo "    node $i: SET first$i = '$(r "$i" SET "first$i" "v$i")'"
+            return 1
+        }
+    done
+}
+check "a write through each node is acknowledged (routed to its shard's leader)" write_each
+
 # Every key readable through every node.
 for k in $(seq 1 60); do
     r $((k % NODES + 1)) SET "key$k" "value$k" >/dev/null

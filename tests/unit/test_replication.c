@@ -224,6 +224,72 @@ static void test_probe_then_pipeline(void)
     raft_close(f.r);
 }
 
+/* Thesis §10.2.1, pipelining under duplication and reordering (the livelock
+ * of raftsim seed 15551, 5 nodes, all faults): the follower rejects a
+ * message of the window that overtook its predecessor, and the leader goes
+ * back to probing. A second copy of the success that ended the last probe
+ * then arrives. It answers nothing in flight: it must not start a new full
+ * window while the old one is still in flight (the windows multiplied, their
+ * overtaking messages were rejected, and the leader backed nextIndex up
+ * forever), nor move matchIndex back. The probe's own answer starts it. */
+static void test_stale_success_does_not_restart_window(void)
+{
+    static raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 1);
+    cfg.max_append_entries = 1;
+    cfg.max_inflight = 3;
+    struct raft_persisted st = {.voters = voters, .n_voters = 3};
+    struct fx f;
+    fx_start(&f, &cfg, &st);
+    fx_elect(&f, 3); /* no-op at index 1, probed */
+    struct raft_message ok1 = fx_append_ok(2, 1, 1, 1);
+    fx_recv(&f, &ok1);
+    for (int i = 0; i < 5; i++)
+        fx_propose(&f, "b"); /* log 1..6; 2, 3 and 4 in flight to n2 */
+    struct raft_peer_status ps;
+    CHECK(raft_peer_status(f.r, 2, &ps) && ps.is_replicating);
+    CHECK_EQ(ps.next_index, 5);
+
+    /* The message with prevLogIndex 3 overtook the one with 2. */
+    struct raft_message rej = {
+        .type = RAFT_MSG_APPEND_ENTRIES_RESULT, .from = 2, .to = 1, .term = 1};
+    rej.append_entries_result.rejected_index = 3;
+    rej.append_entries_result.conflict_index = 2; /* its log ends at 1 */
+    rej.append_entries_result.last_log_index = 1;
+    fx_recv(&f, &rej);
+    CHECK(raft_peer_status(f.r, 2, &ps) && !ps.is_replicating);
+    CHECK_EQ(ps.next_index, 2);
+    const struct raft_message *probe = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES, 2);
+    CHECK(probe && probe->append_entries.prev_log_index == 1 &&
+          probe->append_entries.n_entries == 1);
+
+    /* The duplicate of the success at 1: still probing, nothing sent. */
+    fx_recv(&f, &ok1);
+    CHECK(raft_peer_status(f.r, 2, &ps) && !ps.is_replicating);
+    CHECK_EQ(ps.match_index, 1);
+    CHECK_EQ(ps.next_index, 2);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0);
+
+    /* The probe's answer (index 2) starts the window: 3, 4 and 5. */
+    struct raft_message ok2 = fx_append_ok(2, 1, 1, 2);
+    fx_recv(&f, &ok2);
+    CHECK(raft_peer_status(f.r, 2, &ps) && ps.is_replicating);
+    CHECK_EQ(ps.match_index, 2);
+    CHECK_EQ(ps.next_index, 6);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 3);
+
+    /* Late copies of either success change nothing and send nothing. */
+    fx_recv(&f, &ok1);
+    fx_recv(&f, &ok2);
+    CHECK(raft_peer_status(f.r, 2, &ps) && ps.is_replicating);
+    CHECK_EQ(ps.match_index, 2);
+    CHECK_EQ(ps.next_index, 6);
+    CHECK_EQ(ps.inflight, 3);
+    CHECK_EQ(fx_count(&f, RAFT_MSG_APPEND_ENTRIES), 0);
+    raft_close(f.r);
+}
+
 /* Batching: one AppendEntries carries many entries, bounded in bytes. */
 static void test_batch_bounded_by_bytes(void)
 {
@@ -324,6 +390,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_leader_backtracks_with_hint),
         HARNESS_TEST(test_follower_that_lost_its_log_is_probed_again),
         HARNESS_TEST(test_probe_then_pipeline),
+        HARNESS_TEST(test_stale_success_does_not_restart_window),
         HARNESS_TEST(test_batch_bounded_by_bytes),
         HARNESS_TEST(test_heartbeats),
         HARNESS_TEST(test_uncommitted_bound),
