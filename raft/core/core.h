@@ -333,6 +333,7 @@ int membership_config_at(const struct raft *r, raft_index index,
                          struct raft_member out[RAFT_MAX_MEMBERS], size_t *n);
 int membership_set_base_members(struct raft *r, const struct raft_member *m, size_t n);
 int membership_recompute(struct raft *r, raft_index base_index);
+void membership_leader_start(struct raft *r);
 void membership_progress(struct raft *r, struct raft_server *s);
 void membership_after_commit(struct raft *r);
 void membership_free(struct raft *r);

@@ -100,6 +100,7 @@ static void become_leader(struct raft *r)
     update_trace_tally(r);
     for (unsigned i = 0; i < r->n_servers; i++)
         progress_reset(r, &r->servers[i]);
+    membership_leader_start(r);
     r->self->match_index = log_last_index(&r->log);
     r->term_start_index = log_last_index(&r->log) + 1;
     r->uncommitted_bytes = 0;

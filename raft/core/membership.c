@@ -336,6 +336,22 @@ int membership_change(struct raft *r, enum raft_conf_op op, raft_id id)
     return RAFT_OK;
 }
 
+/* thesis §4.2.1: rounds are the leader's. A round a server timed while it
+ * followed began long ago, and may end at an index a truncation has since
+ * removed from its log (seed 3429: a round ending at 46 in a log that ends
+ * at 45, which no learner could ever reach once writes stopped, so it was
+ * never promoted). A new leader starts every learner's round afresh. */
+void membership_leader_start(struct raft *r)
+{
+    for (unsigned i = 0; i < r->n_servers; i++) {
+        struct raft_server *s = &r->servers[i];
+        if (s != r->self && !s->is_voter) {
+            s->caught_up = false;
+            start_round(r, s);
+        }
+    }
+}
+
 /* thesis §4.2.1: a learner has caught up when it reaches the leader's last
  * index (as of the round's start) within an election timeout. */
 void membership_progress(struct raft *r, struct raft_server *s)
