@@ -82,7 +82,7 @@ run() {
 # ---- kvd
 kvd_cluster bench "$BIN" "$DIR" 26000
 RSS_REST=$(rss_mib "${PIDS[@]}")
-echo "kvd: 3 nodes on 127.0.0.1, fsync on (LMDB), linearizable reads (ReadIndex); leader node $leader"
+echo "kvd: 3 nodes on 127.0.0.1, fsync on (append-only log), linearizable reads (ReadIndex); leader node $leader"
 echo "each line: $SECS s of closed-loop load on the leader, 100-byte values, 10,000 keys"
 echo "over RESP (redis protocol):"
 for op in set get; do

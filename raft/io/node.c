@@ -26,7 +26,10 @@ struct group {
     uint64_t id;
     struct raft *r;
     struct proposals props;
-    bool removing;     /* raft_node_remove_group: stepped no more, dropped when idle */
+    bool removing; /* raft_node_remove_group: stepped no more, dropped when idle */
+    /* Its pendings in the log queue or on the log thread, not finished:
+     * while there are none, everything it asked to persist is durable. */
+    size_t unreleased;
     uint64_t json_sig; /* what its last JSON "state" record said (a hash) */
 };
 
@@ -52,6 +55,7 @@ struct pending {
     void *apply_result;
     struct raft_message *msgs;
     size_t n_msgs;
+    bool counted; /* in its group's unreleased */
     /* A snapshot's meta to record (taken here, or installed from the
      * leader: install), or a received one that failed its check. */
     struct raft_snapshot_meta snap;
@@ -163,6 +167,8 @@ static int entries_copy(struct entries *to, const struct raft_entry *from, size_
 
 static void pending_free(struct pending *p)
 {
+    if (p->counted)
+        p->g->unreleased--;
     free(p->log.e);
     free(p->log.data);
     free(p->apply.e);
@@ -200,6 +206,8 @@ static int defer(struct raft_node *n, struct group *g, const struct raft_update 
         n->n_pending--;
         return RAFT_ENOMEM;
     }
+    p->counted = true;
+    g->unreleased++;
     for (size_t i = 0; i < u->n_messages; i++)
         if (u->messages[i].after_persist)
             p->msgs[p->n_msgs++] = u->messages[i];
@@ -437,6 +445,21 @@ static int process(struct raft_node *n, struct group *g, const struct raft_updat
     if (u->snapshot_chunk && n->cb.snapshot_chunk)
         chunk = n->cb.snapshot_chunk(n->data, g->id, u->snapshot_chunk);
     bool persist = u->hard_state_changed || u->n_entries || u->truncate_from || u->compact_index;
+    /* Host contract 1 holds an answer until what it reports is durable.
+     * An update that persists nothing (a heartbeat's answer, most often)
+     * reports what earlier updates of its group wrote: once none of them
+     * is still queued or on the log thread, that is durable, and the
+     * answer leaves now: not after the next commit, which may carry other
+     * groups' writes (a large one delays every heartbeat answer behind
+     * it), and without a trip through the log thread for nothing. With one
+     * still out, it waits behind it, so the group's answers keep their
+     * order. */
+    if (!persist && !chunk && n_after && g->unreleased == 0) {
+        for (size_t i = 0; i < u->n_messages; i++)
+            if (u->messages[i].after_persist)
+                send_message(n, g, &u->messages[i]);
+        n_after = 0;
+    }
     int rv = 0;
     if (persist || n_after || chunk)
         rv = defer(n, g, u, n_after);
