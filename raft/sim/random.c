@@ -390,15 +390,6 @@ static void swarm_draw(struct swarm *w, uint64_t seed, int faults, struct sim_op
         so->delay_min_ms = 0;
         so->delay_max_ms = 2;
     }
-    if (getenv("EXP")) {
-        so->raft.election_timeout_ms = 1000;
-        so->raft.heartbeat_interval_ms = 100;
-        w->faults |= FAULT_CLOCK | FAULT_PARTITION;
-        w->strike_pct = 80;
-        w->faults &= ~FAULT_REORDER;
-        so->delay_min_ms = 0;
-        so->delay_max_ms = 2;
-    }
 }
 
 /* The leader cut off alone right after a heartbeat round came back (its
