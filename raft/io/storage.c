@@ -1044,7 +1044,7 @@ int storage_write_more(struct storage *st, void *txn, const struct storage_group
     return STORAGE_OK;
 }
 
-static uint64_t mono_ns(void)
+uint64_t storage_clock_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1053,7 +1053,7 @@ static uint64_t mono_ns(void)
 
 /* Bytes this thread has written to files (page cache included): Linux
  * counts them per thread, in 512-byte blocks. */
-static uint64_t thread_bytes_written(void)
+uint64_t storage_thread_bytes_written(void)
 {
     struct rusage ru;
     if (getrusage(RUSAGE_THREAD, &ru) != 0)
@@ -1064,11 +1064,11 @@ static uint64_t thread_bytes_written(void)
 /* Commit txn, begun at t0, and say what that cost. */
 static int timed_commit(MDB_txn *txn, uint64_t t0, struct storage_cost *cost)
 {
-    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
+    uint64_t t1 = storage_clock_ns(), b1 = storage_thread_bytes_written();
     int rc = mdb_txn_commit(txn);
     cost->build_ns = t1 - t0;
-    cost->commit_ns = mono_ns() - t1;
-    cost->bytes = thread_bytes_written() - b1;
+    cost->commit_ns = storage_clock_ns() - t1;
+    cost->bytes = storage_thread_bytes_written() - b1;
     return rc;
 }
 
@@ -1095,7 +1095,7 @@ int storage_commit_with(struct storage *st, const struct storage_group_write *wr
     size_t cached = st->n_groups;
     st->hook_writes = 0;
     st->last = (struct storage_cost){0};
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = storage_clock_ns();
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc)
         return lmdb_error(err, errlen, rc, "starting a write");
@@ -1462,7 +1462,7 @@ int storage_commit_sm(struct storage *st, storage_hook hook, void *arg, char *er
 {
     MDB_txn *txn;
     st->sm_last = (struct storage_cost){0};
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = storage_clock_ns();
     int rc = mdb_txn_begin(st->sm_env, NULL, 0, &txn);
     if (rc)
         return lmdb_error(err, errlen, rc, "starting a state machine write");

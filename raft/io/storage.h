@@ -123,6 +123,11 @@ struct storage_cost {
     uint64_t build_ns, commit_ns, bytes;
 };
 void storage_last_cost(const struct storage *st, struct storage_cost *out);
+/* What storage_cost is measured with (shared with wal.c): a monotonic
+ * clock, and the bytes this thread has written to files (Linux counts
+ * them per thread; page cache included). */
+uint64_t storage_clock_ns(void);
+uint64_t storage_thread_bytes_written(void);
 
 /* From inside a hook: more groups' writes, in the hook's transaction (the
  * node joins writes that arrive while it waits to commit). */

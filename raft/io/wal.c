@@ -407,6 +407,32 @@ static void in_base(struct in *in, struct group *g)
     g->has_base = true;
 }
 
+/* An entry record's fields, and the slot that names its bytes (R_ENTRY,
+ * R_REWRITE). */
+static raft_index in_entry(struct in *in, const uint8_t *payload, uint32_t seg, uint64_t base,
+                           struct slot *out)
+{
+    raft_index index = in64(in);
+    raft_term term = in64(in);
+    uint8_t type = in8(in);
+    uint32_t n = in32(in);
+    const uint8_t *data = take(in, n);
+    *out = (struct slot){.off = data ? base + (uint64_t)(data - payload) : 0,
+                         .seg = seg,
+                         .len = n,
+                         .term = term,
+                         .type = type};
+    return index;
+}
+
+static void count_live(struct segment *sg, const struct slot *s)
+{
+    if (sg) {
+        sg->live++;
+        sg->live_bytes += s->len;
+    }
+}
+
 /* Apply a frame's records. `seg` is the segment number and `base` the
  * file offset of the payload, so entry slots can name their bytes. On a
  * record that does not decode or breaks the log's shape, fills why and
@@ -486,11 +512,8 @@ static bool apply_payload(struct wal *w, const uint8_t *p, size_t len, uint32_t 
             break;
         }
         case R_ENTRY: {
-            raft_index index = in64(&in);
-            raft_term term = in64(&in);
-            uint8_t etype = in8(&in);
-            uint32_t n = in32(&in);
-            const uint8_t *data = take(&in, n);
+            struct slot sl;
+            raft_index index = in_entry(&in, p, seg, base, &sl);
             if (in.bad)
                 break;
             if (index != last_index(g) + 1) {
@@ -504,38 +527,20 @@ static bool apply_payload(struct wal *w, const uint8_t *p, size_t len, uint32_t 
                 snprintf(why, whylen, "out of memory");
                 return false;
             }
-            g->slots[g->n++] = (struct slot){.off = base + (uint64_t)(data - p),
-                                             .seg = seg,
-                                             .len = n,
-                                             .term = term,
-                                             .type = etype};
-            if (sg) {
-                sg->live++;
-                sg->live_bytes += n;
-            }
+            g->slots[g->n++] = sl;
+            count_live(sg, &sl);
             break;
         }
         case R_REWRITE: {
-            raft_index index = in64(&in);
-            raft_term term = in64(&in);
-            uint8_t etype = in8(&in);
-            uint32_t n = in32(&in);
-            const uint8_t *data = take(&in, n);
+            struct slot sl;
+            raft_index index = in_entry(&in, p, seg, base, &sl);
             /* The entry at index when it was copied: in range then, so in
              * range now (replay rebuilds ranges exactly). */
             if (in.bad || index < g->first || index > last_index(g))
                 break;
-            struct slot *sl = &g->slots[index - g->first];
-            slot_kill(w, sl);
-            *sl = (struct slot){.off = base + (uint64_t)(data - p),
-                                .seg = seg,
-                                .len = n,
-                                .term = term,
-                                .type = etype};
-            if (sg) {
-                sg->live++;
-                sg->live_bytes += n;
-            }
+            slot_kill(w, &g->slots[index - g->first]);
+            g->slots[index - g->first] = sl;
+            count_live(sg, &sl);
             break;
         }
         case R_INSTALL: {
@@ -799,21 +804,6 @@ static int sys_error(char *err, size_t errlen, const char *what, const char *pat
                     "check the disk (dmesg) and free space (df), then restart the node",
                     what, path);
     return fail(err, errlen, STORAGE_EIO, "storage: %s %s: %s", what, path, strerror(e));
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t thread_bytes_written(void)
-{
-    struct rusage ru;
-    if (getrusage(RUSAGE_THREAD, &ru) != 0)
-        return 0;
-    return (uint64_t)ru.ru_oublock * 512;
 }
 
 /* Write frames (iov) at the end of the current segment and sync. */
@@ -1196,7 +1186,7 @@ static int add_rewrites(struct wal *w, char *err, size_t errlen);
  * does not fit, then apply it in memory. */
 static int append_frame(struct wal *w, char *err, size_t errlen)
 {
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = storage_clock_ns();
     int rrc = add_rewrites(w, err, errlen);
     if (rrc)
         return rrc; /* nothing written */
@@ -1218,7 +1208,7 @@ static int append_frame(struct wal *w, char *err, size_t errlen)
         w->failed = true;
         return fail(err, errlen, STORAGE_ENOMEM, "storage: out of memory");
     }
-    uint64_t t1 = mono_ns(), b1 = thread_bytes_written();
+    uint64_t t1 = storage_clock_ns(), b1 = storage_thread_bytes_written();
     struct iovec iov = {w->buf, w->len};
     int rc = write_frames(w, &iov, 1, err, errlen);
     if (rc) {
@@ -1231,8 +1221,8 @@ static int append_frame(struct wal *w, char *err, size_t errlen)
     s->end += w->len;
     w->seq++;
     w->last.build_ns = t1 - t0;
-    w->last.commit_ns = mono_ns() - t1;
-    w->last.bytes = thread_bytes_written() - b1;
+    w->last.commit_ns = storage_clock_ns() - t1;
+    w->last.bytes = storage_thread_bytes_written() - b1;
     char why[200];
     if (!apply_payload(w, w->buf + FRAME_HEADER, get32(w->buf + 4), s->number, off + FRAME_HEADER,
                        why, sizeof(why))) {
