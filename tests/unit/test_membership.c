@@ -231,6 +231,56 @@ static void test_follower_applies_and_reverts(void)
     raft_close(leader.r);
 }
 
+/* thesis §4.2.1: a learner's catch-up rounds are the leader's. A server
+ * that starts from its log times a round to the end of that log; when the
+ * end is truncated before the server leads, a round kept from then could
+ * never be finished, and the learner never be promoted (raftsim seed 3429,
+ * the replacement of a node that lost its disk). A new leader starts every
+ * learner's round afresh. */
+static void test_new_leader_starts_learner_rounds_afresh(void)
+{
+    struct fx leader;
+    uint8_t copy[64];
+    struct raft_entry conf = learner_conf_entry(&leader, copy);
+    struct raft_entry noop = {.term = 1, .type = RAFT_ENTRY_NOOP};
+    struct raft_entry old = {.term = 1, .data = "x", .len = 1};
+    struct raft_entry log[] = {noop, conf, old, old, old}; /* 1..5 */
+    raft_id voters[] = {1, 2, 3};
+    struct raft_config cfg;
+    fx_config(&cfg, 3);
+    struct raft_persisted st = {
+        .current_term = 1, .entries = log, .n_entries = 5, .voters = voters, .n_voters = 3};
+    struct fx f;
+    fx_start(&f, &cfg, &st);
+    fx_tick(&f, 0);
+    /* Leader 2 of term 2 replaces 3..5 with one entry: the log ends at 3. */
+    struct raft_entry other = {.term = 2, .data = "y", .len = 1};
+    struct raft_message a = fx_append(2, 3, 2, 2, 1, &other, 1, 2);
+    fx_recv(&f, &a);
+    fx_persist_last(&f);
+    CHECK_EQ(raft_last_index(f.r), 3);
+    /* Server 3 leads term 3 (its no-op at 4). */
+    fx_campaign(&f);
+    struct raft_message pv = fx_vote_result(1, 3, 3, true, true);
+    fx_recv(&f, &pv);
+    struct raft_message v = fx_vote_result(1, 3, 3, true, false);
+    fx_recv(&f, &v);
+    CHECK_EQ(raft_role_of(f.r), RAFT_LEADER);
+    fx_persist_last(&f);
+    CHECK_EQ(raft_current_term(f.r), 3);
+    CHECK_EQ(raft_last_index(f.r), 4);
+    struct raft_message ok1 = fx_append_ok(1, 3, 3, 4);
+    fx_recv(&f, &ok1);
+    CHECK_EQ(raft_commit_index(f.r), 4);
+    /* The learner holds all of it, in time: it can be promoted. */
+    struct raft_message ok4 = fx_append_ok(4, 3, 3, 4);
+    fx_recv(&f, &ok4);
+    CHECK(fx_traced(&f, "learner caught up"));
+    CHECK_EQ(fx_change(&f, RAFT_PROMOTE, 4), RAFT_OK);
+    raft_close(f.r);
+    raft_close(leader.r);
+}
+
 /* A server joining with no configuration learns it from the leader, and a
  * learner never campaigns. */
 static void test_joining_server_learns_configuration(void)
@@ -271,6 +321,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_remove_voter_shrinks_majority),
         HARNESS_TEST(test_leader_removes_itself),
         HARNESS_TEST(test_follower_applies_and_reverts),
+        HARNESS_TEST(test_new_leader_starts_learner_rounds_afresh),
         HARNESS_TEST(test_joining_server_learns_configuration),
     };
     return harness_main(argc, argv, "membership", tests, sizeof(tests) / sizeof(tests[0]));
