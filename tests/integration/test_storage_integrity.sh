@@ -60,6 +60,21 @@ check "garbled meta pages: exit code 1" eq "$rc" 1
 check "named as such" grep -qF "data file $T/3/data.mdb is unreadable: its meta page 0 is not an LMDB meta page" <<<"$out"
 
 cp "$T/3.copy" "$T/3/data.mdb"
+
+# A byte of the append-only log changed on disk, with good frames after it (the 50 KB writes
+# above): not a torn write but damage, refused at start with the file and the byte.
+seg=$(ls "$T/3/log/"*.seg | head -n 1)
+flip() { # flip one bit of byte $1 of $seg
+    local b
+    b=$(od -An -tu1 -j "$1" -N 1 "$seg" | tr -d ' ')
+    printf "$(printf '\\%03o' $((b ^ 16)))" | dd of="$seg" bs=1 seek="$1" conv=notrunc status=none
+}
+flip 20000
+start_refused
+check "a damaged log frame: exit code 1" eq "$rc" 1
+check "named with its segment and byte" grep -qE "$(basename "$seg"): the frame at byte [0-9]+ is damaged and a good one follows" <<<"$out"
+check "and says the node must not rejoin with it" grep -qF "must not rejoin with this log" <<<"$out"
+flip 20000
 check "the intact copy starts" start_node 3 --map-size 2
 
 # A full map stops the leader: it must not go on calling itself leader.
