@@ -63,11 +63,12 @@ cp "$T/3.copy" "$T/3/data.mdb"
 
 # A byte of the append-only log changed on disk, with good frames after it (the 50 KB writes
 # above): not a torn write but damage, refused at start with the file and the byte.
-seg=$(ls "$T/3/log/"*.seg | head -n 1)
+segs=("$T/3/log/"*.seg)
+seg=${segs[0]}
 flip() { # flip one bit of byte $1 of $seg
     local b
     b=$(od -An -tu1 -j "$1" -N 1 "$seg" | tr -d ' ')
-    printf "$(printf '\\%03o' $((b ^ 16)))" | dd of="$seg" bs=1 seek="$1" conv=notrunc status=none
+    printf '%b' "\\0$(printf '%03o' $((b ^ 16)))" | dd of="$seg" bs=1 seek="$1" conv=notrunc status=none
 }
 flip 20000
 start_refused
