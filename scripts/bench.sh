@@ -103,7 +103,13 @@ run kvd-follower --node "127.0.0.1:$((26100 + f))" --op set --connections 64
 run kvd-follower --node "127.0.0.1:$((26100 + f))" --op get --connections 64
 RSS_LOAD=$(rss_mib "${PIDS[@]}")
 echo "kvd resident memory (largest node): $RSS_REST MiB at rest, $RSS_LOAD MiB after the load above"
-echo "failover: kill -9 of the leader, a writer on one connection to node $f:"
+# The leader now, not the one elected at the start: a loaded cluster may have changed it.
+now=$(redis-cli -p $((26100 + f)) RAFT.LEADER 2>/dev/null | head -1 || true)
+if [[ $now =~ ^[0-9]+$ ]] && [ "$now" -ge 1 ] && [ "$now" -le "$N" ]; then
+    leader=$now
+    f=$((leader % N + 1))
+fi
+echo "failover: kill -9 of the leader (node $leader), a writer on one connection to node $f:"
 failover kvd "${PIDS[$((leader - 1))]}" --node "127.0.0.1:$((26100 + f))"
 kill -TERM "${PIDS[@]}" 2>/dev/null || true
 wait "${PIDS[@]}" 2>/dev/null || true
@@ -207,20 +213,23 @@ for i in $(seq 1 $N); do
         --initial-cluster-token "kvd-bench-$$" >"$DIR/etcd$i.log" 2>&1 &
     PIDS+=("$!")
 done
-eleader=""
-for _ in $(seq 1 150); do
-    # The member whose own id is the leader id it reports.
-    for i in $(seq 1 $N); do
-        st=$(curl -s --max-time 1 -X POST "http://127.0.0.1:$((27000 + i))/v3/maintenance/status" \
-            -d '{}' 2>/dev/null || true)
-        if [ -n "$st" ] && [ "$(jq -r '.leader // empty' <<<"$st" 2>/dev/null)" != "" ] &&
-            [ "$(jq -r '.leader' <<<"$st")" = "$(jq -r '.header.member_id' <<<"$st")" ]; then
-            eleader=$i
-            break 2
-        fi
+# etcd_leader: the member whose own id is the leader id it reports (in $eleader; 15 s at most).
+etcd_leader() {
+    eleader=""
+    for _ in $(seq 1 150); do
+        for i in $(seq 1 $N); do
+            st=$(curl -s --max-time 1 -X POST "http://127.0.0.1:$((27000 + i))/v3/maintenance/status" \
+                -d '{}' 2>/dev/null || true)
+            if [ -n "$st" ] && [ "$(jq -r '.leader // empty' <<<"$st" 2>/dev/null)" != "" ] &&
+                [ "$(jq -r '.leader' <<<"$st")" = "$(jq -r '.header.member_id' <<<"$st")" ]; then
+                eleader=$i
+                return 0
+            fi
+        done
+        sleep 0.1
     done
-    sleep 0.1
-done
+}
+etcd_leader
 if [ -z "$eleader" ]; then
     echo "etcd: no leader elected; no comparison. Logs:" >&2
     tail -n 5 "$DIR"/etcd*.log >&2
@@ -233,9 +242,14 @@ for op in set get; do
         run etcd --proto etcd --node "127.0.0.1:$((27000 + eleader))" --op "$op" --connections "$c"
     done
 done
-ef=$((eleader % N + 1))
-echo "failover: kill -9 of the leader, a writer on one connection to member $ef:"
-failover etcd "${PIDS[$((eleader - 1))]}" --proto etcd --node "127.0.0.1:$((27000 + ef))"
+etcd_leader # the leader now: a loaded cluster may have changed it
+if [ -n "$eleader" ]; then
+    ef=$((eleader % N + 1))
+    echo "failover: kill -9 of the leader (member $eleader), a writer on one connection to member $ef:"
+    failover etcd "${PIDS[$((eleader - 1))]}" --proto etcd --node "127.0.0.1:$((27000 + ef))"
+else
+    echo "failover: etcd has no leader now; skipped"
+fi
 
 if [ "${BENCH_SHARDS:-1}" != 0 ]; then
     echo "sharded, requests per second at 64 connections (ratio = kvd / etcd, same run):"
