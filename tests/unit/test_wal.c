@@ -583,6 +583,136 @@ static void test_hole_refused_nothing_written(void)
     sh("rm -rf '%s' %s", dir, "");
 }
 
+/* ------------------------------------------------------------------------
+ * Review tests (wal-review)
+ * ------------------------------------------------------------------------ */
+
+static void commit1(struct wal *w, const struct storage_group_write *x)
+{
+    if (wal_commit(w, x, 1, err, sizeof(err)) != STORAGE_OK)
+        harness_fail(__FILE__, __LINE__, "commit: %s", err);
+}
+
+/* Entries of `group`, compacted right away by a snapshot at the last one:
+ * dead bytes that rotate segments. */
+static raft_index filler_last;
+static void write_filler(struct wal *w, uint64_t group, int commits)
+{
+    static uint8_t data[6000];
+    static struct raft_member fm[1] = {{1, true}};
+    for (int i = 0; i < commits; i++) {
+        struct raft_entry e = {1, filler_last + 1, RAFT_ENTRY_NORMAL, data, sizeof(data)};
+        struct raft_snapshot_meta s = {filler_last + 1, 1, 1, 1, fm, 1};
+        struct storage_group_write x = {.group = group,
+                                        .entries = &e,
+                                        .n_entries = 1,
+                                        .snapshot = &s,
+                                        .compact_index = filler_last + 1,
+                                        .compact_term = 1};
+        commit1(w, &x);
+        filler_last++;
+    }
+}
+
+/* More groups than the first allocation of the group table (16): a
+ * snapshot's members recorded before the table grows must still be the
+ * ones the next segment's checkpoint writes, and the ones a restart
+ * reads once the segment holding the snapshot record is gone. A 16-shard
+ * node has 17 groups. */
+static void test_many_groups_keep_snapshot_members(void)
+{
+    char dir[300];
+    base_dir(dir, sizeof(dir), "members");
+    struct wal *w = open_ok(dir);
+    struct raft_member mem[3] = {{7, true}, {8, true}, {9, false}};
+    for (uint64_t g = 1; g <= 40; g++) {
+        struct raft_entry e = {1, 1, RAFT_ENTRY_NORMAL, "x", 1};
+        struct raft_snapshot_meta s = {1, 1, 1, 1, mem, 3};
+        struct storage_group_write x = {.group = g,
+                                        .hard_state = true,
+                                        .term = 1,
+                                        .entries = &e,
+                                        .n_entries = 1,
+                                        .snapshot = &s,
+                                        .compact_index = 1,
+                                        .compact_term = 1};
+        commit1(w, &x);
+    }
+    filler_last = 0;
+    write_filler(w, 1000, 60); /* several segments: the first ones die */
+    wal_close(w);
+    w = open_ok(dir);
+    struct wal_stats st;
+    wal_stats(w, &st);
+    for (uint64_t g = 1; g <= 40; g++) {
+        struct storage_loaded l;
+        CHECK_EQ(wal_load(w, g, &l, err, sizeof(err)), STORAGE_OK);
+        CHECK(l.persisted.snapshot != NULL);
+        CHECK_EQ(l.snapshot.n_members, 3);
+        for (size_t i = 0; i < 3 && i < l.snapshot.n_members; i++) {
+            if (l.snapshot.members[i].id != mem[i].id ||
+                l.snapshot.members[i].is_voter != mem[i].is_voter)
+                harness_fail(__FILE__, __LINE__, "group %llu: member %zu is %llu, not %llu",
+                             (unsigned long long)g, i, (unsigned long long)l.snapshot.members[i].id,
+                             (unsigned long long)mem[i].id);
+        }
+        storage_loaded_free(&l);
+    }
+    wal_close(w);
+    sh("rm -rf '%s' %s", dir, "");
+}
+
+/* Zeros where a synced frame's header was (a lost or misdirected write),
+ * in the segment being written, with good frames after it: damage, like a
+ * flipped byte -- not the preallocated end, which would drop the
+ * acknowledged frames after it without a word. */
+static void test_zeroed_frame_in_the_middle_refused(void)
+{
+    char dir[300];
+    base_dir(dir, sizeof(dir), "zeroed");
+    struct wal *w;
+    CHECK_EQ(wal_open(dir, 8 << 20, &w, err, sizeof(err)), STORAGE_OK);
+    for (raft_index i = 1; i <= 10; i++) {
+        struct raft_entry e = {1, i, RAFT_ENTRY_NORMAL, "abcdefgh", 8};
+        struct storage_group_write x = {.group = 1, .entries = &e, .n_entries = 1};
+        commit1(w, &x);
+    }
+    wal_close(w);
+    /* The open above started segment 0; its checkpoint is the first frame
+     * and the ten commits follow. Zero the header of the fourth commit. */
+    char path[400];
+    snprintf(path, sizeof(path), "%s/0000000000000000.seg", dir);
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    uint8_t buf[4096];
+    CHECK(pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf));
+    size_t pos = 0;
+    for (int k = 0; k < 4; k++) {
+        uint32_t n = (uint32_t)buf[pos + 4] | (uint32_t)buf[pos + 5] << 8 |
+                     (uint32_t)buf[pos + 6] << 16 | (uint32_t)buf[pos + 7] << 24;
+        pos += 32 + ((n + 7) & ~7u);
+    }
+    static const uint8_t zeros[32];
+    CHECK(pwrite(fd, zeros, 32, (off_t)pos) == 32);
+    close(fd);
+    struct wal *bad;
+    int rc = wal_open(dir, 8 << 20, &bad, err, sizeof(err));
+    if (rc == STORAGE_OK) {
+        struct storage_loaded l;
+        CHECK_EQ(wal_load(bad, 1, &l, err, sizeof(err)), STORAGE_OK);
+        size_t n = l.persisted.n_entries;
+        storage_loaded_free(&l);
+        wal_close(bad);
+        harness_fail(__FILE__, __LINE__,
+                     "opened a log with a zeroed frame in the middle: %zu of 10 acknowledged "
+                     "entries left",
+                     n);
+    }
+    CHECK_EQ(rc, STORAGE_ECORRUPT);
+    CHECK(strstr(err, "0000000000000000.seg") && strstr(err, "damaged"));
+    sh("rm -rf '%s' %s", dir, "");
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -590,6 +720,8 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_power_loss_keeps_what_was_acknowledged),
         HARNESS_TEST(test_damage_in_the_middle_refused),
         HARNESS_TEST(test_hole_refused_nothing_written),
+        HARNESS_TEST(test_many_groups_keep_snapshot_members),
+        HARNESS_TEST(test_zeroed_frame_in_the_middle_refused),
     };
     return harness_main(argc, argv, "wal", tests, sizeof(tests) / sizeof(tests[0]));
 }
