@@ -325,6 +325,10 @@ static struct group *get_group(struct wal *w, uint64_t id)
             return NULL;
         w->groups = gs;
         w->cap_groups = cap;
+        /* A snapshot meta points at its group's own members array, which
+         * moved with the table. */
+        for (size_t i = 0; i < w->n_groups; i++)
+            gs[i].snap.members = gs[i].members;
     }
     g = &w->groups[w->n_groups++];
     memset(g, 0, sizeof(*g));
