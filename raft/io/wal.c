@@ -975,10 +975,13 @@ static int recover_segment(struct wal *w, struct segment *s, bool *torn, uint64_
         size_t len;
         const uint8_t *p = buf + pos;
         if (!frame_at(p, size - pos, &len)) {
-            if (all_zero(p, FRAME_HEADER))
-                break; /* the preallocated rest */
             /* A torn frame is the last thing written; a good frame after
-             * a bad one means bytes changed after they were synced. */
+             * a bad one means bytes changed after they were synced. That
+             * holds for zeros too: the preallocated rest, or a frame
+             * whose first sector never landed -- or a synced frame lost
+             * (a lost or misdirected write), which must not silently
+             * drop the acknowledged frames after it. */
+            bool zeros = all_zero(p, FRAME_HEADER);
             size_t junk;
             for (size_t q = pos + 8; q + FRAME_HEADER <= size; q += 8)
                 if (frame_at(buf + q, size - q, &junk) && get64(buf + q + 8) > prev_seq) {
@@ -989,7 +992,7 @@ static int recover_segment(struct wal *w, struct segment *s, bool *torn, uint64_
                               path, pos, q);
                     goto out;
                 }
-            *torn = true;
+            *torn = !zeros;
             break;
         }
         uint64_t seq = get64(p + 8);
