@@ -713,6 +713,44 @@ static void test_zeroed_frame_in_the_middle_refused(void)
     sh("rm -rf '%s' %s", dir, "");
 }
 
+/* A quiet group with a long log (written, then idle, far from its next
+ * snapshot) keeps the oldest segment mostly live, so it is never copied
+ * forward. That must not stop every later segment from being copied:
+ * otherwise the members table's one entry per segment keeps them all,
+ * and the log grows without bound. */
+static void test_quiet_long_log_does_not_pin_every_segment(void)
+{
+    char dir[300];
+    base_dir(dir, sizeof(dir), "quiet");
+    struct wal *w = open_ok(dir);
+    static uint8_t big[8000];
+    for (raft_index i = 1; i <= 3; i++) { /* 24 KB: more than a quarter of a segment */
+        struct raft_entry e = {1, i, RAFT_ENTRY_NORMAL, big, sizeof(big)};
+        struct storage_group_write x = {.group = 5, .entries = &e, .n_entries = 1};
+        commit1(w, &x);
+    }
+    pinned_last = 0;
+    filler_last = 0;
+    size_t most = 0;
+    for (int round = 0; round < 60; round++) {
+        write_pinned(w);
+        write_filler(w, 1000, 12); /* about one segment */
+        struct wal_stats st;
+        wal_stats(w, &st);
+        if (st.segments > most)
+            most = st.segments;
+    }
+    check_pinned(w);
+    wal_close(w);
+    w = open_ok(dir);
+    check_pinned(w);
+    wal_close(w);
+    if (most > 12)
+        harness_fail(__FILE__, __LINE__, "%zu segments of %d KiB for %d KiB of live entries", most,
+                     SEG >> 10, 25);
+    sh("rm -rf '%s' %s", dir, "");
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -722,6 +760,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_hole_refused_nothing_written),
         HARNESS_TEST(test_many_groups_keep_snapshot_members),
         HARNESS_TEST(test_zeroed_frame_in_the_middle_refused),
+        HARNESS_TEST(test_quiet_long_log_does_not_pin_every_segment),
     };
     return harness_main(argc, argv, "wal", tests, sizeof(tests) / sizeof(tests[0]));
 }
