@@ -1242,9 +1242,10 @@ static int append_frame(struct wal *w, char *err, size_t errlen)
  * entries share the stream: a group that writes rarely and never compacts
  * (group 0, the members table) would keep every segment it ever wrote to.
  * So once there are more than a few segments, the live entries of the
- * oldest -- if they are few -- are copied to the end (same index, term and
- * bytes) and the segment dies: what raft-engine calls a rewrite. A segment
- * still mostly live (a group far from its next snapshot) is left alone. */
+ * oldest segment whose live entries are few are copied to the end (same
+ * index, term and bytes) and the segment dies: what raft-engine calls a
+ * rewrite. A segment still mostly live (a group far from its next
+ * snapshot) is left alone. */
 enum { REWRITE_AFTER_SEGMENTS = 4 };
 
 /* Put the rewrite records in front of the payload in buf (before the
@@ -1255,8 +1256,15 @@ static int add_rewrites(struct wal *w, char *err, size_t errlen)
 {
     if (w->n_segs <= REWRITE_AFTER_SEGMENTS)
         return STORAGE_OK;
-    struct segment *old = &w->segs[0];
-    if (old->live == 0 || old->live_bytes > w->seg_bytes / 4)
+    /* The oldest segment whose live entries are few. Not only the very
+     * oldest: a segment kept mostly live by a quiet group with a long log
+     * would otherwise stop every later one from being copied, and the
+     * log would grow without bound. */
+    struct segment *old = NULL;
+    for (size_t i = 0; i + 1 < w->n_segs && !old; i++)
+        if (w->segs[i].live && w->segs[i].live_bytes <= w->seg_bytes / 4)
+            old = &w->segs[i];
+    if (!old)
         return STORAGE_OK;
     uint32_t number = old->number;
     int fd = old->fd;
