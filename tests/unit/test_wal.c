@@ -14,7 +14,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { GROUPS = 3, MAX_LOG = 4096, SEG = 64 << 10 };
+enum { GROUPS = 3, MAX_GROUPS = 20, MAX_LOG = 4096, SEG = 64 << 10 };
+
+/* Groups the random commits write (tests may raise it to MAX_GROUPS). */
+static int n_groups = GROUPS;
 
 static char err[1024];
 
@@ -38,19 +41,20 @@ struct m_group {
     bool has_snap;
     raft_index snap_index;
     raft_term snap_term;
+    size_t snap_members; /* the first ones of members[] */
     bool has_base;
     size_t n_base;
     raft_id base[4];
 };
 
 struct model {
-    struct m_group g[GROUPS];
+    struct m_group g[MAX_GROUPS];
 };
 
 static void model_init(struct model *m)
 {
     memset(m, 0, sizeof(*m));
-    for (int i = 0; i < GROUPS; i++)
+    for (int i = 0; i < MAX_GROUPS; i++)
         m->g[i].first = 1;
 }
 
@@ -144,6 +148,7 @@ static void random_write(struct model *m, int gi, struct storage_group_write *w)
             g->has_snap = true;
             g->snap_index = at;
             g->snap_term = snapmeta.term;
+            g->snap_members = 3;
             w->compact_index = at;
             w->compact_term = snapmeta.term;
             size_t drop = (size_t)(at + 1 - g->first);
@@ -172,6 +177,7 @@ static void random_write(struct model *m, int gi, struct storage_group_write *w)
         g->has_snap = true;
         g->snap_index = at;
         g->snap_term = t;
+        g->snap_members = 2;
         break;
     }
     default:
@@ -200,9 +206,15 @@ static const char *group_diff(struct wal *w, const struct model *m, int gi, char
              (g->has_snap &&
               (l.snapshot.index != g->snap_index || l.snapshot.term != g->snap_term)))
         d = "snapshot";
+    else if (g->has_snap && l.snapshot.n_members != g->snap_members)
+        d = "snapshot members";
     else if (l.has_base != g->has_base || l.n_base != g->n_base ||
              (g->n_base && memcmp(l.base, g->base, g->n_base * sizeof(raft_id)) != 0))
         d = "base";
+    for (size_t i = 0; g->has_snap && i < l.snapshot.n_members && !d; i++)
+        if (l.snapshot.members[i].id != members[i].id ||
+            l.snapshot.members[i].is_voter != members[i].is_voter)
+            d = "a snapshot member";
     for (size_t i = 0; i < g->n && !d; i++) {
         const struct raft_entry *e = &l.persisted.entries[i];
         if (e->index != g->first + i || e->term != g->log[i].term || e->len != g->log[i].len)
@@ -220,7 +232,7 @@ static const char *group_diff(struct wal *w, const struct model *m, int gi, char
 
 static bool model_matches(struct wal *w, const struct model *m, char *why, size_t len)
 {
-    for (int i = 0; i < GROUPS; i++)
+    for (int i = 0; i < n_groups; i++)
         if (group_diff(w, m, i, why, len))
             return false;
     return true;
@@ -239,7 +251,7 @@ static int random_commit(struct wal *w, struct model *m)
 {
     uint64_t what = below(40);
     if (what == 0) {
-        int gi = (int)below(GROUPS);
+        int gi = (int)below((uint64_t)n_groups);
         raft_id v[3] = {1 + below(9), 2, 3};
         struct m_group *g = &m->g[gi];
         g->has_base = true;
@@ -248,7 +260,7 @@ static int random_commit(struct wal *w, struct model *m)
         return wal_set_base(w, 10 + (uint64_t)gi, v, 3, err, sizeof(err));
     }
     if (what == 1) {
-        int gi = (int)below(GROUPS);
+        int gi = (int)below((uint64_t)n_groups);
         struct m_group *g = &m->g[gi];
         raft_term t = g->term;
         raft_id v = g->vote;
@@ -266,7 +278,7 @@ static int random_commit(struct wal *w, struct model *m)
     for (cur = 0; cur < n; cur++) {
         databuf = databufs[cur];
         ents = entss[cur];
-        random_write(m, (int)below(GROUPS), &x[cur]);
+        random_write(m, (int)below((uint64_t)n_groups), &x[cur]);
     }
     return wal_commit(w, x, (size_t)n, err, sizeof(err));
 }
@@ -751,6 +763,88 @@ static void test_quiet_long_log_does_not_pin_every_segment(void)
     sh("rm -rf '%s' %s", dir, "");
 }
 
+/* Segments deleted by a commit whose unlink was not yet durable come back
+ * after a power loss (docs/kvd.md, section 4: "replays harmlessly before
+ * the checkpoints that supersede it"). Any subset of the deleted segments
+ * back: the log reopens to the model, and goes on. With many groups (the
+ * group table grows past its first allocation), drops and re-adds. */
+static struct model rz_m, rz_cm;
+static void test_deleted_segments_brought_back(void)
+{
+    rnd_state = harness_seed(0xdead5) | 1;
+    n_groups = MAX_GROUPS;
+    char live[300], pre[300], grave[300], crashed[300];
+    base_dir(live, sizeof(live), "rz-live");
+    base_dir(pre, sizeof(pre), "rz-pre");
+    base_dir(grave, sizeof(grave), "rz-grave");
+    base_dir(crashed, sizeof(crashed), "rz-crashed");
+    sh("mkdir -p '%s' '%s'", pre, grave);
+    model_init(&rz_m);
+    struct wal *w = open_ok(live);
+    pinned_last = 0;
+    int brought = 0;
+    for (int i = 0; i < 600; i++) {
+        if (i % 25 == 0)
+            write_pinned(w);
+        /* The segments as they are before this commit: those it deletes
+         * go to the graveyard, as they were. */
+        char cmd[3000];
+        snprintf(cmd, sizeof(cmd), "rm -f '%s'/*.seg; cp '%s'/*.seg '%s'/", pre, live, pre);
+        CHECK(system(cmd) == 0);
+        if (random_commit(w, &rz_m))
+            harness_fail(__FILE__, __LINE__, "commit %d: %s", i, err);
+        DIR *d = opendir(pre);
+        CHECK(d);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            char pl[700], pp[700], pg[700];
+            snprintf(pl, sizeof(pl), "%s/%s", live, de->d_name);
+            snprintf(pp, sizeof(pp), "%s/%s", pre, de->d_name);
+            snprintf(pg, sizeof(pg), "%s/%s", grave, de->d_name);
+            if (de->d_name[0] != '.' && access(pl, F_OK) != 0)
+                CHECK(rename(pp, pg) == 0);
+        }
+        closedir(d);
+        if (i % 50 != 49)
+            continue;
+        /* A power loss now: the live directory, plus some of the dead. */
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s' && cp -a '%s' '%s'", crashed, live, crashed);
+        CHECK(system(cmd) == 0);
+        d = opendir(grave);
+        CHECK(d);
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.' || below(2))
+                continue;
+            char pg[700], pc[700];
+            snprintf(pg, sizeof(pg), "%s/%s", grave, de->d_name);
+            snprintf(pc, sizeof(pc), "%s/%s", crashed, de->d_name);
+            snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", pg, pc);
+            CHECK(system(cmd) == 0);
+            brought++;
+        }
+        closedir(d);
+        struct wal *c;
+        if (wal_open(crashed, SEG, &c, err, sizeof(err)))
+            harness_fail(__FILE__, __LINE__, "commit %d: reopening with dead segments back: %s", i,
+                         err);
+        check_model(c, &rz_m);
+        check_pinned(c);
+        rz_cm = rz_m;
+        for (int k = 0; k < 20; k++)
+            if (random_commit(c, &rz_cm))
+                harness_fail(__FILE__, __LINE__, "after reopening: %s", err);
+        wal_close(c);
+        c = open_ok(crashed);
+        check_model(c, &rz_cm);
+        wal_close(c);
+    }
+    wal_close(w);
+    n_groups = GROUPS;
+    CHECK(brought > 10);
+    sh("rm -rf '%s' '%s'", live, pre);
+    sh("rm -rf '%s' '%s'", grave, crashed);
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -761,6 +855,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_many_groups_keep_snapshot_members),
         HARNESS_TEST(test_zeroed_frame_in_the_middle_refused),
         HARNESS_TEST(test_quiet_long_log_does_not_pin_every_segment),
+        HARNESS_TEST(test_deleted_segments_brought_back),
     };
     return harness_main(argc, argv, "wal", tests, sizeof(tests) / sizeof(tests[0]));
 }
