@@ -1085,7 +1085,27 @@ int wal_open(const char *dir, size_t segment_bytes, struct wal **out, char *err,
     int rc;
     uint32_t *nums = NULL;
     size_t n = 0;
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (mkdir(dir, 0700) == 0) {
+        /* The new directory's own entry must be durable before the first
+         * segment in it is acknowledged: sync its parent. */
+        char parent[4096];
+        snprintf(parent, sizeof(parent), "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash == parent)
+            slash[1] = '\0';
+        else if (slash)
+            *slash = '\0';
+        else
+            snprintf(parent, sizeof(parent), ".");
+        int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0 || fsync(pfd) != 0) {
+            rc = sys_error(err, errlen, "syncing", parent);
+            if (pfd >= 0)
+                close(pfd);
+            goto fail;
+        }
+        close(pfd);
+    } else if (errno != EEXIST) {
         rc = sys_error(err, errlen, "creating", dir);
         goto fail;
     }
