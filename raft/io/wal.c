@@ -1279,9 +1279,10 @@ static int add_rewrites(struct wal *w, char *err, size_t errlen)
     /* The oldest segment whose live entries are few. Not only the very
      * oldest: a segment kept mostly live by a quiet group with a long log
      * would otherwise stop every later one from being copied, and the
-     * log would grow without bound. */
+     * log would grow without bound. The newest few are left to die of
+     * their own compactions. */
     struct segment *old = NULL;
-    for (size_t i = 0; i + 1 < w->n_segs && !old; i++)
+    for (size_t i = 0; i + REWRITE_AFTER_SEGMENTS < w->n_segs && !old; i++)
         if (w->segs[i].live && w->segs[i].live_bytes <= w->seg_bytes / 4)
             old = &w->segs[i];
     if (!old)
