@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 enum { GROUPS = 3, MAX_GROUPS = 20, MAX_LOG = 4096, SEG = 64 << 10 };
 
@@ -859,6 +860,66 @@ static void test_deleted_segments_brought_back(void)
     sh("rm -rf '%s' '%s'", grave, crashed);
 }
 
+/* An entry's bytes are a client's: they may hold what looks like a frame.
+ * A power loss that tears the frame carrying such an entry (its first
+ * sector lost, a later one landed) is a torn write, and the node must
+ * start -- not refuse the log as damaged. */
+static void test_frame_lookalike_in_a_torn_entry(void)
+{
+    char dir[300];
+    base_dir(dir, sizeof(dir), "lookalike");
+    struct wal *w;
+    CHECK_EQ(wal_open(dir, 8 << 20, &w, err, sizeof(err)), STORAGE_OK);
+    struct raft_entry e = {1, 1, RAFT_ENTRY_NORMAL, "a", 1};
+    struct storage_group_write x = {.group = 1, .entries = &e, .n_entries = 1};
+    commit1(w, &x);
+    /* 1024 bytes, then a 32-byte empty frame at each of the eight
+     * alignments (40-byte blocks, the frame k bytes into block k). */
+    static uint8_t data[1024 + 8 * 40];
+    memset(data, 0xaa, sizeof(data));
+    for (int k = 0; k < 8; k++) {
+        uint8_t *f = data + 1024 + 40 * k + k;
+        uint8_t h[16] = {0x57, 0x41, 0x4c, 0x31}; /* magic, length 0 */
+        uint64_t seq = (uint64_t)1 << 40;
+        for (int i = 0; i < 8; i++)
+            h[8 + i] = (uint8_t)(seq >> (8 * i));
+        uint64_t hash = XXH64(f, 0, XXH64(h, 16, 0));
+        memcpy(f, h, 16);
+        for (int i = 0; i < 8; i++)
+            f[16 + i] = (uint8_t)(hash >> (8 * i));
+    }
+    e = (struct raft_entry){1, 2, RAFT_ENTRY_NORMAL, data, sizeof(data)};
+    commit1(w, &x);
+    wal_close(w);
+    /* A sector in the middle of that last frame never landed (its
+     * header and the sectors after did). */
+    char path[400];
+    snprintf(path, sizeof(path), "%s/0000000000000000.seg", dir);
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    uint8_t buf[8192];
+    CHECK(pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf));
+    size_t pos = 0;
+    for (int k = 0; k < 2; k++) { /* the checkpoint, entry 1 */
+        uint32_t n = (uint32_t)buf[pos + 4] | (uint32_t)buf[pos + 5] << 8 |
+                     (uint32_t)buf[pos + 6] << 16 | (uint32_t)buf[pos + 7] << 24;
+        pos += 32 + ((n + 7) & ~7u);
+    }
+    size_t sector = (pos + 600) & ~(size_t)511;
+    static uint8_t zeros[512];
+    CHECK(pwrite(fd, zeros, 512, (off_t)sector) == 512);
+    close(fd);
+    int rc = wal_open(dir, 8 << 20, &w, err, sizeof(err));
+    if (rc)
+        harness_fail(__FILE__, __LINE__, "a torn frame refused as damage: %s", err);
+    struct storage_loaded l;
+    CHECK_EQ(wal_load(w, 1, &l, err, sizeof(err)), STORAGE_OK);
+    CHECK_EQ(l.persisted.n_entries, 1);
+    storage_loaded_free(&l);
+    wal_close(w);
+    sh("rm -rf '%s' %s", dir, "");
+}
+
 int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
@@ -871,6 +932,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_quiet_long_log_does_not_pin_every_segment),
         HARNESS_TEST(test_deleted_segments_brought_back),
         HARNESS_TEST(test_power_loss_many_groups),
+        HARNESS_TEST(test_frame_lookalike_in_a_torn_entry),
     };
     return harness_main(argc, argv, "wal", tests, sizeof(tests) / sizeof(tests[0]));
 }
