@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -93,6 +94,10 @@ struct segment {
     uint64_t live;       /* slots naming it */
     uint64_t live_bytes; /* their data */
     uint64_t end;        /* bytes of valid frames */
+    /* The seed of its frames' hashes but the first (which records it):
+     * random, so that no client can write bytes that pass for a frame of
+     * it (recovery would take a torn frame for damage). */
+    uint64_t salt;
 };
 
 struct wal {
@@ -451,7 +456,8 @@ static bool apply_payload(struct wal *w, const uint8_t *p, size_t len, uint32_t 
         if (in.bad)
             break;
         if (type == R_SEGMENT) {
-            (void)in64(&in); /* checked by recovery */
+            (void)in64(&in); /* read by recovery */
+            (void)in64(&in);
             continue;
         }
         struct group *g = get_group(w, id);
@@ -726,10 +732,11 @@ static void encode_write(struct out *o, const struct storage_group_write *x, boo
     }
 }
 
-static void encode_checkpoint(struct out *o, const struct wal *w, uint64_t prev_end)
+static void encode_checkpoint(struct out *o, const struct wal *w, uint64_t prev_end, uint64_t salt)
 {
     out_head(o, R_SEGMENT, 0);
     out64(o, prev_end);
+    out64(o, salt);
     for (size_t i = 0; i < w->n_groups; i++) {
         const struct group *g = &w->groups[i];
         out_head(o, R_CHECKPOINT, g->id);
@@ -759,13 +766,14 @@ static size_t round8(size_t n)
     return (n + 7) & ~(size_t)7;
 }
 
-static uint64_t frame_hash(const uint8_t *h, const uint8_t *payload, size_t len)
+static uint64_t frame_hash(const uint8_t *h, const uint8_t *payload, size_t len, uint64_t seed)
 {
-    return XXH64(payload, len, XXH64(h, 16, 0));
+    return XXH64(payload, len, XXH64(h, 16, seed));
 }
 
-/* Fill the header of a frame whose payload follows it in buf; pad to 8. */
-static bool seal_frame(struct out *o, uint64_t seq)
+/* Fill the header of a frame whose payload follows it in buf; pad to 8.
+ * seed: 0 for a segment's first frame, its salt for the others. */
+static bool seal_frame(struct out *o, uint64_t seq, uint64_t seed)
 {
     size_t len = *o->len - FRAME_HEADER;
     size_t pad = round8(*o->len) - *o->len;
@@ -778,7 +786,7 @@ static bool seal_frame(struct out *o, uint64_t seq)
     put32(h, FRAME_MAGIC);
     put32(h + 4, (uint32_t)len);
     put64(h + 8, seq);
-    put64(h + 16, frame_hash(h, h + FRAME_HEADER, len));
+    put64(h + 16, frame_hash(h, h + FRAME_HEADER, len, seed));
     put64(h + 24, 0);
     return true;
 }
@@ -875,12 +883,16 @@ static int start_segment(struct wal *w, uint32_t number, uint64_t prev_end, char
         unlink(path);
         return sys_error(err, errlen, "creating", path);
     }
-    w->segs[w->n_segs++] = (struct segment){.number = number, .fd = fd, .live = 0, .end = 0};
+    uint64_t salt = 0;
+    if (getrandom(&salt, sizeof(salt), 0) != (ssize_t)sizeof(salt))
+        salt = storage_clock_ns() ^ ((uint64_t)getpid() << 32); /* unpredictable enough */
+    w->segs[w->n_segs++] =
+        (struct segment){.number = number, .fd = fd, .live = 0, .end = 0, .salt = salt};
     w->clen = 0;
     struct out o = {&w->cbuf, &w->clen, &w->ccap, false};
     room(&o, FRAME_HEADER);
-    encode_checkpoint(&o, w, prev_end);
-    if (!seal_frame(&o, w->seq))
+    encode_checkpoint(&o, w, prev_end, salt);
+    if (!seal_frame(&o, w->seq, 0))
         return fail(err, errlen, STORAGE_ENOMEM, "storage: out of memory");
     struct iovec iov = {w->cbuf, w->clen};
     if ((rc = write_frames(w, &iov, 1, err, errlen)))
@@ -929,14 +941,14 @@ static int read_all(int fd, uint8_t *buf, size_t len)
 }
 
 /* Is there a frame at p (of `avail` bytes)? Its payload length in *len. */
-static bool frame_at(const uint8_t *p, size_t avail, size_t *len)
+static bool frame_at(const uint8_t *p, size_t avail, uint64_t seed, size_t *len)
 {
     if (avail < FRAME_HEADER || get32(p) != FRAME_MAGIC)
         return false;
     size_t n = get32(p + 4);
     if (n > avail - FRAME_HEADER)
         return false;
-    if (get64(p + 16) != frame_hash(p, p + FRAME_HEADER, n))
+    if (get64(p + 16) != frame_hash(p, p + FRAME_HEADER, n, seed))
         return false;
     *len = n;
     return true;
@@ -974,17 +986,20 @@ static int recover_segment(struct wal *w, struct segment *s, bool *torn, uint64_
     while (pos + FRAME_HEADER <= size) {
         size_t len;
         const uint8_t *p = buf + pos;
-        if (!frame_at(p, size - pos, &len)) {
+        if (!frame_at(p, size - pos, frames ? s->salt : 0, &len)) {
             /* A torn frame is the last thing written; a good frame after
              * a bad one means bytes changed after they were synced. That
              * holds for zeros too: the preallocated rest, or a frame
              * whose first sector never landed -- or a synced frame lost
              * (a lost or misdirected write), which must not silently
              * drop the acknowledged frames after it. */
+            /* (A bad first frame has nothing after it: the checkpoint is
+             * synced before anything else is written to a segment, and
+             * its salt, the seed of the others, is unknown.) */
             bool zeros = all_zero(p, FRAME_HEADER);
             size_t junk;
-            for (size_t q = pos + 8; q + FRAME_HEADER <= size; q += 8)
-                if (frame_at(buf + q, size - q, &junk) && get64(buf + q + 8) > prev_seq) {
+            for (size_t q = pos + 8; frames && q + FRAME_HEADER <= size; q += 8)
+                if (frame_at(buf + q, size - q, s->salt, &junk) && get64(buf + q + 8) > prev_seq) {
                     rc = fail(err, errlen, STORAGE_ECORRUPT,
                               "storage: %s: the frame at byte %zu is damaged and a good one "
                               "follows at byte %zu (not a torn write: the disk changed synced "
@@ -998,13 +1013,14 @@ static int recover_segment(struct wal *w, struct segment *s, bool *torn, uint64_
         uint64_t seq = get64(p + 8);
         const uint8_t *payload = p + FRAME_HEADER;
         if (frames == 0) {
-            if (len < 17 || payload[0] != R_SEGMENT) {
+            if (len < 25 || payload[0] != R_SEGMENT) {
                 rc = fail(err, errlen, STORAGE_ECORRUPT,
                           "storage: %s does not begin with a segment header" WAL_DAMAGED_ADVICE,
                           path);
                 goto out;
             }
             *prev_end_said = get64(payload + 9);
+            s->salt = get64(payload + 17);
         } else if (seq != prev_seq + 1) {
             rc = fail(err, errlen, STORAGE_ECORRUPT,
                       "storage: %s: frame %" PRIu64
@@ -1229,7 +1245,7 @@ static int append_frame(struct wal *w, char *err, size_t errlen)
         }
         s = &w->segs[w->n_segs - 1];
     }
-    if (!seal_frame(&o, w->seq)) {
+    if (!seal_frame(&o, w->seq, s->salt)) {
         w->failed = true;
         return fail(err, errlen, STORAGE_ENOMEM, "storage: out of memory");
     }

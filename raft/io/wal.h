@@ -13,7 +13,8 @@
  * On disk: <dir>/NNNNNNNNNNNNNNNN.seg, numbered in order, each preallocated
  * (posix_fallocate) to the segment size. A segment is a run of frames;
  * a frame is one commit: a 32-byte header (magic, payload length, batch
- * sequence number, XXH64 of header and payload) and records -- entries,
+ * sequence number, XXH64 of header and payload, seeded with the segment's
+ * random salt so that no client's bytes pass for a frame) and records -- entries,
  * truncations, hard states, compactions, snapshot metas, installs, base
  * configurations, drops. Every segment begins with a checkpoint frame: the
  * state of every group (term, vote, log range, snapshot meta, base) when
