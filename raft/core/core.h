@@ -206,6 +206,7 @@ struct raft {
     raft_index commit_index;
     raft_index applied_index;   /* handed out to the host for applying */
     raft_index persisted_index; /* the host reported these durable */
+    raft_term durable_term;     /* the newest currentTerm the host reported durable */
     enum raft_role role;
     raft_id leader_id;
 

@@ -148,6 +148,7 @@ int raft_init(struct raft **out, const struct raft_config *cfg, const struct raf
     /* What the host loaded is durable by definition; what it applied is
      * committed (host contract 2). */
     r->persisted_index = log_last_index(&r->log);
+    r->durable_term = st->current_term;
     r->commit_index = st->applied_index;
     r->applied_index = st->applied_index;
     r->role = RAFT_FOLLOWER;
@@ -324,7 +325,10 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *o
         receive(r, ev->receive);
         break;
     case RAFT_PERSISTED:
-        persisted(r, ev->persisted.index, ev->persisted.term);
+        if (ev->persisted.current_term > r->durable_term)
+            r->durable_term = ev->persisted.current_term;
+        if (ev->persisted.index)
+            persisted(r, ev->persisted.index, ev->persisted.term);
         break;
     case RAFT_PROPOSE:
         rv = replication_propose(r, ev);

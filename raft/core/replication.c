@@ -486,5 +486,17 @@ void replication_receive_append(struct raft *r, const struct raft_message *m)
     res->append_entries_result.success = true;
     res->append_entries_result.match_index = match;
     res->append_entries_result.last_log_index = log_last_index(&r->log);
+    /* A heartbeat's answer need not wait for a write in flight (a large
+     * entry can take longer than an election timeout to sync, and a leader
+     * that hears no answers steps down: check-quorum). It claims only what
+     * is durable -- the entries up to persisted_index, in a term the host
+     * reported durable -- so Figure 2's "updated on stable storage before
+     * responding" holds for all it says; the answer to the AppendEntries
+     * that carried the entries still reports them once they are durable. */
+    if (n == 0 && r->durable_term >= r->current_term && !r->cfg.unsafe_ack_before_persist) {
+        if (res->append_entries_result.match_index > r->persisted_index)
+            res->append_entries_result.match_index = r->persisted_index;
+        res->after_persist = false;
+    }
     /* LAB 2 END */
 }

@@ -17,7 +17,10 @@
  *     the messages marked `after_persist` (votes, append responses). Other
  *     messages (the leader's AppendEntries) go out at once: the leader writes
  *     its log in parallel with replication (thesis §10.2.1) and counts itself
- *     toward a commit only after the host reports RAFT_PERSISTED.
+ *     toward a commit only after the host reports RAFT_PERSISTED. Report it
+ *     after every write that carried entries (the last one's index and term)
+ *     or hard state (its current_term): a follower answers heartbeats at once
+ *     only in a term the host reported durable.
  *  2. Apply the entries in `update.apply` in index order, exactly once, and
  *     record the applied index in the same storage transaction as the state
  *     change. Serve the reads in `update.reads` after applying that update's
@@ -353,6 +356,11 @@ struct raft_event {
         struct {
             raft_index index;
             raft_term term;
+            /* Nonzero: the write also made this current term durable (the
+             * host reports it after a write that carried hard state, with
+             * or without entries). A follower answers a heartbeat at once
+             * only in a term that is durable (replication.c). */
+            raft_term current_term;
         } persisted;
         struct {
             const struct raft_entry *entries; /* only data and len are read */

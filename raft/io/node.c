@@ -664,10 +664,14 @@ static void finish_batch(struct raft_node *n, struct batch *b, bool ok)
         if (ok && !n->stopping) {
             for (size_t k = 0; k < p->n_msgs; k++)
                 send_message(n, p->g, &p->msgs[k]);
-            if (p->log.n) {
+            if (p->log.n || p->w.hard_state) {
                 struct raft_event ev = {.type = RAFT_PERSISTED};
-                ev.persisted.index = p->log.e[p->log.n - 1].index;
-                ev.persisted.term = p->log.e[p->log.n - 1].term;
+                if (p->log.n) {
+                    ev.persisted.index = p->log.e[p->log.n - 1].index;
+                    ev.persisted.term = p->log.e[p->log.n - 1].term;
+                }
+                if (p->w.hard_state)
+                    ev.persisted.current_term = p->w.term;
                 step(n, p->g, &ev);
             }
         }

@@ -1022,11 +1022,15 @@ static void write_done(struct sim *s, struct sim_node *n, struct sim_write *w)
         stage_chunk(s, n, &w->chunk->m.install_snapshot);
         return;
     }
-    if (w->n_entries) {
-        const struct raft_entry *last = &w->entries[w->n_entries - 1];
+    if (w->n_entries || w->hard_state) {
         struct raft_event ev = {.type = RAFT_PERSISTED};
-        ev.persisted.index = last->index;
-        ev.persisted.term = last->term;
+        if (w->n_entries) {
+            const struct raft_entry *last = &w->entries[w->n_entries - 1];
+            ev.persisted.index = last->index;
+            ev.persisted.term = last->term;
+        }
+        if (w->hard_state)
+            ev.persisted.current_term = w->term;
         node_step(s, n, &ev, NULL);
     }
     for (size_t i = 0; i < w->n_msgs; i++)

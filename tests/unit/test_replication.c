@@ -291,6 +291,46 @@ static void test_stale_success_does_not_restart_window(void)
 }
 
 /* Batching: one AppendEntries carries many entries, bounded in bytes. */
+/* A heartbeat's answer leaves at once, claiming only what is durable: a
+ * write in flight (a large entry syncing) must not hold the answers the
+ * leader's check-quorum waits for. In a term not yet durable it waits. */
+static void test_heartbeat_answer_claims_only_durable(void)
+{
+    struct fx f;
+    fx_follower_of_1(&f, 2, 3); /* adopted term 1 in that step: not durable yet */
+    struct raft_message hb = fx_append(1, 2, 1, 0, 0, NULL, 0, 0);
+    fx_recv(&f, &hb);
+    const struct raft_message *res = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES_RESULT, 1);
+    CHECK(res && res->after_persist);
+    struct raft_event ev = {.type = RAFT_PERSISTED};
+    ev.persisted.current_term = 1; /* the host made the term durable */
+    fx_step(&f, &ev);
+
+    struct raft_entry e = {.term = 1, .data = "big", .len = 3};
+    struct raft_message a = fx_append(1, 2, 1, 0, 0, &e, 1, 0);
+    fx_recv(&f, &a);
+    res = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES_RESULT, 1);
+    CHECK(res && res->after_persist); /* it reports entry 1: once durable */
+    CHECK_EQ(res->append_entries_result.match_index, 1);
+    /* Entry 1 still syncing: the heartbeat's answer goes now, claiming 0. */
+    struct raft_message hb1 = fx_append(1, 2, 1, 1, 1, NULL, 0, 0);
+    fx_recv(&f, &hb1);
+    res = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES_RESULT, 1);
+    CHECK(res && !res->after_persist && res->append_entries_result.success);
+    CHECK_EQ(res->append_entries_result.match_index, 0);
+    fx_persisted(&f, 1, 1);
+    fx_recv(&f, &hb1);
+    res = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES_RESULT, 1);
+    CHECK(res && !res->after_persist);
+    CHECK_EQ(res->append_entries_result.match_index, 1);
+    /* A heartbeat of a new term: the term must be durable first. */
+    struct raft_message hb2 = fx_append(3, 2, 2, 1, 1, NULL, 0, 0);
+    fx_recv(&f, &hb2);
+    res = fx_msg(&f, RAFT_MSG_APPEND_ENTRIES_RESULT, 3);
+    CHECK(res && res->after_persist);
+    raft_close(f.r);
+}
+
 static void test_batch_bounded_by_bytes(void)
 {
     static raft_id voters[] = {1, 2};
@@ -393,6 +433,7 @@ int main(int argc, char **argv)
         HARNESS_TEST(test_stale_success_does_not_restart_window),
         HARNESS_TEST(test_batch_bounded_by_bytes),
         HARNESS_TEST(test_heartbeats),
+        HARNESS_TEST(test_heartbeat_answer_claims_only_durable),
         HARNESS_TEST(test_uncommitted_bound),
         HARNESS_TEST(test_propose_on_follower_gives_leader_hint),
     };
