@@ -9,6 +9,7 @@
 #include "storage.h"
 
 #include "iolog.h"
+#include "le.h"
 #include "wal.h"
 
 #include <errno.h>
@@ -133,20 +134,6 @@ static int lmdb_error(char *err, size_t errlen, int rc, const char *what)
                     "free space (df) or check the disk (dmesg), then restart the node",
                     what);
     return fail(err, errlen, STORAGE_EIO, "storage: %s: %s", what, mdb_strerror(rc));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 static int put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t v)

@@ -26,6 +26,8 @@
 #define _GNU_SOURCE
 #include "wal.h"
 
+#include "le.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -144,31 +146,6 @@ static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
 /* ------------------------------------------------------------------------
  * Encoding
  * ------------------------------------------------------------------------ */
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
 
 struct out {
     uint8_t **buf;
