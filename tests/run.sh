@@ -93,11 +93,9 @@ run_suite "simulator: unsafe_commit_old_term is caught (Figure 8)" \
 # The catalogue of planted bugs (docs/simulator.md, "Planted bugs"): each one
 # must be caught by a safety property on the default fault mix within 200
 # seeds (the first seed that catches it is the same whatever the number of
-# jobs, so this is deterministic). lease-no-drift-bound is left out: its
-# window (10% of an election timeout, under the skew the 10% bound allows)
-# is first hit at seed 545 (docs/simulator.md says what blocks it).
+# jobs, so this is deterministic).
 run_suite "simulator: every planted bug is caught (raftsim mutants)" \
-    "$OBJ/raftsim" mutants --count 200 --jobs 2 --max-seconds 30 --skip lease-no-drift-bound
+    "$OBJ/raftsim" mutants --count 200 --jobs 2 --max-seconds 30
 
 # The clients' history check (docs/simulator.md, "Clients and their history") must
 # be able to fail on its own: with the checker's index-level read check off

@@ -786,7 +786,7 @@ static void schedule_write(struct sim *s, struct sim_node *n, const struct raft_
 
 /* The node's own clock: it runs at clock_pct percent of virtual time since
  * its anchor (clock skew, for lease reads), and never goes backwards. */
-static uint64_t node_clock(const struct sim *s, const struct sim_node *n)
+uint64_t sim_node_clock(const struct sim *s, const struct sim_node *n)
 {
     return n->clock_anchor_local + (s->now_ms - n->clock_anchor_virtual) * n->clock_pct / 100;
 }
@@ -796,7 +796,7 @@ void sim_set_clock_rate(struct sim *s, raft_id id, unsigned pct)
     struct sim_node *n = node_of(s, id);
     if (!n || pct == 0)
         return;
-    n->clock_anchor_local = node_clock(s, n);
+    n->clock_anchor_local = sim_node_clock(s, n);
     n->clock_anchor_virtual = s->now_ms;
     n->clock_pct = pct;
 }
@@ -806,7 +806,7 @@ void sim_set_clock_rate(struct sim *s, raft_id id, unsigned pct)
 static int node_step(struct sim *s, struct sim_node *n, struct raft_event *ev, raft_index *proposed)
 {
     struct raft_update u;
-    ev->now_ms = node_clock(s, n);
+    ev->now_ms = sim_node_clock(s, n);
     s->stats.events++;
     raft_index commit_before = raft_commit_index(n->r);
     int rv = raft_step(n->r, ev, &u);
@@ -1065,7 +1065,10 @@ static void process_event(struct sim *s, struct sim_event *ev)
             json_message(s, "recv", ev->msg->m.to, ev->msg->id, &ev->msg->m, NULL);
             struct raft_event rev = {.type = RAFT_RECEIVE};
             rev.receive = &ev->msg->m;
-            n->acks_heard += ev->msg->m.type == RAFT_MSG_APPEND_ENTRIES_RESULT;
+            const struct raft_message *m = &ev->msg->m;
+            if (m->type == RAFT_MSG_APPEND_ENTRIES_RESULT && m->from <= SIM_MAX_NODES &&
+                m->append_entries_result.echo_sent_ms > n->acked_sent_ms[m->from])
+                n->acked_sent_ms[m->from] = m->append_entries_result.echo_sent_ms;
             node_step(s, n, &rev, NULL);
         }
     } else if (ev->kind == SIM_EV_WRITE_DONE) {

@@ -92,10 +92,11 @@ struct sim_node {
      * when something changed. */
     uint64_t json_sig;
     bool json_said;
-    /* AppendEntries results this node handled (any life): the swarm
-     * schedule isolates a leader right after a heartbeat round came back,
-     * when its lease was just renewed (random.c, lease_strike). */
-    uint64_t acks_heard;
+    /* The newest send time (this node's clock) each peer's AppendEntries
+     * results echoed back: the swarm schedule isolates a leader right after
+     * a heartbeat round came back, when its lease was just renewed
+     * (random.c, lease_strike). */
+    uint64_t acked_sent_ms[SIM_MAX_NODES + 1];
 
     /* Events that arrived while paused, in order. */
     struct sim_event **deferred;
@@ -224,6 +225,8 @@ void sim_log_compact(struct sim_log *l, raft_index upto);
 void sim_log_reset(struct sim_log *l, raft_index index, raft_term term, uint64_t chain);
 int sim_log_append(struct sim_log *l, const struct raft_entry *e);
 uint64_t sim_chain(uint64_t prev, const struct raft_entry *e);
+/* A node's own clock now (clock skew, sim_set_clock_rate). */
+uint64_t sim_node_clock(const struct sim *s, const struct sim_node *n);
 
 /* client.c: the host's side of the clients' key-value store. */
 /* Node n applied entry e (after check_update): update its store and answer
