@@ -173,7 +173,7 @@ static void respond_with(struct conn *c, int code, const char *type, const char 
                code, status_text(code), type, len, extra ? extra : "", c->cors ? c->cors : "",
                c->keep_alive ? "" : "Connection: close\r\n");
     buf_append(&c->out, body, len);
-    if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written)) {
+    if (tcp_conn_write(&c->base, &c->out, on_written)) {
         conn_close(c);
         return;
     }
@@ -734,7 +734,7 @@ static int sse_write(struct kv_trace_sub *sub, const char *line, size_t len)
     buf_puts(&c->out, "data: ");
     buf_append(&c->out, line, len && line[len - 1] == '\n' ? len - 1 : len);
     buf_puts(&c->out, "\n\n");
-    if (c->out.oom || tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written)) {
+    if (c->out.oom || tcp_conn_write(&c->base, &c->out, on_written)) {
         buf_free(&c->out);
         conn_close(c);
         return -1;
@@ -785,8 +785,7 @@ static void handle_events(struct conn *c, int method, const char *query)
         return;
     }
     stop_parsing(c); /* the connection is the stream's from now on */
-    if (c->out.len && !c->base.closing &&
-        tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out, on_written))
+    if (c->out.len && !c->base.closing && tcp_conn_write(&c->base, &c->out, on_written))
         conn_close(c);
 }
 

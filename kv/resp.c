@@ -198,8 +198,7 @@ static void flush(struct conn *c)
         return;
     bool quit = c->quit && !c->base.busy && !c->head;
     if (c->out.len || quit)
-        if (tcp_write_buf((uv_stream_t *)&c->base.tcp, &c->out,
-                          quit ? on_quit_written : on_written))
+        if (tcp_conn_write(&c->base, &c->out, quit ? on_quit_written : on_written))
             conn_close(c);
     if (quit && !c->base.closing && !c->out.len &&
         tcp_write_queue((uv_stream_t *)&c->base.tcp) == 0)

@@ -12,9 +12,6 @@
  * or a libuv error; either way the caller closes server eventually. */
 int tcp_listen(uv_tcp_t *server, uv_loop_t *loop, const char *host, uint16_t port,
                uv_connection_cb on_conn);
-/* Write b's bytes (taking them; b is left empty). done(stream) is called
- * when the write finished (NULL: nothing). Returns 0 or a libuv error. */
-int tcp_write_buf(uv_stream_t *stream, struct buf *b, void (*done)(uv_stream_t *));
 /* Bytes queued in writes not yet done. */
 size_t tcp_write_queue(uv_stream_t *stream);
 
@@ -60,6 +57,9 @@ struct tcp_conn {
     uint64_t stalled_since_ms; /* when its replies began to wait unsent (0: they do not) */
     bool closing;              /* uv_close called */
     bool closed;               /* its close callback ran */
+    /* A write that went out whole at once: its done callback, due later in
+     * this loop turn (tcp_conn_write); NULL: none due. */
+    void (*written)(uv_stream_t *);
 };
 
 struct tcp_door {
@@ -74,8 +74,20 @@ struct tcp_door {
     struct tcp_limits *limits;            /* NULL: none */
     const char *full_reply;               /* written to a connection refused for max_clients */
     uv_timer_t sweep;                     /* partial-request timeouts */
+    /* Connections whose writes went out at once, their done callbacks due
+     * (run by `later`, after this turn's I/O; `nudge` keeps the loop from
+     * blocking in between when one is queued outside the I/O phase). */
+    uv_check_t later;
+    uv_idle_t nudge;
+    struct tcp_conn **due;
+    size_t n_due, cap_due;
     int open_handles;
 };
+
+/* Write b's bytes to c (taking them; b is left empty). done(stream) is
+ * called when the write finished (NULL: nothing), always from the loop,
+ * never from inside this call. Returns 0 or a libuv error. */
+int tcp_conn_write(struct tcp_conn *c, struct buf *b, void (*done)(uv_stream_t *));
 
 /* Listen on host:port. On error the door is stopped (stopped() will be called). */
 int tcp_door_start(struct tcp_door *d, uv_loop_t *loop, const char *host, uint16_t port);
