@@ -3,15 +3,15 @@
  * time. Prints throughput and latency percentiles, and -- given a node's
  * HTTP address -- fsyncs per second and entries per fsync from its /metrics.
  *
- * Three protocols: RESP (hiredis' async client on libuv; works against any
- * Redis-protocol server), kvd's HTTP/JSON API, and etcd's v3 JSON gateway,
- * so that `make bench` can put kvd and etcd side by side on the same load.
- * The HTTP client is a keep-alive connection on libuv whose answers are
- * framed by http-parser. */
+ * Three protocols: RESP (works against any Redis-protocol server), kvd's
+ * HTTP/JSON API, and etcd's v3 JSON gateway, so that `make bench` can put
+ * kvd and etcd side by side on the same load. Every protocol has the same
+ * client: a keep-alive connection on libuv that writes a request with one
+ * system call and frames answers with hiredis' reader (RESP) or
+ * http-parser. The load generator runs on the cores it measures, so its own
+ * cost is the same for every server it is compared against. */
 #include <errno.h>
 #include <http_parser.h>
-#include <hiredis/adapters/libuv.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -53,18 +53,17 @@ struct client {
     struct bench *b;
     const char *host; /* the node it talks to */
     int port;
-    redisAsyncContext *ac; /* PROTO_RESP */
+    redisReader *reader; /* PROTO_RESP */
+    unsigned skip;       /* answers to skip (AUTH's) */
     uint64_t sent_ns;
     uint64_t seq;
     bool waiting;     /* a command is out */
     bool out_at_kill; /* ...and was when --kill fired */
     bool connected;
-    /* PROTO_HTTP and PROTO_ETCD */
     uv_tcp_t tcp;
     uv_connect_t connect;
-    uv_write_t write;
-    http_parser parser;
-    char *req; /* a whole request: headers and body, written at once */
+    http_parser parser; /* PROTO_HTTP and PROTO_ETCD */
+    char *req;          /* a whole request: headers and body, written at once */
     size_t req_cap;
     char rbuf[64 * 1024];
     bool tcp_open;
@@ -109,6 +108,7 @@ struct bench {
 
 static void send_next(struct client *c);
 static void http_send_next(struct client *c, const char *key);
+static void resp_send_next(struct client *c, const char *key);
 
 /* One answer came: an error (counted, the first one kept) or a success
  * (its latency recorded); then the connection's next command. */
@@ -141,16 +141,6 @@ static void answered(struct client *c, const char *error)
         send_next(c);
 }
 
-static void on_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-    struct client *c = priv;
-    (void)ac;
-    if (!r) /* disconnected */
-        return;
-    redisReply *reply = r;
-    answered(c, reply->type == REDIS_REPLY_ERROR ? reply->str : NULL);
-}
-
 static void send_next(struct client *c)
 {
     struct bench *b = c->b;
@@ -159,46 +149,13 @@ static void send_next(struct client *c)
              (unsigned)((c->seq++ * 2654435761u + (uint64_t)(c - b->clients) * 7919u) % b->keys));
     c->sent_ns = uv_hrtime();
     c->waiting = true;
-    if (b->proto != PROTO_RESP) {
+    if (b->proto == PROTO_RESP)
+        resp_send_next(c, key);
+    else
         http_send_next(c, key);
-        return;
-    }
-    const char *argv[3];
-    size_t lens[3];
-    int argc;
-    if (!strcmp(b->op, "set")) {
-        argv[0] = "SET", argv[1] = key, argv[2] = b->value;
-        lens[0] = 3, lens[1] = strlen(key), lens[2] = b->value_len;
-        argc = 3;
-    } else {
-        argv[0] = !strcmp(b->op, "get") ? "GET" : "INCR", argv[1] = key;
-        lens[0] = strlen(argv[0]), lens[1] = strlen(key);
-        argc = 2;
-    }
-    redisAsyncCommandArgv(c->ac, on_reply, c, argc, argv, lens);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct client *c = ac->data;
-    if (status != REDIS_OK) {
-        fprintf(stderr, "kvbench: connect: %s\n", ac->errstr);
-        c->b->open--;
-        return;
-    }
-    c->connected = true;
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct client *c = ac->data;
-    (void)status;
-    c->connected = false;
-    c->ac = NULL;
-    c->b->open--;
-}
-
-/* ---- HTTP (kvd's API and etcd's gateway) ---- */
+/* ---- Requests: encoding and writing them ---- */
 
 static size_t base64(char *out, const void *in, size_t n)
 {
@@ -221,7 +178,7 @@ static size_t base64(char *out, const void *in, size_t n)
     return o;
 }
 
-static void http_close(struct client *c)
+static void conn_close(struct client *c)
 {
     if (!c->tcp_open)
         return;
@@ -230,7 +187,7 @@ static void http_close(struct client *c)
     uv_close((uv_handle_t *)&c->tcp, NULL);
 }
 
-static void http_fail(struct client *c, const char *what)
+static void conn_fail(struct client *c, const char *what)
 {
     struct bench *b = c->b;
     if (!b->stopping) {
@@ -238,15 +195,117 @@ static void http_fail(struct client *c, const char *what)
             snprintf(b->first_error, sizeof(b->first_error), "%s", what);
         b->errors++;
     }
-    http_close(c);
+    conn_close(c);
 }
 
-static void on_http_written(uv_write_t *w, int status)
+struct write_req {
+    uv_write_t req;
+    struct client *c;
+    char data[]; /* what the socket did not take at once */
+};
+
+static void on_written(uv_write_t *req, int status)
 {
-    struct client *c = w->data;
-    if (status < 0)
-        http_fail(c, uv_strerror(status));
+    struct write_req *w = (struct write_req *)req;
+    struct client *c = w->c;
+    free(w);
+    if (status < 0 && status != UV_ECANCELED)
+        conn_fail(c, uv_strerror(status));
 }
+
+/* c->req's first len bytes, with one system call when the socket takes
+ * them whole (it nearly always does: one request is out at a time); the
+ * rest, if any, copied, so that c->req is free for the next request. */
+static void write_request(struct client *c, size_t len)
+{
+    uv_buf_t buf = uv_buf_init(c->req, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    if (n == (int)len)
+        return;
+    if (n < 0 && n != UV_EAGAIN) {
+        conn_fail(c, uv_strerror(n));
+        return;
+    }
+    size_t sent = n > 0 ? (size_t)n : 0;
+    struct write_req *w = malloc(sizeof(*w) + len - sent);
+    if (!w) {
+        conn_fail(c, "out of memory");
+        return;
+    }
+    w->c = c;
+    memcpy(w->data, c->req + sent, len - sent);
+    buf = uv_buf_init(w->data, (unsigned)(len - sent));
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_written);
+    if (rc < 0) {
+        free(w);
+        conn_fail(c, uv_strerror(rc));
+    }
+}
+
+/* ---- RESP ---- */
+
+static size_t resp_arg(char *out, size_t cap, const char *arg, size_t len)
+{
+    int n = snprintf(out, cap, "$%zu\r\n", len);
+    if (n < 0 || (size_t)n + len + 2 > cap)
+        return cap; /* too large: the caller sees it */
+    memcpy(out + n, arg, len);
+    memcpy(out + n + len, "\r\n", 2);
+    return (size_t)n + len + 2;
+}
+
+static void resp_send_next(struct client *c, const char *key)
+{
+    struct bench *b = c->b;
+    const char *verb = !strcmp(b->op, "set") ? "SET" : !strcmp(b->op, "get") ? "GET" : "INCR";
+    bool set = verb[0] == 'S';
+    size_t cap = c->req_cap, n = (size_t)snprintf(c->req, cap, "*%d\r\n", set ? 3 : 2);
+    n += resp_arg(c->req + n, cap - n, verb, strlen(verb));
+    if (n < cap)
+        n += resp_arg(c->req + n, cap - n, key, strlen(key));
+    if (set && n < cap)
+        n += resp_arg(c->req + n, cap - n, b->value, b->value_len);
+    if (n >= cap) {
+        fprintf(stderr, "kvbench: request too large\n");
+        exit(3);
+    }
+    write_request(c, n);
+}
+
+static void resp_read(struct client *c, const char *data, size_t len)
+{
+    if (redisReaderFeed(c->reader, data, len) != REDIS_OK) {
+        conn_fail(c, "out of memory");
+        return;
+    }
+    for (;;) {
+        void *r = NULL;
+        if (redisReaderGetReply(c->reader, &r) != REDIS_OK) {
+            conn_fail(c, c->reader->errstr[0] ? c->reader->errstr : "bad reply");
+            return;
+        }
+        if (!r)
+            return;
+        redisReply *reply = r;
+        char why[160] = "";
+        if (reply->type == REDIS_REPLY_ERROR)
+            snprintf(why, sizeof(why), "%s", reply->str);
+        freeReplyObject(r);
+        if (c->skip) { /* AUTH's: a refusal ends the run for this connection */
+            c->skip--;
+            if (why[0]) {
+                conn_fail(c, why);
+                return;
+            }
+            continue;
+        }
+        answered(c, why[0] ? why : NULL);
+        if (!c->tcp_open)
+            return;
+    }
+}
+
+/* ---- HTTP (kvd's API and etcd's gateway) ---- */
 
 /* The request is built whole into c->req with its body: one write each. */
 static void http_send_next(struct client *c, const char *key)
@@ -279,11 +338,7 @@ static void http_send_next(struct client *c, const char *key)
         fprintf(stderr, "kvbench: request too large\n");
         exit(3);
     }
-    uv_buf_t buf = uv_buf_init(req, (unsigned)n);
-    c->write.data = c;
-    int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, &buf, 1, on_http_written);
-    if (rc < 0)
-        http_fail(c, uv_strerror(rc));
+    write_request(c, (size_t)n);
 }
 
 static int on_http_message(http_parser *p)
@@ -299,41 +354,60 @@ static int on_http_message(http_parser *p)
 
 static const http_parser_settings http_settings = {.on_message_complete = on_http_message};
 
-static void on_http_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* ---- The connection ---- */
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct client *c = h->data;
     (void)hint;
     *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
 }
 
-static void on_http_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct client *c = s->data;
     if (n < 0) {
-        http_fail(c, n == UV_EOF ? "server closed the connection" : uv_strerror((int)n));
+        conn_fail(c, n == UV_EOF ? "server closed the connection" : uv_strerror((int)n));
+        return;
+    }
+    if (c->b->proto == PROTO_RESP) {
+        resp_read(c, buf->base, (size_t)n);
         return;
     }
     size_t used = http_parser_execute(&c->parser, &http_settings, buf->base, (size_t)n);
     if (c->parser.http_errno != HPE_OK || used != (size_t)n)
-        http_fail(c, http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
+        conn_fail(c, http_errno_description(HTTP_PARSER_ERRNO(&c->parser)));
 }
 
-static void on_http_connect(uv_connect_t *req, int status)
+static void on_connected(uv_connect_t *req, int status)
 {
     struct client *c = req->data;
+    struct bench *b = c->b;
     if (status < 0) {
         fprintf(stderr, "kvbench: connect to %s:%d: %s\n", c->host, c->port, uv_strerror(status));
-        http_close(c);
+        conn_close(c);
         return;
     }
     c->connected = true;
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_read_start((uv_stream_t *)&c->tcp, on_http_alloc, on_http_read);
-    if (!c->b->stopping)
+    uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (b->proto == PROTO_RESP && b->password[0]) {
+        /* First on the connection; its answer is not counted. */
+        size_t n = (size_t)snprintf(c->req, c->req_cap, "*2\r\n");
+        n += resp_arg(c->req + n, c->req_cap - n, "AUTH", 4);
+        n += resp_arg(c->req + n, c->req_cap - n, b->password, strlen(b->password));
+        if (n >= c->req_cap) {
+            fprintf(stderr, "kvbench: password too long\n");
+            exit(3);
+        }
+        c->skip = 1;
+        write_request(c, n);
+    }
+    if (!b->stopping && c->tcp_open)
         send_next(c);
 }
 
-static int http_open(struct client *c)
+static int conn_open(struct client *c)
 {
     struct sockaddr_in sa;
     int rc = uv_ip4_addr(c->host, c->port, &sa);
@@ -343,12 +417,20 @@ static int http_open(struct client *c)
     c->tcp.data = c;
     c->tcp_open = true;
     c->b->open++;
-    http_parser_init(&c->parser, HTTP_RESPONSE);
-    c->parser.data = c;
+    if (c->b->proto == PROTO_RESP) {
+        c->reader = redisReaderCreate();
+        if (!c->reader) {
+            conn_close(c);
+            return UV_ENOMEM;
+        }
+    } else {
+        http_parser_init(&c->parser, HTTP_RESPONSE);
+        c->parser.data = c;
+    }
     c->connect.data = c;
-    rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&sa, on_http_connect);
+    rc = uv_tcp_connect(&c->connect, &c->tcp, (const struct sockaddr *)&sa, on_connected);
     if (rc < 0)
-        http_close(c);
+        conn_close(c);
     return rc;
 }
 
@@ -357,11 +439,8 @@ static void on_timer(uv_timer_t *t)
     struct bench *b = t->data;
     b->stopping = true;
     b->end_ns = uv_hrtime();
-    for (int i = 0; i < b->conns; i++) {
-        if (b->clients[i].ac)
-            redisAsyncDisconnect(b->clients[i].ac);
-        http_close(&b->clients[i]);
-    }
+    for (int i = 0; i < b->conns; i++)
+        conn_close(&b->clients[i]);
     uv_close((uv_handle_t *)t, NULL);
 }
 
@@ -538,34 +617,16 @@ int main(int argc, char **argv)
         c->b = &b;
         c->host = b.hosts[i % b.n_nodes];
         c->port = b.ports[i % b.n_nodes];
-        if (b.proto != PROTO_RESP) {
-            c->req_cap = 512 + b.value_len * 2;
-            c->req = malloc(c->req_cap);
-            int rc = c->req ? http_open(c) : UV_ENOMEM;
-            if (rc < 0) {
-                fprintf(stderr, "kvbench: cannot connect to %s:%d: %s\n", c->host, c->port,
-                        uv_strerror(rc));
-                return 3;
-            }
-            continue;
-        }
-        c->ac = redisAsyncConnect(c->host, c->port);
-        if (!c->ac || c->ac->err) {
-            fprintf(stderr, "kvbench: cannot connect to %s:%d\n", c->host, c->port);
+        c->req_cap = 512 + b.value_len * 2;
+        c->req = malloc(c->req_cap);
+        int rc = c->req ? conn_open(c) : UV_ENOMEM;
+        if (rc < 0) {
+            fprintf(stderr, "kvbench: cannot connect to %s:%d: %s\n", c->host, c->port,
+                    uv_strerror(rc));
             return 3;
         }
-        c->ac->data = c;
-        redisLibuvAttach(c->ac, b.loop);
-        redisAsyncSetConnectCallback(c->ac, on_connect);
-        redisAsyncSetDisconnectCallback(c->ac, on_disconnect);
-        if (b.password[0]) /* first on the connection; its answer is not counted */
-            redisAsyncCommand(c->ac, NULL, NULL, "AUTH %s", b.password);
-        b.open++;
     }
-    b.start_ns = uv_hrtime();
-    if (b.proto == PROTO_RESP) /* HTTP clients start when connected */
-        for (int i = 0; i < b.conns; i++)
-            send_next(&b.clients[i]);
+    b.start_ns = uv_hrtime(); /* each connection starts when connected */
     uv_timer_init(b.loop, &b.timer);
     b.timer.data = &b;
     uv_timer_start(&b.timer, on_timer, (uint64_t)b.seconds * 1000, 0);
@@ -615,8 +676,11 @@ int main(int argc, char **argv)
     }
     free(b.value);
     free(b.value_b64);
-    for (int i = 0; i < b.conns; i++)
+    for (int i = 0; i < b.conns; i++) {
         free(b.clients[i].req);
+        if (b.clients[i].reader)
+            redisReaderFree(b.clients[i].reader);
+    }
     free(b.lat);
     free(b.clients);
     return b.done ? 0 : 3;

@@ -76,6 +76,11 @@ check "kvctl transfer with the admin token" "$KVCTL" "${NODE[@]}" --admin-token 
 KVBENCH=$(dirname "$KVD")/kvbench
 out=$("$KVBENCH" --node "127.0.0.1:$(resp_port "$L")" --auth "$T/pass" --seconds 1 --connections 2)
 check "kvbench --auth over RESP: no errors" eval '! grep -q errors <<<"$out"'
+echo wrong >"$T/wrongpass"
+out=$("$KVBENCH" --node "127.0.0.1:$(resp_port "$L")" --auth "$T/wrongpass" --seconds 1 \
+    --connections 2 2>&1 || true)
+check "kvbench with a wrong password over RESP: the refusal is its error" \
+    eval 'grep -q "errors 2 (first: .*pass" <<<"$out"'
 out=$("$KVBENCH" --proto http --node "127.0.0.1:$(http_port "$L")" --auth "$T/pass" --seconds 1 \
     --connections 2)
 check "and over HTTP" eval '! grep -q errors <<<"$out"'

@@ -32,6 +32,14 @@ bench() { "$KVBENCH" --seconds 1 --connections 4 --keys 1 "$@" 2>&1; }
 ok_line() { grep -q 'req/s' <<<"$1" && ! grep -q errors <<<"$1"; }
 L=$(leader)
 check "kvbench SET over RESP" ok_line "$(bench --node "127.0.0.1:$(resp_port "$L")" --op set)"
+check "kvbench's RESP SET wrote the value" eq "$(k get key:0)" "$(printf 'x%.0s' $(seq 100))"
+check "kvbench GET over RESP" ok_line "$(bench --node "127.0.0.1:$(resp_port "$L")" --op get)"
+k del key:0 >/dev/null
+out=$(bench --node "127.0.0.1:$(resp_port "$L")" --op incr)
+n=$(sed -n 's/.* \([0-9][0-9]*\) req\/s.*/\1/p' <<<"$out")
+check "kvbench INCR over RESP" ok_line "$out"
+check "every INCR it counted was applied (key:0 = $(k get key:0), about $n done)" \
+    test "$(k get key:0)" -ge "$n"
 k del key:0 >/dev/null
 check "kvbench SET over HTTP" ok_line "$(bench --proto http --node "127.0.0.1:$(http_port "$L")" --op set)"
 check "kvbench's HTTP SET wrote the value" eq "$(k get key:0)" "$(printf 'x%.0s' $(seq 100))"
