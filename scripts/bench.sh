@@ -56,8 +56,8 @@ rss_mib() {
 }
 
 # failover SYSTEM LEADER-PID KVBENCH-ARGS...: a writer on one connection to a follower;
-# kill -9 of the leader 2 s in, then 10 s to watch (in a 6 s window etcd's first write after
-# the kill was not answered in some runs); the line kvbench prints about it, remembered.
+# kill -9 of the leader 2 s in, then 10 s to watch (etcd answers a write its dead leader never
+# got only at its request timeout, 7 s); the line kvbench prints about it, remembered.
 failover() {
     local system=$1 pid=$2 out
     shift 2
