@@ -367,7 +367,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     struct client *c = s->data;
     if (n < 0) {
-        conn_fail(c, n == UV_EOF ? "server closed the connection" : uv_strerror((int)n));
+        char why[160];
+        snprintf(why, sizeof(why), "%s:%d: %s", c->host, c->port,
+                 n == UV_EOF ? "the server closed the connection" : uv_strerror((int)n));
+        conn_fail(c, why);
         return;
     }
     if (c->b->proto == PROTO_RESP) {
