@@ -168,11 +168,21 @@ live_shards=$(ring 1 | jq -r '.ring[] | select(((.replicas | index(4)) and (.rep
 dead_key="" live_key=""
 for k in $(seq 1 400); do
     s=$(timeout 5 curl -s "127.0.0.1:$(http_port 1)/v1/locate/probe$k" | jq -r .shard)
-    if [ -z "$dead_key" ] && grep -qx "$s" <<<"$dead_shards"; then dead_key=probe$k; fi
+    if [ -z "$dead_key" ] && grep -qx "$s" <<<"$dead_shards"; then dead_key=probe$k dead_shard=$s; fi
     if [ -z "$live_key" ] && grep -qx "$s" <<<"$live_shards"; then live_key=probe$k; fi
     [ -n "$live_key" ] && { [ -z "$dead_shards" ] || [ -n "$dead_key" ]; } && break
 done
-[ -n "$dead_key" ] && r 1 SET "$dead_key" before >/dev/null
+if [ -n "$dead_key" ]; then
+    r 1 SET "$dead_key" before >/dev/null
+    # Acknowledged once two of the three replicas have it: the third, which survives the
+    # kills below, may not have applied it yet. The stale reads below need it to have.
+    third=$(ring 1 | jq -r --argjson s "$dead_shard" '.ring[$s].replicas[] | select(. != 4 and . != 5)')
+    third_has() {
+        [ "$(printf 'READONLY\nGET %s\n' "$dead_key" | timeout 5 redis-cli -p "$(resp_port "$third")" |
+            tr '\n' ' ')" = "OK before " ]
+    }
+    check "the shard's third replica (node $third) has applied the write too" wait_until 10 third_has
+fi
 kill9 4
 kill9 5
 live_write() { [ "$(r 1 SET "$live_key" ok)" = OK ]; }
