@@ -236,12 +236,28 @@ pin() {
     PINNED[$1]=$PIN
 }
 
+# cli SECONDS NODE ARGS...: the first line of redis-cli's answer through NODE; "timeout"
+# if none came within SECONDS, "error: WHAT" if the connection failed (redis-cli's own
+# words, such as "Server closed the connection"): both are unknown outcomes for a write.
+cli() {
+    local secs=$1 node=$2 out rc=0
+    shift 2
+    out=$(timeout "$secs" redis-cli -p "$(port "$node")" "$@" 2>&1 | head -1) || rc=$?
+    if [ "$rc" = 0 ]; then
+        printf '%s\n' "$out"
+    elif [ "$rc" = 124 ]; then
+        echo timeout
+    else
+        echo "error: ${out:-redis-cli exited with status $rc}"
+    fi
+}
+
 # write NODE KEY VALUE: SET through NODE; the outcome goes to LAST and ops.log.
 # (Not in a subshell: it remembers what was acknowledged.)
 LAST=""
 write() {
     pin "$2"
-    LAST=$(timeout 5 redis-cli -p "$(port "$1")" SET "$PIN" "$3" 2>&1 | head -1) || LAST="timeout"
+    LAST=$(cli 5 "$1" SET "$PIN" "$3")
     record "$1" "SET $PIN $3 -> $LAST"
     if [ "$LAST" = OK ]; then
         ACKED[$2]=$3
@@ -263,8 +279,8 @@ write_parallel() {
         pin "$key"
         (
             t0=$(date +%s%3N)
-            out=$(timeout 10 redis-cli -p "$(port "$node")" SET "$PIN" "$val" 2>&1 | head -1) || out=timeout
-            printf '%s\n%s\n' "${out:-timeout}" $(($(date +%s%3N) - t0)) >"$tmp/$i"
+            out=$(cli 10 "$node" SET "$PIN" "$val")
+            printf '%s\n%s\n' "${out:-(empty answer)}" $(($(date +%s%3N) - t0)) >"$tmp/$i"
         ) &
         pids+=("$!")
         i=$((i + 1))
@@ -274,7 +290,7 @@ write_parallel() {
     for w in "$@"; do
         IFS=: read -r node key val <<<"$w"
         pin "$key"
-        { IFS= read -r out; IFS= read -r ms; } <"$tmp/$i" || { out=timeout ms='?'; }
+        { IFS= read -r out; IFS= read -r ms; } <"$tmp/$i" || { out="(no outcome recorded)" ms='?'; }
         record "$node" "SET $PIN $val -> $out (${ms} ms)"
         # shellcheck disable=SC2034 # read by the scenarios
         { OUTCOME[$key]=$out; OUTCOME_MS[$key]=$ms; }
@@ -308,7 +324,7 @@ start_writer() {
         while [ $SECONDS -lt $end ]; do
             k=$((k + 1))
             n=$((k % N + 1))
-            out=$(timeout 3 redis-cli -p "$(port "$n")" SET "w$k" "$k" 2>&1 | head -1) || out=timeout
+            out=$(cli 3 "$n" SET "w$k" "$k")
             printf '%s w%s %s %s\n' "$(date +%s%3N)" "$k" "$k" "${out// /_}" >>"$CDIR/writer.log"
             record "$n" "SET w$k $k -> $out"
             sleep 0.02
@@ -343,7 +359,7 @@ read_key() {
 }
 read_raw() {
     local out
-    out=$(timeout 5 redis-cli -p "$(port "$1")" GET "$2" 2>&1 | head -1) || out="timeout"
+    out=$(cli 5 "$1" GET "$2")
     record "$1" "GET $2 -> ${out:-(nil)}"
     echo "$out"
 }
