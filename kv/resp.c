@@ -1213,13 +1213,31 @@ static bool take_inline(struct conn *c, char *line, size_t len)
     return true;
 }
 
+/* Whether the reader holds no part of a command. Asked for one more reply
+ * after the last, hiredis' reader begins the next (ridx 0, its type still
+ * unknown, -1) and stops for want of bytes: it holds nothing then either.
+ * (Taken for a part, every connection waiting for an answer looked like a
+ * slow sender to the partial-request clock, and an inline command after a
+ * RESP one was fed to the RESP reader: a protocol error.) */
 static bool reader_idle(const redisReader *r)
 {
-    return r->pos >= r->len && r->ridx == -1;
+    return r->pos >= r->len && (r->ridx == -1 || (r->ridx == 0 && r->rstack[0].type < 0));
 }
 
 /* Feed bytes; false if the connection must close. */
+static bool parse_bytes(struct conn *c, char *data, size_t len, char **spill);
+
 static bool parse(struct conn *c, char *data, size_t len)
+{
+    char *spill = NULL;
+    bool ok = parse_bytes(c, data, len, &spill);
+    free(spill);
+    return ok;
+}
+
+/* *spill: bytes taken back from the RESP reader (an inline command behind
+ * a RESP one), which data may point into. */
+static bool parse_bytes(struct conn *c, char *data, size_t len, char **spill)
 {
     while (len) {
         if (c->inl.len || (reader_idle(c->reader) && data[0] != '*')) {
@@ -1262,6 +1280,23 @@ static bool parse(struct conn *c, char *data, size_t len)
             freeReplyObject(reply);
             if (!ok)
                 return false;
+            /* An inline command next: taken back, for the inline path
+             * above (the RESP reader would call it a protocol error). */
+            redisReader *r = c->reader;
+            if (r->pos < r->len && r->buf[r->pos] != '*') {
+                size_t rest = r->len - r->pos;
+                char *back = malloc(rest);
+                if (!back) {
+                    reply_error(&c->out, "ERR", "out of memory");
+                    return false;
+                }
+                memcpy(back, r->buf + r->pos, rest);
+                r->pos = r->len;
+                free(*spill);
+                *spill = data = back;
+                len = rest;
+                break;
+            }
         }
         size_t limit = tcp_request_limit(c->base.door->limits);
         if (c->reader->len - c->reader->pos > limit) {

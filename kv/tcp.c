@@ -212,7 +212,16 @@ static void since(struct tcp_conn *c, uint64_t *at, bool on)
     if (!on)
         *at = 0;
     else if (!*at)
-        *at = uv_now(c->door->loop) | 1; /* never 0 */
+        *at = uv_now(c->door->loop) | 1; /* never 0; may be now + 1 */
+}
+
+/* since > now happens: a clock started in an even millisecond and swept in
+ * it (the loop's time stands still through a turn). Unsigned, now - since
+ * would then be 2^64 - 1 -- every connection whose clock had just started
+ * was closed at once, with no reply, in a loaded cluster. */
+bool tcp_held_longer(uint64_t now, uint64_t since, uint64_t limit)
+{
+    return limit && since && now >= since && now - since >= limit;
 }
 
 void tcp_conn_partial(struct tcp_conn *c, bool partial)
@@ -285,12 +294,10 @@ static void on_sweep(uv_timer_t *t)
     uint64_t now = uv_now(d->loop);
     for (struct tcp_conn *c = d->conns, *next; c; c = next) {
         next = c->next;
-        if (lim->partial_timeout_ms && c->partial_since_ms &&
-            now - c->partial_since_ms >= lim->partial_timeout_ms) {
+        if (tcp_held_longer(now, c->partial_since_ms, lim->partial_timeout_ms)) {
             lim->timed_out++;
             tcp_conn_close(c);
-        } else if (lim->output_timeout_ms && c->stalled_since_ms &&
-                   now - c->stalled_since_ms >= lim->output_timeout_ms) {
+        } else if (tcp_held_longer(now, c->stalled_since_ms, lim->output_timeout_ms)) {
             lim->output_closed++;
             tcp_conn_close(c);
         }

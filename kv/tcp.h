@@ -96,6 +96,10 @@ void tcp_conn_close(struct tcp_conn *c);
  * whether its replies wait because it does not read them (for the output timeout). */
 void tcp_conn_partial(struct tcp_conn *c, bool partial);
 void tcp_conn_stalled(struct tcp_conn *c, bool stalled);
+/* Whether a clock started at since (0: not running) has run for limit ms (0: no
+ * limit) by now, the loop's time. since may be a millisecond ahead of now: it is the
+ * loop's time with its low bit set, so that it is never 0. */
+bool tcp_held_longer(uint64_t now, uint64_t since, uint64_t limit);
 /* The server answered c's request (busy -> false). True if c was closed meanwhile and is
  * now freed: the caller must not touch it. */
 bool tcp_conn_answered(struct tcp_conn *c);

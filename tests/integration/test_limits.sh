@@ -41,7 +41,18 @@ check "a partial request is closed after --client-timeout" wait_until 4 eof_on 4
 check "an idle connection is not" eval '! eof_on 41'
 printf 'PING\r\n' >&41
 check "and still answers" eq "$(IFS= read -r -t 2 line <&41 && echo "${line%$'\r'}")" "+PONG"
-exec 40>&- 41>&-
+# A RESP client idle after its answer holds no part of a request either (the reader had
+# begun the next command, and such a client was closed as slow after the timeout).
+exec 43<>"/dev/tcp/127.0.0.1/$P"
+printf '*1\r\n$4\r\nPING\r\n' >&43
+check "a RESP command is answered" eq "$(IFS= read -r -t 2 line <&43 && echo "${line%$'\r'}")" "+PONG"
+sleep 1.5
+check "and its client, idle past --client-timeout, is not closed" eval '! eof_on 43'
+# An inline command right behind a RESP one, in the same packet, is answered as inline.
+printf '*2\r\n$4\r\nECHO\r\n$1\r\na\r\nECHO b\r\n' >&43
+check "an inline command behind a RESP one in one packet is answered" \
+    eq "$(for _ in 1 2 3 4; do IFS= read -r -t 2 line <&43 && printf '%s ' "${line%$'\r'}"; done)" '$1 a $1 b '
+exec 40>&- 41>&- 43>&-
 check "timeouts are counted" test "$(metric "$L" 'raftkv_clients_closed_total\{why="timeout"\}')" -ge 1
 # A client that keeps completing commands is not slow, even if every read ends in the
 # middle of the next one (a long pipelined load): for 2.5 s, longer than the timeout.
