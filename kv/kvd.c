@@ -65,9 +65,13 @@ static const char usage_text[] =
     "                        unsafe_local (every node answers from its own state: stale\n"
     "                        reads, for teaching)\n"
     "  --request-timeout MS  a command not done by then fails with NOQUORUM (default 5000)\n"
-    "  --apply-linger US     a state machine commit (its clients are answered already)\n"
-    "                        waits up to US for the next entries to apply, to share its\n"
-    "                        sync (default 1000; 0: commit at once)\n"
+    "  --apply WHERE         loop (default): committed entries are applied on the event\n"
+    "                        loop, one unsynced state machine commit per loop turn (large\n"
+    "                        batches and snapshot installs on a pool thread); thread: every\n"
+    "                        batch on a pool thread (docs/kvd.md, section 4)\n"
+    "  --apply-linger US     with --apply thread: a state machine commit (its clients are\n"
+    "                        answered already) waits up to US for the next entries to\n"
+    "                        apply, to share its sync (default 1000; 0: commit at once)\n"
     "  --session-ttl S       a client session idle for S seconds of the leader's clock\n"
     "                        expires (default 3600; 0: never; at least twice the request\n"
     "                        timeout). A connection whose session expired gets a new one\n"
@@ -409,6 +413,13 @@ int main(int argc, char **argv)
             NEED_VALUE();
             cfg.request_timeout_ms =
                 (uint32_t)parse_num(v, 3600000, "--request-timeout: bad milliseconds '%s'");
+        } else if (!strcmp(a, "--apply")) {
+            NEED_VALUE();
+            if (strcmp(v, "loop") && strcmp(v, "thread")) {
+                fprintf(stderr, "kvd: --apply is loop or thread, not '%s'\n", v);
+                return 2;
+            }
+            cfg.apply_thread = !strcmp(v, "thread");
         } else if (!strcmp(a, "--apply-linger")) {
             NEED_VALUE();
             cfg.apply_linger_us =

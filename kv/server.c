@@ -405,6 +405,7 @@ int kv_server_start(struct kv_server **out, uv_loop_t *loop, const struct kv_ser
                                   .tick_ms = cfg->tick_ms ? cfg->tick_ms : 10,
                                   .trace = cfg->trace,
                                   .apply_linger_us = cfg->apply_linger_us,
+                                  .apply_on_loop = !cfg->apply_thread,
                                   .cluster_secret = cfg->cluster_secret,
                                   .placement =
                                       ring_keys_fingerprint_of(s->cfg.shards, s->cfg.vnodes)};

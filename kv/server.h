@@ -68,6 +68,7 @@ struct kv_server_config {
     uint32_t request_timeout_ms; /* a command's deadline; default 5000 */
     uint64_t session_ttl_ms;     /* stamped on the commands this node proposes; 0: never */
     uint32_t apply_linger_us;    /* raft_node_config.apply_linger_us */
+    bool apply_thread;           /* !raft_node_config.apply_on_loop */
     struct raft_config raft;
     uint32_t tick_ms;
     bool trace;

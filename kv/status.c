@@ -307,8 +307,9 @@ static const struct metric_def {
     [M_ENTRIES_APPLIED] = {"raftkv_entries_applied_total", "counter",
                            "Entries applied to the state machine."},
     [M_APPLY_COMMITS] = {"raftkv_apply_commits_total", "counter",
-                         "Commits that only applied entries: alone (a sync of their own) or "
-                         "joined by the next writes while they lingered (--apply-linger)."},
+                         "Commits that only applied entries: on the loop thread (--apply loop), "
+                         "or on a pool thread alone or joined by the next writes while they "
+                         "lingered (--apply-linger)."},
     [M_REQUESTS] = {"raftkv_requests_total", "counter", "Client commands by outcome."},
     [M_FORWARDED] = {"raftkv_forwarded_total", "counter",
                      "Commands sent to their shard's leader by this node."},
@@ -594,6 +595,7 @@ static void storage_metrics(struct out *o, struct kv_server *s)
     family(o, M_APPLY_COMMITS);
     sample(o, M_APPLY_COMMITS, "how=\"alone\"", st.apply_only);
     sample(o, M_APPLY_COMMITS, "how=\"joined\"", st.joined);
+    sample(o, M_APPLY_COMMITS, "how=\"on_loop\"", st.on_loop);
     family(o, M_FSYNC_SECONDS);
     char line[256];
     uint64_t cum = 0;

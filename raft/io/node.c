@@ -81,6 +81,7 @@ struct batch {
      * linger()); finished together with it. */
     struct batch *joined;
     bool sync_sm; /* a log batch that compacts: make the state machine durable first */
+    bool on_loop; /* an apply batch run on the loop thread (start_apply) */
 };
 
 struct raft_node {
@@ -520,8 +521,9 @@ static int apply_batch(struct batch *b, void *txn, char *err, size_t errlen)
     /* The entries are committed -- durable on a majority -- and their
      * results are what any replay would compute: the host may answer
      * clients now, without waiting for this transaction's sync (which
-     * only spares a replay after a crash). */
-    if (any && n->cb.results) {
+     * only spares a replay after a crash). On the loop they are handed
+     * out once the transaction is closed (the host may read then). */
+    if (any && n->cb.results && !b->on_loop) {
         uv_mutex_lock(&n->early_lock);
         n->early_batch[n->early_batch[0] ? 1 : 0] = b;
         uv_mutex_unlock(&n->early_lock);
@@ -564,7 +566,8 @@ static int apply_hook(void *arg, void *txn, char *err, size_t errlen)
 {
     struct batch *b = arg;
     int rc = apply_batch(b, txn, err, errlen);
-    if (rc == STORAGE_OK && b->n->cfg.apply_linger_us && storage_sm_separate(b->n->st))
+    if (rc == STORAGE_OK && !b->on_loop && b->n->cfg.apply_linger_us &&
+        storage_sm_separate(b->n->st))
         rc = linger(b, txn, err, errlen);
     return rc;
 }
@@ -712,7 +715,9 @@ static void commit_done(uv_work_t *req, int status)
         t->bytes_written += b->cost.bytes;
         t->build_seconds += (double)b->cost.build_ns / 1e9;
         t->sync_seconds += (double)b->cost.commit_ns / 1e9;
-        if (b->apply && joined)
+        if (b->apply && b->on_loop)
+            n->stats.on_loop++;
+        else if (b->apply && joined)
             n->stats.joined++;
         else if (b->apply)
             n->stats.apply_only++;
@@ -792,6 +797,10 @@ static void start_commit(struct raft_node *n)
     queue_batch(n, b);
 }
 
+/* The most an apply batch run on the loop carries (start_apply): about a
+ * millisecond of applying here. */
+enum { APPLY_ON_LOOP_MAX_ENTRIES = 512, APPLY_ON_LOOP_MAX_BYTES = 1 << 20 };
+
 /* The same for entries to apply -- or, while an apply batch lingers on
  * the apply thread, hand them to it: they commit together. */
 static void start_apply(struct raft_node *n)
@@ -810,11 +819,39 @@ static void start_apply(struct raft_node *n)
         uv_mutex_unlock(&n->linger_lock);
         return;
     }
+    /* On the loop, unless the batch would hold it up: a snapshot to
+     * install, or a backlog (a restart replaying its log, a follower
+     * catching up), which the pool applies while the loop goes on
+     * answering heartbeats. */
+    bool here = n->cfg.apply_on_loop && storage_sm_separate(n->st);
+    size_t entries = 0, bytes = 0;
+    for (size_t i = 0; here && i < n->n_applying; i++) {
+        const struct pending *p = &n->applying[i];
+        here = !p->install;
+        entries += p->apply.n;
+        for (size_t k = 0; k < p->apply.n; k++)
+            bytes += p->apply.e[k].len;
+    }
+    here = here && entries <= APPLY_ON_LOOP_MAX_ENTRIES && bytes <= APPLY_ON_LOOP_MAX_BYTES;
     struct batch *b = take(n, &n->applying, &n->n_applying, &n->cap_applying, true);
     if (!b)
         return;
     n->apply_in_flight = b;
-    queue_batch(n, b);
+    if (!here) {
+        queue_batch(n, b);
+        return;
+    }
+    /* Here: one unsynced commit, then the results (the host may read the
+     * state machine once the transaction is closed), then what waited. */
+    b->on_loop = true;
+    commit_work(&b->req);
+    if (b->rc == STORAGE_OK && n->cb.results)
+        for (size_t i = 0; i < b->count; i++) {
+            struct pending *p = &b->p[i];
+            if (p->apply.n && p->apply_result)
+                n->cb.results(n->data, p->g->id, p->apply.e, p->apply.n, p->apply_result);
+        }
+    commit_done(&b->req, 0);
 }
 
 void raft_node_flush(struct raft_node *n)

@@ -62,6 +62,7 @@ static const struct raft_node_callbacks callbacks = {
     .apply = on_apply, .results = on_results, .applied = on_applied};
 
 static uint32_t linger_us;
+static bool on_loop;
 
 static void start_all(void)
 {
@@ -77,7 +78,8 @@ static void start_all(void)
                                        .groups = groups,
                                        .n_groups = 1,
                                        .tick_ms = 10,
-                                       .apply_linger_us = linger_us};
+                                       .apply_linger_us = linger_us,
+                                       .apply_on_loop = on_loop};
         raft_config_default(&cfg.raft);
         cfg.raft.election_timeout_ms = 300;
         cfg.raft.heartbeat_interval_ms = 50;
@@ -157,11 +159,11 @@ static bool wait_applied(int want, unsigned timeout_ms)
     return false;
 }
 
-static void test_cluster_commits_and_survives_restart(void)
+static void cluster_commits_and_survives_restart(int port_base)
 {
     CHECK_EQ(uv_loop_init(&loop), 0);
     linger_us = 0;
-    make_dirs(31000 + (int)(getpid() % 5000) * 3);
+    make_dirs(port_base + (int)(getpid() % 5000) * 3);
     start_all();
     CHECK(wait_leader(5000));
     int l = leader();
@@ -180,6 +182,8 @@ static void test_cluster_commits_and_survives_restart(void)
     raft_node_stats(nodes[l], &st);
     CHECK_EQ(st.entries - before.entries, 20);
     CHECK(st.commits - before.commits <= 3);
+    /* Applied where the configuration says. */
+    CHECK(on_loop ? st.on_loop > before.on_loop : st.on_loop == 0);
     raft_index last = raft_last_index(raft_node_raft(nodes[l], GROUP));
     CHECK(last >= 21);
     /* A follower refuses a proposal and names the leader. */
@@ -199,6 +203,20 @@ static void test_cluster_commits_and_survives_restart(void)
     stop_all();
     CHECK_EQ(uv_loop_close(&loop), 0);
     remove_dirs();
+}
+
+static void test_cluster_commits_and_survives_restart(void)
+{
+    on_loop = false;
+    cluster_commits_and_survives_restart(31000);
+}
+
+/* kvd's default (--apply loop): committed entries applied on the loop. */
+static void test_cluster_applies_on_the_loop(void)
+{
+    on_loop = true;
+    cluster_commits_and_survives_restart(46000);
+    on_loop = false;
 }
 
 static bool wait_for(int *counter, int want, unsigned timeout_ms)
@@ -471,6 +489,7 @@ int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_cluster_commits_and_survives_restart),
+        HARNESS_TEST(test_cluster_applies_on_the_loop),
         HARNESS_TEST(test_apply_commit_lingers_for_the_next_entries),
         HARNESS_TEST(test_cluster_on_data_dirs_from_before_the_split),
         HARNESS_TEST(test_restart_finishes_an_interrupted_install),

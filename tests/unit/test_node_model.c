@@ -249,7 +249,7 @@ static void expect_model(struct raft_node *n, int round)
                      why);
 }
 
-static void run_model(uint32_t linger_us)
+static void run_model(uint32_t linger_us, bool on_loop)
 {
     rng = harness_seed((uint64_t)time(NULL) ^ (uint64_t)getpid());
     memset(&m, 0, sizeof(m));
@@ -274,7 +274,8 @@ static void run_model(uint32_t linger_us)
                                    .groups = groups,
                                    .n_groups = 1,
                                    .tick_ms = 1000000, /* the core stays silent */
-                                   .apply_linger_us = linger_us};
+                                   .apply_linger_us = linger_us,
+                                   .apply_on_loop = on_loop};
     raft_config_default(&cfg.raft);
     cfg.raft.election_timeout_ms = 1000000000;
     struct raft_node *n;
@@ -317,11 +318,12 @@ static void run_model(uint32_t linger_us)
     CHECK(applied_entries > 0);
     struct raft_node_stats st;
     raft_node_stats(n, &st);
-    printf("  commits %llu, apply-only %llu, joined by the next writes %llu\n",
+    printf("  commits %llu, apply-only %llu, joined by the next writes %llu, on the loop %llu\n",
            (unsigned long long)st.commits, (unsigned long long)st.apply_only,
-           (unsigned long long)st.joined);
+           (unsigned long long)st.joined, (unsigned long long)st.on_loop);
     if (linger_us)
         CHECK(st.joined > 0); /* the lingering commit was joined, so that path ran */
+    CHECK(on_loop ? st.on_loop > 0 : st.on_loop == 0);
     raft_node_stop(n);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
@@ -330,12 +332,19 @@ static void run_model(uint32_t linger_us)
 
 static void test_write_path_matches_model(void)
 {
-    run_model(0);
+    run_model(0, false);
 }
 
 static void test_write_path_matches_model_lingering(void)
 {
-    run_model(20000); /* 20 ms: the next burst always comes while it waits */
+    run_model(20000, false); /* 20 ms: the next burst always comes while it waits */
+}
+
+/* kvd's default: applied on the loop, large batches and installs on the
+ * pool thread (node.c start_apply). */
+static void test_write_path_matches_model_applying_on_loop(void)
+{
+    run_model(0, true);
 }
 
 int main(int argc, char **argv)
@@ -343,6 +352,7 @@ int main(int argc, char **argv)
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_write_path_matches_model),
         HARNESS_TEST(test_write_path_matches_model_lingering),
+        HARNESS_TEST(test_write_path_matches_model_applying_on_loop),
     };
     return harness_main(argc, argv, "node_model", tests, sizeof(tests) / sizeof(tests[0]));
 }
