@@ -35,6 +35,7 @@ struct peer {
     size_t queued_bytes;
     uv_write_t write_req;
     struct frame_buf *in_flight; /* the frames of the write in progress, linked */
+    bool flush_due;              /* written to this loop turn: what follows waits for on_turn_end */
     /* The handshake: our nonce, and the peer's Challenge read here. */
     bool authed;
     bool proved; /* our Proof is sent: the peer's Welcome comes next */
@@ -96,6 +97,11 @@ struct transport {
     size_t n_faults;
     struct delayed *delayed; /* messages held back by delay faults */
     uv_timer_t sweep;        /* closes inbound connections stuck in the handshake */
+    /* The end of a loop turn, where frames queued after a peer's first
+     * write of the turn leave together (`nudge`, active meanwhile, keeps
+     * the loop's poll from blocking before it). */
+    uv_check_t turn_end;
+    uv_idle_t nudge;
     uint64_t refused_at[REFUSALS], refusals_quiet[REFUSALS];
 };
 
@@ -355,6 +361,7 @@ static void peer_disconnect(struct peer *p)
     }
     p->connected = false;
     p->authed = p->proved = false;
+    p->flush_due = false;
     frame_reader_free(&p->reader);
 }
 
@@ -455,11 +462,32 @@ static void on_write(uv_write_t *req, int status)
 
 enum { WRITE_MAX_FRAMES = 256, WRITE_MAX_BYTES = 4 << 20 };
 
+static void on_turn_end(uv_check_t *h);
+
+static void on_nudge(uv_idle_t *h)
+{
+    (void)h; /* its being active is the point: the loop's next poll does not block */
+}
+
+static void due_at_turn_end(struct peer *p)
+{
+    struct transport *t = p->t;
+    p->flush_due = true;
+    if (!uv_is_active((uv_handle_t *)&t->turn_end)) {
+        uv_check_start(&t->turn_end, on_turn_end);
+        uv_idle_start(&t->nudge, on_nudge);
+    }
+}
+
 /* Everything queued (up to a bound) in one write: one system call for the
- * frames a loop turn produced, not one per frame. */
+ * frames a loop turn produced, not one per frame. Straight to the socket
+ * when nothing is in flight (uv_try_write): a uv_write that completes at
+ * once costs the same write and then an epoll_ctl to re-arm the socket
+ * (libuv 1.44), per frame sent. Frames queued later in the same turn wait
+ * for its end (due_at_turn_end) and leave together. */
 static void peer_flush(struct peer *p)
 {
-    if (!p->authed || p->in_flight || !p->head)
+    if (!p->authed || !p->tcp || p->in_flight || !p->head)
         return;
     uv_buf_t bufs[WRITE_MAX_FRAMES];
     unsigned n = 0;
@@ -476,12 +504,47 @@ static void peer_flush(struct peer *p)
     last->next = NULL;
     if (!p->head)
         p->tail = NULL;
+    int sent = uv_try_write((uv_stream_t *)p->tcp, bufs, n);
+    if (sent == (int)bytes) {
+        p->t->stats.frames_sent += release_in_flight(p);
+        due_at_turn_end(p);
+        return;
+    }
+    if (sent < 0 && sent != UV_EAGAIN) {
+        release_in_flight(p);
+        peer_fail(p, uv_strerror(sent));
+        return;
+    }
+    /* The rest through libuv, which waits for the socket to drain. */
+    unsigned first = 0;
+    size_t skip = sent > 0 ? (size_t)sent : 0;
+    while (skip >= bufs[first].len) {
+        skip -= bufs[first].len;
+        first++;
+    }
+    bufs[first].base += skip;
+    bufs[first].len -= skip;
     p->write_req.data = p;
-    int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, bufs, n, on_write);
+    int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, bufs + first, n - first, on_write);
     if (rc < 0) {
         release_in_flight(p);
         peer_fail(p, uv_strerror(rc));
     }
+}
+
+static void on_turn_end(uv_check_t *h)
+{
+    struct transport *t = h->data;
+    for (size_t i = 0; i < t->n_peers; i++) {
+        struct peer *p = t->peers[i];
+        if (!p->flush_due)
+            continue;
+        p->flush_due = false;
+        peer_flush(p);
+        p->flush_due = false; /* this was the turn's end: the next frame leaves at once */
+    }
+    uv_check_stop(&t->turn_end);
+    uv_idle_stop(&t->nudge);
 }
 
 static void on_connect_timeout(uv_timer_t *timer);
@@ -658,7 +721,8 @@ static int queue_frame(struct transport *t, struct peer *p, uint8_t *frame, size
         p->head = f;
     p->tail = f;
     p->queued_bytes += len;
-    peer_flush(p);
+    if (!p->flush_due)
+        peer_flush(p);
     return 0;
 }
 
@@ -1086,6 +1150,11 @@ int transport_init(struct transport **out, uv_loop_t *loop, const struct transpo
     if (rc == 0 && sodium_init() < 0)
         rc = UV_EIO; /* no source of randomness for the handshake's nonces */
     if (rc == 0) {
+        uv_check_init(loop, &t->turn_end);
+        t->turn_end.data = t;
+        uv_idle_init(loop, &t->nudge);
+        t->nudge.data = t;
+        t->open_handles += 2;
         uv_timer_init(loop, &t->sweep);
         t->sweep.data = t;
         t->open_handles++;
@@ -1129,6 +1198,10 @@ void transport_close(struct transport *t)
         conn_close(t->conns);
     if (t->sweep.loop && !uv_is_closing((uv_handle_t *)&t->sweep))
         uv_close((uv_handle_t *)&t->sweep, on_handle_close);
+    if (t->turn_end.loop && !uv_is_closing((uv_handle_t *)&t->turn_end)) {
+        uv_close((uv_handle_t *)&t->turn_end, on_handle_close);
+        uv_close((uv_handle_t *)&t->nudge, on_handle_close);
+    }
     for (struct delayed *d = t->delayed; d; d = d->next)
         if (!uv_is_closing((uv_handle_t *)&d->timer))
             uv_close((uv_handle_t *)&d->timer, on_delayed_close);

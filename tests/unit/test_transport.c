@@ -49,7 +49,16 @@ static uint32_t handshake_timeout_ms = 3000;
 
 static uint64_t placement; /* the next start()'s transport_config.placement */
 
+static struct transport *start_on(uv_loop_t *l, uint64_t cluster, uint64_t node, uint16_t port,
+                                  struct inbox *in);
+
 static struct transport *start(uint64_t cluster, uint64_t node, uint16_t port, struct inbox *in)
+{
+    return start_on(&loop, cluster, node, port, in);
+}
+
+static struct transport *start_on(uv_loop_t *l, uint64_t cluster, uint64_t node, uint16_t port,
+                                  struct inbox *in)
 {
     struct transport_config cfg;
     transport_config_default(&cfg);
@@ -63,7 +72,7 @@ static struct transport *start(uint64_t cluster, uint64_t node, uint16_t port, s
     cfg.backoff_min_ms = 10;
     cfg.backoff_max_ms = 100;
     struct transport *t;
-    CHECK_EQ(transport_init(&t, &loop, &cfg, on_recv, on_log, in), 0);
+    CHECK_EQ(transport_init(&t, l, &cfg, on_recv, on_log, in), 0);
     return t;
 }
 
@@ -104,6 +113,68 @@ static void test_messages_both_ways(void)
              UV_EINVAL);
     stop(t1);
     stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
+/* Frames a loop turn queues for a peer after its first leave at the turn's
+ * end, not at the loop's next event. The sender has a loop of its own here,
+ * as a node does: the turn that queues them must not block in its poll
+ * (there is nothing else to wake it for 750 ms, the handshake sweep). */
+static struct transport *burst_from;
+static uint64_t burst_ns;
+static void send_burst(uv_timer_t *timer)
+{
+    (void)timer;
+    for (raft_term term = 10; term < 13; term++) {
+        struct raft_message m = vote(1, 2, term);
+        CHECK_EQ(transport_send(burst_from, 1, &m), 0);
+    }
+    burst_ns = uv_hrtime();
+}
+
+static void test_frames_of_one_turn_leave_at_its_end(void)
+{
+    uv_loop_t sender;
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    CHECK_EQ(uv_loop_init(&sender), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start_on(&sender, 7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t1, 1, &m), 0);
+    for (int i = 0; i < 3000 && in2.received < 1; i++) { /* connected and proved */
+        uv_run(&sender, UV_RUN_NOWAIT);
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    CHECK_EQ(in2.received, 1);
+    burst_from = t1;
+    uv_timer_t burst;
+    uv_timer_init(&sender, &burst);
+    uv_timer_start(&burst, send_burst, 1, 0);
+    /* From the burst to the frames' leaving, the sender's loop alone. */
+    struct transport_stats st;
+    uint64_t deadline = uv_hrtime() + 2000 * 1000000ull;
+    do {
+        uv_run(&sender, UV_RUN_ONCE);
+        transport_get_stats(t1, &st);
+    } while (st.frames_sent < 4 && uv_hrtime() < deadline);
+    uint64_t turn_ms = (uv_hrtime() - burst_ns) / 1000000;
+    CHECK_EQ(st.frames_sent, 4);
+    for (int i = 0; i < 3000 && in2.received < 4; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    CHECK_EQ(in2.received, 4);
+    CHECK_EQ(in2.last.term, 12);
+    CHECK(turn_ms < 100);
+    uv_close((uv_handle_t *)&burst, NULL);
+    transport_close(t1);
+    for (int i = 0; i < 100; i++)
+        uv_run(&sender, UV_RUN_NOWAIT);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&sender), 0);
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
@@ -514,6 +585,7 @@ int main(int argc, char **argv)
 {
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_messages_both_ways),
+        HARNESS_TEST(test_frames_of_one_turn_leave_at_its_end),
         HARNESS_TEST(test_foreign_cluster_refused),
         HARNESS_TEST(test_bad_bytes_close_only_that_connection),
         HARNESS_TEST(test_reconnects_after_restart),
