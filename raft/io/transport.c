@@ -487,48 +487,53 @@ static void due_at_turn_end(struct peer *p)
  * for its end (due_at_turn_end) and leave together. */
 static void peer_flush(struct peer *p)
 {
-    if (!p->authed || !p->tcp || p->in_flight || !p->head)
+    /* A batch the socket took whole: the next at once, while it takes them
+     * (a backlog after a reconnect, many groups' heartbeats in one tick). */
+    while (p->authed && p->tcp && !p->in_flight && p->head) {
+        uv_buf_t bufs[WRITE_MAX_FRAMES];
+        unsigned n = 0;
+        size_t bytes = 0;
+        struct frame_buf *last = NULL;
+        for (struct frame_buf *f = p->head;
+             f && n < WRITE_MAX_FRAMES && (n == 0 || bytes + f->len <= WRITE_MAX_BYTES);
+             f = f->next) {
+            bufs[n++] = uv_buf_init((char *)f->data, (unsigned)f->len);
+            bytes += f->len;
+            last = f;
+        }
+        p->in_flight = p->head;
+        p->head = last->next;
+        last->next = NULL;
+        if (!p->head)
+            p->tail = NULL;
+        int sent = uv_try_write((uv_stream_t *)p->tcp, bufs, n);
+        if (sent >= 0 && (size_t)sent == bytes) {
+            p->t->stats.frames_sent += release_in_flight(p);
+            due_at_turn_end(p);
+            continue;
+        }
+        if (sent < 0 && sent != UV_EAGAIN) {
+            release_in_flight(p);
+            peer_fail(p, uv_strerror(sent));
+            return;
+        }
+        /* The rest through libuv, which waits for the socket to drain;
+         * on_write goes on with what is queued behind it. */
+        unsigned first = 0;
+        size_t skip = sent > 0 ? (size_t)sent : 0;
+        while (skip >= bufs[first].len) {
+            skip -= bufs[first].len;
+            first++;
+        }
+        bufs[first].base += skip;
+        bufs[first].len -= skip;
+        p->write_req.data = p;
+        int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, bufs + first, n - first, on_write);
+        if (rc < 0) {
+            release_in_flight(p);
+            peer_fail(p, uv_strerror(rc));
+        }
         return;
-    uv_buf_t bufs[WRITE_MAX_FRAMES];
-    unsigned n = 0;
-    size_t bytes = 0;
-    struct frame_buf *last = NULL;
-    for (struct frame_buf *f = p->head;
-         f && n < WRITE_MAX_FRAMES && (n == 0 || bytes + f->len <= WRITE_MAX_BYTES); f = f->next) {
-        bufs[n++] = uv_buf_init((char *)f->data, (unsigned)f->len);
-        bytes += f->len;
-        last = f;
-    }
-    p->in_flight = p->head;
-    p->head = last->next;
-    last->next = NULL;
-    if (!p->head)
-        p->tail = NULL;
-    int sent = uv_try_write((uv_stream_t *)p->tcp, bufs, n);
-    if (sent == (int)bytes) {
-        p->t->stats.frames_sent += release_in_flight(p);
-        due_at_turn_end(p);
-        return;
-    }
-    if (sent < 0 && sent != UV_EAGAIN) {
-        release_in_flight(p);
-        peer_fail(p, uv_strerror(sent));
-        return;
-    }
-    /* The rest through libuv, which waits for the socket to drain. */
-    unsigned first = 0;
-    size_t skip = sent > 0 ? (size_t)sent : 0;
-    while (skip >= bufs[first].len) {
-        skip -= bufs[first].len;
-        first++;
-    }
-    bufs[first].base += skip;
-    bufs[first].len -= skip;
-    p->write_req.data = p;
-    int rc = uv_write(&p->write_req, (uv_stream_t *)p->tcp, bufs + first, n - first, on_write);
-    if (rc < 0) {
-        release_in_flight(p);
-        peer_fail(p, uv_strerror(rc));
     }
 }
 

@@ -178,6 +178,41 @@ static void test_frames_of_one_turn_leave_at_its_end(void)
     CHECK_EQ(uv_loop_close(&loop), 0);
 }
 
+/* A turn that queues more frames than one write carries (256: many groups'
+ * heartbeats in one tick, a backlog) sends them all, not a write's worth
+ * per later event. */
+static struct transport *many_from;
+static void send_many(uv_timer_t *timer)
+{
+    (void)timer;
+    for (raft_term term = 100; term < 1600; term++) {
+        struct raft_message m = vote(1, 2, term);
+        CHECK_EQ(transport_send(many_from, 1, &m), 0);
+    }
+}
+
+static void test_a_turn_of_many_frames_sends_them_all(void)
+{
+    CHECK_EQ(uv_loop_init(&loop), 0);
+    struct inbox in1 = {0}, in2 = {0};
+    struct transport *t1 = start(7, 1, 0, &in1), *t2 = start(7, 2, 0, &in2);
+    CHECK_EQ(transport_add_peer(t1, 2, "127.0.0.1", transport_port(t2)), 0);
+    CHECK_EQ(transport_add_peer(t2, 1, "127.0.0.1", transport_port(t1)), 0);
+    struct raft_message m = vote(1, 2, 5);
+    CHECK_EQ(transport_send(t1, 1, &m), 0);
+    CHECK(run_until(&in2.received, 1, 3000));
+    many_from = t1;
+    uv_timer_t timer;
+    uv_timer_init(&loop, &timer);
+    uv_timer_start(&timer, send_many, 1, 0);
+    CHECK(run_until(&in2.received, 1501, 3000));
+    CHECK_EQ(in2.last.term, 1599);
+    uv_close((uv_handle_t *)&timer, NULL);
+    stop(t1);
+    stop(t2);
+    CHECK_EQ(uv_loop_close(&loop), 0);
+}
+
 /* Big messages queued before the connection is up (a leader with entries
  * for a follower that restarts) all arrive: they leave only after the
  * handshake, never in the same read as the Proof, which the other side
@@ -586,6 +621,7 @@ int main(int argc, char **argv)
     static const struct harness_test tests[] = {
         HARNESS_TEST(test_messages_both_ways),
         HARNESS_TEST(test_frames_of_one_turn_leave_at_its_end),
+        HARNESS_TEST(test_a_turn_of_many_frames_sends_them_all),
         HARNESS_TEST(test_foreign_cluster_refused),
         HARNESS_TEST(test_bad_bytes_close_only_that_connection),
         HARNESS_TEST(test_reconnects_after_restart),
